@@ -1,0 +1,45 @@
+# The two quick-start commands: `make demo` (the main job) and `make test`.
+# Each installs what it needs: a virtualenv with the project, and the Debian
+# packages prometheus and prometheus-alertmanager when their binaries are missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench debs venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+# Real Prometheus, Alertmanager and promtool from Debian; installed only when missing.
+debs:
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
+	    || ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+	  echo "Installing Debian packages prometheus and prometheus-alertmanager"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends \
+	    prometheus prometheus-alertmanager; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) debs
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+demo: $(STAMP) debs
+	$(BIN)/python -m gatekeeper.demo $(DEMO_ARGS)
+
+bench: $(STAMP) debs
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache
