@@ -1,0 +1,293 @@
+"""The configuration file: one YAML document validated with pydantic.
+
+Unknown keys and wrong types are errors naming file, line and key. Every setting has a
+default a platform team can start from; docs/configuration.md is the reference.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gatekeeper.durations import parse_duration
+from gatekeeper.rules import RuleSet, load_rule_set
+from gatekeeper.yamlfiles import ConfigFileError, load_yaml_file, validation_problems
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _dns_label(value: str) -> str:
+    if not isinstance(value, str) or len(value) > 63 or not _DNS_LABEL.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes name (lower-case DNS label)")
+    return value
+
+
+KubeName = Annotated[str, BeforeValidator(_dns_label)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrometheusConfig(_Section):
+    """Where Prometheus answers PromQL."""
+
+    url: str
+    timeout: Duration = 10.0
+    headers: dict[str, str] = Field(default_factory=dict)
+    bearer_token_file: str | None = None
+
+
+class AlertmanagerConfig(_Section):
+    """Where Alertmanager's v2 API answers."""
+
+    url: str
+    timeout: Duration = 5.0
+
+
+class KubernetesConfig(_Section):
+    """How to reach the Kubernetes API: in-cluster, or a kubeconfig (pipelines, laptops)."""
+
+    mode: Literal["auto", "in_cluster", "kubeconfig"] = "auto"
+    kubeconfig: str | None = None
+    context: str | None = None
+    request_timeout: Duration = 10.0
+
+
+class EvaluationConfig(_Section):
+    """How often and over which window the rules are evaluated."""
+
+    interval: Duration = 15.0
+    window: Duration = 300.0
+    source_timeout: Duration = 10.0
+    max_concurrency: int = Field(8, ge=1, le=256)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError("evaluation interval must be at least 1s")
+        return value
+
+
+class RouteRef(_Section):
+    """One object that decides which namespace of a pair takes traffic."""
+
+    kind: Literal["IngressRoute", "TraefikService"] = "IngressRoute"
+    name: KubeName
+    namespace: KubeName
+    api_group: Literal["traefik.io", "traefik.containo.us"] = "traefik.io"
+    service: str | None = Field(
+        None, description="only switch route services with this name (default: all)"
+    )
+
+
+class PolicyConfig(_Section):
+    """What gatekeeper may do on its own (the release lifecycle, docs/lifecycle.md)."""
+
+    auto_flip: bool = False
+    soak: Duration = 7200.0
+    consecutive_passes: int = Field(3, ge=1)
+    require_approval: bool = False
+    observation: Duration = 86400.0
+    auto_scale_down: bool = False
+    scale_down_keep: int = Field(0, ge=0)
+    rollback_on_gate_failures: int = Field(3, ge=1, description="M consecutive key failures")
+    auto_rollback: bool = True
+    rollback_when_scaled_down: Literal["refuse", "scale_up_then_flip"] = "refuse"
+    cooldown: Duration = 300.0
+    ready_timeout: Duration = 600.0
+    dry_run: bool = False
+
+
+class PairConfig(_Section):
+    """A blue/green pair: two namespaces and the route(s) that pick the active one."""
+
+    name: KubeName
+    namespaces: tuple[KubeName, KubeName]
+    routes: tuple[RouteRef, ...] = Field(min_length=1)
+    selector: str | None = Field(None, description="pod label selector, e.g. app=api-all")
+    variables: dict[str, str] = Field(default_factory=dict)
+    replicas: dict[str, int] = Field(
+        default_factory=dict, description="production replica counts per Deployment"
+    )
+    policy: PolicyConfig | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PairConfig:
+        if self.namespaces[0] == self.namespaces[1]:
+            raise ValueError("the two namespaces of a pair must differ")
+        return self
+
+    def other(self, namespace: str) -> str:
+        """The other namespace of the pair; ValueError for a namespace outside it."""
+        first, second = self.namespaces
+        if namespace == first:
+            return second
+        if namespace == second:
+            return first
+        raise ValueError(f"namespace {namespace!r} is not part of pair {self.name!r} "
+                         f"({first}, {second})")
+
+
+class WebhookConfig(_Section):
+    """Which Alertmanager alerts trigger a rollback of the new active namespace."""
+
+    matchers: dict[str, str] = Field(default_factory=lambda: {"severity": "critical"})
+    match_namespace: bool = True
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+
+class AuthConfig(_Section):
+    """Bearer token for mutating endpoints and the webhook (never logged)."""
+
+    token_file: str | None = None
+    token_env: str = "GATEKEEPER_TOKEN"
+    webhook_requires_token: bool = True
+
+
+class StateConfig(_Section):
+    """The ConfigMap that keeps each pair's lifecycle state and audit trail."""
+
+    configmap: KubeName = "gatekeeper-state"
+    namespace: KubeName = "gatekeeper"
+    history: int = Field(20, ge=1, le=500)
+
+
+class LeaderElectionConfig(_Section):
+    """Only the holder of this Lease acts; every replica serves reads."""
+
+    enabled: bool = True
+    lease_name: KubeName = "gatekeeper-leader"
+    namespace: KubeName = "gatekeeper"
+    lease_duration: Duration = 15.0
+    renew_deadline: Duration = 10.0
+    retry_period: Duration = 2.0
+    identity: str | None = None
+
+
+class NotificationsConfig(_Section):
+    """Incoming webhooks told about flips, rollbacks and blocked releases."""
+
+    slack: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+    webhooks: tuple[str, ...] = ()
+    timeout: Duration = 5.0
+    retries: int = Field(3, ge=0, le=10)
+
+
+class ServerConfig(_Section):
+    """Where `gatekeeper serve` listens."""
+
+    # A cluster service listens on the pod address; tests and the demo pass 127.0.0.1.
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class Config(_Section):
+    """The whole configuration file."""
+
+    prometheus: PrometheusConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    rule_files: tuple[str, ...] = ("rules/",)
+    variables: dict[str, str] = Field(default_factory=dict)
+    pairs: tuple[PairConfig, ...] = Field(min_length=1)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @model_validator(mode="after")
+    def _unique_pairs(self) -> Config:
+        seen: set[str] = set()
+        for pair in self.pairs:
+            if pair.name in seen:
+                raise ValueError(f"duplicate pair name {pair.name!r}")
+            seen.add(pair.name)
+        return self
+
+    def pair(self, name: str) -> PairConfig:
+        """The pair called `name`; KeyError naming the known pairs otherwise."""
+        for pair in self.pairs:
+            if pair.name == name:
+                return pair
+        known = ", ".join(p.name for p in self.pairs)
+        raise KeyError(f"unknown pair {name!r} (configured: {known})")
+
+    def policy_for(self, pair: PairConfig) -> PolicyConfig:
+        """The pair's own policy, else the global one."""
+        return pair.policy or self.policy
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated configuration with its rules loaded."""
+
+    config: Config
+    rule_set: RuleSet
+    path: Path
+
+
+def _pair_label(data: Any) -> Any:
+    def label(loc: tuple[str | int, ...]) -> str | None:
+        if len(loc) >= 2 and loc[0] == "pairs" and isinstance(loc[1], int):
+            try:
+                name = data["pairs"][loc[1]].get("name")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                name = None
+            return f"pair '{name}'" if name else f"pair #{loc[1] + 1}"
+        return None
+
+    return label
+
+
+def parse_config(data: Any, path: str | Path, line_map: Any) -> Config:
+    """Validate parsed YAML; ConfigFileError with one line per problem."""
+    if not isinstance(data, dict):
+        raise ConfigFileError([f"{path}:1: the configuration must be a YAML mapping"])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(validation_problems(exc, line_map, label=_pair_label(data))) from exc
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Load the configuration and the rule files it names (relative to the file's folder)."""
+    config_path = Path(path)
+    data, line_map = load_yaml_file(config_path)
+    config = parse_config(data, config_path, line_map)
+    base = config_path.resolve().parent
+    rule_paths = [p if Path(p).is_absolute() else base / p for p in config.rule_files]
+    rule_set = load_rule_set(rule_paths)
+    merged = {**rule_set.variables, **config.variables}
+    rule_set = rule_set.model_copy(update={"variables": merged})
+    problems = []
+    for source in sorted(rule_set.sources()):
+        if source in ("prometheus", "alertmanager") and getattr(config, source) is None:
+            users = [r.name for r in rule_set.rules if r.source == source]
+            line = line_map.line_of(())
+            problems.append(
+                f"{config_path}:{line}: field '{source}': rules {', '.join(users)} use source "
+                f"'{source}' but the configuration has no '{source}' section with a url"
+            )
+    if problems:
+        raise ConfigFileError(problems)
+    return LoadedConfig(config=config, rule_set=rule_set, path=config_path)

@@ -1,0 +1,324 @@
+"""Gate rules: the YAML model, its validation and loading (no I/O beyond reading files).
+
+A rule file holds `variables` (defaults for query templates), optional `score` thresholds and a
+list of `rules`. See docs/rules.md for the user-facing description of every field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gatekeeper.criteria import Criterion, parse_criterion
+from gatekeeper.durations import parse_duration
+from gatekeeper.templating import template_variables
+from gatekeeper.yamlfiles import ConfigFileError, LineMap, load_yaml_file, validation_problems
+
+SourceName = Literal["prometheus", "alertmanager", "probe", "logs", "kubernetes"]
+NoDataPolicy = Literal["unknown", "fail", "pass", "ignore"]
+KubernetesCheck = Literal["pods_ready", "restarts", "config_parity", "images_differ"]
+BUILTIN_VARIABLES = frozenset({"namespace", "namespaces", "window", "selector", "pair"})
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]*[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _criteria(values: Any) -> tuple[Criterion, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list | tuple):
+        raise ValueError("criteria must be a string or a list of strings such as ['< 0.01']")
+    return tuple(v if isinstance(v, Criterion) else parse_criterion(v) for v in values)
+
+
+CriteriaList = Annotated[tuple[Criterion, ...], Field(default=())]
+
+
+class StatisticalComparison(_Strict):
+    """Mann-Whitney U comparison of the rule's range samples, dark against active."""
+
+    test: Literal["mann_whitney"] = "mann_whitney"
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    direction: Literal["increase", "decrease", "either"] = "increase"
+    allowed_effect: float = Field(1.1, ge=1.0, description="allowed ratio of means")
+    step: float = Field(15.0, gt=0, description="seconds between range samples")
+    min_samples: int = Field(10, ge=3)
+
+    @field_validator("step", mode="before")
+    @classmethod
+    def _step(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class ProbeSpec(_Strict):
+    """An HTTP check against a namespace's service (the seed's integration-test suite)."""
+
+    url: str
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    expect_status: int = Field(200, ge=100, le=599)
+    expect_json: dict[str, Any] = Field(default_factory=dict)
+    require_fields: tuple[str, ...] = ()
+    timeout: float = 5.0
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class LogSpec(_Strict):
+    """Which pod-log lines count as errors."""
+
+    pattern: str = r"(?i)\b(error|exception)\b"
+    exclude: tuple[str, ...] = ()
+    container: str | None = None
+    limit_bytes: int = Field(5_000_000, ge=1024, description="per container, per evaluation")
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+        return value
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+        return values
+
+
+class Rule(_Strict):
+    """One gate rule; see docs/rules.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    description: str = ""
+    source: SourceName
+    query: str | None = None
+    samples_query: str | None = None
+    matchers: dict[str, str] = Field(default_factory=dict)
+    probe: ProbeSpec | None = None
+    logs: LogSpec | None = None
+    check: KubernetesCheck | None = None
+    pass_criteria: CriteriaList = Field(default=(), alias="pass")
+    warning_criteria: CriteriaList = Field(default=(), alias="warning")
+    compare: StatisticalComparison | None = None
+    relative_floor: float | None = Field(
+        None, description="relative criteria pass while the dark value is at or below this"
+    )
+    weight: float = Field(1.0, ge=0)
+    key: bool = False
+    no_data: NoDataPolicy = "unknown"
+    min_samples: float = Field(0, ge=0)
+    window: float | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"invalid rule name {value!r}: use lower-case letters, digits, '-', '_' or '.'"
+            )
+        return value
+
+    @field_validator("pass_criteria", "warning_criteria", mode="before")
+    @classmethod
+    def _parse_criteria(cls, value: Any) -> tuple[Criterion, ...]:
+        return _criteria(value)
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> Rule:
+        needs = {
+            "prometheus": ("query",),
+            "probe": ("probe",),
+            "kubernetes": ("check",),
+        }.get(self.source, ())
+        for field_name in needs:
+            if getattr(self, field_name) is None:
+                raise ValueError(f"source '{self.source}' needs the field '{field_name}'")
+        if self.compare is not None and self.source != "prometheus":
+            raise ValueError("'compare' (statistical comparison) works with source 'prometheus'")
+        if not self.pass_criteria and self.compare is None:
+            raise ValueError("a rule needs 'pass' criteria or a 'compare' section")
+        return self
+
+    @property
+    def has_relative(self) -> bool:
+        """True when some criterion needs the baseline namespace's value."""
+        return any(c.is_relative for c in (*self.pass_criteria, *self.warning_criteria))
+
+
+class ScoreThresholds(_Strict):
+    """Total score thresholds in percent (Keptn's defaults: 90 pass, 75 warning)."""
+
+    pass_: float = Field(90.0, alias="pass", ge=0, le=100)
+    warning: float = Field(75.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _order(self) -> ScoreThresholds:
+        if self.warning > self.pass_:
+            raise ValueError("score.warning must not be above score.pass")
+        return self
+
+
+class RuleFile(_Strict):
+    """The content of one rule file."""
+
+    variables: dict[str, str] = Field(default_factory=dict)
+    score: ScoreThresholds | None = None
+    rules: tuple[Rule, ...]
+
+    @field_validator("variables", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, str) else str(v) for k, v in value.items()}
+        return value
+
+
+class RuleSet(BaseModel):
+    """Every rule gatekeeper evaluates, merged from one or more files."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    rules: tuple[Rule, ...]
+    variables: dict[str, str] = Field(default_factory=dict)
+    score: ScoreThresholds = Field(default_factory=lambda: ScoreThresholds())
+    origins: dict[str, str] = Field(default_factory=dict, description="rule name -> file:line")
+
+    def sources(self) -> set[str]:
+        """The sources the rules need (the configuration must provide each)."""
+        return {rule.source for rule in self.rules}
+
+
+def _label_for(data: Any) -> Any:
+    def label(loc: tuple[str | int, ...]) -> str | None:
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            try:
+                name = data["rules"][loc[1]].get("name")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                name = None
+            return f"rule '{name}'" if name else f"rule #{loc[1] + 1}"
+        return None
+
+    return label
+
+
+def parse_rule_file(data: Any, line_map: LineMap) -> RuleFile:
+    """Validate parsed YAML as a rule file, or raise ConfigFileError with one line per problem."""
+    if not isinstance(data, dict):
+        raise ConfigFileError(
+            [f"{line_map.file}:1: a rule file must be a mapping with a 'rules' list"]
+        )
+    try:
+        parsed = RuleFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigFileError(validation_problems(exc, line_map, label=_label_for(data))) from exc
+    problems = _check_templates(parsed, data, line_map)
+    if problems:
+        raise ConfigFileError(problems)
+    return parsed
+
+
+def _check_templates(parsed: RuleFile, data: Any, line_map: LineMap) -> list[str]:
+    """Every `${variable}` in a query must be built in or defined in `variables`."""
+    problems = []
+    known = BUILTIN_VARIABLES | set(parsed.variables)
+    for index, rule in enumerate(parsed.rules):
+        for field_name in ("query", "samples_query"):
+            text = getattr(rule, field_name)
+            if text is None:
+                continue
+            try:
+                used = template_variables(text)
+            except ValueError as exc:
+                line = line_map.line_of(("rules", index, field_name))
+                problems.append(f"{line_map.file}:{line}: rule '{rule.name}': field "
+                                f"'rules[{index}].{field_name}': {exc}")
+                continue
+            for missing in sorted(used - known):
+                line = line_map.line_of(("rules", index, field_name))
+                problems.append(
+                    f"{line_map.file}:{line}: rule '{rule.name}': field 'rules[{index}]."
+                    f"{field_name}': unknown variable '${{{missing}}}' (define it under "
+                    "'variables' or use one of: " + ", ".join(sorted(BUILTIN_VARIABLES)) + ")"
+                )
+    return problems
+
+
+def rule_files_in(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand directories to their *.yaml / *.yml files, sorted; keep files as given."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml"}))
+        else:
+            found.append(path)
+    return found
+
+
+def load_rule_set(paths: Sequence[str | Path]) -> RuleSet:
+    """Load and merge rule files; every problem in every file is reported at once."""
+    problems: list[str] = []
+    rules: list[Rule] = []
+    variables: dict[str, str] = {}
+    score: ScoreThresholds | None = None
+    origins: dict[str, str] = {}
+    files = rule_files_in(paths)
+    if not files:
+        raise ConfigFileError([f"{', '.join(map(str, paths))}:1: no rule files found"])
+    for file in files:
+        try:
+            data, line_map = load_yaml_file(file)
+            parsed = parse_rule_file(data, line_map)
+        except ConfigFileError as exc:
+            problems.extend(exc.problems)
+            continue
+        variables.update(parsed.variables)
+        if parsed.score is not None:
+            score = parsed.score
+        for index, rule in enumerate(parsed.rules):
+            where = f"{file}:{line_map.line_of(('rules', index))}"
+            if rule.name in origins:
+                problems.append(
+                    f"{where}: rule '{rule.name}': field 'rules[{index}].name': duplicate rule "
+                    f"name (first defined at {origins[rule.name]})"
+                )
+                continue
+            origins[rule.name] = where
+            rules.append(rule)
+    if problems:
+        raise ConfigFileError(problems)
+    return RuleSet(
+        rules=tuple(rules), variables=variables, score=score or ScoreThresholds(), origins=origins
+    )

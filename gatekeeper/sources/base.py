@@ -1,0 +1,46 @@
+"""The one small interface every source implements, and the data it is called with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gatekeeper.measurements import Measurement
+from gatekeeper.rules import Rule
+
+
+@dataclass(frozen=True)
+class Target:
+    """One namespace to measure, with what its pair knows about it."""
+
+    pair: str
+    namespace: str
+    other: str
+    selector: str | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+class Source(Protocol):
+    """Fetches one rule's measurement for many namespaces in as few calls as possible."""
+
+    name: str
+
+    async def measure(
+        self,
+        rule: Rule,
+        targets: Sequence[Target],
+        *,
+        window: float,
+        variables: Mapping[str, str],
+    ) -> dict[str, Measurement]:
+        """Return a Measurement per target namespace; never raise for source failures.
+
+        A failure to reach the source is `Measurement.error(...)` for every namespace; an
+        answer without a value for a namespace is `Measurement.no_data(...)`.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...
