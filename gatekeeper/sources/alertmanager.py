@@ -1,0 +1,145 @@
+"""Firing alerts per namespace, from Alertmanager's v2 API (the seed's `amtool alert query`).
+
+One request per rule covers every namespace: active alerts only (silenced and inhibited ones
+are what people decided to ignore), filtered server-side by the rule's matchers and the
+namespaces, and checked again here. Alertmanager only knows what fires now, so the
+evaluation window does not apply.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import structlog
+
+from gatekeeper.measurements import Measurement
+from gatekeeper.rules import Rule
+from gatekeeper.sources.base import Target
+from gatekeeper.templating import namespace_regex
+
+log = structlog.get_logger()
+_NAMES_SHOWN = 5
+_BODY_SHOWN = 200
+
+
+def _quote(value: str) -> str:
+    """A matcher value as Alertmanager's matcher parser reads it (double-quoted)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def alert_filters(matchers: Mapping[str, str], namespaces: Sequence[str]) -> list[str]:
+    """The `filter` matchers: the rule's equality matchers and the namespaces under evaluation."""
+    filters = [f"{name}={_quote(value)}" for name, value in sorted(matchers.items())]
+    filters.append(f"namespace=~{_quote(namespace_regex(namespaces))}")
+    return filters
+
+
+def _alert_names(alerts: Sequence[Mapping[str, Any]]) -> str:
+    counts = Counter(str(a.get("labels", {}).get("alertname", "?")) for a in alerts)
+    shown = [name if n == 1 else f"{name} x{n}" for name, n in sorted(counts.items())]
+    more = len(shown) - _NAMES_SHOWN
+    text = ", ".join(shown[:_NAMES_SHOWN])
+    return text + (f" and {more} more" if more > 0 else "")
+
+
+def _is_firing(alert: Any, matchers: Mapping[str, str]) -> bool:
+    """Active, not silenced or inhibited, and matching every matcher (defence in depth)."""
+    if not isinstance(alert, dict) or not isinstance(alert.get("labels"), dict):
+        return False
+    status = alert.get("status") or {}
+    if status.get("state", "active") != "active":
+        return False
+    if status.get("silencedBy") or status.get("inhibitedBy"):
+        return False
+    labels = alert["labels"]
+    return all(labels.get(name) == value for name, value in matchers.items())
+
+
+class AlertmanagerSource:
+    """Counts firing alerts per namespace; 0 is a real value (nothing fires), not no data."""
+
+    name = "alertmanager"
+
+    def __init__(
+        self, url: str, timeout: float, session: aiohttp.ClientSession | None = None
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session = session
+        self._owns_session = session is None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily: an aiohttp session belongs to the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _fetch(self, filters: list[str]) -> list[Any]:
+        params = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
+        params += [("filter", f) for f in filters]
+        async with self._client().get(
+            f"{self.url}/api/v2/alerts",
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        ) as response:
+            if response.status != 200:
+                body = (await response.text(errors="replace"))[:_BODY_SHOWN].strip()
+                raise ValueError(f"HTTP {response.status}: {body}")
+            alerts = await response.json(content_type=None)
+        if not isinstance(alerts, list):
+            raise ValueError(f"expected a list of alerts, got {type(alerts).__name__}")
+        return alerts
+
+    async def measure(
+        self,
+        rule: Rule,
+        targets: Sequence[Target],
+        *,
+        window: float,
+        variables: Mapping[str, str],
+    ) -> dict[str, Measurement]:
+        """Count the rule's firing alerts per target namespace with one request."""
+        namespaces = [t.namespace for t in targets]
+        try:
+            filters = alert_filters(rule.matchers, namespaces)
+        except ValueError as exc:
+            return {ns: Measurement.error(f"alertmanager: {exc}") for ns in namespaces}
+        query = " ".join(filters)
+        try:
+            alerts = await self._fetch(filters)
+        except TimeoutError:
+            reason = f"no answer from {self.url} within {self.timeout:g}s"
+        except aiohttp.ClientError as exc:
+            reason = f"cannot reach {self.url}: {exc or type(exc).__name__}"
+        except ValueError as exc:  # bad status or JSON
+            reason = f"bad answer from {self.url}: {exc}"
+        else:
+            return {ns: self._count(alerts, rule, ns, query) for ns in namespaces}
+        log.warning("alertmanager query failed", rule=rule.name, reason=reason)
+        return {ns: Measurement.error(f"alertmanager: {reason}", query=query) for ns in namespaces}
+
+    @staticmethod
+    def _count(alerts: list[Any], rule: Rule, namespace: str, query: str) -> Measurement:
+        firing = [
+            a for a in alerts
+            if _is_firing(a, rule.matchers) and a["labels"].get("namespace") == namespace
+        ]
+        matching = ", ".join(f"{k}={v}" for k, v in sorted(rule.matchers.items()))
+        scope = f" matching {matching}" if matching else ""
+        if firing:
+            message = f"{len(firing)} firing alert(s){scope}: {_alert_names(firing)}"
+        else:
+            message = f"no firing alerts{scope}"
+        return Measurement.ok(
+            float(len(firing)), message=message, query=query, sample_count=float(len(firing))
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP session if this source created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None

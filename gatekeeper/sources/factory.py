@@ -1,0 +1,63 @@
+"""Build the sources a rule set needs from the configuration (and nothing more)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gatekeeper.config import Config
+from gatekeeper.rules import RuleSet
+from gatekeeper.sources.base import Source
+
+
+def needs_kubernetes(rule_set: RuleSet) -> bool:
+    """True when some rule reads pods, logs or objects through the Kubernetes API."""
+    return bool(rule_set.sources() & {"logs", "kubernetes"})
+
+
+def build_sources(
+    config: Config, rule_set: RuleSet, *, api_client: Any | None = None
+) -> dict[str, Source]:
+    """One instance per source the rules use; absent ones make those rules `error`."""
+    used = rule_set.sources()
+    sources: dict[str, Source] = {}
+    if "prometheus" in used and config.prometheus is not None:
+        from gatekeeper.sources.prometheus import PrometheusSource
+
+        headers = dict(config.prometheus.headers)
+        if config.prometheus.bearer_token_file:
+            from pathlib import Path
+
+            token = Path(config.prometheus.bearer_token_file).read_text().strip()
+            headers["Authorization"] = f"Bearer {token}"
+        sources["prometheus"] = PrometheusSource(
+            config.prometheus.url, timeout=config.prometheus.timeout, headers=headers,
+            pool=None,
+        )
+    if "alertmanager" in used and config.alertmanager is not None:
+        from gatekeeper.sources.alertmanager import AlertmanagerSource
+
+        sources["alertmanager"] = AlertmanagerSource(
+            config.alertmanager.url, timeout=config.alertmanager.timeout
+        )
+    if "probe" in used:
+        from gatekeeper.sources.probes import ProbeSource
+
+        sources["probe"] = ProbeSource()
+    if api_client is not None and "logs" in used:
+        from gatekeeper.sources.logs import LogSource
+
+        sources["logs"] = LogSource(api_client)
+    if api_client is not None and "kubernetes" in used:
+        from gatekeeper.sources.kubernetes import KubernetesSource
+
+        sources["kubernetes"] = KubernetesSource(api_client)
+    return sources
+
+
+async def close_sources(sources: dict[str, Source]) -> None:
+    """Close every source, whatever happens to the others."""
+    for source in sources.values():
+        try:
+            await source.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass

@@ -1,0 +1,229 @@
+"""HTTP probes of each namespace's service: the seed's integration-test suite as rules.
+
+A probe is a check of the namespace, so a service that cannot be reached (connection
+refused, unknown host, timeout) is a *failed* probe, `ok(0.0)`, not a missing measurement:
+a dark namespace whose service is down must fail its gate, never slip through as "no data".
+Only gatekeeper's own problems (a URL template naming an unknown variable, a malformed URL)
+are `error`. Redirects are not followed: the status checked is the service's own answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from gatekeeper.measurements import Measurement
+from gatekeeper.rules import ProbeSpec, Rule
+from gatekeeper.sources.base import Target
+from gatekeeper.templating import render
+
+log = structlog.get_logger()
+MAX_BODY_BYTES = 1_048_576
+MAX_CONCURRENT_PROBES = 16
+_SHOWN = 60
+_MISSING = object()
+# `links.self`, `checks.0.status`, `checks[0].status`, `checks[name=ServiceBus].status`
+_SEGMENT = re.compile(r"\.?(?:\[(\d+)\]|\[([^=\]]+)=([^\]]*)\]|([^.\[\]]+))")
+
+
+def lookup(document: Any, path: str) -> Any:
+    """Follow a dotted path into parsed JSON; `_MISSING` when any step is absent.
+
+    Steps are keys, list indexes (`checks.0` or `checks[0]`) or the first list element
+    whose field equals a value (`checks[name=ServiceBus]`, the seed's jq `select`).
+    """
+    node = document
+    position = 0
+    while position < len(path):
+        match = _SEGMENT.match(path, position)
+        if match is None or match.end() == position:
+            return _MISSING
+        position = match.end()
+        index, field, wanted, key = match.groups()
+        if field is not None:
+            if not isinstance(node, list):
+                return _MISSING
+            node = next(
+                (item for item in node
+                 if isinstance(item, dict) and str(item.get(field)) == wanted),
+                _MISSING,
+            )
+        elif index is not None or (key is not None and key.isdigit() and isinstance(node, list)):
+            position_in_list = int(index if index is not None else key)
+            if not isinstance(node, list) or position_in_list >= len(node):
+                return _MISSING
+            node = node[position_in_list]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            return _MISSING
+        if node is _MISSING:
+            return _MISSING
+    return node
+
+
+def _same(actual: Any, expected: Any) -> bool:
+    """JSON equality that keeps `true` and `1` apart."""
+    return actual == expected and isinstance(actual, bool) == isinstance(expected, bool)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+def body_problems(spec: ProbeSpec, document: Any) -> list[str]:
+    """Which `expect_json` and `require_fields` checks a parsed body fails."""
+    problems = []
+    for path, expected in spec.expect_json.items():
+        actual = lookup(document, path)
+        if actual is _MISSING:
+            problems.append(f"field {path} missing (expected {_short(expected)})")
+        elif not _same(actual, expected):
+            problems.append(f"field {path} is {_short(actual)}, expected {_short(expected)}")
+    for path in spec.require_fields:
+        actual = lookup(document, path)
+        if actual is _MISSING or actual is None:
+            problems.append(f"required field {path} missing")
+        elif actual in ("", [], {}):
+            problems.append(f"required field {path} empty")
+    return problems
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body up to MAX_BODY_BYTES, or None when it is longer (memory stays bounded)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(65_536):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    if isinstance(exc.os_error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc.os_error, socket.gaierror):
+        return f"cannot resolve host {exc.host}"
+    return f"cannot connect: {exc.os_error or exc}"
+
+
+class ProbeSource:
+    """Probes every target's rendered URL; value 1.0 when every check passes, else 0.0."""
+
+    name = "probe"
+
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        self._session = session
+        self._owns_session = session is None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily: an aiohttp session belongs to the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def measure(
+        self,
+        rule: Rule,
+        targets: Sequence[Target],
+        *,
+        window: float,
+        variables: Mapping[str, str],
+    ) -> dict[str, Measurement]:
+        """Probe all targets concurrently, at most MAX_CONCURRENT_PROBES at a time."""
+        if rule.probe is None:
+            return {t.namespace: Measurement.error(f"probe: rule {rule.name!r} has no 'probe'")
+                    for t in targets}
+        spec = rule.probe
+        limit = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
+
+        async def bounded(target: Target) -> Measurement:
+            async with limit:
+                try:
+                    return await self._probe(spec, target, variables)
+                except Exception as exc:  # a bug here must not lose the other targets
+                    log.exception("probe crashed", rule=rule.name, namespace=target.namespace)
+                    return Measurement.error(f"probe: internal error: {exc!r}")
+
+        results = await asyncio.gather(*(bounded(t) for t in targets))
+        return {t.namespace: m for t, m in zip(targets, results, strict=True)}
+
+    async def _probe(
+        self, spec: ProbeSpec, target: Target, variables: Mapping[str, str]
+    ) -> Measurement:
+        try:
+            url = render(spec.url, {**variables, **target.variables,
+                                    "namespace": target.namespace, "pair": target.pair})
+            parsed = URL(url)
+            if parsed.scheme not in ("http", "https") or not parsed.host:
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        except KeyError as exc:
+            return Measurement.error(f"probe: URL template {spec.url!r} uses unknown "
+                                     f"variable {exc}", query=spec.url)
+        except ValueError as exc:
+            return Measurement.error(f"probe: {exc}", query=spec.url)
+        started = time.monotonic()
+        try:
+            problems = await self._request(spec, url)
+        except TimeoutError:
+            problems = [f"no answer within {spec.timeout:g}s"]
+        except aiohttp.InvalidURL as exc:
+            return Measurement.error(f"probe: invalid URL {exc}", query=url)
+        except aiohttp.ClientConnectorError as exc:
+            problems = [_connect_failure(exc)]
+        except aiohttp.ClientError as exc:
+            problems = [f"request failed: {exc or type(exc).__name__}"]
+        elapsed = time.monotonic() - started
+        if elapsed > spec.timeout and not problems:
+            problems.append(f"slower than the {spec.timeout:g}s timeout")
+        timing = f"{elapsed * 1000:.0f} ms"
+        if problems:
+            log.info("probe failed", url=url, namespace=target.namespace, problems=problems)
+            return Measurement.ok(0.0, message=f"{url}: {'; '.join(problems)} ({timing})",
+                                  query=url, sample_count=1.0)
+        return Measurement.ok(1.0, message=f"{url}: all checks passed ({timing})",
+                              query=url, sample_count=1.0)
+
+    async def _request(self, spec: ProbeSpec, url: str) -> list[str]:
+        """Send the probe; the list of failed checks (empty when healthy)."""
+        async with self._client().request(
+            spec.method,
+            url,
+            headers=spec.headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=spec.timeout),
+        ) as response:
+            problems = []
+            if response.status != spec.expect_status:
+                problems.append(f"HTTP {response.status}, expected {spec.expect_status}")
+            if not (spec.expect_json or spec.require_fields):
+                return problems
+            if spec.method == "HEAD":
+                return [*problems, "a HEAD probe has no body to check"]
+            body = await _read_capped(response)
+        if body is None:
+            return [*problems, f"body larger than {MAX_BODY_BYTES} bytes"]
+        try:
+            document = json.loads(body)
+        except ValueError:
+            start = body[:_SHOWN].decode(errors="replace")
+            return [*problems, f"body is not JSON: {_short(start)}"]
+        return problems + body_problems(spec, document)
+
+    async def close(self) -> None:
+        """Close the HTTP session if this source created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
