@@ -30,13 +30,13 @@ log = structlog.get_logger()
 MAX_BODY_BYTES = 1_048_576
 MAX_CONCURRENT_PROBES = 16
 _SHOWN = 60
-_MISSING = object()
+MISSING = object()
 # `links.self`, `checks.0.status`, `checks[0].status`, `checks[name=ServiceBus].status`
 _SEGMENT = re.compile(r"\.?(?:\[(\d+)\]|\[([^=\]]+)=([^\]]*)\]|([^.\[\]]+))")
 
 
 def lookup(document: Any, path: str) -> Any:
-    """Follow a dotted path into parsed JSON; `_MISSING` when any step is absent.
+    """Follow a dotted path into parsed JSON; `MISSING` when any step is absent.
 
     Steps are keys, list indexes (`checks.0` or `checks[0]`) or the first list element
     whose field equals a value (`checks[name=ServiceBus]`, the seed's jq `select`).
@@ -46,28 +46,28 @@ def lookup(document: Any, path: str) -> Any:
     while position < len(path):
         match = _SEGMENT.match(path, position)
         if match is None or match.end() == position:
-            return _MISSING
+            return MISSING
         position = match.end()
         index, field, wanted, key = match.groups()
         if field is not None:
             if not isinstance(node, list):
-                return _MISSING
+                return MISSING
             node = next(
                 (item for item in node
                  if isinstance(item, dict) and str(item.get(field)) == wanted),
-                _MISSING,
+                MISSING,
             )
         elif index is not None or (key is not None and key.isdigit() and isinstance(node, list)):
             position_in_list = int(index if index is not None else key)
             if not isinstance(node, list) or position_in_list >= len(node):
-                return _MISSING
+                return MISSING
             node = node[position_in_list]
         elif isinstance(node, dict) and key in node:
             node = node[key]
         else:
-            return _MISSING
-        if node is _MISSING:
-            return _MISSING
+            return MISSING
+        if node is MISSING:
+            return MISSING
     return node
 
 
@@ -86,13 +86,13 @@ def body_problems(spec: ProbeSpec, document: Any) -> list[str]:
     problems = []
     for path, expected in spec.expect_json.items():
         actual = lookup(document, path)
-        if actual is _MISSING:
+        if actual is MISSING:
             problems.append(f"field {path} missing (expected {_short(expected)})")
         elif not _same(actual, expected):
             problems.append(f"field {path} is {_short(actual)}, expected {_short(expected)}")
     for path in spec.require_fields:
         actual = lookup(document, path)
-        if actual is _MISSING or actual is None:
+        if actual is MISSING or actual is None:
             problems.append(f"required field {path} missing")
         elif actual in ("", [], {}):
             problems.append(f"required field {path} empty")
