@@ -1,0 +1,172 @@
+"""Every metric gatekeeper exports, owned by one recorder (Flagger's recorder pattern).
+
+The recorder is created against an injected registry, so tests never touch the global one.
+Names follow Prometheus conventions: `gatekeeper_` prefix, base units, `_total` counters.
+docs/metrics.md lists them; dashboards/ and alerts/ query exactly these names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gatekeeper import __version__
+from gatekeeper.measurements import Verdict
+
+RULE_STATUSES = ("pass", "warning", "fail", "no_data", "error")
+VERDICTS = ("safe", "unsafe", "unknown")
+TRIGGERS = ("auto", "manual", "alertmanager", "gates")
+WEBHOOK_OUTCOMES = (
+    "rollback", "duplicate", "ignored", "cooldown", "refused", "malformed", "unauthorized",
+    "too_large",
+)
+
+
+class Recorder:
+    """Owns and updates gatekeeper's metrics."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Gauge("gatekeeper_build_info", "Always 1; the version as a label.",
+                                ["version"], registry=r)
+        self.build_info.labels(__version__).set(1)
+        self.rule_status = Gauge(
+            "gatekeeper_rule_status",
+            "1 for the current status of a rule in a namespace (pass, warning, fail, no_data, "
+            "error), 0 for the others.",
+            ["pair", "namespace", "role", "rule", "status"], registry=r)
+        self.rule_value = Gauge(
+            "gatekeeper_rule_value", "Last measured value of a rule in a namespace (NaN if none).",
+            ["pair", "namespace", "role", "rule"], registry=r)
+        self.score = Gauge(
+            "gatekeeper_namespace_score_ratio",
+            "Weighted rule score of a namespace, 0..1 (NaN when no rule could be evaluated).",
+            ["pair", "namespace", "role"], registry=r)
+        self.verdict = Gauge(
+            "gatekeeper_verdict", "1 for the pair's current verdict on its dark namespace.",
+            ["pair", "verdict"], registry=r)
+        self.phase = Gauge(
+            "gatekeeper_phase", "1 for the pair's current release phase, 0 for the others.",
+            ["pair", "phase"], registry=r)
+        self.phase_since = Gauge(
+            "gatekeeper_phase_since_timestamp_seconds", "When the pair entered its phase.",
+            ["pair"], registry=r)
+        self.active = Gauge(
+            "gatekeeper_active_namespace", "1 for the namespace that takes traffic, 0 for dark.",
+            ["pair", "namespace"], registry=r)
+        self.replicas = Gauge(
+            "gatekeeper_namespace_replicas", "Desired replicas summed over a namespace's "
+            "Deployments.", ["pair", "namespace"], registry=r)
+        self.flips = Counter("gatekeeper_flips_total", "Traffic flips by trigger.",
+                             ["pair", "trigger"], registry=r)
+        self.rollbacks = Counter("gatekeeper_rollbacks_total", "Rollbacks by trigger.",
+                                 ["pair", "trigger"], registry=r)
+        self.evaluation_duration = Histogram(
+            "gatekeeper_evaluation_duration_seconds", "Duration of one evaluation cycle.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.last_evaluation = Gauge(
+            "gatekeeper_last_evaluation_timestamp_seconds", "When the pair was last evaluated.",
+            ["pair"], registry=r)
+        self.source_up = Gauge("gatekeeper_source_up",
+                               "1 when the source answered in the last evaluation.",
+                               ["source"], registry=r)
+        self.source_errors = Counter("gatekeeper_source_errors_total",
+                                     "Failed source calls (one per rule and evaluation).",
+                                     ["source"], registry=r)
+        self.webhook = Counter("gatekeeper_webhook_requests_total",
+                               "Alertmanager webhook requests by outcome.", ["outcome"],
+                               registry=r)
+        self.action_latency = Histogram(
+            "gatekeeper_action_latency_seconds",
+            "From trigger (webhook received, decision taken) to the route patched and verified.",
+            ["action"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r)
+        self.leader = Gauge("gatekeeper_leader", "1 when this replica holds the Lease.",
+                            registry=r)
+        self.actions_blocked = Counter(
+            "gatekeeper_actions_refused_total", "Actions refused by a precondition or policy.",
+            ["pair", "action"], registry=r)
+
+    # -- verdicts -----------------------------------------------------------------------------
+
+    def record_verdict(self, verdict: Verdict) -> None:
+        """Rule statuses and values, namespace scores and the verdict of one pair."""
+        pair = verdict.pair
+        for ns_score in (verdict.candidate, verdict.baseline):
+            role = "dark" if ns_score.role == "candidate" else "active"
+            score = ns_score.score
+            self.score.labels(pair, ns_score.namespace, role).set(
+                math.nan if score is None else score / 100.0)
+            for result in ns_score.results:
+                for status in RULE_STATUSES:
+                    self.rule_status.labels(pair, ns_score.namespace, role, result.rule,
+                                            status).set(1 if result.status == status else 0)
+                value = result.value
+                self.rule_value.labels(pair, ns_score.namespace, role, result.rule).set(
+                    math.nan if value is None else value)
+        for name in VERDICTS:
+            self.verdict.labels(pair, name).set(1 if verdict.verdict == name else 0)
+        self.last_evaluation.labels(pair).set(verdict.evaluated_at)
+
+    def forget_namespace_roles(self, pair: str, namespaces: Iterable[str]) -> None:
+        """Drop per-namespace series after a flip so a namespace never shows both roles."""
+        for collector in (self.rule_status, self.rule_value, self.score):
+            for labels in list(collector._metrics):  # prometheus_client has no public lister
+                if labels[0] == pair and labels[1] in set(namespaces):
+                    collector.remove(*labels)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def record_phase(self, pair: str, phase: str, since: float, phases: Iterable[str]) -> None:
+        """One-hot phase plus the time it was entered."""
+        for name in phases:
+            self.phase.labels(pair, name).set(1 if name == phase else 0)
+        self.phase_since.labels(pair).set(since)
+
+    def record_active(self, pair: str, active: str | None, namespaces: Iterable[str]) -> None:
+        """Which namespace takes traffic (all 0 when the routes are inconsistent)."""
+        for namespace in namespaces:
+            self.active.labels(pair, namespace).set(1 if namespace == active else 0)
+
+    def record_replicas(self, pair: str, namespace: str, replicas: int) -> None:
+        """Desired replicas of a namespace (the old one should go to 0 or N)."""
+        self.replicas.labels(pair, namespace).set(replicas)
+
+    def record_flip(self, pair: str, trigger: str) -> None:
+        """A flip happened."""
+        self.flips.labels(pair, trigger).inc()
+
+    def record_rollback(self, pair: str, trigger: str) -> None:
+        """A rollback happened."""
+        self.rollbacks.labels(pair, trigger).inc()
+
+    def record_refused(self, pair: str, action: str) -> None:
+        """An action was refused by a precondition or the policy."""
+        self.actions_blocked.labels(pair, action).inc()
+
+    # -- the service itself -------------------------------------------------------------------
+
+    def observe_evaluation(self, seconds: float) -> None:
+        """Duration of one evaluation cycle."""
+        self.evaluation_duration.observe(seconds)
+
+    def record_source(self, source: str, *, up: bool, errors: int = 0) -> None:
+        """Whether a source answered, and how many of its calls failed."""
+        self.source_up.labels(source).set(1 if up else 0)
+        if errors:
+            self.source_errors.labels(source).inc(errors)
+
+    def record_webhook(self, outcome: str) -> None:
+        """One Alertmanager webhook request and what became of it."""
+        self.webhook.labels(outcome).inc()
+
+    def observe_action_latency(self, action: str, seconds: float) -> None:
+        """Trigger to route patched and verified."""
+        self.action_latency.labels(action).observe(seconds)
+
+    def record_leader(self, is_leader: bool) -> None:
+        """Whether this replica leads."""
+        self.leader.set(1 if is_leader else 0)
