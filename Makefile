@@ -36,7 +36,7 @@ test: $(STAMP) debs
 	$(BIN)/pytest
 
 demo: $(STAMP) debs
-	$(BIN)/python -m gatekeeper.demo $(DEMO_ARGS)
+	$(BIN)/python -m demo $(DEMO_ARGS)
 
 bench: $(STAMP) debs
 	$(BIN)/python -m bench $(BENCH_ARGS)
