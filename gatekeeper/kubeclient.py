@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -22,16 +23,20 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from gatekeeper.config import KubernetesConfig
 
 __all__ = [
+    "API_ERRORS",
     "ApiException",
     "TimeoutApiClient",
     "connect",
     "create_api_client",
+    "describe_error",
     "in_cluster_available",
     "read_json",
 ]
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 log = structlog.get_logger()
+API_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError, ValueError)
+"""What a failed API call raises: HTTP errors, connection errors, timeouts, bad JSON."""
 
 
 class TimeoutApiClient(client.ApiClient):
@@ -112,3 +117,19 @@ async def read_json(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: A
             error.body = body.decode("utf-8", errors="replace")
             raise error
     return json.loads(body)
+
+
+def describe_error(exc: BaseException, timeout: float | None = None) -> str:
+    """A short, secret-free reason for a failed Kubernetes API call."""
+    if isinstance(exc, ApiException):
+        text = f"HTTP {exc.status} {exc.reason or ''}".strip()
+        try:
+            detail = json.loads(exc.body or "{}").get("message")
+        except (ValueError, AttributeError):
+            detail = None
+        return f"{text}: {str(detail)[:200]}" if detail else text
+    if isinstance(exc, TimeoutError):
+        return "no answer from the API server" + (f" within {timeout:g}s" if timeout else "")
+    if isinstance(exc, aiohttp.ClientError):
+        return f"cannot reach the API server: {exc or type(exc).__name__}"
+    return f"bad answer from the API server: {exc!r}"

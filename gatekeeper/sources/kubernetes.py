@@ -1,0 +1,372 @@
+"""Checks read from Kubernetes objects: readiness, restarts, config parity, new images.
+
+Each check lists what it needs once per namespace and resource kind (raw JSON, see
+`kubeclient.read_json`) and computes a number per target namespace:
+
+- `pods_ready`: ready pods / pods matching the pair's selector (Succeeded pods, finished
+  jobs, are left out). No pods is no data, never a vacuous 1.
+- `restarts`: container restarts within the window (see `restarts_within`).
+- `config_parity`: differences between the ConfigMaps and Secrets of the namespace and the
+  other one of its pair (see `parity_differences`). Secret values are only ever hashed.
+- `images_differ`: 1 when the Deployments' container images differ from the other
+  namespace's, else 0 (the dark namespace really runs a new release).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import client
+
+from gatekeeper import kubeclient
+from gatekeeper.measurements import Measurement
+from gatekeeper.rules import Rule
+from gatekeeper.sources.base import Target
+
+log = structlog.get_logger()
+SHOWN = 5
+IGNORED_CONFIGMAPS = frozenset({"kube-root-ca.crt"})
+"""Created by Kubernetes in every namespace."""
+IGNORED_SECRET_TYPES = ("kubernetes.io/service-account-token", "helm.sh/release.v1")
+"""Per-namespace by nature: service-account tokens and Helm's release records."""
+# kustomize's configMapGenerator/secretGenerator suffix: '-' and 10 characters of this alphabet.
+_KUSTOMIZE_SUFFIX = re.compile(r"-[bcdfghkmt2456789]{10}$")
+
+Json = dict[str, Any]
+
+
+def _listing(items: Sequence[str], limit: int = SHOWN) -> str:
+    if not items:
+        return "nothing else"
+    more = len(items) - limit
+    return ", ".join(items[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def _timestamp(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _statuses(pod: Json) -> list[Json]:
+    status = pod.get("status") or {}
+    return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+
+def pod_ready(pod: Json) -> bool:
+    """The pod's Ready condition is True (what `kubectl wait --for=condition=Ready` waits for)."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _not_ready_reason(pod: Json) -> str:
+    """The most telling reason: a container's waiting/terminated reason, else the phase."""
+    for entry in _statuses(pod):
+        state = entry.get("state") or {}
+        for key in ("waiting", "terminated"):
+            reason = (state.get(key) or {}).get("reason")
+            if reason:
+                return str(reason)
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("reason"):
+            return str(condition["reason"])
+    return str(status.get("phase") or "Unknown")
+
+
+def restarts_within(pod: Json, *, window: float, now: float) -> int:
+    """Container restarts (init containers included) that happened within the window.
+
+    Kubernetes keeps a restart count and only the last termination, so:
+    - in a pod started within the window, every restart happened in it: `restartCount`;
+    - in an older pod, a container whose last termination finished within the window
+      restarted at least once in it: 1 (a lower bound, the earlier ones have no time);
+    - otherwise 0. Restarts before the window never count, however many there were.
+    """
+    since = now - window
+    started = _timestamp((pod.get("status") or {}).get("startTime")) or _timestamp(
+        (pod.get("metadata") or {}).get("creationTimestamp"))
+    young = started is not None and started >= since
+    total = 0
+    for entry in _statuses(pod):
+        count = int(entry.get("restartCount") or 0)
+        if count <= 0:
+            continue
+        if young:
+            total += count
+            continue
+        finished = _timestamp(((entry.get("lastState") or {}).get("terminated") or {})
+                              .get("finishedAt"))
+        if finished is not None and finished >= since:
+            total += 1
+    return total
+
+
+def _last_reason(pod: Json) -> str:
+    for entry in _statuses(pod):
+        reason = ((entry.get("lastState") or {}).get("terminated") or {}).get("reason")
+        if reason:
+            return f"{entry.get('name')}: {reason}"
+    return ""
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(str(value).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ConfigObject:
+    """A ConfigMap or Secret reduced to what parity compares: type, keys and value hashes."""
+
+    kind: str
+    name: str
+    type: str
+    hashes: Mapping[str, str]
+
+
+def config_objects(configmaps: Json, secrets: Json) -> dict[str, ConfigObject]:
+    """Index the compared objects by `Kind/name`, values replaced by their sha256 at once.
+
+    A kustomize hash suffix (`app-config-7g2h9k5mbt`) is dropped from the name, so the
+    generated objects of both namespaces are compared key by key; when two objects in one
+    namespace share a base name the full names are kept.
+    """
+    found: list[ConfigObject] = []
+    for item in configmaps.get("items") or []:
+        name = item["metadata"]["name"]
+        if name in IGNORED_CONFIGMAPS:
+            continue
+        values = {**(item.get("data") or {}), **(item.get("binaryData") or {})}
+        found.append(ConfigObject("ConfigMap", name, "",
+                                  {k: _digest(v) for k, v in values.items()}))
+    for item in secrets.get("items") or []:
+        kind = item.get("type") or "Opaque"
+        if kind in IGNORED_SECRET_TYPES:
+            continue
+        found.append(ConfigObject("Secret", item["metadata"]["name"], kind,
+                                  {k: _digest(v) for k, v in (item.get("data") or {}).items()}))
+    bases: dict[str, list[ConfigObject]] = {}
+    for obj in found:
+        base = _KUSTOMIZE_SUFFIX.sub("", obj.name)
+        bases.setdefault(f"{obj.kind}/{base}", []).append(obj)
+    index: dict[str, ConfigObject] = {}
+    for key, objects in bases.items():
+        if len(objects) == 1:
+            index[key] = objects[0]
+        else:
+            index.update({f"{o.kind}/{o.name}": o for o in objects})
+    return index
+
+
+def parity_differences(
+    mine: Mapping[str, ConfigObject], theirs: Mapping[str, ConfigObject], *, other: str
+) -> list[str]:
+    """One line per difference (missing object, missing key, differing value or type).
+
+    Lines name objects and keys, never values or hashes.
+    """
+    problems = []
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key), theirs.get(key)
+        if a is None:
+            problems.append(f"{key} only in {other}")
+            continue
+        if b is None:
+            problems.append(f"{key} missing in {other}")
+            continue
+        if a.type != b.type:
+            problems.append(f"{key} type {a.type} vs {b.type} in {other}")
+        for field in sorted(set(a.hashes) | set(b.hashes)):
+            if field not in b.hashes:
+                problems.append(f"{key} key {field} missing in {other}")
+            elif field not in a.hashes:
+                problems.append(f"{key} key {field} only in {other}")
+            elif a.hashes[field] != b.hashes[field]:
+                problems.append(f"{key} key {field} differs")
+    return problems
+
+
+def deployment_images(deployments: Json) -> set[str]:
+    """Every container image (init containers included) of every Deployment's pod template."""
+    images = set()
+    for item in deployments.get("items") or []:
+        spec = (((item.get("spec") or {}).get("template") or {}).get("spec")) or {}
+        for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+            if container.get("image"):
+                images.add(str(container["image"]))
+    return images
+
+
+class KubernetesSource:
+    """Answers `rule.check` per namespace from live Kubernetes objects."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self, api_client: client.ApiClient, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.clock = clock
+
+    async def measure(
+        self,
+        rule: Rule,
+        targets: Sequence[Target],
+        *,
+        window: float,
+        variables: Mapping[str, str],
+    ) -> dict[str, Measurement]:
+        """Run the rule's check for every target; the rule's `window` overrides `window`."""
+        try:
+            if rule.check in ("pods_ready", "restarts"):
+                seconds = rule.window if rule.window is not None else window
+                results = await asyncio.gather(
+                    *(self._pods(rule.check, t, seconds) for t in targets))
+                return {t.namespace: m for t, m in zip(targets, results, strict=True)}
+            if rule.check == "config_parity":
+                return await self._config_parity(targets)
+            if rule.check == "images_differ":
+                return await self._images_differ(targets)
+        except Exception as exc:  # a bug here must not crash the evaluation
+            log.exception("kubernetes check crashed", rule=rule.name, check=rule.check)
+            return {t.namespace: Measurement.error(f"kubernetes: internal error: {exc!r}")
+                    for t in targets}
+        return {t.namespace: Measurement.error(f"kubernetes: unknown check {rule.check!r}")
+                for t in targets}
+
+    async def _pods(self, check: str, target: Target, window: float) -> Measurement:
+        where = (f"pods matching {target.selector!r}" if target.selector else "pods") + \
+            f" in namespace {target.namespace}"
+        query = f"{check} of {where}" + (f" over {window:g}s" if check == "restarts" else "")
+        try:
+            listed = await kubeclient.read_json(
+                self.core.list_namespaced_pod, target.namespace, label_selector=target.selector)
+        except kubeclient.API_ERRORS as exc:
+            reason = kubeclient.describe_error(exc)
+            return Measurement.error(f"kubernetes: listing {where} failed: {reason}", query=query)
+        pods = [p for p in listed.get("items") or []
+                if (p.get("status") or {}).get("phase") != "Succeeded"]
+        if not pods:
+            return Measurement.no_data(f"kubernetes: no {where}", query=query)
+        if check == "pods_ready":
+            return _readiness(pods, query)
+        now = self.clock()
+        counts = {p["metadata"]["name"]: restarts_within(p, window=window, now=now) for p in pods}
+        total = sum(counts.values())
+        named = []
+        for name, pod in sorted((p["metadata"]["name"], p) for p in pods):
+            if counts[name]:
+                reason = _last_reason(pod)
+                named.append(f"{name} ({counts[name]}{', ' + reason if reason else ''})")
+        message = (f"{total} restart(s) within {window:g}s in {len(named)} of {len(pods)} pods: "
+                   f"{_listing(named)}" if total
+                   else f"no restarts within {window:g}s in {len(pods)} pods")
+        return Measurement.ok(float(total), message=message, query=query,
+                              sample_count=float(len(pods)))
+
+    async def _list_each(
+        self, namespaces: Iterable[str], call: Callable[..., Awaitable[Any]], what: str,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Json], dict[str, str]]:
+        """One list call per namespace, concurrently: (answers, failure reasons) by namespace."""
+        unique = sorted(set(namespaces))
+        results = await asyncio.gather(
+            *(kubeclient.read_json(call, ns, **kwargs) for ns in unique), return_exceptions=True)
+        found: dict[str, Json] = {}
+        failed: dict[str, str] = {}
+        for ns, result in zip(unique, results, strict=True):
+            if isinstance(result, kubeclient.API_ERRORS):
+                failed[ns] = (f"listing {what} in namespace {ns} failed: "
+                              f"{kubeclient.describe_error(result)}")
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                found[ns] = result
+        return found, failed
+
+    async def _config_parity(self, targets: Sequence[Target]) -> dict[str, Measurement]:
+        namespaces = {t.namespace for t in targets} | {t.other for t in targets}
+        secret_filter = ",".join(f"type!={kind}" for kind in IGNORED_SECRET_TYPES)
+        (configmaps, cm_failed), (secrets, secret_failed) = await asyncio.gather(
+            self._list_each(namespaces, self.core.list_namespaced_config_map, "ConfigMaps"),
+            self._list_each(namespaces, self.core.list_namespaced_secret, "Secrets",
+                            field_selector=secret_filter),
+        )
+        failed = {**secret_failed, **cm_failed}
+        indexes = {ns: config_objects(configmaps[ns], secrets[ns])
+                   for ns in namespaces if ns not in failed}
+        del configmaps, secrets  # drop the listed values as soon as they are hashed
+        results = {}
+        for target in targets:
+            query = f"config_parity of {target.namespace} against {target.other}"
+            reason = failed.get(target.namespace) or failed.get(target.other)
+            if reason is not None:
+                results[target.namespace] = Measurement.error(f"kubernetes: {reason}", query=query)
+                continue
+            mine, theirs = indexes[target.namespace], indexes[target.other]
+            if not mine and not theirs:
+                results[target.namespace] = Measurement.no_data(
+                    f"kubernetes: no ConfigMaps or Secrets in {target.namespace} or "
+                    f"{target.other}", query=query)
+                continue
+            problems = parity_differences(mine, theirs, other=target.other)
+            message = (f"{len(problems)} difference(s) from {target.other}: "
+                       f"{_listing(problems)}" if problems else
+                       f"{len(mine)} ConfigMaps and Secrets match {target.other}")
+            results[target.namespace] = Measurement.ok(
+                float(len(problems)), message=message, query=query,
+                sample_count=float(len(set(mine) | set(theirs))))
+        return results
+
+    async def _images_differ(self, targets: Sequence[Target]) -> dict[str, Measurement]:
+        namespaces = {t.namespace for t in targets} | {t.other for t in targets}
+        listed, failed = await self._list_each(
+            namespaces, self.apps.list_namespaced_deployment, "Deployments")
+        results = {}
+        for target in targets:
+            query = f"images_differ of {target.namespace} against {target.other}"
+            reason = failed.get(target.namespace) or failed.get(target.other)
+            if reason is not None:
+                results[target.namespace] = Measurement.error(f"kubernetes: {reason}", query=query)
+                continue
+            mine = deployment_images(listed[target.namespace])
+            theirs = deployment_images(listed[target.other])
+            empty = [ns for ns, images in ((target.namespace, mine), (target.other, theirs))
+                     if not images]
+            if empty:
+                results[target.namespace] = Measurement.no_data(
+                    f"kubernetes: no Deployments in namespace {empty[0]}", query=query)
+                continue
+            if mine == theirs:
+                message = f"same images as {target.other}: {_listing(sorted(mine))}"
+            else:
+                message = (f"images differ from {target.other}: "
+                           f"only {target.namespace} has {_listing(sorted(mine - theirs))}; "
+                           f"only {target.other} has {_listing(sorted(theirs - mine))}")
+            results[target.namespace] = Measurement.ok(
+                float(mine != theirs), message=message, query=query,
+                sample_count=float(len(mine)))
+        return results
+
+
+def _readiness(pods: Sequence[Json], query: str) -> Measurement:
+    not_ready = [f"{p['metadata']['name']} ({_not_ready_reason(p)})"
+                 for p in sorted(pods, key=lambda p: p["metadata"]["name"]) if not pod_ready(p)]
+    ready = len(pods) - len(not_ready)
+    message = f"{ready}/{len(pods)} pods ready"
+    if not_ready:
+        message += f"; not ready: {_listing(not_ready)}"
+    return Measurement.ok(ready / len(pods), message=message, query=query,
+                          sample_count=float(len(pods)))
