@@ -65,7 +65,7 @@ async def _evaluate(loaded: LoadedConfig, pairs: list[PairConfig], args: argpars
             from gatekeeper import kubeclient
 
             try:
-                api = await stack.enter_async_context(kubeclient.api_client(config.kubernetes))
+                api = await stack.enter_async_context(kubeclient.connect(config.kubernetes))
             except Exception as exc:  # noqa: BLE001 - any failure to configure is reported
                 print(f"warning: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
         assignments: list[Assignment] = []
