@@ -1,0 +1,283 @@
+"""SyntheticFleet: one loopback /metrics endpoint standing in for many namespaces' services.
+
+A session-wide Prometheus scrapes a single target, while each test sets the traffic of its
+own namespaces ("green serves 5 % errors, blue 0.1 %") without sending a request. The HTTP
+server and a log ticker run in daemon threads, so sync pytest fixtures can hold the fleet
+for a whole session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+from telemetry_sandbox.exposition import (
+    CONTENT_TYPE,
+    DURATION_HELP,
+    DURATION_METRIC,
+    REQUESTS_HELP,
+    REQUESTS_METRIC,
+    render_counter_family,
+    render_histogram_family,
+)
+from telemetry_sandbox.latency import DEFAULT_BUCKETS
+from telemetry_sandbox.loglines import LogBuffer, LogCallback
+from telemetry_sandbox.loopback import LOOPBACK_HOST, require_loopback_host
+from telemetry_sandbox.profile import TrafficProfile
+from telemetry_sandbox.virtual_traffic import VirtualTraffic
+
+__all__ = ["SyntheticFleet"]
+
+Clock = Callable[[], float]
+_LOG = logging.getLogger(__name__)
+
+
+class SyntheticFleet:
+    """Virtual traffic for many namespaces, exported at `GET /metrics` on one loopback port.
+
+    Also serves `GET /logs/<namespace>?limit=N` (JSON list of lines) and `GET /-/healthy`.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = LOOPBACK_HOST,
+        port: int = 0,
+        warm_start_s: float = 300.0,
+        tick_s: float = 0.5,
+        log_buffer_lines: int = 2000,
+        on_log_lines: LogCallback | None = None,
+        bounds: tuple[float, ...] = DEFAULT_BUCKETS,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        self.host = require_loopback_host(host)
+        self._requested_port = port
+        self.warm_start_s = warm_start_s
+        self.tick_s = tick_s
+        self.log_buffer_lines = log_buffer_lines
+        self.on_log_lines = on_log_lines
+        self.bounds = bounds
+        self._clock = clock
+        self._wall = wall_clock
+        self._traffic: dict[str, VirtualTraffic] = {}
+        self._logs: dict[str, LogBuffer] = {}
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (after start())."""
+        if self._server is None:
+            raise RuntimeError("SyntheticFleet is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:PORT`, the scrape target."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:40125."""
+        return f"http://{self.address}"
+
+    def start(self) -> Self:
+        """Bind the port and start the HTTP and log-ticker threads."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = ThreadingHTTPServer((self.host, self._requested_port), _handler_for(self))
+        server.daemon_threads = True
+        self._server = server
+        self._threads = [
+            threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name="synthetic-fleet-http",
+                daemon=True,
+            ),
+            threading.Thread(target=self._tick_loop, name="synthetic-fleet-ticker", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the threads (bounded)."""
+        server, self._server = self._server, None
+        self._stopping.set()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- profiles ---------------------------------------------------------------------------
+
+    def set_profile(
+        self,
+        namespace: str,
+        profile: TrafficProfile | None = None,
+        *,
+        warm_start_s: float | None = None,
+        **fields: Any,
+    ) -> TrafficProfile:
+        """Set (or update) a namespace's traffic; `fields` override the base profile.
+
+        The base is `profile`, else the namespace's current profile, else the defaults.
+        A new namespace starts with `warm_start_s` of history already counted, like a
+        service that has been up for a while, so rate() is right from the second scrape.
+        """
+        with self._lock:
+            traffic = self._traffic.get(namespace)
+            base = profile or (traffic.profile if traffic else TrafficProfile())
+            new_profile = base.replace(**fields) if fields else base
+            now, wall = self._clock(), self._wall()
+            if traffic is None:
+                history = self.warm_start_s if warm_start_s is None else warm_start_s
+                traffic = VirtualTraffic(
+                    namespace, new_profile, now=now - history, bounds=self.bounds
+                )
+                traffic.advance(now, wall, logs=False)
+                self._traffic[namespace] = traffic
+                self._logs[namespace] = LogBuffer(self.log_buffer_lines)
+                lines: list[str] = []
+            else:
+                lines = traffic.set_profile(new_profile, now, wall)
+        self._publish_logs(namespace, lines)
+        return new_profile
+
+    def profile(self, namespace: str) -> TrafficProfile | None:
+        """Current profile of a namespace, None if unknown."""
+        with self._lock:
+            traffic = self._traffic.get(namespace)
+            return traffic.profile if traffic else None
+
+    def remove(self, namespace: str) -> None:
+        """Forget a namespace: its series vanish from /metrics (Prometheus marks them stale)."""
+        with self._lock:
+            self._traffic.pop(namespace, None)
+            self._logs.pop(namespace, None)
+
+    def namespaces(self) -> list[str]:
+        """Namespaces with a profile, sorted."""
+        with self._lock:
+            return sorted(self._traffic)
+
+    # -- observations -----------------------------------------------------------------------
+
+    def logs(self, namespace: str, limit: int | None = None) -> list[str]:
+        """Buffered log lines of a namespace (advances time first)."""
+        self.advance()
+        with self._lock:
+            buffer = self._logs.get(namespace)
+        return buffer.lines(limit) if buffer else []
+
+    def totals_by_status(self, namespace: str) -> dict[str, int]:
+        """Requests counted so far for a namespace, by status (advances time first)."""
+        self.advance()
+        with self._lock:
+            traffic = self._traffic.get(namespace)
+            return traffic.totals_by_status() if traffic else {}
+
+    def advance(self) -> None:
+        """Bring every namespace up to now and publish the log lines that produced."""
+        now, wall = self._clock(), self._wall()
+        produced: list[tuple[str, list[str]]] = []
+        with self._lock:
+            for namespace, traffic in self._traffic.items():
+                lines = traffic.advance(now, wall)
+                if lines:
+                    produced.append((namespace, lines))
+        for namespace, lines in produced:
+            self._publish_logs(namespace, lines)
+
+    def render_metrics(self) -> str:
+        """The /metrics body: both families for every namespace."""
+        self.advance()
+        with self._lock:
+            traffic = [self._traffic[name] for name in sorted(self._traffic)]
+            counters = [sample for t in traffic for sample in t.counter_samples()]
+            histograms = [sample for t in traffic for sample in t.histogram_samples()]
+        return render_counter_family(
+            REQUESTS_METRIC, REQUESTS_HELP, counters
+        ) + render_histogram_family(DURATION_METRIC, DURATION_HELP, histograms)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _publish_logs(self, namespace: str, lines: list[str]) -> None:
+        if not lines:
+            return
+        with self._lock:
+            buffer = self._logs.get(namespace)
+        if buffer is not None:
+            buffer.extend(lines)
+        callback = self.on_log_lines
+        if callback is not None:
+            try:
+                callback(namespace, lines)
+            except Exception:  # noqa: BLE001 - a broken consumer must not stop metrics
+                _LOG.exception("on_log_lines callback failed")
+
+    def _tick_loop(self) -> None:
+        while not self._stopping.wait(self.tick_s):
+            self.advance()
+
+    def __repr__(self) -> str:
+        where = self.url if self._server is not None else "stopped"
+        return f"<SyntheticFleet {where} namespaces={len(self._traffic)}>"
+
+
+def _handler_for(fleet: SyntheticFleet) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            if parts.path == "/metrics":
+                self._send(200, fleet.render_metrics().encode(), CONTENT_TYPE)
+            elif parts.path.startswith("/logs/"):
+                namespace = parts.path.removeprefix("/logs/")
+                limit = parse_qs(parts.query).get("limit", [None])[0]
+                lines = fleet.logs(namespace, int(limit) if limit else None)
+                self._send(200, json.dumps(lines).encode(), "application/json")
+            elif parts.path in ("/-/healthy", "/-/ready"):
+                self._send(200, b"OK\n", "text/plain")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Silence per-request stderr lines."""
+
+    return Handler
