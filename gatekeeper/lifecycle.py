@@ -1,0 +1,503 @@
+"""The release lifecycle of one pair, as a pure state machine: no I/O, no clock of its own.
+
+    idle ──new images in dark──> validating ──N passes + soak──> ready ──flip──> flipped
+    flipped ──observation over, go/no-go passed──> stable ──new images in dark──> validating
+    flipped | stable ──key gates fail M times / Alertmanager──> rolled_back
+    any ──a person must act──> blocked
+
+`step` folds one observation of the live cluster into the state and says which actions the
+controller should take. Actions change the phase only once they have happened: the controller
+reports them back through `completed` (or `failed`), so a dry run or a refused action never
+leaves the state claiming a flip that did not happen. Every function returns a `Step`.
+docs/lifecycle.md describes the phases for users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from gatekeeper.config import PolicyConfig
+
+__all__ = [
+    "PHASES",
+    "Action",
+    "Health",
+    "Observation",
+    "Phase",
+    "ReleaseState",
+    "Step",
+    "Transition",
+    "alert_rollback",
+    "approve",
+    "completed",
+    "failed",
+    "fingerprint",
+    "flip_check",
+    "scale_down_check",
+    "step",
+]
+
+Phase = Literal["idle", "validating", "ready", "flipped", "stable", "rolled_back", "blocked"]
+PHASES: tuple[Phase, ...] = (
+    "idle", "validating", "ready", "flipped", "stable", "rolled_back", "blocked",
+)
+ActionKind = Literal["scale_up", "flip", "rollback", "scale_down"]
+Trigger = Literal["auto", "manual", "alertmanager", "gates"]
+Health = Literal["pass", "fail", "unknown"]
+VerdictName = Literal["safe", "unsafe", "unknown"]
+
+_BLOCK_ROUTES = "routes"  # a block that clears itself once the routes agree again
+
+
+def fingerprint(images: Iterable[str]) -> str:
+    """A short, order-independent identity of a namespace's images ('' when it has none)."""
+    unique = sorted(set(images))
+    if not unique:
+        return ""
+    return hashlib.sha256("\n".join(unique).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the controller saw on one tick: live routes, live Deployments, the cached verdict.
+
+    `active` is None when the routes disagree or cannot be read (`route_problem` says why).
+    `verdict` is the judge's verdict on the dark namespace; `active_health` is the key gates
+    on the active namespace (`fail` when one fails, `pass` when all pass, else `unknown`).
+    """
+
+    active: str | None
+    dark: str | None
+    route_problem: str = ""
+    active_images: tuple[str, ...] = ()
+    dark_images: tuple[str, ...] = ()
+    dark_replicas: int = 0
+    dark_ready: bool = False
+    dark_problem: str = ""
+    verdict: VerdictName = "unknown"
+    reasons: tuple[str, ...] = ()
+    active_health: Health = "unknown"
+    active_reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """Everything the lifecycle remembers about a pair between ticks (persisted by the store).
+
+    Timestamps are Unix seconds from the injected clock; None means "not yet".
+    """
+
+    phase: Phase = "idle"
+    since: float = 0.0
+    reason: str = ""
+    trigger: str = ""
+    active: str | None = None
+    dark: str | None = None
+    dark_seen: str | None = None
+    """Fingerprint of the dark's images already accounted for; None: learn it on next tick."""
+    release: str = ""
+    """Fingerprint of the release under way (the dark's, then the new active's after a flip)."""
+    soak_started: float | None = None
+    passes: int = 0
+    failures: int = 0
+    flip_approved: bool = False
+    scale_down_approved: bool = False
+    flipped_at: float | None = None
+    previous: str | None = None
+    """Where traffic was before the last flip: the rollback target while flipped or stable."""
+    scaled_down_at: float | None = None
+    last_rollback_at: float | None = None
+    resume: Phase | None = None
+    """The phase to return to when a block is cleared."""
+    block_cause: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (persisted and shown by the API)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReleaseState:
+        """Inverse of `to_dict`; unknown keys are ignored and a bad phase becomes idle."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if known.get("phase") not in PHASES:
+            known["phase"] = "idle"
+        if known.get("resume") not in (*PHASES, None):
+            known["resume"] = None
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something the controller should do to the cluster."""
+
+    kind: ActionKind
+    namespace: str
+    trigger: Trigger = "auto"
+    reason: str = ""
+    keep: int = 0
+    scale_up_first: bool = False
+
+    def describe(self) -> str:
+        """`flip to production-green (auto)` for logs, events and the API."""
+        preposition = {"flip": "to", "rollback": "to", "scale_up": "", "scale_down": ""}
+        target = f"{preposition[self.kind]} {self.namespace}".strip()
+        extra = f", keep {self.keep}" if self.kind == "scale_down" else ""
+        return f"{self.kind.replace('_', '-')} {target} ({self.trigger}{extra})"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One phase change, for the audit trail."""
+
+    at: float
+    source: Phase
+    target: Phase
+    trigger: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"at": self.at, "from": self.source, "to": self.target,
+                "trigger": self.trigger, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of a lifecycle function: the new state, actions to take, phase changes.
+
+    `refusal` holds the reasons when a request (approve, alert) could not be acted on.
+    """
+
+    state: ReleaseState
+    actions: tuple[Action, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    refusal: tuple[str, ...] = ()
+
+
+class _Builder:
+    """Accumulates one Step; keeps the transition bookkeeping out of the rules below."""
+
+    def __init__(self, state: ReleaseState, now: float) -> None:
+        self.state = state
+        self.now = now
+        self.actions: list[Action] = []
+        self.transitions: list[Transition] = []
+
+    def set(self, **changes: Any) -> None:
+        self.state = replace(self.state, **changes)
+
+    def enter(self, phase: Phase, reason: str, trigger: str = "auto", **changes: Any) -> None:
+        before = self.state.phase
+        self.state = replace(self.state, phase=phase, since=self.now, reason=reason,
+                             trigger=trigger, **changes)
+        if before != phase:
+            self.transitions.append(Transition(self.now, before, phase, trigger, reason))
+
+    def act(self, action: Action) -> None:
+        self.actions.append(action)
+
+    def build(self, refusal: Iterable[str] = ()) -> Step:
+        return Step(self.state, tuple(self.actions), tuple(self.transitions), tuple(refusal))
+
+
+# -- the tick ----------------------------------------------------------------------------------
+
+
+def step(state: ReleaseState, obs: Observation, policy: PolicyConfig, now: float) -> Step:
+    """Fold one observation into the state; return the actions the policy asks for."""
+    b = _Builder(state, now)
+    if obs.active is None or obs.dark is None:
+        problem = obs.route_problem or "the routes cannot be read"
+        if state.phase != "blocked":
+            b.enter("blocked", f"routes: {problem}; no automatic action until resolved",
+                    resume=state.phase, block_cause=_BLOCK_ROUTES)
+        return b.build()
+    dark_print = fingerprint(obs.dark_images)
+    if state.active is None:
+        # First sight: the live routes are the truth; the dark's images are not a new release
+        # (it may be the previous one kept at N replicas). A person can `approve` to validate.
+        b.enter("idle", "watching for new images in the dark namespace", trigger="auto",
+                active=obs.active, dark=obs.dark, dark_seen=dark_print)
+        return b.build()
+    if obs.active != state.active:
+        _moved_outside(b, obs)
+        return b.build()
+    if b.state.dark_seen is None:
+        b.set(dark_seen=dark_print)
+    if b.state.phase == "blocked" and b.state.block_cause == _BLOCK_ROUTES:
+        _unblock(b, "routes agree again")
+    if dark_print and dark_print != b.state.dark_seen:
+        b.set(dark_seen=dark_print)
+        if set(obs.dark_images) != set(obs.active_images):
+            _start_validating(b, dark_print, "new images in the dark namespace")
+        elif b.state.phase in ("validating", "ready"):
+            b.enter("idle", "the dark namespace runs the active namespace's images")
+    phase = b.state.phase
+    if phase == "validating":
+        _validate(b, obs, obs.dark, policy)
+    if b.state.phase == "ready":
+        _ready(b, obs, obs.dark, policy)
+    elif phase == "flipped":
+        _observe(b, obs, policy)
+    return b.build()
+
+
+def _moved_outside(b: _Builder, obs: Observation) -> None:
+    """Traffic moved without us (kubectl, another tool): follow the live routes."""
+    state = b.state
+    if state.phase in ("flipped", "stable") and obs.active == state.previous:
+        b.enter("rolled_back", f"traffic moved back to {obs.active} outside gatekeeper",
+                trigger="manual", active=obs.active, dark=obs.dark, dark_seen=None,
+                previous=None, flipped_at=None, last_rollback_at=b.now, failures=0,
+                resume=None, block_cause="")
+        return
+    b.enter("flipped", f"traffic moved to {obs.active} outside gatekeeper", trigger="manual",
+            active=obs.active, dark=obs.dark, dark_seen=None, previous=obs.dark,
+            flipped_at=b.now, failures=0, scale_down_approved=False, scaled_down_at=None,
+            resume=None, block_cause="")
+
+
+def _unblock(b: _Builder, reason: str) -> None:
+    resume = b.state.resume or "idle"
+    b.enter(resume, reason, trigger="manual", resume=None, block_cause="", passes=0,
+            failures=0)
+
+
+def _start_validating(b: _Builder, release: str, reason: str) -> None:
+    b.enter("validating", reason, release=release, soak_started=None, passes=0, failures=0,
+            flip_approved=False, scale_down_approved=False, previous=None, flipped_at=None,
+            scaled_down_at=None, resume=None, block_cause="")
+
+
+def _validate(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> None:
+    """Count consecutive safe verdicts once the dark can serve; soak while it stays ready."""
+    if obs.dark_replicas == 0:
+        b.act(Action("scale_up", dark, reason="validate the new release"))
+        b.set(passes=0, soak_started=None, reason=f"scaling up {dark}")
+        return
+    if not obs.dark_ready:
+        b.set(passes=0, soak_started=None, reason=f"waiting for {dark} to be ready: "
+                               f"{obs.dark_problem or 'pods not ready'}")
+        return
+    soak_started = b.state.soak_started if b.state.soak_started is not None else b.now
+    passes = b.state.passes + 1 if obs.verdict == "safe" else 0
+    b.set(soak_started=soak_started, passes=passes)
+    soaked = b.now - soak_started
+    if passes >= policy.consecutive_passes and soaked >= policy.soak:
+        b.enter("ready", f"gates passed {passes} consecutive evaluations and soaked "
+                         f"{soaked:.0f}s")
+        return
+    if obs.verdict != "safe":
+        first = obs.reasons[0] if obs.reasons else "no reason given"
+        b.set(reason=f"gates {obs.verdict}: {first}")
+    else:
+        b.set(reason=f"{passes}/{policy.consecutive_passes} consecutive passes, soaked "
+                     f"{soaked:.0f}s of {policy.soak:.0f}s")
+
+
+def _ready(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> None:
+    """Flip when the policy allows; fall back to validating when the gates stop passing."""
+    if not obs.dark_ready or obs.verdict != "safe":
+        why = obs.reasons[0] if obs.reasons else (obs.dark_problem or "dark not ready")
+        b.enter("validating", f"gates no longer pass: {why}", passes=0)
+        return
+    if policy.require_approval and not b.state.flip_approved:
+        b.set(reason="ready: awaiting approval (POST .../approve)")
+        return
+    if not policy.auto_flip:
+        b.set(reason="ready: waiting for a flip (auto_flip is off)")
+        return
+    cooldown_left = _cooldown_left(b.state, policy, b.now)
+    if cooldown_left > 0:
+        b.set(reason=f"ready: cooldown after the last rollback ({cooldown_left:.0f}s left)")
+        return
+    b.act(Action("flip", dark, trigger="auto",
+                 reason=f"gates passed {b.state.passes} consecutive evaluations"))
+
+
+def _observe(b: _Builder, obs: Observation, policy: PolicyConfig) -> None:
+    """The observation window: key gates on the new active, then the go/no-go decision."""
+    state = b.state
+    failures = state.failures + 1 if obs.active_health == "fail" else (
+        0 if obs.active_health == "pass" else state.failures)
+    b.set(failures=failures)
+    first = obs.active_reasons[0] if obs.active_reasons else "no reason given"
+    if failures >= policy.rollback_on_gate_failures:
+        why = f"key gates failed on {state.active} {failures} consecutive evaluations: {first}"
+        if policy.auto_rollback:
+            _rollback(b, obs, policy, "gates", why)
+        else:
+            b.enter("blocked", f"{why}; auto_rollback is off: roll back or approve",
+                    trigger="gates", resume="flipped", block_cause="gates")
+        return
+    observed = b.now - (state.flipped_at if state.flipped_at is not None else b.now)
+    if observed < policy.observation:
+        note = f" ({failures} consecutive key failures)" if failures else ""
+        b.set(reason=f"observing {state.active}: {observed:.0f}s of "
+                     f"{policy.observation:.0f}s{note}")
+        return
+    if obs.active_health != "pass" or failures:
+        b.set(reason=f"go/no-go not passed ({obs.active_health}): {first}")
+        return
+    if not (policy.auto_scale_down or state.scale_down_approved):
+        b.set(reason=f"go/no-go passed: awaiting approval to scale down {state.previous}")
+        return
+    if state.previous is not None:
+        b.act(Action("scale_down", state.previous, trigger="auto",
+                     reason="go/no-go passed after the observation window",
+                     keep=policy.scale_down_keep))
+
+
+def _rollback(
+    b: _Builder, obs: Observation, policy: PolicyConfig, trigger: Trigger, reason: str
+) -> list[str]:
+    """Ask for a rollback the previous namespace can take; else block (policy `refuse`)."""
+    target = b.state.previous
+    if target is None:
+        return ["no previous namespace to roll back to"]
+    if obs.dark == target and obs.dark_ready:
+        b.act(Action("rollback", target, trigger=trigger, reason=reason))
+        return []
+    if policy.rollback_when_scaled_down == "scale_up_then_flip":
+        b.act(Action("rollback", target, trigger=trigger, reason=reason, scale_up_first=True))
+        return []
+    why = (f"{reason}; rollback refused: {target} cannot take traffic "
+           f"({obs.dark_problem or 'not ready'}) and policy rollback_when_scaled_down is refuse")
+    resume = b.state.resume if b.state.phase == "blocked" else b.state.phase
+    b.enter("blocked", why, trigger=trigger, resume=resume, block_cause="rollback")
+    return [why]
+
+
+def _cooldown_left(state: ReleaseState, policy: PolicyConfig, now: float) -> float:
+    if state.last_rollback_at is None:
+        return 0.0
+    return max(0.0, state.last_rollback_at + policy.cooldown - now)
+
+
+# -- outcomes of actions -------------------------------------------------------------------------
+
+
+def completed(state: ReleaseState, action: Action, now: float) -> Step:
+    """An action happened (ours, or a person's through the API): move the phase."""
+    b = _Builder(state, now)
+    if action.kind == "flip":
+        old = state.active
+        b.enter("flipped", action.reason or f"flipped to {action.namespace}",
+                trigger=action.trigger, active=action.namespace, dark=old, previous=old,
+                dark_seen=None, flipped_at=now, failures=0, passes=0,
+                scale_down_approved=False, scaled_down_at=None, resume=None, block_cause="")
+    elif action.kind == "rollback":
+        failed_ns = state.active
+        b.enter("rolled_back", action.reason or f"rolled back to {action.namespace}",
+                trigger=action.trigger, active=action.namespace, dark=failed_ns, previous=None,
+                dark_seen=None, flipped_at=None, failures=0, passes=0, last_rollback_at=now,
+                flip_approved=False, resume=None, block_cause="")
+    elif action.kind == "scale_down":
+        if state.phase == "flipped":
+            b.enter("stable", action.reason or f"scaled {action.namespace} down",
+                    trigger=action.trigger, scaled_down_at=now)
+        else:
+            b.set(scaled_down_at=now)
+    # scale_up: the next observations show the replicas; nothing to record.
+    return b.build()
+
+
+def failed(state: ReleaseState, action: Action, reasons: Iterable[str], now: float) -> Step:
+    """An automatic action was refused or failed: stop and let a person decide."""
+    b = _Builder(state, now)
+    text = "; ".join(reasons) or "no reason given"
+    b.enter("blocked", f"{action.describe()} failed: {text}", trigger=action.trigger,
+            resume=state.phase if state.phase != "blocked" else state.resume,
+            block_cause=action.kind)
+    return b.build()
+
+
+# -- requests from people and from Alertmanager -------------------------------------------------
+
+
+def approve(state: ReleaseState, now: float) -> Step:
+    """A person's go-ahead; what it means depends on the phase (idempotent)."""
+    b = _Builder(state, now)
+    phase = state.phase
+    if phase in ("idle", "rolled_back"):
+        if state.dark is None:
+            return b.build(["the pair has not been observed yet"])
+        _start_validating(b, state.dark_seen or "", "approved: validate the dark namespace")
+        b.set(flip_approved=True)
+    elif phase in ("validating", "ready"):
+        b.set(flip_approved=True)
+    elif phase == "flipped":
+        b.set(scale_down_approved=True)
+    elif phase == "blocked":
+        _unblock(b, "approved: resume")
+    else:
+        return b.build([f"nothing to approve in phase {phase}"])
+    return b.build()
+
+
+def alert_rollback(
+    state: ReleaseState, obs: Observation, policy: PolicyConfig, now: float, reason: str
+) -> Step:
+    """A matching alert fired for the new active: roll back if it can take traffic again."""
+    b = _Builder(state, now)
+    phase = state.resume if state.phase == "blocked" else state.phase
+    if phase not in ("flipped", "stable") or state.previous is None:
+        return b.build([f"phase {state.phase}: no release to roll back"])
+    cooldown_left = _cooldown_left(state, policy, now)
+    if cooldown_left > 0:
+        return b.build([f"cooldown: last rollback {policy.cooldown - cooldown_left:.0f}s ago"])
+    refusal = _rollback(b, obs, policy, "alertmanager", reason)
+    return b.build(refusal)
+
+
+def flip_check(
+    state: ReleaseState, obs: Observation | None, policy: PolicyConfig, now: float
+) -> list[str]:
+    """Why flipping to the dark namespace is not safe now (empty list: safe)."""
+    if obs is None:
+        return ["not evaluated yet"]
+    if obs.active is None or obs.dark is None:
+        return [f"routes: {obs.route_problem or 'cannot be read'}"]
+    reasons: list[str] = []
+    if obs.verdict != "safe":
+        reasons.append(f"verdict on {obs.dark} is {obs.verdict}")
+        reasons.extend(obs.reasons)
+    if not obs.dark_ready:
+        reasons.append(f"{obs.dark} cannot take traffic: {obs.dark_problem or 'not ready'}")
+    phase = state.phase
+    if phase == "validating":
+        reasons.append(f"validating: {state.reason}")
+    elif phase in ("idle", "stable", "rolled_back"):
+        reasons.append(f"phase {phase}: no new release in {obs.dark} "
+                       "(approve to validate it anyway)")
+    elif phase == "flipped":
+        reasons.append(f"flipped: {obs.dark} is the previous release (use rollback)")
+    elif phase == "blocked":
+        reasons.append(f"blocked: {state.reason}")
+    elif policy.require_approval and not state.flip_approved:
+        reasons.append("awaiting approval (POST .../approve)")
+    if not reasons and (left := _cooldown_left(state, policy, now)) > 0:
+        reasons.append(f"cooldown after the last rollback ({left:.0f}s left)")
+    return reasons
+
+
+def scale_down_check(
+    state: ReleaseState, obs: Observation | None, policy: PolicyConfig, now: float
+) -> list[str]:
+    """Why scaling the dark namespace down would be unsafe now (empty list: go ahead)."""
+    if state.phase != "flipped":
+        return []
+    reasons = []
+    observed = now - (state.flipped_at if state.flipped_at is not None else now)
+    if observed < policy.observation:
+        reasons.append(f"observation window not over ({policy.observation - observed:.0f}s "
+                       "left): scaling down loses the instant rollback")
+    health = obs.active_health if obs is not None else "unknown"
+    if health != "pass":
+        detail = obs.active_reasons[0] if obs is not None and obs.active_reasons else ""
+        reasons.append(f"go/no-go not passed: key gates on the active are {health}"
+                       + (f" ({detail})" if detail else ""))
+    return reasons
