@@ -285,6 +285,11 @@ class PrometheusServer:
             timeout_s=timeout_s,
         )
 
+    def query_config(self, *, timeout_s: float = 5.0) -> str:
+        """The configuration Prometheus is actually running (GET /api/v1/status/config)."""
+        answer = httpjson.get_json(f"{self.url}/api/v1/status/config", timeout_s=timeout_s)
+        return str(answer["data"]["yaml"])
+
     def targets_health(self, *, timeout_s: float = 5.0) -> list[dict[str, Any]]:
         """Active targets from /api/v1/targets (scrapeUrl, health, lastError...)."""
         answer = httpjson.get_json(f"{self.url}/api/v1/targets", timeout_s=timeout_s)
