@@ -1,10 +1,28 @@
-"""What a router reports about the live route objects."""
+"""The router interface and what routers report about the live route objects.
+
+Flagger's `router.go` in small: every router kind reads a route and switches it from one
+namespace to another with a guarded patch. Data classes here do no I/O.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from gatekeeper.config import RouteRef
 
 TRAEFIK_VERSION = "v1alpha1"
+TRAEFIK_GROUPS = ("traefik.io", "traefik.containo.us")
+JSON_PATCH = "application/json-patch+json"
+
+# Flux marks what it applies with these labels; it reverts direct edits at its next sync.
+FLUX_LABELS = ("kustomize.toolkit.fluxcd.io/name", "helm.toolkit.fluxcd.io/name")
+# ...unless told to leave the object alone after creating it.
+FLUX_HANDS_OFF = {
+    "kustomize.toolkit.fluxcd.io/reconcile": "disabled",
+    "kustomize.toolkit.fluxcd.io/ssa": "IfNotPresent",
+    "helm.toolkit.fluxcd.io/reconcile": "disabled",
+}
 
 
 @dataclass(frozen=True)
@@ -18,11 +36,47 @@ class RouteView:
     resource_version: str
     namespaces: frozenset[str]
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    uid: str = ""
+    weights: dict[str, int] | None = None
+    """TraefikService only: weight per namespace (entries of weight 0 included)."""
+    also_in_group: str | None = None
+    """The other Traefik API group holds an object of the same name too (ambiguous)."""
 
     @property
     def ref(self) -> str:
         """`IngressRoute routing/api-live` for messages."""
         return f"{self.kind} {self.namespace}/{self.name}"
+
+    @property
+    def api_version(self) -> str:
+        """`traefik.io/v1alpha1`, for Events' involvedObject."""
+        return f"{self.api_group}/{TRAEFIK_VERSION}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for status output."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "apiGroup": self.api_group,
+            "resourceVersion": self.resource_version,
+            "pointsTo": sorted(self.namespaces),
+        }
+        if self.weights is not None:
+            out["weights"] = dict(self.weights)
+        if self.also_in_group:
+            out["alsoInGroup"] = self.also_in_group
+        return out
+
+
+@dataclass(frozen=True)
+class RouteSnapshot:
+    """A route as read: the view and the raw body a guarded patch is computed from."""
+
+    ref: RouteRef
+    view: RouteView
+    body: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -32,8 +86,57 @@ class ActiveState:
     active: str | None
     routes: tuple[RouteView, ...]
     problem: str | None = None
+    snapshots: tuple[RouteSnapshot, ...] = ()
 
     @property
     def consistent(self) -> bool:
         """True when every route points at the same single namespace of the pair."""
         return self.active is not None and self.problem is None
+
+
+class RouteError(Exception):
+    """A route could not be read or switched; `ref` names it."""
+
+    def __init__(self, ref: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"{ref}: {message}")
+        self.ref = ref
+        self.status = status
+
+
+class RouteConflict(RouteError):
+    """The route changed since it was read (HTTP 409/422 on a test-guarded patch)."""
+
+
+class RouteRefused(RouteError):
+    """Gatekeeper must not patch this route (e.g. Flux owns it)."""
+
+
+class Router(Protocol):
+    """One kind of route object. Implementations are stateless besides the API client."""
+
+    kind: ClassVar[str]
+
+    async def read(self, ref: RouteRef) -> RouteSnapshot:
+        """Fetch the route and say where it points."""
+        ...
+
+    def refusal(self, snapshot: RouteSnapshot) -> str | None:
+        """Why gatekeeper must not patch this route, or None."""
+        ...
+
+    async def switch(self, snapshot: RouteSnapshot, *, source: str, target: str) -> RouteSnapshot:
+        """Point the route from `source` to `target`; RouteConflict if it changed meanwhile."""
+        ...
+
+
+def flux_owner(labels: dict[str, str], annotations: dict[str, str]) -> str | None:
+    """The Flux object that reverts direct edits of this route, or None."""
+    for key, value in FLUX_HANDS_OFF.items():
+        if annotations.get(key) == value:
+            return None
+    for label in FLUX_LABELS:
+        if label in labels:
+            namespace = labels.get(label.replace("/name", "/namespace"), "")
+            kind = "Kustomization" if label.startswith("kustomize") else "HelmRelease"
+            return f"{kind} {namespace + '/' if namespace else ''}{labels[label]}"
+    return None

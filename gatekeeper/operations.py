@@ -1,0 +1,555 @@
+"""The idempotent high-level actions: flip, rollback, scale up, wait until ready, scale down.
+
+Used by the CLI (pipelines) and by the service. Each action reads the live routes first
+(they are the truth), checks its preconditions, does nothing when there is nothing to do,
+and otherwise acts, then records a state transition and an Event on the route objects.
+Dry-run decides exactly as a real run would, reports what it would do, and changes nothing.
+Failures to reach the cluster raise `ClusterError`; refusals are results, not exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client
+
+from gatekeeper import environments, events
+from gatekeeper.config import Config, PairConfig
+from gatekeeper.environments import Progress, Readiness
+from gatekeeper.kubeclient import ApiException
+from gatekeeper.routers import reading, switching
+from gatekeeper.routers.base import ActiveState, RouteError, RouteView
+from gatekeeper.state import PairState, StateError, StateStore, reconcile_state
+
+__all__ = [
+    "ClusterError",
+    "NamespaceStatus",
+    "OperationResult",
+    "Operations",
+    "PairStatus",
+]
+
+log = structlog.get_logger()
+
+CLUSTER_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError, RouteError, StateError,
+                  OSError)
+
+
+class ClusterError(Exception):
+    """The cluster could not be read or changed (unreachable, forbidden, object missing)."""
+
+
+@contextlib.asynccontextmanager
+async def _cluster_errors(doing: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except CLUSTER_ERRORS as exc:
+        if isinstance(exc, ApiException):
+            detail = f"HTTP {exc.status} {exc.reason or ''}".strip()
+        elif isinstance(exc, RouteError | StateError):
+            detail = str(exc)
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        raise ClusterError(f"{doing}: {detail}") from exc
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    """What an action did, or why it did not."""
+
+    action: str
+    """flip | rollback | scale_up | scale_down | wait_ready"""
+    changed: bool
+    """The cluster was changed (False for no-op / refused / dry-run)."""
+    refused: bool
+    """A precondition failed (reasons say which)."""
+    reasons: tuple[str, ...]
+    active: str | None
+    """The active namespace afterwards."""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the API and `--output json`."""
+        return {"action": self.action, "changed": self.changed, "refused": self.refused,
+                "reasons": list(self.reasons), "active": self.active, "details": self.details}
+
+
+@dataclass(frozen=True)
+class NamespaceStatus:
+    """One namespace of the pair: its role and readiness (None when unreadable)."""
+
+    namespace: str
+    role: str
+    """active | dark | unknown"""
+    readiness: Readiness | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for status output."""
+        out: dict[str, Any] = {"namespace": self.namespace, "role": self.role}
+        if self.readiness is not None:
+            out.update(self.readiness.to_dict())
+            out["images"] = self.readiness.images()
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class PairStatus:
+    """Everything a pipeline or a person needs to know about a pair, read live."""
+
+    pair: str
+    active: str | None
+    dark: str | None
+    consistent: bool
+    problem: str | None
+    routes: tuple[RouteView, ...]
+    namespaces: tuple[NamespaceStatus, ...]
+    state: PairState | None
+    state_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the API and `gatekeeper status --output json`."""
+        return {
+            "pair": self.pair,
+            "active": self.active,
+            "dark": self.dark,
+            "consistent": self.consistent,
+            "problem": self.problem,
+            "routes": [r.to_dict() for r in self.routes],
+            "namespaces": [n.to_dict() for n in self.namespaces],
+            "state": self.state.to_dict() if self.state else None,
+            "state_error": self.state_error,
+        }
+
+
+def _result(action: str, *, active: str | None, changed: bool = False, refused: bool = False,
+            reasons: tuple[str, ...] | list[str] = (), **details: Any) -> OperationResult:
+    return OperationResult(action, changed, refused, tuple(reasons), active, details)
+
+
+class Operations:
+    """High-level actions on one cluster; cheap to create, holds no connection of its own."""
+
+    def __init__(self, api: client.ApiClient, config: Config, *, dry_run: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.api = api
+        self.config = config
+        self.dry_run = dry_run
+        self.clock = clock
+        self.store = StateStore(api, config.state, clock=clock)
+        self.events = events.EventRecorder(api, clock=clock)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def _live(self, pair: PairConfig) -> ActiveState:
+        async with _cluster_errors(f"reading the routes of pair {pair.name}"):
+            return await reading.read_active(self.api, pair)
+
+    async def _readiness(self, pair: PairConfig, namespace: str) -> Readiness:
+        async with _cluster_errors(f"reading namespace {namespace}"):
+            return await environments.read_readiness(self.api, namespace, selector=pair.selector)
+
+    async def _state(self, pair: PairConfig, live: ActiveState | None
+                     ) -> tuple[PairState, str | None]:
+        """The stored state corrected in memory from the live routes (no write)."""
+        try:
+            state = await self.store.load(pair)
+        except CLUSTER_ERRORS as exc:
+            return PairState(), f"cannot read state: {exc}"
+        if live is not None:
+            reconcile_state(state, pair, live, at=self.clock(), history=self.config.state.history)
+        return state, None
+
+    async def status(self, pair: PairConfig) -> PairStatus:
+        """Active/dark per routes, consistency, each namespace's Deployments and pods, state."""
+        live = await self._live(pair)
+        dark = pair.other(live.active) if live.active else None
+
+        async def one(namespace: str) -> NamespaceStatus:
+            role = "active" if namespace == live.active else "dark" if namespace == dark \
+                else "unknown"
+            try:
+                readiness = await environments.read_readiness(self.api, namespace,
+                                                              selector=pair.selector)
+            except CLUSTER_ERRORS as exc:
+                return NamespaceStatus(namespace, role, None, f"{type(exc).__name__}: {exc}")
+            return NamespaceStatus(namespace, role, readiness)
+
+        namespaces = await asyncio.gather(*(one(ns) for ns in pair.namespaces))
+        state, state_error = await self._state(pair, live)
+        return PairStatus(pair.name, live.active, dark, live.consistent, live.problem,
+                          live.routes, tuple(namespaces), state, state_error)
+
+    # -- recording -----------------------------------------------------------------------------
+
+    async def _write(self, pair: PairConfig, live: ActiveState | None,
+                     mutate: Callable[[PairState], None]) -> str | None:
+        """Best-effort state write (never blocks a flip); returns a warning on failure."""
+        history = self.config.state.history
+
+        def apply(state: PairState) -> None:
+            if live is not None:
+                reconcile_state(state, pair, live, at=self.clock(), history=history)
+            mutate(state)
+
+        try:
+            await self.store.update(pair, apply)
+        except CLUSTER_ERRORS as exc:
+            log.error("state not written", pair=pair.name, error=str(exc))
+            return f"state not written ({exc}); it is reconciled from the routes on next start"
+        return None
+
+    async def _refuse(self, action: str, pair: PairConfig, live: ActiveState,
+                      reasons: list[str], *, reason: str, trigger: str, **details: Any
+                      ) -> OperationResult:
+        """Report a refusal: a Warning Event and an audit record (not in dry-run)."""
+        log.warning("action refused", pair=pair.name, action=action, reasons=reasons)
+        if not self.dry_run:
+            now, history = self.clock(), self.config.state.history
+
+            def mutate(state: PairState) -> None:
+                state.transition("refused", at=now, history=history, action=action,
+                                 trigger=trigger, reasons=reasons[:5])
+                state.count("refused")
+
+            await self._write(pair, live if live.consistent else None, mutate)
+            await self.events.emit(live.routes, reason=reason, message="; ".join(reasons),
+                                   action=action, warning=True)
+        return _result(action, active=live.active, refused=True, reasons=reasons,
+                       dry_run=self.dry_run, **details)
+
+    # -- switching -----------------------------------------------------------------------------
+
+    async def flip(self, pair: PairConfig, *, to: str | None = None, force: bool = False,
+                   trigger: str = "manual", reason: str = "") -> OperationResult:
+        """Send traffic to `to` (default: the dark namespace). Already there: no-op.
+
+        ValueError when `to` is not a namespace of the pair.
+        """
+        if to is not None:
+            pair.other(to)
+        live = await self._live(pair)
+        if not live.consistent or live.active is None:
+            return await self._refuse("flip", pair, live, [f"routes inconsistent: {live.problem}"],
+                                      reason=events.FLIP_REFUSED, trigger=trigger)
+        target = to or pair.other(live.active)
+        if target == live.active:
+            return _result("flip", active=target,
+                           reasons=[f"nothing to do: {target} is already active"])
+        return await self._switch("flip", pair, live, target, force=force, trigger=trigger,
+                                  reason=reason)
+
+    async def rollback(self, pair: PairConfig, *, force: bool = False, trigger: str = "manual",
+                       reason: str = "", scale_up_first: bool = False) -> OperationResult:
+        """Flip back to the previous active recorded in state (once: a second call is a no-op).
+
+        A previous namespace that cannot take traffic is refused, unless `scale_up_first`
+        (scale it up, wait until Ready, then flip) or `force`.
+        """
+        live = await self._live(pair)
+        if not live.consistent or live.active is None:
+            return await self._refuse("rollback", pair, live,
+                                      [f"routes inconsistent: {live.problem}"],
+                                      reason=events.ROLLBACK_REFUSED, trigger=trigger)
+        state, state_error = await self._state(pair, live)
+        last = state.last_action or {}
+        if state.previous and state.previous != live.active:
+            target = state.previous
+        elif last.get("kind") == "rollback" and last.get("to") == live.active \
+                and last.get("status") == "done":
+            return _result("rollback", active=live.active,
+                           reasons=[f"nothing to do: already rolled back to {live.active}"])
+        else:
+            why = state_error or f"no flip to roll back is recorded (active: {live.active})"
+            return await self._refuse(
+                "rollback", pair, live,
+                [f"{why}; use `gatekeeper flip --to NAMESPACE` to choose the namespace"],
+                reason=events.ROLLBACK_REFUSED, trigger=trigger)
+        details: dict[str, Any] = {}
+        if scale_up_first and not force:
+            readiness = await self._readiness(pair, target)
+            if not readiness.ready:
+                prepared = await self._prepare_rollback(pair, target)
+                details["scale_up"] = prepared.to_dict()
+                if prepared.refused:
+                    return await self._refuse(
+                        "rollback", pair, live,
+                        [f"{target} could not be made ready: {'; '.join(prepared.reasons)}"],
+                        reason=events.ROLLBACK_REFUSED, trigger=trigger, **details)
+                if self.dry_run:
+                    return _result("rollback", active=live.active, dry_run=True,
+                                   reasons=[f"dry-run: would scale up {target}, wait until "
+                                            f"Ready, then roll back {live.active} -> {target}"],
+                                   **details)
+                live = await self._live(pair)
+                if not live.consistent or live.active == target:
+                    return _result("rollback", active=live.active, refused=True,
+                                   reasons=["routes changed while scaling up: "
+                                            f"{live.problem or live.active}"], **details)
+        return await self._switch("rollback", pair, live, target, force=force, trigger=trigger,
+                                  reason=reason, hint="" if scale_up_first else
+                                  " (rollback --scale-up-first scales it up and waits)",
+                                  **details)
+
+    async def _prepare_rollback(self, pair: PairConfig, target: str) -> OperationResult:
+        """Scale the rollback target up and wait until Ready (policy.ready_timeout)."""
+        scaled = await self.scale_up(pair, target)
+        if scaled.refused or self.dry_run:
+            return scaled
+        timeout = self.config.policy_for(pair).ready_timeout
+        return await self.wait_ready(pair, target, timeout=timeout)
+
+    async def _switch(self, kind: str, pair: PairConfig, live: ActiveState, target: str, *,
+                      force: bool, trigger: str, reason: str, hint: str = "",
+                      **extra: Any) -> OperationResult:
+        """Preconditions, then all routes or none, then state and Events."""
+        if live.active is None:
+            raise ValueError("switching needs consistent routes")
+        source = live.active
+        refused_reason = events.FLIP_REFUSED if kind == "flip" else events.ROLLBACK_REFUSED
+        bound = log.bind(pair=pair.name, namespace=target, action=kind)
+        blocked = switching.refusals(self.api, live)
+        if blocked:
+            return await self._refuse(kind, pair, live, blocked, reason=refused_reason,
+                                      trigger=trigger, **extra)
+        readiness = await self._readiness(pair, target)
+        if not readiness.ready and not force:
+            reasons = [f"{target} cannot take traffic{hint}", *readiness.reasons]
+            return await self._refuse(kind, pair, live, reasons, reason=refused_reason,
+                                      trigger=trigger, readiness=readiness.to_dict(), **extra)
+        plan = {"from": source, "to": target, "routes": [r.ref for r in live.routes],
+                "forced": force and not readiness.ready}
+        if self.dry_run:
+            return _result(kind, active=source, dry_run=True, would=plan,
+                           readiness=readiness.to_dict(),
+                           reasons=[f"dry-run: would {kind} {source} -> {target}"], **extra)
+        now = self.clock()
+        history = self.config.state.history
+        action: dict[str, str] = {}
+
+        def begin(state: PairState) -> None:
+            action["id"] = state.begin(kind, at=now, source=source, target=target,
+                                       trigger=trigger, reason=reason)
+
+        warnings = [w for w in [await self._write(pair, live, begin)] if w]
+        async with _cluster_errors(f"switching the routes of pair {pair.name}"):
+            outcome = await switching.switch_all(self.api, pair, live, target=target)
+        after = outcome.verified.active if outcome.verified else None
+        images = readiness.images()
+        done = self.clock()
+
+        def finish(state: PairState) -> None:
+            if outcome.ok:
+                state.switched(kind, source=source, target=target, at=done)
+                state.images[target] = images
+                status = "done"
+            else:
+                status = "conflict" if outcome.conflict else (
+                    "failed" if not outcome.revert_failures else "inconsistent")
+                state.count("conflicts" if outcome.conflict else "failures")
+            if "id" in action:
+                state.finish(action["id"], status, at=done)
+            state.transition(kind if outcome.ok else f"{kind}_failed", at=done, history=history,
+                             source=source, target=target, trigger=trigger,
+                             reason=reason or None, forced=force or None,
+                             error=outcome.failed, problems=list(outcome.problems) or None)
+
+        verified = outcome.verified if outcome.verified and outcome.verified.consistent else None
+        warning = await self._write(pair, verified, finish)
+        if warning:
+            warnings.append(warning)
+        details = {"action_id": action.get("id"), "outcome": outcome.to_dict(), **plan,
+                   "readiness": readiness.to_dict(), **extra}
+        if outcome.ok:
+            message = f"{kind} {source} -> {target} (trigger: {trigger}" + \
+                (f", reason: {reason}" if reason else "") + (", forced" if plan["forced"] else "") \
+                + ")"
+            await self.events.emit(live.routes, reason=events.FLIPPED if kind == "flip"
+                                   else events.ROLLED_BACK, message=message, action=kind)
+            bound.info("switched", source=source, target=target)
+            return _result(kind, active=target, changed=True,
+                           reasons=[f"{kind}: {source} -> {target}", *warnings], **details)
+        problems = [outcome.failed or "", *outcome.problems]
+        if outcome.reverted:
+            problems.append(f"reverted: {', '.join(outcome.reverted)}")
+        if outcome.revert_failures:
+            problems.append("REVERT FAILED, routes inconsistent, fix by hand: "
+                            + "; ".join(outcome.revert_failures))
+        message = f"{kind} {source} -> {target} failed: " + "; ".join(p for p in problems if p)
+        await self.events.emit(live.routes, reason=events.FLIP_FAILED if kind == "flip"
+                               else events.ROLLBACK_FAILED, message=message, action=kind,
+                               warning=True)
+        bound.error("switch failed", problems=problems)
+        return _result(kind, active=after, changed=outcome.changed, refused=True,
+                       reasons=[p for p in problems if p] + warnings,
+                       conflict=outcome.conflict, **details)
+
+    # -- environments --------------------------------------------------------------------------
+
+    def _default_namespace(self, pair: PairConfig, live: ActiveState,
+                           namespace: str | None) -> tuple[str | None, str | None]:
+        """(namespace, None) or (None, why not): the dark one unless given."""
+        if namespace is not None:
+            pair.other(namespace)
+            return namespace, None
+        if not live.consistent or live.active is None:
+            return None, (f"cannot tell the dark namespace, routes inconsistent: {live.problem}; "
+                          "name the namespace explicitly")
+        return pair.other(live.active), None
+
+    async def scale_up(self, pair: PairConfig, namespace: str | None = None) -> OperationResult:
+        """Scale a namespace (default: the dark one) up to production replica counts."""
+        live = await self._live(pair)
+        target, why = self._default_namespace(pair, live, namespace)
+        if target is None:
+            return await self._refuse("scale_up", pair, live, [str(why)],
+                                      reason=events.SCALE_REFUSED, trigger="manual")
+        current = await self._readiness(pair, target)
+        mirror = live.active if live.active and live.active != target else None
+        active = await self._readiness(pair, mirror) if mirror else None
+        state, _ = await self._state(pair, None)
+        plans = environments.production_replicas(
+            pair, current.deployments, active=active.deployments if active else (),
+            active_namespace=mirror, remembered=state.replicas)
+        if not plans:
+            return await self._refuse("scale_up", pair, live, [f"no Deployments in {target}"],
+                                      reason=events.SCALE_REFUSED, trigger="manual")
+        todo = [p for p in plans if p.current < p.target]
+        planned = [{"deployment": p.name, "from": p.current, "to": p.target, "source": p.source}
+                   for p in todo]
+        counts = {p.name: p.target for p in plans}
+        if not todo:
+            return _result("scale_up", active=live.active, namespace=target, replicas=counts,
+                           reasons=[f"nothing to do: every Deployment in {target} is at "
+                                    "production replicas"])
+        if self.dry_run:
+            return _result("scale_up", active=live.active, dry_run=True, namespace=target,
+                           would=planned, reasons=[f"dry-run: would scale up {target}: " +
+                                                   ", ".join(f"{p.name} {p.current}->{p.target}"
+                                                             for p in todo)])
+        done, failed = await self._scale(target, [(p.name, p.target) for p in todo])
+        now, history = self.clock(), self.config.state.history
+
+        def mutate(state: PairState) -> None:
+            state.replicas.update(counts)
+            state.timestamps["scaled_up"] = now
+            state.images[target] = current.images()
+            state.transition("scale_up", at=now, history=history, namespace=target,
+                             deployments={n: r for n, r in done}, failed=failed or None)
+
+        warning = await self._write(pair, live if live.consistent else None, mutate)
+        text = ", ".join(f"{n} -> {r}" for n, r in done)
+        if done:
+            await self.events.emit(live.routes, reason=events.SCALED_UP,
+                                   message=f"scaled up {target}: {text}", action="scale_up")
+        reasons = [f"scaled up {target}: {text}" if done else f"nothing scaled in {target}",
+                   *(f"failed: {f}" for f in failed), *([warning] if warning else [])]
+        return _result("scale_up", active=live.active, changed=bool(done), namespace=target,
+                       scaled=planned, failed=failed, reasons=reasons)
+
+    async def _scale(self, namespace: str, changes: list[tuple[str, int]]
+                     ) -> tuple[list[tuple[str, int]], list[str]]:
+        """Scale each Deployment; one failure does not stop the others."""
+        done, failed = [], []
+        for name, replicas in changes:
+            try:
+                await environments.scale(self.api, namespace, name, replicas)
+                done.append((name, replicas))
+            except CLUSTER_ERRORS as exc:
+                detail = f"HTTP {exc.status}" if isinstance(exc, ApiException) else repr(exc)
+                log.error("scale failed", namespace=namespace, deployment=name, error=detail)
+                failed.append(f"{name}: {detail}")
+        return done, failed
+
+    async def wait_ready(self, pair: PairConfig, namespace: str | None = None, *,
+                         timeout: float,  # noqa: ASYNC109 - how long pods may take, part of the API
+                         progress: Progress | None = None) -> OperationResult:
+        """Wait until a namespace (default: the dark one) can take traffic, or time out."""
+        live = await self._live(pair)
+        target, why = self._default_namespace(pair, live, namespace)
+        if target is None:
+            return _result("wait_ready", active=live.active, refused=True, reasons=[str(why)])
+        async with _cluster_errors(f"waiting for {target}"):
+            readiness = await environments.wait_ready(
+                self.api, target, timeout=timeout, selector=pair.selector, progress=progress)
+        if readiness.ready:
+            return _result("wait_ready", active=live.active, namespace=target,
+                           readiness=readiness.to_dict(), reasons=[readiness.summary()])
+        return _result("wait_ready", active=live.active, refused=True, namespace=target,
+                       readiness=readiness.to_dict(),
+                       reasons=[f"{target} not ready after {timeout:g}s", *readiness.reasons])
+
+    async def scale_down(self, pair: PairConfig, namespace: str | None = None, *, keep: int = 0,
+                         force: bool = False) -> OperationResult:
+        """Scale a namespace (default: the dark, old one) down to `keep` replicas.
+
+        Never the active namespace. Refused while the active one is not fully Ready (the
+        old namespace is the rollback path), unless `force`.
+        """
+        if keep < 0:
+            raise ValueError(f"keep must be >= 0, got {keep}")
+        live = await self._live(pair)
+        if not live.consistent or live.active is None:
+            return await self._refuse(
+                "scale_down", pair, live,
+                [f"routes inconsistent, cannot tell which namespace takes traffic: {live.problem}"],
+                reason=events.SCALE_REFUSED, trigger="manual")
+        target = namespace or pair.other(live.active)
+        pair.other(target)
+        if target == live.active:
+            return await self._refuse(
+                "scale_down", pair, live,
+                [f"{target} is the active namespace (it takes the traffic): refusing to scale "
+                 "it down"], reason=events.SCALE_REFUSED, trigger="manual")
+        current = await self._readiness(pair, target)
+        todo = [d for d in current.deployments if d.replicas > keep]
+        if not todo:
+            return _result("scale_down", active=live.active, namespace=target,
+                           reasons=[f"nothing to do: every Deployment in {target} has "
+                                    f"<= {keep} replicas"])
+        active = await self._readiness(pair, live.active)
+        if not active.ready and not force:
+            return await self._refuse(
+                "scale_down", pair, live,
+                [f"the active namespace {live.active} is not fully Ready; {target} is the "
+                 "rollback path (--force to scale it down anyway)", *active.reasons],
+                reason=events.SCALE_REFUSED, trigger="manual")
+        planned = [{"deployment": d.name, "from": d.replicas, "to": keep} for d in todo]
+        if self.dry_run:
+            return _result("scale_down", active=live.active, dry_run=True, namespace=target,
+                           would=planned, reasons=[f"dry-run: would scale down {target} to "
+                                                   f"{keep}: " + ", ".join(d.name for d in todo)])
+        done, failed = await self._scale(target, [(d.name, keep) for d in todo])
+        now, history = self.clock(), self.config.state.history
+        seen = {d.name: d.replicas for d in todo}
+
+        def mutate(state: PairState) -> None:
+            for name, replicas in seen.items():
+                # A scale-down only raises what is remembered: an earlier `keep` must not
+                # pass for the production count (scale-up records the real one).
+                if replicas > state.replicas.get(name, 0):
+                    state.replicas[name] = replicas
+            state.timestamps["scaled_down"] = now
+            state.transition("scale_down", at=now, history=history, namespace=target,
+                             keep=keep, deployments=[n for n, _ in done], failed=failed or None,
+                             forced=(force and not active.ready) or None)
+
+        warning = await self._write(pair, live, mutate)
+        if done:
+            await self.events.emit(
+                live.routes, reason=events.SCALED_DOWN, action="scale_down",
+                message=f"scaled down {target} to {keep}: " + ", ".join(n for n, _ in done))
+        reasons = [f"scaled down {target} to {keep}: " + ", ".join(n for n, _ in done)
+                   if done else f"nothing scaled in {target}",
+                   *(f"failed: {f}" for f in failed), *([warning] if warning else [])]
+        return _result("scale_down", active=live.active, changed=bool(done), namespace=target,
+                       keep=keep, scaled=planned, failed=failed, reasons=reasons)

@@ -1,0 +1,156 @@
+"""Switch every route of a pair, or none: a failure on route k flips routes 0..k-1 back.
+
+Each patch (forward and back) is test-guarded, so neither direction overwrites a concurrent
+edit. The routes are re-read afterwards to verify what users actually get.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client
+
+from gatekeeper.config import PairConfig
+from gatekeeper.routers import reading
+from gatekeeper.routers.base import (
+    ActiveState,
+    RouteConflict,
+    RouteError,
+    RouteRefused,
+    RouteSnapshot,
+)
+
+log = structlog.get_logger()
+
+SWITCH_ERRORS = (RouteError, aiohttp.ClientError, TimeoutError, ValueError)
+
+
+@dataclass(frozen=True)
+class SwitchOutcome:
+    """What happened to the routes of one switch."""
+
+    source: str
+    target: str
+    switched: tuple[str, ...] = ()
+    """Routes now pointing at `target` (all of them on success)."""
+    failed: str | None = None
+    """The route whose patch failed, and why."""
+    conflict: bool = False
+    """The failure was a concurrent edit (409/422), not an outage."""
+    refused: bool = False
+    """A route must not be patched (e.g. Flux owns it); nothing was attempted."""
+    reverted: tuple[str, ...] = ()
+    revert_failures: tuple[str, ...] = ()
+    verified: ActiveState | None = None
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """Every route switched and the re-read agrees."""
+        return self.failed is None and not self.problems
+
+    @property
+    def changed(self) -> bool:
+        """Some route now differs from before (success, or a revert that failed)."""
+        return bool(self.switched) and (self.failed is None or bool(self.revert_failures))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for results and state."""
+        return {
+            "from": self.source,
+            "to": self.target,
+            "switched": list(self.switched),
+            "failed": self.failed,
+            "conflict": self.conflict,
+            "reverted": list(self.reverted),
+            "revert_failures": list(self.revert_failures),
+            "problems": list(self.problems),
+        }
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RouteError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def refusals(api: client.ApiClient, live: ActiveState) -> list[str]:
+    """Why some route of the pair must not be patched (empty when all may be)."""
+    found = []
+    for snapshot in live.snapshots:
+        reason = reading.router_for(api, snapshot.ref).refusal(snapshot)
+        if reason:
+            found.append(reason)
+    return found
+
+
+async def switch_all(api: client.ApiClient, pair: PairConfig, live: ActiveState, *,
+                     target: str) -> SwitchOutcome:
+    """Point every route from `live.active` to `target`, all or none, then verify."""
+    if not live.consistent or live.active is None:
+        raise ValueError(f"routes are not consistent: {live.problem}")
+    source = live.active
+    bound = log.bind(pair=pair.name, source=source, target=target)
+    reasons = refusals(api, live)
+    if reasons:
+        return SwitchOutcome(source, target, failed="; ".join(reasons), refused=True)
+    done: list[RouteSnapshot] = []
+    for snapshot in live.snapshots:
+        router = reading.router_for(api, snapshot.ref)
+        try:
+            done.append(await router.switch(snapshot, source=source, target=target))
+            bound.info("route switched", route=snapshot.view.ref)
+        except SWITCH_ERRORS as exc:
+            bound.warning("route switch failed; reverting", route=snapshot.view.ref,
+                          error=_reason(exc), switched=[d.view.ref for d in done])
+            reverted, failures = await _revert(api, done, source=source, target=target)
+            outcome = SwitchOutcome(
+                source, target,
+                switched=tuple(d.view.ref for d in done),
+                failed=_reason(exc),
+                conflict=isinstance(exc, RouteConflict),
+                refused=isinstance(exc, RouteRefused),
+                reverted=reverted,
+                revert_failures=failures,
+            )
+            return await _verify(api, pair, outcome, expected=source)
+    outcome = SwitchOutcome(source, target, switched=tuple(d.view.ref for d in done))
+    return await _verify(api, pair, outcome, expected=target)
+
+
+async def _revert(api: client.ApiClient, done: list[RouteSnapshot], *, source: str,
+                  target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Flip already-switched routes back, last first, with the same guarded patches."""
+    reverted, failures = [], []
+    for snapshot in reversed(done):
+        router = reading.router_for(api, snapshot.ref)
+        try:
+            await router.switch(snapshot, source=target, target=source)
+            reverted.append(snapshot.view.ref)
+        except SWITCH_ERRORS as exc:
+            log.error("route revert failed: fix it by hand", route=snapshot.view.ref,
+                      error=_reason(exc))
+            failures.append(_reason(exc))
+    return tuple(reverted), tuple(failures)
+
+
+async def _verify(api: client.ApiClient, pair: PairConfig, outcome: SwitchOutcome, *,
+                  expected: str) -> SwitchOutcome:
+    """Re-read the routes; any disagreement with `expected` becomes a problem."""
+    problems = list(outcome.problems)
+    verified: ActiveState | None = None
+    try:
+        verified = await reading.read_active(api, pair)
+    except SWITCH_ERRORS as exc:
+        problems.append(f"cannot re-read the routes to verify: {_reason(exc)}")
+    else:
+        if verified.active != expected:
+            problems.append(
+                f"after the switch the routes should point at {expected} but "
+                f"{verified.problem or 'point at ' + str(verified.active)}"
+            )
+    return dataclasses.replace(outcome, verified=verified, problems=tuple(problems))

@@ -1,0 +1,233 @@
+"""Durable per-pair state in one ConfigMap, written with optimistic concurrency.
+
+`data[<pair>]` holds the pair's state as JSON. Every write carries the resourceVersion it
+read, so two writers never lose each other's change (409 -> re-read, re-apply, retry). The
+live routes stay the truth: `reconcile` corrects the state from them after a restart, so a
+crash between a route patch and the state write leaves nothing inconsistent.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import client
+
+from gatekeeper.config import PairConfig, StateConfig
+from gatekeeper.kubeclient import ApiException, read_json
+from gatekeeper.routers import reading
+from gatekeeper.routers.base import ActiveState
+
+log = structlog.get_logger()
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "gatekeeper"}
+SWITCH_KINDS = ("flip", "rollback")
+
+
+class StateError(Exception):
+    """The state ConfigMap could not be read or written."""
+
+
+@dataclass
+class PairState:
+    """One pair's lifecycle state and audit trail. Times are Unix seconds."""
+
+    active: str | None = None
+    dark: str | None = None
+    previous: str | None = None
+    """The namespace a rollback returns to (set by a flip, cleared by a rollback)."""
+    phase: str = "idle"
+    images: dict[str, dict[str, str]] = field(default_factory=dict)
+    """namespace -> `deployment/container` -> image."""
+    timestamps: dict[str, float] = field(default_factory=dict)
+    """deployed, flipped, rolled_back, scaled_up, scaled_down, approved, ..."""
+    approvals: list[dict[str, Any]] = field(default_factory=list)
+    replicas: dict[str, int] = field(default_factory=dict)
+    """Production replica count per Deployment name, restored by the next scale-up."""
+    counters: dict[str, int] = field(default_factory=dict)
+    last_action: dict[str, Any] | None = None
+    """id, kind, from, to, trigger, reason, at, status (started/done/failed/...)."""
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    """The last N changes, oldest first."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys this version does not know, kept so a newer writer's data survives."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form stored in the ConfigMap."""
+        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+               if f.name != "extra"}
+        return {**copy.deepcopy(self.extra), **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PairState:
+        """Parse stored JSON; unknown keys go to `extra`."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values = {k: copy.deepcopy(v) for k, v in data.items() if k in known}
+        extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in known}
+        return cls(**values, extra=extra)
+
+    def transition(self, kind: str, *, at: float, history: int, source: str | None = None,
+                   target: str | None = None, **details: Any) -> dict[str, Any]:
+        """Append an audit record (`from`, `to`, details) and keep only the last `history`."""
+        fields_ = {"from": source, "to": target, **details}
+        record = {"at": at, "kind": kind, **{k: v for k, v in fields_.items() if v is not None}}
+        self.transitions.append(record)
+        del self.transitions[:-history]
+        return record
+
+    def count(self, name: str) -> None:
+        """Increment a counter (flips, rollbacks, conflicts...)."""
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def begin(self, kind: str, *, at: float, source: str | None = None,
+              target: str | None = None, trigger: str = "manual", reason: str = "") -> str:
+        """Record an action as started before acting; a restart then knows it was attempted."""
+        action_id = uuid.uuid4().hex[:12]
+        self.last_action = {"id": action_id, "kind": kind, "from": source, "to": target,
+                            "trigger": trigger, "reason": reason, "at": at, "status": "started"}
+        return action_id
+
+    def finish(self, action_id: str, status: str, *, at: float) -> None:
+        """Close the started action (done, failed, conflict, reverted...)."""
+        if self.last_action and self.last_action.get("id") == action_id:
+            self.last_action = {**self.last_action, "status": status, "finished": at}
+
+    def switched(self, kind: str, *, source: str, target: str, at: float) -> None:
+        """The routes now point at `target`: flips remember `source` for a rollback."""
+        self.active, self.dark = target, source
+        self.previous = source if kind == "flip" else None
+        self.timestamps["flipped" if kind == "flip" else "rolled_back"] = at
+        self.count(kind)
+
+
+def reconcile_state(state: PairState, pair: PairConfig, live: ActiveState, *, at: float,
+                    history: int) -> None:
+    """Make `state` agree with the live routes (pure: no I/O)."""
+    action = state.last_action
+    if action and action.get("status") == "started":
+        kind, source, target = action.get("kind"), action.get("from"), action.get("to")
+        if kind in SWITCH_KINDS and live.active == target and source and source != target:
+            state.switched(str(kind), source=str(source), target=str(target), at=at)
+            state.last_action = {**action, "status": "done", "finished": at,
+                                 "note": "completed before a restart; reconciled from routes"}
+            state.transition("reconciled", at=at, history=history, source=source, target=target,
+                             note=f"{kind} {action.get('id')} had patched the routes")
+        else:
+            state.last_action = {**action, "status": "interrupted", "finished": at}
+    if not live.consistent or live.active is None:
+        return
+    if state.active != live.active:
+        if state.active is not None:
+            state.previous = state.active
+            state.transition("reconciled", at=at, history=history, source=state.active,
+                             target=live.active, note="routes changed outside gatekeeper")
+        state.active = live.active
+    state.dark = pair.other(live.active)
+
+
+def _name(pair: PairConfig | str) -> str:
+    return pair if isinstance(pair, str) else pair.name
+
+
+class StateStore:
+    """Reads and writes the state ConfigMap; one instance per API client."""
+
+    def __init__(self, api: client.ApiClient, settings: StateConfig, *,
+                 clock: Callable[[], float] = time.time, retries: int = 8) -> None:
+        self.api = api
+        self.settings = settings
+        self.clock = clock
+        self.retries = retries
+        self.core = client.CoreV1Api(api)
+
+    async def _read(self) -> dict[str, Any] | None:
+        try:
+            body: dict[str, Any] = await read_json(
+                self.core.read_namespaced_config_map, self.settings.configmap,
+                self.settings.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise StateError(f"reading ConfigMap {self._where()}: HTTP {exc.status}") from exc
+        return body
+
+    def _where(self) -> str:
+        return f"{self.settings.namespace}/{self.settings.configmap}"
+
+    async def load(self, pair: PairConfig | str) -> PairState:
+        """The pair's state; a fresh one when nothing was stored yet."""
+        body = await self._read()
+        return self._parse(body, _name(pair))
+
+    def _parse(self, body: dict[str, Any] | None, name: str) -> PairState:
+        raw = ((body or {}).get("data") or {}).get(name)
+        if not raw:
+            return PairState()
+        try:
+            return PairState.from_dict(json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise StateError(f"ConfigMap {self._where()} key {name!r} is not valid state JSON: "
+                             f"{exc}") from exc
+
+    async def update(self, pair: PairConfig | str,
+                     mutate: Callable[[PairState], None]) -> PairState:
+        """Read, apply `mutate` (may run more than once: keep it pure), write with the
+        resourceVersion read; on 409 start over. Skips the write when nothing changed."""
+        name = _name(pair)
+        for _attempt in range(self.retries):
+            body = await self._read()
+            state = self._parse(body, name)
+            before = state.to_dict()
+            mutate(state)
+            after = state.to_dict()
+            if after == before and body is not None:
+                return state
+            text = json.dumps(after, sort_keys=True, indent=1)
+            try:
+                if body is None:
+                    await read_json(self.core.create_namespaced_config_map,
+                                    self.settings.namespace, self._new_body(name, text))
+                else:
+                    body = copy.deepcopy(body)
+                    body["data"] = {**(body.get("data") or {}), name: text}
+                    await read_json(self.core.replace_namespaced_config_map,
+                                    self.settings.configmap, self.settings.namespace, body)
+            except ApiException as exc:
+                if exc.status == 409:
+                    log.debug("state write conflict; retrying", pair=name)
+                    continue
+                raise StateError(f"writing ConfigMap {self._where()}: HTTP {exc.status} "
+                                 f"{exc.reason or ''}".strip()) from exc
+            return state
+        raise StateError(f"ConfigMap {self._where()}: still conflicting after "
+                         f"{self.retries} attempts")
+
+    def _new_body(self, name: str, text: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": self.settings.configmap, "namespace": self.settings.namespace,
+                         "labels": dict(MANAGED_BY)},
+            "data": {name: text},
+        }
+
+    async def reconcile(self, pair: PairConfig, live: ActiveState | None = None) -> PairState:
+        """Correct the stored state from the live routes (read now unless given)."""
+        if live is None:
+            live = await reading.read_active(self.api, pair)
+        now = self.clock()
+        checked = live
+
+        def mutate(state: PairState) -> None:
+            reconcile_state(state, pair, checked, at=now, history=self.settings.history)
+
+        state = await self.update(pair, mutate)
+        log.info("state reconciled", pair=pair.name, active=state.active,
+                 consistent=live.consistent)
+        return state
