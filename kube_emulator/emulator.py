@@ -1,0 +1,248 @@
+"""The emulator object: storage, controllers, logs, faults and request log in one place,
+with a Python API mirroring the `/_emulator/` admin endpoints for in-process tests."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import resources
+from .audit import RequestLog
+from .controllers import WorkloadControllers
+from .errors import bad_request
+from .faults import FaultInjector
+from .kubeconfig import kubeconfig as build_kubeconfig
+from .kubeconfig import write_kubeconfig as write_kubeconfig_file
+from .kubelet import Kubelet, container_names
+from .loader import Manifests, load_objects
+from .operations import ObjectAPI
+from .podlogs import PodLogs
+from .resources import PODS, ResourceType
+from .store import Event, ObjectStore
+
+Obj = dict[str, Any]
+
+
+def _resource(api_version: str, kind: str) -> ResourceType:
+    rt = resources.by_kind(api_version, kind)
+    if rt is None:
+        raise KeyError(f"no resource for apiVersion={api_version} kind={kind}")
+    return rt
+
+
+class Emulator:
+    """An emulated Kubernetes API server's state and behaviour (HTTP lives in `app`)."""
+
+    def __init__(
+        self,
+        *,
+        ready_delay: float = 0.0,
+        ready_on_load: bool = True,
+        bookmark_interval: float = 1.0,
+        watch_timeout: float = 1800.0,
+        history_size: int = 10_000,
+        log_lines_per_container: int = 100_000,
+        request_log_size: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.store = ObjectStore(history_size=history_size)
+        self.api = ObjectAPI(self.store, rng=self.rng)
+        self.logs = PodLogs(max_lines_per_container=log_lines_per_container)
+        self.kubelet = Kubelet(self.api, ready_delay=ready_delay, rng=self.rng,
+                               on_container_restart=self.logs.rotate)
+        self.controllers = WorkloadControllers(self.api, rng=self.rng)
+        self.store.add_listener(self._on_event)
+        self.faults = FaultInjector(seed)
+        self.requests = RequestLog(request_log_size)
+        self.bookmark_interval = bookmark_interval
+        self.watch_timeout = watch_timeout
+        self.ready_on_load = ready_on_load
+        self.url: str | None = None
+        self.closing = False
+
+    def _on_event(self, event: Event) -> None:
+        if event.type == "DELETED" and event.resource.key == PODS.key:
+            meta = event.object["metadata"]
+            self.logs.forget_pod(meta["namespace"], meta["name"])
+
+    # ---- configuration -----------------------------------------------------------------
+
+    @property
+    def ready_delay(self) -> float:
+        """Seconds a new pod stays Running-but-not-Ready (0 = Ready at once)."""
+        return self.kubelet.ready_delay
+
+    @ready_delay.setter
+    def ready_delay(self, value: float) -> None:
+        if value < 0:
+            raise ValueError("ready_delay must not be negative")
+        self.kubelet.ready_delay = float(value)
+
+    # ---- objects -----------------------------------------------------------------------
+
+    def load(self, source: Manifests, *, ready: bool | None = None) -> list[Obj]:
+        """Load manifests; pods of loaded Deployments are Ready at once unless `ready`
+        (default: the `ready_on_load` setting) is False."""
+        self.kubelet.force_ready = self.ready_on_load if ready is None else ready
+        try:
+            return load_objects(self.api, source)
+        finally:
+            self.kubelet.force_ready = False
+
+    def get_object(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> Obj | None:
+        """A copy of one stored object, or None."""
+        rt = _resource(api_version, kind)
+        obj = self.store.get(rt, namespace if rt.namespaced else None, name)
+        return obj
+
+    def list_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+    ) -> list[Obj]:
+        """Copies of stored objects (all namespaces when `namespace` is None)."""
+        rt = _resource(api_version, kind)
+        return self.api.list(rt, namespace, label_selector=label_selector)["items"]
+
+    def put_object(self, obj: Mapping[str, Any]) -> Obj:
+        """Create or overwrite an object (bypassing resourceVersion checks)."""
+        return self.api.put(obj)
+
+    def delete_object(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> Obj:
+        """Delete an object (dependents are garbage-collected)."""
+        rt = _resource(api_version, kind)
+        return self.api.delete(rt, namespace if rt.namespaced else None, name)
+
+    def pods(self, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
+        """Pods, optionally filtered by namespace and label selector."""
+        return self.api.list(PODS, namespace, label_selector=label_selector)["items"]
+
+    # ---- pods: logs, readiness, restarts ------------------------------------------------
+
+    def append_logs(
+        self,
+        namespace: str,
+        pod: str,
+        lines: Iterable[str],
+        *,
+        container: str | None = None,
+        timestamp: float | None = None,
+    ) -> int:
+        """Append lines to a container's log (default: the pod's first container)."""
+        obj = self.api.get(PODS, namespace, pod)
+        names = container_names(obj)
+        target = container or (names[0] if names else "")
+        if target not in names:
+            raise bad_request(f"container {target} is not valid for pod {pod}")
+        return self.logs.append(namespace, pod, target, lines, timestamp=timestamp)
+
+    def append_logs_by_selector(
+        self,
+        namespace: str,
+        label_selector: str,
+        lines: Iterable[str],
+        *,
+        container: str | None = None,
+        timestamp: float | None = None,
+    ) -> list[str]:
+        """Append the same lines to every matching pod; returns the pod names."""
+        batch = list(lines)
+        names = []
+        for pod in self.pods(namespace, label_selector):
+            name = pod["metadata"]["name"]
+            if container is None or container in container_names(pod):
+                self.append_logs(namespace, name, batch, container=container, timestamp=timestamp)
+                names.append(name)
+        return names
+
+    def set_pod_ready(
+        self, namespace: str, pod: str, ready: bool = True, *, container: str | None = None
+    ) -> Obj:
+        """Force a pod's (or one container's) readiness; Deployment status follows."""
+        return self.kubelet.set_ready(namespace, pod, ready, container)
+
+    def restart_container(
+        self,
+        namespace: str,
+        pod: str,
+        *,
+        container: str | None = None,
+        count: int = 1,
+        ready: bool | None = None,
+    ) -> Obj:
+        """Simulate container crashes: bump restartCount; old logs become `previous`."""
+        return self.kubelet.restart_container(namespace, pod, container, count, ready=ready)
+
+    # ---- watches -----------------------------------------------------------------------
+
+    def drop_watches(self) -> int:
+        """Close every open watch connection; returns how many there were."""
+        return self.store.drop_watches()
+
+    def expire_watches(self, *, drop: bool = False) -> str:
+        """Compact history: watches from any earlier resourceVersion now get 410 Gone.
+        With `drop`, open watches are closed too, so clients hit the 410 right away."""
+        compacted = self.store.expire_history()
+        if drop:
+            self.store.drop_watches()
+        return compacted
+
+    # ---- connection --------------------------------------------------------------------
+
+    def kubeconfig(self, namespace: str = "default") -> Obj:
+        """A kubeconfig document for this emulator (needs `url`, i.e. a running server)."""
+        if self.url is None:
+            raise RuntimeError("the emulator is not serving HTTP yet")
+        return build_kubeconfig(self.url, namespace=namespace)
+
+    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
+        """Write a kubeconfig usable with `kubernetes_asyncio.config.load_kube_config`."""
+        if self.url is None:
+            raise RuntimeError("the emulator is not serving HTTP yet")
+        return write_kubeconfig_file(self.url, path, namespace=namespace)
+
+    # ---- waiting -----------------------------------------------------------------------
+
+    async def wait_for(
+        self, predicate: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.01
+    ) -> None:
+        """Poll `predicate` until true; TimeoutError after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(interval)
+
+    async def wait_deployment_ready(
+        self, namespace: str, name: str, *, timeout: float = 5.0
+    ) -> Obj:
+        """Wait until all desired pods of a Deployment are Ready; returns the Deployment."""
+        def ready() -> bool:
+            deploy = self.get_object("apps/v1", "Deployment", name, namespace)
+            if deploy is None:
+                return False
+            desired = deploy["spec"].get("replicas", 1)
+            status = deploy.get("status") or {}
+            return (status.get("observedGeneration", 0) >= deploy["metadata"]["generation"]
+                    and all(status.get(k, 0) == desired
+                            for k in ("replicas", "updatedReplicas", "readyReplicas")))
+
+        await self.wait_for(ready, timeout=timeout)
+        deploy = self.get_object("apps/v1", "Deployment", name, namespace)
+        assert deploy is not None
+        return deploy
+
+    def close(self) -> None:
+        """Stop timers and end open watches (server shutdown)."""
+        self.closing = True
+        self.kubelet.close()
+        self.store.drop_watches()

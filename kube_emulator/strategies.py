@@ -1,0 +1,164 @@
+"""Per-resource write semantics: defaults on create, what an update may change.
+
+Mirrors the real registry strategies where clients depend on them: the main resource
+ignores `status` and `/status` ignores everything else, `generation` moves only when
+the spec does, and system metadata (uid, creationTimestamp) cannot be overwritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import random
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from .patching import json_equal
+from .resources import ResourceType
+from .timefmt import rfc3339
+
+Obj = dict[str, Any]
+
+_SYSTEM_META = ("uid", "creationTimestamp", "generation", "deletionTimestamp",
+                "deletionGracePeriodSeconds")
+_IGNORED_ON_COMPARE = ("resourceVersion", "managedFields")
+
+
+def new_uid(rng: random.Random) -> str:
+    """A UUIDv4 from the emulator's seeded generator (reproducible runs)."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _spec_part(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
+
+
+def _fold_string_data(obj: Obj) -> None:
+    """Secrets: `stringData` is write-only and merged into base64 `data`."""
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, Mapping):
+        data = obj.setdefault("data", {}) or {}
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        obj["data"] = data
+
+
+def _default_deployment(obj: Obj) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
+    if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+        strategy.setdefault("type", "RollingUpdate")
+        strategy.setdefault("rollingUpdate", {"maxSurge": "25%", "maxUnavailable": "25%"})
+    obj.setdefault("status", {})
+
+
+def _default_service(obj: Obj, rng: random.Random) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    if spec.get("clusterIP") is None:
+        spec["clusterIP"] = f"10.96.{rng.randrange(0, 256)}.{rng.randrange(1, 255)}"
+        spec["clusterIPs"] = [spec["clusterIP"]]
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+    obj.setdefault("status", {"loadBalancer": {}})
+
+
+def _default_pod(obj: Obj) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    for container in spec.get("containers") or []:
+        if isinstance(container, dict):
+            container.setdefault("imagePullPolicy", "IfNotPresent")
+    obj.setdefault("status", {"phase": "Pending", "qosClass": "BestEffort"})
+
+
+def prepare_create(rt: ResourceType, obj: Obj, *, now: float, rng: random.Random) -> None:
+    """Fill system metadata and the defaults the real server would add."""
+    meta = obj.setdefault("metadata", {})
+    for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+        meta.pop(key, None)
+    meta["uid"] = new_uid(rng)
+    meta["creationTimestamp"] = rfc3339(now)
+    if rt.has_generation:
+        meta["generation"] = 1
+    else:
+        meta.pop("generation", None)
+    if rt.kind == "Namespace":
+        obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+        obj["status"] = {"phase": "Active"}
+    apply_defaults(rt, obj, rng)
+
+
+def apply_defaults(rt: ResourceType, obj: Obj, rng: random.Random) -> None:
+    """Kind-specific defaults, applied on every write as the real server's decoder does."""
+    meta = obj.setdefault("metadata", {})
+    if rt.kind == "Namespace":
+        meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name")
+    elif rt.kind == "Secret":
+        obj.setdefault("type", "Opaque")
+        _fold_string_data(obj)
+    elif rt.kind == "Deployment":
+        _default_deployment(obj)
+    elif rt.kind == "ReplicaSet":
+        obj.setdefault("spec", {}).setdefault("replicas", 1)
+        obj.setdefault("status", {"replicas": 0})
+    elif rt.kind == "Service":
+        _default_service(obj, rng)
+    elif rt.kind == "Pod":
+        _default_pod(obj)
+
+
+def prepare_update(
+    rt: ResourceType, new: Obj, old: Obj, subresource: str | None, *, rng: random.Random
+) -> Obj:
+    """Return what will be stored: status/spec split honoured, system metadata kept,
+    generation bumped when the spec part changed."""
+    if subresource == "status":
+        result = copy.deepcopy(old)
+        result["status"] = copy.deepcopy(new.get("status"))
+        if result["status"] is None:
+            result.pop("status")
+        result["metadata"]["resourceVersion"] = (new.get("metadata") or {}).get("resourceVersion")
+        return result
+    result = copy.deepcopy(new)
+    meta = result.setdefault("metadata", {})
+    for key in _SYSTEM_META:
+        if key in old["metadata"]:
+            meta[key] = old["metadata"][key]
+        else:
+            meta.pop(key, None)
+    if rt.has_status_subresource:
+        if "status" in old:
+            result["status"] = copy.deepcopy(old["status"])
+        else:
+            result.pop("status", None)
+    if rt.kind == "Service":
+        for key in ("clusterIP", "clusterIPs"):
+            if key in old.get("spec", {}) and not result.setdefault("spec", {}).get(key):
+                result["spec"][key] = copy.deepcopy(old["spec"][key])
+    apply_defaults(rt, result, rng)
+    if rt.has_generation and _spec_part(result) != _spec_part(old):
+        meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+    return result
+
+
+def unchanged(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    """True when a write would not change anything (no new revision, no event)."""
+    def strip(obj: Mapping[str, Any]) -> dict[str, Any]:
+        result = dict(obj)
+        result["metadata"] = {
+            k: v for k, v in (obj.get("metadata") or {}).items() if k not in _IGNORED_ON_COMPARE
+        }
+        return result
+
+    return json_equal(strip(new), strip(old))
