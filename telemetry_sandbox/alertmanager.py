@@ -6,6 +6,7 @@ running the real binary checks both the payload shapes and the grouping/resolve 
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -229,7 +230,9 @@ class AlertmanagerServer:
             ("silenced", str(silenced).lower()),
             ("inhibited", str(inhibited).lower()),
         ]
-        params += [("filter", f'{name}="{value}"') for name, value in (matchers or {}).items()]
+        params += [
+            ("filter", f"{name}={json.dumps(value)}") for name, value in (matchers or {}).items()
+        ]
         url = f"{self.url}/api/v2/alerts?{urllib.parse.urlencode(params)}"
         return list(httpjson.get_json(url, timeout_s=timeout_s))
 

@@ -13,6 +13,9 @@ from typing import Any
 
 from telemetry_sandbox.loopback import require_loopback_url
 
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""urllib opener that ignores HTTP(S)_PROXY: sandbox traffic never leaves loopback."""
+
 
 class HTTPStatusError(RuntimeError):
     """A non-2xx answer, carrying the status and (truncated) body for the error message."""
@@ -40,7 +43,7 @@ def request(
         all_headers.setdefault("Content-Type", "application/json")
     req = urllib.request.Request(url, data=data, method=method, headers=all_headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        with OPENER.open(req, timeout=timeout_s) as resp:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
         body = exc.read().decode(errors="replace")

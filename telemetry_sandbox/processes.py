@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import ctypes.util
+import functools
 import os
 import shutil
 import signal
@@ -19,13 +19,13 @@ import tempfile
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from telemetry_sandbox import httpjson
 from telemetry_sandbox.loopback import LOOPBACK_HOST, free_port
 
 __all__ = ["ManagedProcess", "ProcessStartError", "free_port", "stop_all"]
@@ -36,6 +36,7 @@ CommandFactory = Callable[[int], Sequence[str]]
 _PORT_TAKEN_MARKERS = ("address already in use", "bind: address")
 _MAX_PORT_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
+_LOOPBACK_NO_PROXY = ("127.0.0.1", "localhost", "::1")
 
 _running: set[ManagedProcess] = set()
 _running_lock = threading.Lock()
@@ -56,26 +57,39 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once (the running interpreter already links libc)."""
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def _death_signal_preexec() -> Callable[[], None] | None:
     """Ask the kernel to SIGKILL the child when its parent thread dies (Linux only).
 
     PDEATHSIG fires when the *thread* that forked exits, so it is only used for processes
     started from the main thread; others rely on stop()/atexit.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return None
-    try:
-        prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
-    except (OSError, AttributeError):
+    prctl = _prctl()
+    if prctl is None or threading.current_thread() is not threading.main_thread():
         return None
 
     def preexec() -> None:
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
     return preexec
+
+
+def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The parent's environment, with loopback exempted from any HTTP proxy settings."""
+    env = {**os.environ, **(extra or {})}
+    for name in ("NO_PROXY", "no_proxy"):
+        existing = [part for part in env.get(name, "").split(",") if part]
+        env[name] = ",".join([*existing, *(h for h in _LOOPBACK_NO_PROXY if h not in existing)])
+    return env
 
 
 class ManagedProcess:
@@ -249,7 +263,7 @@ class ManagedProcess:
         self._log = self.log_path.open("ab")
         self._log.write(f"--- start {time.strftime('%H:%M:%S')}: {' '.join(argv)}\n".encode())
         self._log.flush()
-        env = {**os.environ, **self._env} if self._env is not None else None
+        env = _child_env(self._env)
         self._proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -291,7 +305,7 @@ class ManagedProcess:
 def _answers_ok(url: str, timeout_s: float = 0.5) -> bool:
     """One readiness probe: True on HTTP 200, False on any error or other status."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        with httpjson.OPENER.open(url, timeout=timeout_s) as resp:
             return int(resp.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False

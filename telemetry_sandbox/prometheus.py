@@ -226,7 +226,9 @@ class PrometheusServer:
 
     # -- queries ----------------------------------------------------------------------------
 
-    def query(self, promql: str, *, at: float | None = None, timeout_s: float = 5.0) -> dict:
+    def query(
+        self, promql: str, *, at: float | None = None, timeout_s: float = 5.0
+    ) -> dict[str, Any]:
         """Instant query; returns the `data` object (`resultType`, `result`)."""
         params = {"query": promql}
         if at is not None:
