@@ -175,6 +175,9 @@ class ManagedProcess:
                     if attempt == attempts or not port_taken:
                         raise
                     self.port = free_port()
+                except BaseException:  # e.g. KeyboardInterrupt while waiting: no orphan
+                    self.stop()
+                    raise
             raise AssertionError("unreachable")  # pragma: no cover
 
     def stop(self) -> None:

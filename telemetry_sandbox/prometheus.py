@@ -247,8 +247,8 @@ class PrometheusServer:
         self,
         promql: str,
         predicate: Callable[[Result], bool] | None = None,
-        *,
         timeout_s: float = 30.0,
+        *,
         interval_s: float = 0.25,
     ) -> Result:
         """Poll until the query's result satisfies `predicate` (default: non-empty).
