@@ -73,7 +73,7 @@ async def create_api_client(settings: KubernetesConfig) -> TimeoutApiClient:
     if mode == "auto":
         mode = "in_cluster" if in_cluster_available() else "kubeconfig"
     if mode == "in_cluster":
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         loader = await config.load_kube_config(
             config_file=settings.kubeconfig,

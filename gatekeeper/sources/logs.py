@@ -13,8 +13,9 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
@@ -134,7 +135,7 @@ class LogSource:
         variables: Mapping[str, str],
     ) -> dict[str, Measurement]:
         """Scan every target namespace concurrently; the rule's `window` overrides `window`."""
-        spec = rule.logs or LogSpec()
+        spec = rule.logs or LogSpec.model_validate({})
         seconds = max(1, math.ceil(rule.window if rule.window is not None else window))
         limit = asyncio.Semaphore(self.max_concurrency)
 
@@ -201,10 +202,10 @@ class LogSource:
         exclude: Sequence[re.Pattern[str]],
     ) -> ContainerScan | None:
         """Stream one container's log; None when the pod or container went away meanwhile."""
-        response = await self.core.read_namespaced_pod_log(
+        response = cast(aiohttp.ClientResponse, await self.core.read_namespaced_pod_log(
             pod, namespace, container=container, since_seconds=seconds,
             limit_bytes=spec.limit_bytes, _preload_content=False,
-        )
+        ))
         counter = LineCounter(pattern, exclude)
         size = 0
         async with response:
@@ -216,7 +217,7 @@ class LogSource:
                              container=container, status=response.status)
                     return None
                 error = ApiException(status=response.status, reason=response.reason)
-                error.body = body
+                error.body = body  # type: ignore[assignment]  # str, as the generated code sets it
                 raise error
             async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
                 size += len(chunk)
