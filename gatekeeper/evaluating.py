@@ -7,8 +7,10 @@ namespace under evaluation. Judging is pure (gatekeeper.judging).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import structlog
@@ -20,6 +22,10 @@ from gatekeeper.rules import Rule, RuleSet
 from gatekeeper.sources.base import Source, Target
 
 log = structlog.get_logger(__name__)
+
+CYCLE: ContextVar[int] = ContextVar("gatekeeper_evaluation_cycle", default=0)
+"""The evaluation cycle a source call belongs to; sources may share identical queries in it."""
+_cycles = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class Evaluator:
     async def measure(self, targets: Sequence[Target]) -> dict[str, dict[str, Measurement]]:
         """`result[rule][namespace]` for every rule, sources called concurrently."""
         rules = self.rule_set.rules
+        CYCLE.set(next(_cycles))
         answers = await asyncio.gather(*(self._measure_rule(rule, targets) for rule in rules))
         return {rule.name: answer for rule, answer in zip(rules, answers, strict=True)}
 

@@ -8,6 +8,7 @@ timeout, and Prometheus's own `bad_data` / `execution` / `timeout` errors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -22,6 +23,7 @@ from urllib3.util.retry import Retry
 
 from gatekeeper.blocking import BlockingPool
 from gatekeeper.durations import promql_duration
+from gatekeeper.evaluating import CYCLE
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
 from gatekeeper.sources.base import Target
@@ -100,6 +102,8 @@ class PrometheusSource:
             retry=Retry(total=1, connect=1, read=0, status=0, backoff_factor=0.1,
                         status_forcelist=()),
         )
+        self._cycle = -1
+        self._answers: dict[str, asyncio.Task[list[dict[str, Any]]]] = {}
         self._owns_pool = pool is None
         self._pool = pool or BlockingPool(max_workers=8, name="prometheus")
         self.queries_sent = 0
@@ -126,9 +130,22 @@ class PrometheusSource:
             raise PrometheusQueryError("http", f"{type(exc).__name__}: {exc}") from exc
 
     async def instant(self, query: str) -> list[dict[str, Any]]:
-        """Run an instant query; PrometheusQueryError on failure."""
-        self.queries_sent += 1
-        return await self._pool.run(self._call, self._client.custom_query, query)
+        """Run an instant query; PrometheusQueryError on failure.
+
+        Within one evaluation cycle an identical query is sent once and its answer shared
+        (the shipped rules pair an absolute and a relative rule on the same query).
+        """
+        cycle = CYCLE.get()
+        if cycle != self._cycle:
+            self._cycle, self._answers = cycle, {}
+        task = self._answers.get(query) if cycle else None
+        if task is None:
+            self.queries_sent += 1
+            task = asyncio.ensure_future(
+                self._pool.run(self._call, self._client.custom_query, query))
+            if cycle:
+                self._answers[query] = task
+        return await asyncio.shield(task)
 
     async def range(self, query: str, *, window: float, step: float) -> list[dict[str, Any]]:
         """Run a range query over the last `window` seconds."""
