@@ -1,0 +1,350 @@
+"""Leader election with a coordination.k8s.io/v1 Lease: only the holder acts.
+
+Every replica serves reads; actions (flip, rollback, scale) call `require_leader()` or run
+inside `leader_guard()`. The algorithm is client-go's (`tools/leaderelection`): a holder
+renews `renewTime` every `retry_period`; a candidate takes the Lease over once it has seen
+the same record unchanged for `leaseDurationSeconds` by its *own* clock (so clock skew
+between nodes does not matter), or at once when the holder is empty (released). Every
+write carries the resourceVersion it read, so of two candidates only one wins; the other
+gets 409 Conflict and stays a follower.
+
+Why not `kubernetes_asyncio.leaderelection` (checked in version 36): its `run()` elects
+once and returns for good after the first lost renewal (no re-election); it never releases
+the Lease on shutdown (the other replica waits a whole lease duration); a network error or
+a non-JSON error body raises out of the loop and kills it; it writes local wall-clock time
+with a `Z` suffix (wrong renewTime on any host not in UTC); it keeps believing it leads
+until its renew deadline even after reading another holder; and it insists on periods of
+at least one second. This module is the same loop, small, with those fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client
+
+from gatekeeper import kubeclient
+from gatekeeper.config import LeaderElectionConfig
+from gatekeeper.kubeclient import ApiException
+
+__all__ = ["Leadership", "LeadershipCallback", "NotLeaderError", "default_identity"]
+
+log = structlog.get_logger()
+
+_JITTER = 0.2  # followers retry after retry_period * (1..1.2), so they do not race in lockstep
+_FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
+
+
+class LeadershipCallback(Protocol):
+    """Called when this replica starts or stops leading; keep it short (start a task)."""
+
+    def __call__(self) -> Awaitable[None]: ...
+
+
+class NotLeaderError(RuntimeError):
+    """An action was attempted by a replica that does not hold the Lease."""
+
+    def __init__(self, identity: str, holder: str | None) -> None:
+        self.identity = identity
+        self.holder = holder
+        who = f"the leader is {holder}" if holder else "no leader is known"
+        super().__init__(f"{identity} is not the leader ({who}); only the leader acts")
+
+
+def default_identity(environ: Mapping[str, str] | None = None) -> str:
+    """`$POD_NAME` (else the host name) plus a random suffix: a restart is a new candidate."""
+    env = os.environ if environ is None else environ
+    base = env.get("POD_NAME") or socket.gethostname() or "gatekeeper"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def _micro_time(moment: datetime) -> str:
+    """Kubernetes MicroTime: RFC 3339 in UTC with microseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Leadership:
+    """Campaigns for the Lease forever and says whether this replica may act now.
+
+    `is_leader` is True only while the last successful renewal is younger than
+    `renew_deadline`, even if the loop is stuck on a hung request, so a replica never
+    acts on a lease that another one may already have taken over. With leader election
+    disabled the replica is the leader at once.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        settings: LeaderElectionConfig,
+        *,
+        on_started_leading: LeadershipCallback | None = None,
+        on_stopped_leading: LeadershipCallback | None = None,
+        release_on_cancel: bool = True,
+    ) -> None:
+        if settings.enabled and not (
+            0 < settings.retry_period < settings.renew_deadline < settings.lease_duration
+        ):
+            raise ValueError(
+                "leader election needs 0 < retry_period < renew_deadline < lease_duration "
+                f"(got {settings.retry_period}, {settings.renew_deadline}, "
+                f"{settings.lease_duration})"
+            )
+        self.settings = settings
+        self.identity: str = settings.identity or default_identity()
+        self.release_on_cancel = release_on_cancel
+        self._on_started = on_started_leading
+        self._on_stopped = on_stopped_leading
+        self._api = client.CoordinationV1Api(api)
+        self._lease_seconds = max(1, math.ceil(settings.lease_duration))
+        self._leading = not settings.enabled
+        self._leading_event = asyncio.Event()
+        if self._leading:
+            self._leading_event.set()
+        self._renewed_at = -math.inf  # monotonic time the last successful renewal started
+        self._holder: str | None = self.identity if self._leading else None
+        self._observed: tuple[Any, ...] | None = None  # the last lease record seen
+        self._observed_at = 0.0  # monotonic time it was first seen
+        self._lease: dict[str, Any] | None = None  # the lease as we last wrote it
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- what the rest of gatekeeper asks -------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this replica holds a Lease renewed less than `renew_deadline` ago."""
+        if not self.settings.enabled:
+            return True
+        age = time.monotonic() - self._renewed_at
+        return self._leading and age < self.settings.renew_deadline
+
+    @property
+    def holder(self) -> str | None:
+        """The identity holding the Lease as last seen (None when free or unknown)."""
+        return self.identity if self.is_leader else self._holder
+
+    def require_leader(self) -> None:
+        """Raise `NotLeaderError` unless this replica may act now; call before every action."""
+        if not self.is_leader:
+            raise NotLeaderError(self.identity, self.holder)
+
+    @asynccontextmanager
+    async def leader_guard(self) -> AsyncIterator[None]:
+        """`async with leadership.leader_guard():` around an action.
+
+        Refuses to start unless leading, and counts the action as in flight so a graceful
+        shutdown releases the Lease only after it finished (bounded by `renew_deadline`).
+        """
+        self.require_leader()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def wait_leading(self) -> None:
+        """Return once this replica leads (at once when it already does)."""
+        await self._leading_event.wait()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Campaign and renew forever; on cancellation stop leading and release the Lease."""
+        if not self.settings.enabled:
+            await self._notify(self._on_started, "on_started_leading")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await self._notify(self._on_stopped, "on_stopped_leading")
+            return
+        log.info("campaigning for leadership", identity=self.identity,
+                 lease=f"{self.settings.namespace}/{self.settings.lease_name}")
+        try:
+            while True:
+                await self._tick()
+                delay = self.settings.retry_period
+                if not self._leading:
+                    delay *= 1.0 + _JITTER * random.random()
+                await asyncio.sleep(delay)
+        finally:
+            if self._leading:
+                await self._stop_leading("shutting down")
+                if self.release_on_cancel:
+                    await self._release()
+
+    async def _tick(self) -> None:
+        """One attempt to acquire or renew, bounded by what is left of the renew deadline."""
+        started = time.monotonic()
+        budget = self.settings.renew_deadline
+        if self._leading:
+            budget = max(self.settings.renew_deadline - (started - self._renewed_at),
+                         self.settings.retry_period)
+        try:
+            async with asyncio.timeout(budget):
+                acquired = await self._try_acquire_or_renew()
+        except _FAILURES as error:
+            acquired = False
+            log.warning("lease request failed", identity=self.identity,
+                        error=_describe(error))
+        if acquired:
+            self._renewed_at = started
+            if not self._leading:
+                await self._start_leading()
+            return
+        if not self._leading:
+            return
+        if self._holder not in (None, self.identity):
+            await self._stop_leading(f"the lease was taken by {self._holder}")
+        elif time.monotonic() - self._renewed_at >= self.settings.renew_deadline:
+            await self._stop_leading("could not renew the lease within the renew deadline")
+
+    async def _try_acquire_or_renew(self) -> bool:
+        """client-go's tryAcquireOrRenew: True when we hold the Lease after this call."""
+        now = _micro_time(datetime.now(UTC))
+        name, namespace = self.settings.lease_name, self.settings.namespace
+        try:
+            lease = await kubeclient.read_json(self._api.read_namespaced_lease, name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return await self._create(now)
+        spec: dict[str, Any] = dict(lease.get("spec") or {})
+        record = tuple(spec.get(key) for key in (
+            "holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime",
+            "leaseTransitions"))
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = time.monotonic()
+        holder = spec.get("holderIdentity") or None
+        self._holder = holder
+        if holder is not None and holder != self.identity:
+            duration = spec.get("leaseDurationSeconds") or self._lease_seconds
+            if time.monotonic() < self._observed_at + duration:
+                return False  # held by a live leader
+        if holder != self.identity:
+            spec["acquireTime"] = now
+            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+        spec.update(holderIdentity=self.identity, leaseDurationSeconds=self._lease_seconds,
+                    renewTime=now)
+        body = {**lease, "spec": spec}
+        try:
+            written = await kubeclient.read_json(
+                self._api.replace_namespaced_lease, name, namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            log.info("lease conflict: another replica wrote it first", identity=self.identity,
+                     status=409)
+            return False
+        self._remember(written)
+        return True
+
+    async def _create(self, now: str) -> bool:
+        """No Lease yet: create it as its holder; 409 means another replica was faster."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.settings.lease_name,
+                         "namespace": self.settings.namespace},
+            "spec": {"holderIdentity": self.identity,
+                     "leaseDurationSeconds": self._lease_seconds,
+                     "acquireTime": now, "renewTime": now, "leaseTransitions": 0},
+        }
+        try:
+            created = await kubeclient.read_json(
+                self._api.create_namespaced_lease, self.settings.namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            log.info("lease conflict: another replica created it first",
+                     identity=self.identity, status=409)
+            return False
+        self._remember(created)
+        return True
+
+    def _remember(self, lease: dict[str, Any]) -> None:
+        """Record the Lease as we wrote it: our own write is an observation too."""
+        spec = lease.get("spec") or {}
+        self._lease = lease
+        self._holder = self.identity
+        self._observed = tuple(spec.get(key) for key in (
+            "holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime",
+            "leaseTransitions"))
+        self._observed_at = time.monotonic()
+
+    async def _start_leading(self) -> None:
+        self._leading = True
+        self._leading_event.set()
+        log.info("started leading", identity=self.identity)
+        await self._notify(self._on_started, "on_started_leading")
+
+    async def _stop_leading(self, reason: str) -> None:
+        self._leading = False
+        self._leading_event.clear()
+        if self._in_flight:
+            log.warning("stopped leading with actions in flight", identity=self.identity,
+                        actions=self._in_flight)
+        log.info("stopped leading", identity=self.identity, reason=reason)
+        await self._notify(self._on_stopped, "on_stopped_leading")
+
+    async def _notify(self, callback: LeadershipCallback | None, what: str) -> None:
+        """Run a callback; its crash is logged, never lost, and never stops the election."""
+        if callback is None:
+            return
+        try:
+            await callback()
+        except Exception:
+            log.exception("leadership callback failed", callback=what, identity=self.identity)
+
+    async def _release(self) -> None:
+        """Empty the holder so the other replica takes over at its next retry, not after a
+        whole lease duration. Waits (bounded) for guarded actions still in flight; a 409
+        means the Lease is no longer ours to release."""
+        if self._lease is None:
+            return
+        try:
+            async with asyncio.timeout(self.settings.renew_deadline):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("releasing the lease with actions still in flight",
+                        identity=self.identity, actions=self._in_flight)
+        body = copy.deepcopy(self._lease)
+        now = _micro_time(datetime.now(UTC))
+        body["spec"].update(holderIdentity="", leaseDurationSeconds=1, acquireTime=now,
+                            renewTime=now)
+        try:
+            async with asyncio.timeout(self.settings.renew_deadline):
+                await kubeclient.read_json(
+                    self._api.replace_namespaced_lease, self.settings.lease_name,
+                    self.settings.namespace, body)
+        except _FAILURES as error:
+            log.warning("could not release the lease; it expires on its own",
+                        identity=self.identity, error=_describe(error))
+            return
+        self._lease = None
+        self._holder = None
+        log.info("released the lease", identity=self.identity)
+
+
+def _describe(error: BaseException) -> str:
+    """Short text for a log line: status and reason for API errors, else the repr."""
+    if isinstance(error, ApiException):
+        return f"{error.status} {error.reason}"
+    return repr(error)
