@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_RECORDED_BODY = 64 * 1024
+FAULT_HEADER = "X-Kube-Emulator-Fault"
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -93,40 +94,56 @@ async def _recorded_body(request: web.Request) -> Any:
 async def faults_and_audit_middleware(
     request: web.Request, handler: Handler
 ) -> web.StreamResponse:
-    """Inject configured faults and record the request (admin calls are exempt)."""
+    """Inject configured faults and log the request (admin calls are exempt)."""
     if request.path.startswith("/_emulator"):
         return await handler(request)
     emulator = request.app[EMULATOR]
     verb = _verb(request)
-    body = await _recorded_body(request)
-    fault = emulator.faults.pick(request.method, verb, request.path)
-    response: web.StreamResponse
-    if fault is not None and fault.delay:
-        await asyncio.sleep(fault.delay)
-    if fault is not None and fault.status:
-        response = error_response(fault.error())
-    else:
-        response = await handler(request)
-        late = None if response.prepared else emulator.faults.pick(
-            request.method, verb, request.path, after=True)
-        if late is not None:
-            fault = late
-            if late.delay:
-                await asyncio.sleep(late.delay)
-            if late.status:
-                response = error_response(late.error())
-    emulator.requests.record(RequestRecord(
+    token = id(request)
+    emulator.requests.begin(token, RequestRecord(
         time=emulator.requests.now(),
         method=request.method,
         path=request.path,
         query=request.query_string,
         content_type=request.headers.get("Content-Type", ""),
-        status=response.status,
+        status=0,
         verb=verb,
-        fault=fault.status if fault is not None else None,
-        body=body,
+        body=await _recorded_body(request),
     ))
+    try:
+        fault = emulator.faults.pick(request.method, verb, request.path)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.status:
+            return _faulted(fault.error(), fault.status)
+        response = await handler(request)
+        if response.prepared:
+            return response
+        late = emulator.faults.pick(request.method, verb, request.path, after=True)
+        if late is not None:
+            if late.delay:
+                await asyncio.sleep(late.delay)
+            if late.status:
+                return _faulted(late.error(), late.status)
+        return response
+    except BaseException:
+        emulator.requests.abandon(token)
+        raise
+
+
+def _faulted(error: ApiError, code: int) -> web.Response:
+    response = error_response(error)
+    response.headers[FAULT_HEADER] = str(code)
     return response
+
+
+async def _log_response(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the status is final once headers go out."""
+    if request.path.startswith("/_emulator"):
+        return
+    fault = response.headers.get(FAULT_HEADER)
+    request.app[EMULATOR].requests.finish(id(request), response.status,
+                                          int(fault) if fault else None)
 
 
 async def _body(request: web.Request) -> Any:
@@ -310,6 +327,7 @@ def create_app(emulator: Emulator) -> web.Application:
         client_max_size=16 * 1024 * 1024,
     )
     app[EMULATOR] = emulator
+    app.on_response_prepare.append(_log_response)
     for path in ("/healthz", "/readyz", "/livez"):
         app.router.add_get(path, health)
     app.router.add_get("/version", version)

@@ -1,12 +1,18 @@
 """A bounded log of recent API requests, so tests can assert which calls a client made
-(e.g. "the route flip was a JSON Patch with a test op, not a PUT")."""
+(e.g. "the route flip was a JSON Patch with a test op, not a PUT").
+
+A request is logged when its response headers go out, so a watch appears in the log as
+soon as it is established, not when it ends.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from dataclasses import asdict, dataclass
+from collections import OrderedDict, deque
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+_MAX_IN_FLIGHT = 10_000
 
 
 @dataclass(frozen=True)
@@ -33,10 +39,27 @@ class RequestLog:
 
     def __init__(self, size: int = 2000) -> None:
         self._records: deque[RequestRecord] = deque(maxlen=max(1, size))
+        self._in_flight: OrderedDict[int, RequestRecord] = OrderedDict()
 
     def record(self, record: RequestRecord) -> None:
         """Append one request."""
         self._records.append(record)
+
+    def begin(self, token: int, record: RequestRecord) -> None:
+        """Remember a request until its response starts (`finish`)."""
+        self._in_flight[token] = record
+        while len(self._in_flight) > _MAX_IN_FLIGHT:
+            self._in_flight.popitem(last=False)
+
+    def finish(self, token: int, status: int, fault: int | None = None) -> None:
+        """The response for `token` is being sent: log it with its status."""
+        pending = self._in_flight.pop(token, None)
+        if pending is not None:
+            self._records.append(replace(pending, status=status, fault=fault or pending.fault))
+
+    def abandon(self, token: int) -> None:
+        """The request ended without a response (client gone)."""
+        self._in_flight.pop(token, None)
 
     def records(
         self,

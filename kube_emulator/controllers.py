@@ -10,7 +10,6 @@ so a scale request has created its pods by the time the response is sent.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -20,6 +19,7 @@ from typing import Any
 
 from . import resources
 from .errors import ApiError
+from .jsonvalues import clone
 from .kubelet import is_ready
 from .operations import NAME_ALPHABET, ObjectAPI, random_suffix
 from .resources import DEPLOYMENTS, NAMESPACES, PODS, REPLICASETS, ResourceType
@@ -127,7 +127,7 @@ class WorkloadControllers:
         desired = int(spec.get("replicas", 1))
         uid = deploy["metadata"]["uid"]
         template_hash = pod_template_hash(spec.get("template") or {})
-        owned = [rs for rs in self.store.list(REPLICASETS, namespace) if _owned_by(rs, uid)]
+        owned = [rs for rs in self.store.iter(REPLICASETS, namespace) if _owned_by(rs, uid)]
         new_rs = next((rs for rs in owned if rs["metadata"].get("labels", {}).get(
             "pod-template-hash") == template_hash), None)
         old = [rs for rs in owned if rs is not new_rs]
@@ -153,9 +153,10 @@ class WorkloadControllers:
 
     def _create_replicaset(self, deploy: Obj, template_hash: str, owned: list[Obj]) -> Obj | None:
         meta, spec = deploy["metadata"], deploy.get("spec") or {}
-        template = copy.deepcopy(spec.get("template") or {})
-        template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = template_hash
-        selector = copy.deepcopy(spec.get("selector") or {})
+        template = clone(spec.get("template") or {})
+        labels = template.setdefault("metadata", {}).setdefault("labels", {})
+        labels["pod-template-hash"] = template_hash
+        selector = clone(spec.get("selector") or {})
         selector.setdefault("matchLabels", {})["pod-template-hash"] = template_hash
         revisions = [int(rs["metadata"].get("annotations", {}).get(REVISION, 0)) for rs in owned]
         body = {
@@ -194,7 +195,7 @@ class WorkloadControllers:
         uid, spec = deploy["metadata"]["uid"], deploy.get("spec") or {}
         desired = int(spec.get("replicas", 1))
         template_hash = pod_template_hash(spec.get("template") or {})
-        sets = [rs for rs in self.store.list(REPLICASETS, namespace) if _owned_by(rs, uid)]
+        sets = [rs for rs in self.store.iter(REPLICASETS, namespace) if _owned_by(rs, uid)]
         pods = [p for rs in sets for p in self._pods_of(rs)]
         new_rs = next((rs for rs in sets if rs["metadata"]["labels"].get("pod-template-hash")
                        == template_hash), None)
@@ -207,7 +208,7 @@ class WorkloadControllers:
 
         def change(d: Obj) -> None:
             old = d.get("status") or {}
-            conditions = copy.deepcopy(old.get("conditions") or [])
+            conditions = clone(old.get("conditions") or [])
             available = ready >= desired - _max_unavailable(d, desired)
             _set_condition(
                 conditions, "Available", available,
@@ -236,7 +237,7 @@ class WorkloadControllers:
 
     def _pods_of(self, rs: Mapping[str, Any]) -> list[Obj]:
         uid = rs["metadata"]["uid"]
-        return [p for p in self.store.list(PODS, rs["metadata"]["namespace"])
+        return [p for p in self.store.iter(PODS, rs["metadata"]["namespace"])
                 if _owned_by(p, uid) and not p["metadata"].get("deletionTimestamp")]
 
     def reconcile_replicaset(self, namespace: str, name: str) -> None:
@@ -268,7 +269,7 @@ class WorkloadControllers:
         self.api.mutate(REPLICASETS, namespace, name, change, subresource="status")
 
     def _create_pod(self, rs: Obj) -> None:
-        template = copy.deepcopy(rs["spec"].get("template") or {})
+        template = clone(rs["spec"].get("template") or {})
         tmeta = template.get("metadata") or {}
         meta = rs["metadata"]
         body = {

@@ -63,8 +63,16 @@ class Emulator:
         self.ready_on_load = ready_on_load
         self.url: str | None = None
         self.closing = False
+        self._changed: asyncio.Event | None = None
+        self.store.on_watches_changed = self._notify
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def _on_event(self, event: Event) -> None:
+        self._notify()
         if event.type == "DELETED" and event.resource.key == PODS.key:
             meta = event.object["metadata"]
             self.logs.forget_pod(meta["namespace"], meta["name"])
@@ -186,6 +194,11 @@ class Emulator:
 
     # ---- watches -----------------------------------------------------------------------
 
+    @property
+    def open_watches(self) -> int:
+        """Number of open watch connections (tests wait for a client to be watching)."""
+        return self.store.open_watches
+
     def drop_watches(self) -> int:
         """Close every open watch connection; returns how many there were."""
         return self.store.drop_watches()
@@ -214,16 +227,17 @@ class Emulator:
 
     # ---- waiting -----------------------------------------------------------------------
 
-    async def wait_for(
-        self, predicate: Callable[[], bool], *, timeout: float = 5.0, interval: float = 0.01
-    ) -> None:
-        """Poll `predicate` until true; TimeoutError after `timeout` seconds."""
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, predicate: Callable[[], bool], *, within: float = 5.0) -> None:
+        """Wait until `predicate()` holds, re-checking after every write and every watch
+        opened or closed (no polling); TimeoutError after `within` seconds."""
+        async with asyncio.timeout(within):
             while not predicate():
-                await asyncio.sleep(interval)
+                if self._changed is None:
+                    self._changed = asyncio.Event()
+                await self._changed.wait()
 
     async def wait_deployment_ready(
-        self, namespace: str, name: str, *, timeout: float = 5.0
+        self, namespace: str, name: str, *, within: float = 5.0
     ) -> Obj:
         """Wait until all desired pods of a Deployment are Ready; returns the Deployment."""
         def ready() -> bool:
@@ -236,7 +250,7 @@ class Emulator:
                     and all(status.get(k, 0) == desired
                             for k in ("replicas", "updatedReplicas", "readyReplicas")))
 
-        await self.wait_for(ready, timeout=timeout)
+        await self.wait_for(ready, within=within)
         deploy = self.get_object("apps/v1", "Deployment", name, namespace)
         assert deploy is not None
         return deploy
@@ -246,3 +260,4 @@ class Emulator:
         self.closing = True
         self.kubelet.close()
         self.store.drop_watches()
+        self.logs.wake()

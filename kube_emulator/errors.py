@@ -70,7 +70,9 @@ def status_object(
 
 def success_status(details: dict[str, Any] | None = None) -> dict[str, Any]:
     """The `Status` a delete answers with when it does not return the object."""
-    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+    body: dict[str, Any] = {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"
+    }
     if details:
         body["details"] = details
     return body
@@ -108,7 +110,8 @@ def already_exists(group: str, plural: str, name: str) -> ApiError:
 
 def conflict(group: str, plural: str, name: str, why: str | None = None) -> ApiError:
     """409 Conflict for an optimistic-concurrency failure (stale resourceVersion)."""
-    why = why or "the object has been modified; please apply your changes to the latest version and try again"
+    why = why or ("the object has been modified; please apply your changes to the latest "
+                  "version and try again")
     return ApiError(
         409,
         f'Operation cannot be fulfilled on {_qualified(group, plural)} "{name}": {why}',
@@ -149,7 +152,9 @@ def expired(message: str) -> ApiError:
 
 def method_not_allowed(method: str) -> ApiError:
     """405 for a verb the resource does not support."""
-    return ApiError(405, f"the server does not allow this method on the requested resource ({method})")
+    return ApiError(
+        405, f"the server does not allow this method on the requested resource ({method})"
+    )
 
 
 def unsupported_media_type(content_type: str) -> ApiError:

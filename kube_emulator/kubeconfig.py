@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 CONTEXT = "kube-emulator"
-DUMMY_TOKEN = "kube-emulator-token"  # noqa: S105 - not a secret: the emulator accepts anything
+DUMMY_TOKEN = "kube-emulator-token"
 
 
 def kubeconfig(url: str, *, namespace: str = "default") -> dict[str, Any]:
@@ -18,7 +18,9 @@ def kubeconfig(url: str, *, namespace: str = "default") -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "clusters": [{"name": CONTEXT, "cluster": {"server": url, "insecure-skip-tls-verify": True}}],
+        "clusters": [
+            {"name": CONTEXT, "cluster": {"server": url, "insecure-skip-tls-verify": True}}
+        ],
         "users": [{"name": CONTEXT, "user": {"token": DUMMY_TOKEN}}],
         "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT,
                                                    "namespace": namespace}}],

@@ -9,12 +9,12 @@ restart counts (crash loops) by hand.
 from __future__ import annotations
 
 import asyncio
-import copy
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import bad_request, not_found
+from .jsonvalues import clone
 from .operations import ObjectAPI
 from .resources import PODS
 from .store import Event
@@ -38,7 +38,9 @@ def container_names(pod: Mapping[str, Any]) -> list[str]:
     return [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or []]
 
 
-def _set_condition(status: Obj, kind: str, value: bool, now: str, reason: str | None = None) -> None:
+def _set_condition(
+    status: Obj, kind: str, value: bool, now: str, reason: str | None = None
+) -> None:
     conditions = status.setdefault("conditions", [])
     text = "True" if value else "False"
     for cond in conditions:
@@ -206,7 +208,7 @@ class Kubelet:
         pod = self.api.store.get(PODS, namespace, name)
         if pod is None:
             raise not_found("", "pods", name)
-        return copy.deepcopy(pod)
+        return clone(pod)
 
     @staticmethod
     def _check_container(pod: Obj, container: str | None) -> str | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import json
 import random
 import time
@@ -16,7 +15,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import patching, resources, strategies
-from .errors import ApiError, bad_request, conflict, expired, invalid, not_found, unsupported_media_type
+from .errors import (
+    ApiError,
+    bad_request,
+    conflict,
+    expired,
+    invalid,
+    not_found,
+    unsupported_media_type,
+)
+from .jsonvalues import clone
 from .resources import ResourceType
 from .selectors import FieldSelector, LabelSelector, SelectorError, object_matcher
 from .store import Matcher, ObjectStore, Watcher
@@ -119,7 +127,7 @@ class ObjectAPI:
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
             meta["continue"] = _encode_continue(int(rv), _key(items[-1]))
-        rendered = [with_type(rt, copy.deepcopy(o)) for o in items]
+        rendered = [with_type(rt, clone(o)) for o in items]
         if not rt.custom:
             for item in rendered:
                 item.pop("kind"), item.pop("apiVersion")
@@ -187,7 +195,8 @@ class ObjectAPI:
         rv = new["metadata"].get("resourceVersion") or None
         if rv is None and rt.custom:
             raise invalid(rt.kind, rt.group, name, [
-                ("metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")])
+                ("metadata.resourceVersion",
+                 "Invalid value: 0x0: must be specified for an update")])
         return self._update(rt, old, new, subresource, rv, dry_run)
 
     def patch(
@@ -265,7 +274,7 @@ class ObjectAPI:
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return with_type(rt, current)
-            marked = copy.deepcopy(current)
+            marked = clone(current)
             marked["metadata"]["deletionTimestamp"] = rfc3339(self.clock())
             marked["metadata"]["deletionGracePeriodSeconds"] = 0
             return with_type(rt, self.store.update(rt, marked))
@@ -318,9 +327,10 @@ class ObjectAPI:
                               "of type int32")
         if replicas < 0:
             raise invalid("Scale", "autoscaling", name, [
-                ("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0")])
+                ("spec.replicas",
+                 f"Invalid value: {replicas}: must be greater than or equal to 0")])
         rv = (body.get("metadata") or {}).get("resourceVersion") or None
-        new = copy.deepcopy(old)
+        new = clone(old)
         new.setdefault("spec", {})["replicas"] = replicas
         return scale_of(rt, self._update(rt, old, new, None, rv, dry_run))
 
@@ -350,7 +360,7 @@ class ObjectAPI:
         current = self.store.get(rt, namespace, name)
         if current is None:
             return None
-        new = copy.deepcopy(current)
+        new = clone(current)
         change(new)
         return self._update(rt, current, new, subresource, None, False)
 
@@ -366,15 +376,15 @@ class ObjectAPI:
             self.ensure_namespace(namespace)
         current = self.store.get(rt, namespace, str(meta.get("name", "")))
         if current is None:
-            body = copy.deepcopy(dict(obj))
+            body = clone(dict(obj))
             body.get("metadata", {}).pop("resourceVersion", None)
             return self.create(rt, namespace, body)
-        body = copy.deepcopy(dict(obj))
+        body = clone(dict(obj))
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         updated = self.replace(rt, namespace, meta["name"], body)
         if rt.has_status_subresource and "status" in obj:
-            updated = self.replace(rt, namespace, meta["name"], {**updated, "status": obj["status"]},
-                                   subresource="status")
+            with_status = {**updated, "status": obj["status"]}
+            updated = self.replace(rt, namespace, meta["name"], with_status, subresource="status")
         return updated
 
     def ensure_namespace(self, name: str) -> None:
@@ -387,7 +397,7 @@ class ObjectAPI:
     def _decode(self, rt: ResourceType, body: Any) -> Obj:
         if not isinstance(body, Mapping):
             raise bad_request(f"Object of kind {rt.kind} expected, got {type(body).__name__}")
-        obj = copy.deepcopy(dict(body))
+        obj = clone(dict(body))
         if obj.get("apiVersion") not in (None, rt.api_version):
             raise bad_request(f"the API version in the data ({obj['apiVersion']}) does not match "
                               f"the expected API version ({rt.api_version})")
@@ -442,7 +452,7 @@ class ObjectAPI:
         prepared = with_type(rt, strategies.prepare_update(rt, new, old, subresource, rng=self.rng))
         self._validate(rt, prepared, old)
         if strategies.unchanged(prepared, with_type(rt, old)):
-            return with_type(rt, copy.deepcopy(old))
+            return with_type(rt, clone(old))
         if dry_run:
             return prepared
         meta = prepared["metadata"]
@@ -458,9 +468,8 @@ class ObjectAPI:
                 refs = obj["metadata"].get("ownerReferences") or []
                 if any(ref.get("uid") == uid for ref in refs):
                     def drop(o: Obj) -> None:
-                        o["metadata"]["ownerReferences"] = [
-                            r for r in o["metadata"].get("ownerReferences", []) if r.get("uid") != uid
-                        ]
+                        refs = o["metadata"].get("ownerReferences", [])
+                        o["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
                     self.mutate(rt, namespace, obj["metadata"]["name"], drop)
 
 

@@ -6,9 +6,10 @@ on it), so every operation works on a copy and errors are raised, never half-app
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
+
+from .jsonvalues import clone, json_equal
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -38,19 +39,6 @@ class PatchConflict(Exception):
 
 class MalformedPatch(Exception):
     """The patch document itself is invalid: 400."""
-
-
-def json_equal(a: Any, b: Any) -> bool:
-    """JSON equality: unlike Python's ==, `true` is not equal to `1`."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    return type(a) is type(b) and a == b
 
 
 def _pointer(path: Any) -> list[str]:
@@ -135,18 +123,18 @@ def _apply_op(doc: Any, op: Mapping[str, Any]) -> Any:
     if kind in ("move", "copy") and "from" not in op:
         raise MalformedPatch(f"operation {kind!r} on {path} has no from")
     if kind == "add":
-        return _add(doc, path, copy.deepcopy(op["value"]))
+        return _add(doc, path, clone(op["value"]))
     if kind == "remove":
         return _remove(doc, path)[0]
     if kind == "replace":
         _get(doc, path)
         doc, _ = _remove(doc, path) if _pointer(path) else (doc, None)
-        return _add(doc, path, copy.deepcopy(op["value"]))
+        return _add(doc, path, clone(op["value"]))
     if kind == "move":
         doc, value = _remove(doc, op["from"])
         return _add(doc, path, value)
     if kind == "copy":
-        return _add(doc, path, copy.deepcopy(_get(doc, op["from"])))
+        return _add(doc, path, clone(_get(doc, op["from"])))
     if kind == "test":
         try:
             actual = _get(doc, path)
@@ -164,7 +152,7 @@ def json_patch(doc: Any, operations: Any) -> Any:
     """Apply RFC 6902 operations atomically to a copy of `doc`."""
     if not isinstance(operations, list):
         raise MalformedPatch("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
-    result = copy.deepcopy(doc)
+    result = clone(doc)
     for op in operations:
         result = _apply_op(result, op)
     return result
@@ -173,8 +161,8 @@ def json_patch(doc: Any, operations: Any) -> Any:
 def merge_patch(doc: Any, patch: Any) -> Any:
     """Apply an RFC 7386 merge patch (null deletes, objects merge, everything else replaces)."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(doc) if isinstance(doc, dict) else {}
+        return clone(patch)
+    result = clone(doc) if isinstance(doc, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -184,10 +172,10 @@ def merge_patch(doc: Any, patch: Any) -> Any:
 
 
 def _merge_list_by_key(current: list[Any], patch: list[Any], key: str) -> list[Any]:
-    result = copy.deepcopy(current)
+    result = clone(current)
     for item in patch:
         if not isinstance(item, dict) or key not in item:
-            result.append(copy.deepcopy(item))
+            result.append(clone(item))
             continue
         directive = item.get("$patch")
         match = next(
@@ -200,7 +188,7 @@ def _merge_list_by_key(current: list[Any], patch: list[Any], key: str) -> list[A
         elif match is None:
             result.append(strategic_merge_patch({}, item))
         elif directive == "replace":
-            result[match] = {k: copy.deepcopy(v) for k, v in item.items() if k != "$patch"}
+            result[match] = {k: clone(v) for k, v in item.items() if k != "$patch"}
         else:
             result[match] = strategic_merge_patch(result[match], item)
     return result
@@ -209,10 +197,10 @@ def _merge_list_by_key(current: list[Any], patch: list[Any], key: str) -> list[A
 def strategic_merge_patch(doc: Any, patch: Any) -> Any:
     """Merge patch that merges known lists (containers, env, ...) by their merge key."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
-    result = copy.deepcopy(doc) if isinstance(doc, dict) else {}
+        return {k: clone(v) for k, v in patch.items() if k != "$patch"}
+    result = clone(doc) if isinstance(doc, dict) else {}
     for key, value in patch.items():
         if key.startswith("$"):
             continue
@@ -231,7 +219,8 @@ def _merge_list(field: str, current: list[Any], patch: list[Any]) -> list[Any]:
         return current + [v for v in patch if v not in current]
     key = _MERGE_KEYS.get(field)
     if field == "ports":
-        key = "containerPort" if any("containerPort" in p for p in patch if isinstance(p, dict)) else "port"
+        container_ports = any("containerPort" in p for p in patch if isinstance(p, dict))
+        key = "containerPort" if container_ports else "port"
     if key is None:
-        return copy.deepcopy(patch)
+        return clone(patch)
     return _merge_list_by_key(current, patch, key)

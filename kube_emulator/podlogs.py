@@ -126,10 +126,14 @@ class PodLogs:
                 self._seq += 1
                 buffer.append(LogLine(self._seq, ts, text))
                 count += 1
+        self.wake()
+        return count
+
+    def wake(self) -> None:
+        """Wake `follow=true` streams (new lines, or the server shutting down)."""
         if self._changed is not None:
             self._changed.set()
             self._changed = None
-        return count
 
     def rotate(self, namespace: str, pod: str, container: str) -> None:
         """A container restarted: its logs become the `previous=true` logs."""
@@ -194,11 +198,11 @@ class PodLogs:
             body = body[: query.limit_bytes]
         return body
 
-    async def wait_for_lines(self, timeout: float) -> None:
-        """Sleep until any new line is appended (or `timeout`); for `follow=true`."""
+    async def wait_for_lines(self, at_most: float) -> None:
+        """Sleep until any new line is appended (or `at_most` seconds); for `follow=true`."""
         if self._changed is None:
             self._changed = asyncio.Event()
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(self._changed.wait(), at_most)
         except TimeoutError:
             pass

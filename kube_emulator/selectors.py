@@ -82,7 +82,9 @@ def _split_terms(text: str) -> list[str]:
 
 def _check_value(value: str, term: str) -> str:
     if len(value) > 63 or not _VALUE_RE.match(value):
-        raise SelectorError(f"unable to parse requirement: invalid label value: {value!r} in {term!r}")
+        raise SelectorError(
+            f"unable to parse requirement: invalid label value: {value!r} in {term!r}"
+        )
     return value
 
 
@@ -126,7 +128,8 @@ class LabelSelector:
         """Build from a `metav1.LabelSelector` (matchLabels + matchExpressions)."""
         if not selector:
             return cls()
-        reqs = [Requirement(k, "=", (str(v),)) for k, v in (selector.get("matchLabels") or {}).items()]
+        match_labels = selector.get("matchLabels") or {}
+        reqs = [Requirement(k, "=", (str(v),)) for k, v in match_labels.items()]
         ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
         for expr in selector.get("matchExpressions") or []:
             op = ops.get(expr.get("operator", ""))

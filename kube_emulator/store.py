@@ -9,7 +9,6 @@ them), so events can share them with watchers safely.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import already_exists, bad_request, conflict, expired, not_found
+from .jsonvalues import clone
 from .resources import ResourceType
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,11 @@ class Watcher:
         """Whether events are waiting (bookmarks are only safe when nothing is)."""
         return not self._queue.empty()
 
-    async def next(self, timeout: float) -> dict[str, Any] | None:
-        """Next event; None once closed; TimeoutError if nothing came in `timeout` seconds."""
+    async def next(self, at_most: float) -> dict[str, Any] | None:
+        """Next event; None once closed; TimeoutError if nothing came within `at_most` s."""
         if self.closed and self._queue.empty():
             return None
-        return await asyncio.wait_for(self._queue.get(), timeout)
+        return await asyncio.wait_for(self._queue.get(), at_most)
 
     def close(self) -> None:
         """End the watch; the HTTP stream finishes after draining queued events."""
@@ -116,11 +116,21 @@ class ObjectStore:
         self._listeners: list[Callable[[Event], None]] = []
         self._pending: deque[Event] = deque()
         self._dispatching = False
+        self.on_watches_changed: Callable[[], None] | None = None
 
     @property
     def resource_version(self) -> str:
         """The current (latest committed) revision, as lists report it."""
         return str(self._rv)
+
+    @property
+    def open_watches(self) -> int:
+        """How many watches are currently open."""
+        return len(self._watchers)
+
+    def _watches_changed(self) -> None:
+        if self.on_watches_changed is not None:
+            self.on_watches_changed()
 
     @property
     def compacted_revision(self) -> int:
@@ -130,11 +140,11 @@ class ObjectStore:
     def get(self, rt: ResourceType, namespace: str | None, name: str) -> Obj | None:
         """A copy of the object, or None."""
         obj = self._objects.get(rt.key, {}).get((namespace or "", name))
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def list(self, rt: ResourceType, namespace: str | None = None) -> list[Obj]:
         """Copies of all objects of a resource (optionally one namespace), sorted by key."""
-        return [copy.deepcopy(o) for o in self.iter(rt, namespace)]
+        return [clone(o) for o in self.iter(rt, namespace)]
 
     def iter(self, rt: ResourceType, namespace: str | None = None) -> Iterator[Obj]:
         """Read-only view of stored objects, sorted by namespace/name; do not mutate."""
@@ -149,7 +159,7 @@ class ObjectStore:
         bucket = self._objects.setdefault(rt.key, {})
         if key in bucket:
             raise already_exists(rt.group, rt.plural, key[1])
-        return self._commit("ADDED", rt, copy.deepcopy(obj), None)
+        return self._commit("ADDED", rt, clone(obj), None)
 
     def update(self, rt: ResourceType, obj: Obj, *, expected_rv: str | None = None) -> Obj:
         """Replace an existing object; 409 when `expected_rv` is not the current revision."""
@@ -159,7 +169,7 @@ class ObjectStore:
             raise not_found(rt.group, rt.plural, key[1])
         if expected_rv is not None and expected_rv != current["metadata"]["resourceVersion"]:
             raise conflict(rt.group, rt.plural, key[1])
-        return self._commit("MODIFIED", rt, copy.deepcopy(obj), current)
+        return self._commit("MODIFIED", rt, clone(obj), current)
 
     def delete(
         self,
@@ -182,7 +192,7 @@ class ObjectStore:
             raise conflict(rt.group, rt.plural, name, f"Precondition failed: ResourceVersion in "
                            f"precondition: {expected_rv}, ResourceVersion in object meta: "
                            f"{meta.get('resourceVersion')}")
-        return self._commit("DELETED", rt, copy.deepcopy(current), current)
+        return self._commit("DELETED", rt, clone(current), current)
 
     def _commit(self, kind: str, rt: ResourceType, obj: Obj, previous: Obj | None) -> Obj:
         self._rv += 1
@@ -201,7 +211,7 @@ class ObjectStore:
             if watcher.closed:
                 self._watchers.discard(watcher)
         self._dispatch(event)
-        return copy.deepcopy(obj)
+        return clone(obj)
 
     def watch(
         self,
@@ -228,18 +238,22 @@ class ObjectStore:
                 if event.rv > since:
                     watcher.offer(event)
         self._watchers.add(watcher)
+        self._watches_changed()
         return watcher
 
     def forget(self, watcher: Watcher) -> None:
         """Detach a finished watch."""
         watcher.close()
-        self._watchers.discard(watcher)
+        if watcher in self._watchers:
+            self._watchers.discard(watcher)
+            self._watches_changed()
 
     def drop_watches(self) -> int:
         """Close every open watch (clients must re-watch); returns how many were open."""
         watchers, self._watchers = list(self._watchers), set()
         for watcher in watchers:
             watcher.close()
+        self._watches_changed()
         return len(watchers)
 
     def expire_history(self) -> str:

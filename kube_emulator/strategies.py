@@ -8,13 +8,12 @@ the spec does, and system metadata (uid, creationTimestamp) cannot be overwritte
 from __future__ import annotations
 
 import base64
-import copy
 import random
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from .patching import json_equal
+from .jsonvalues import clone, json_equal
 from .resources import ResourceType
 from .timefmt import rfc3339
 
@@ -124,13 +123,13 @@ def prepare_update(
     """Return what will be stored: status/spec split honoured, system metadata kept,
     generation bumped when the spec part changed."""
     if subresource == "status":
-        result = copy.deepcopy(old)
-        result["status"] = copy.deepcopy(new.get("status"))
+        result = clone(old)
+        result["status"] = clone(new.get("status"))
         if result["status"] is None:
             result.pop("status")
         result["metadata"]["resourceVersion"] = (new.get("metadata") or {}).get("resourceVersion")
         return result
-    result = copy.deepcopy(new)
+    result = clone(new)
     meta = result.setdefault("metadata", {})
     for key in _SYSTEM_META:
         if key in old["metadata"]:
@@ -139,13 +138,13 @@ def prepare_update(
             meta.pop(key, None)
     if rt.has_status_subresource:
         if "status" in old:
-            result["status"] = copy.deepcopy(old["status"])
+            result["status"] = clone(old["status"])
         else:
             result.pop("status", None)
     if rt.kind == "Service":
         for key in ("clusterIP", "clusterIPs"):
             if key in old.get("spec", {}) and not result.setdefault("spec", {}).get(key):
-                result["spec"][key] = copy.deepcopy(old["spec"][key])
+                result["spec"][key] = clone(old["spec"][key])
     apply_defaults(rt, result, rng)
     if rt.has_generation and _spec_part(result) != _spec_part(old):
         meta["generation"] = int(old["metadata"].get("generation", 1)) + 1

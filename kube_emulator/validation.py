@@ -78,11 +78,12 @@ def _label_causes(labels: Mapping[str, str]) -> Causes:
     causes: Causes = []
     for key, value in labels.items():
         prefix, _, name = key.rpartition("/")
-        if (prefix and not _DNS_SUBDOMAIN.match(prefix)) or len(name) > 63 or not _LABEL_NAME.match(name):
+        bad_prefix = bool(prefix) and not _DNS_SUBDOMAIN.match(prefix)
+        if bad_prefix or len(name) > 63 or not _LABEL_NAME.match(name):
             causes.append(("metadata.labels", f'Invalid value: "{key}": name part must consist of '
                            "alphanumeric characters, '-', '_' or '.' (at most 63 characters)"))
         if len(value) > 63 or not _LABEL_VALUE.match(value):
-            causes.append((f"metadata.labels", f'Invalid value: "{value}": a valid label must be an '
+            causes.append(("metadata.labels", f'Invalid value: "{value}": a valid label must be an '
                            "empty string or consist of alphanumeric characters, '-', '_' or '.', "
                            "and must start and end with an alphanumeric character (at most 63)"))
     return causes
@@ -116,7 +117,8 @@ def _validate_workload(obj: Mapping[str, Any], old: Mapping[str, Any] | None) ->
     replicas = _int_field(spec.get("replicas"), "spec.replicas")
     causes: Causes = []
     if replicas is not None and replicas < 0:
-        causes.append(("spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0"))
+        causes.append(("spec.replicas",
+                       f"Invalid value: {replicas}: must be greater than or equal to 0"))
     selector = spec.get("selector")
     if not isinstance(selector, Mapping) or not selector:
         return [*causes, ("spec.selector", "Required value")]
@@ -132,7 +134,8 @@ def _validate_workload(obj: Mapping[str, Any], old: Mapping[str, Any] | None) ->
         causes.append(("spec.template.metadata.labels", f"Invalid value: {json.dumps(labels)}: "
                        "`selector` does not match template `labels`"))
     if old is not None and (old.get("spec") or {}).get("selector") != selector:
-        causes.append(("spec.selector", f"Invalid value: {json.dumps(selector)}: field is immutable"))
+        causes.append(("spec.selector",
+                       f"Invalid value: {json.dumps(selector)}: field is immutable"))
     return causes + _validate_pod_spec(template.get("spec"), "spec.template.spec")
 
 
@@ -142,8 +145,8 @@ def _validate_data_map(data: Any, field: str, *, base64_values: bool) -> Causes:
     total = 0
     for key, value in values.items():
         if not _CONFIG_KEY.match(key):
-            causes.append((f"data[{key}]", f'Invalid value: "{key}": a valid config key must consist '
-                           "of alphanumeric characters, '-', '_' or '.'"))
+            causes.append((f"data[{key}]", f'Invalid value: "{key}": a valid config key must '
+                           "consist of alphanumeric characters, '-', '_' or '.'"))
         if base64_values:
             try:
                 total += len(base64.b64decode(value, validate=True))
@@ -159,18 +162,19 @@ def _validate_data_map(data: Any, field: str, *, base64_values: bool) -> Causes:
 def _validate_lease(obj: Mapping[str, Any]) -> Causes:
     spec = obj.get("spec") or {}
     if spec.get("holderIdentity") is not None and not isinstance(spec["holderIdentity"], str):
-        raise bad_request("json: cannot unmarshal into Go struct field LeaseSpec.spec.holderIdentity "
-                          "of type string")
+        raise bad_request("json: cannot unmarshal into Go struct field "
+                          "LeaseSpec.spec.holderIdentity of type string")
     for field in ("acquireTime", "renewTime"):
         _time_field(spec.get(field), f"spec.{field}")
     causes: Causes = []
     duration = _int_field(spec.get("leaseDurationSeconds"), "spec.leaseDurationSeconds")
     if duration is not None and duration <= 0:
-        causes.append(("spec.leaseDurationSeconds", f"Invalid value: {duration}: must be greater than 0"))
+        causes.append(("spec.leaseDurationSeconds",
+                       f"Invalid value: {duration}: must be greater than 0"))
     transitions = _int_field(spec.get("leaseTransitions"), "spec.leaseTransitions")
     if transitions is not None and transitions < 0:
-        causes.append(("spec.leaseTransitions", f"Invalid value: {transitions}: must be greater than "
-                       "or equal to 0"))
+        causes.append(("spec.leaseTransitions",
+                       f"Invalid value: {transitions}: must be greater than or equal to 0"))
     return causes
 
 
@@ -211,7 +215,8 @@ def _validate_ingressroute(obj: Mapping[str, Any]) -> Causes:
                 causes.append((f"{at}.port", f"Invalid value: {port!r}: must be int or string"))
             for key in ("namespace", "kind"):
                 if key in service and not isinstance(service[key], str):
-                    causes.append((f"{at}.{key}", f"Invalid value: {service[key]!r}: must be string"))
+                    causes.append((f"{at}.{key}",
+                                   f"Invalid value: {service[key]!r}: must be string"))
             weight = service.get("weight")
             if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int)):
                 causes.append((f"{at}.weight", f"Invalid value: {weight!r}: must be integer"))

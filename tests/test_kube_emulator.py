@@ -182,7 +182,8 @@ async def test_label_and_field_selectors(kube_emulator, kube_api):
         "c": {"app": "web"},
         "d": {},
     }.items():
-        await core.create_namespaced_config_map("sel", {"metadata": {"name": name, "labels": labels}})
+        await core.create_namespaced_config_map(
+            "sel", {"metadata": {"name": name, "labels": labels}})
 
     async def names(**kwargs):
         listing = await core.list_namespaced_config_map("sel", **kwargs)
@@ -234,7 +235,8 @@ async def test_validation_matches_real_server(kube_emulator, kube_api):
             "val", {"metadata": {"name": "x", "labels": {"version": "1.5.0+build"}}})
     assert exc.value.status == 422
     with pytest.raises(ApiException) as exc:
-        await core.create_namespaced_config_map("val", {"metadata": {"name": "x"}, "data": {"n": 1}})
+        await core.create_namespaced_config_map(
+            "val", {"metadata": {"name": "x"}, "data": {"n": 1}})
     assert exc.value.status == 400
 
 
@@ -253,10 +255,12 @@ async def test_discovery_lists_traefik_crds_in_both_groups(kube_emulator, kube_a
     for group in ("traefik.io", "traefik.containo.us"):
         resources = await custom.get_api_resources(group, "v1alpha1")
         by_name = {r.name: r for r in resources.resources}
-        assert by_name["ingressroutes"].kind == "IngressRoute" and by_name["ingressroutes"].namespaced
+        assert by_name["ingressroutes"].kind == "IngressRoute"
+        assert by_name["ingressroutes"].namespaced
         assert "patch" in by_name["traefikservices"].verbs
     core = await client.CoreV1Api(kube_api).get_api_resources()
-    assert {"pods", "pods/log", "configmaps", "events", "namespaces"} <= {r.name for r in core.resources}
+    served = {r.name for r in core.resources}
+    assert {"pods", "pods/log", "configmaps", "events", "namespaces"} <= served
     version = await client.VersionApi(kube_api).get_code()
     assert version.major == "1"
 
@@ -279,7 +283,8 @@ async def test_lease_create_and_replace_with_conflicts(kube_emulator, kube_api):
     coordination = client.CoordinationV1Api(kube_api)
     await client.CoreV1Api(kube_api).create_namespace({"metadata": {"name": "gk"}})
     spec = {"holderIdentity": "pod-a", "leaseDurationSeconds": 15,
-            "acquireTime": "2024-05-01T10:00:00.000000Z", "renewTime": "2024-05-01T10:00:00.000000Z"}
+            "acquireTime": "2024-05-01T10:00:00.000000Z",
+            "renewTime": "2024-05-01T10:00:00.000000Z"}
     lease = await coordination.create_namespaced_lease(
         "gk", {"metadata": {"name": "gatekeeper"}, "spec": spec})
     with pytest.raises(ApiException) as exc:
@@ -297,7 +302,8 @@ async def test_lease_create_and_replace_with_conflicts(kube_emulator, kube_api):
     with pytest.raises(ApiException) as exc:
         await coordination.replace_namespaced_lease("gatekeeper", "gk", theirs)
     assert exc.value.status == 409
-    assert (await coordination.read_namespaced_lease("gatekeeper", "gk")).spec.holder_identity == "pod-a"
+    current = await coordination.read_namespaced_lease("gatekeeper", "gk")
+    assert current.spec.holder_identity == "pod-a"
 
     bad = {"metadata": {"name": "naive"}, "spec": {"renewTime": "2024-05-01T10:00:00.000000"}}
     with pytest.raises(ApiException) as exc:
