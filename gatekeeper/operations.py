@@ -192,13 +192,19 @@ class Operations:
     # -- recording -----------------------------------------------------------------------------
 
     async def _write(self, pair: PairConfig, live: ActiveState | None,
-                     mutate: Callable[[PairState], None]) -> str | None:
-        """Best-effort state write (never blocks a flip); returns a warning on failure."""
+                     mutate: Callable[[PairState], None], *, running: str | None = None
+                     ) -> str | None:
+        """Best-effort state write (never blocks a flip); returns a warning on failure.
+
+        The stored state is first reconciled with `live` (when given), so every write
+        also corrects what the routes contradict.
+        """
         history = self.config.state.history
 
         def apply(state: PairState) -> None:
             if live is not None:
-                reconcile_state(state, pair, live, at=self.clock(), history=history)
+                reconcile_state(state, pair, live, at=self.clock(), history=history,
+                                running=running)
             mutate(state)
 
         try:
@@ -332,6 +338,9 @@ class Operations:
             return _result(kind, active=source, dry_run=True, would=plan,
                            readiness=readiness.to_dict(),
                            reasons=[f"dry-run: would {kind} {source} -> {target}"], **extra)
+        serving = await self._readiness(pair, source)
+        # What served until now runs at production counts: remember them for scale-ups.
+        production = {d.name: d.replicas for d in serving.deployments if d.replicas >= 1}
         now = self.clock()
         history = self.config.state.history
         action: dict[str, str] = {}
@@ -351,6 +360,8 @@ class Operations:
             if outcome.ok:
                 state.switched(kind, source=source, target=target, at=done)
                 state.images[target] = images
+                state.images[source] = serving.images()
+                state.replicas.update(production)
                 status = "done"
             else:
                 status = "conflict" if outcome.conflict else (
@@ -364,7 +375,7 @@ class Operations:
                              error=outcome.failed, problems=list(outcome.problems) or None)
 
         verified = outcome.verified if outcome.verified and outcome.verified.consistent else None
-        warning = await self._write(pair, verified, finish)
+        warning = await self._write(pair, verified, finish, running=action.get("id"))
         if warning:
             warnings.append(warning)
         details = {"action_id": action.get("id"), "outcome": outcome.to_dict(), **plan,
@@ -376,8 +387,12 @@ class Operations:
             await self.events.emit(live.routes, reason=events.FLIPPED if kind == "flip"
                                    else events.ROLLED_BACK, message=message, action=kind)
             bound.info("switched", source=source, target=target)
-            return _result(kind, active=target, changed=True,
-                           reasons=[f"{kind}: {source} -> {target}", *warnings], **details)
+            reasons = [f"{kind}: {source} -> {target}", *warnings]
+            capacity = await self._restore_capacity(pair, target)
+            if capacity is not None:
+                details["scale_up"] = capacity.to_dict()
+                reasons.extend(capacity.reasons)
+            return _result(kind, active=target, changed=True, reasons=reasons, **details)
         problems = [outcome.failed or "", *outcome.problems]
         if outcome.reverted:
             problems.append(f"reverted: {', '.join(outcome.reverted)}")
@@ -392,6 +407,19 @@ class Operations:
         return _result(kind, active=after, changed=outcome.changed, refused=True,
                        reasons=[p for p in problems if p] + warnings,
                        conflict=outcome.conflict, **details)
+
+    async def _restore_capacity(self, pair: PairConfig, namespace: str
+                                ) -> OperationResult | None:
+        """After a switch, raise the new active to production counts (e.g. after a rollback
+        to a namespace kept at 1 replica). Best effort: the switch already happened."""
+        try:
+            result = await self.scale_up(pair, namespace)
+        except ClusterError as exc:
+            log.error("cannot restore production replicas", pair=pair.name, namespace=namespace,
+                      error=str(exc))
+            return _result("scale_up", active=namespace, refused=True,
+                           reasons=[f"could not scale {namespace} to production replicas: {exc}"])
+        return result if result.changed or result.details.get("failed") else None
 
     # -- environments --------------------------------------------------------------------------
 
@@ -440,7 +468,8 @@ class Operations:
         now, history = self.clock(), self.config.state.history
 
         def mutate(state: PairState) -> None:
-            state.replicas.update(counts)
+            for name, replicas in counts.items():
+                state.replicas.setdefault(name, replicas)
             state.timestamps["scaled_up"] = now
             state.images[target] = current.images()
             state.transition("scale_up", at=now, history=history, namespace=target,
@@ -534,10 +563,9 @@ class Operations:
 
         def mutate(state: PairState) -> None:
             for name, replicas in seen.items():
-                # A scale-down only raises what is remembered: an earlier `keep` must not
-                # pass for the production count (scale-up records the real one).
-                if replicas > state.replicas.get(name, 0):
-                    state.replicas[name] = replicas
+                # Only fills gaps: flips record the serving counts, and an earlier `keep`
+                # must not pass for a production count.
+                state.replicas.setdefault(name, replicas)
             state.timestamps["scaled_down"] = now
             state.transition("scale_down", at=now, history=history, namespace=target,
                              keep=keep, deployments=[n for n, _ in done], failed=failed or None,

@@ -107,10 +107,14 @@ class PairState:
 
 
 def reconcile_state(state: PairState, pair: PairConfig, live: ActiveState, *, at: float,
-                    history: int) -> None:
-    """Make `state` agree with the live routes (pure: no I/O)."""
+                    history: int, running: str | None = None) -> None:
+    """Make `state` agree with the live routes (pure: no I/O).
+
+    A switch left `started` by a crashed instance is completed when the routes show its
+    target, else marked interrupted; `running` is the id of this process's own action.
+    """
     action = state.last_action
-    if action and action.get("status") == "started":
+    if action and action.get("status") == "started" and action.get("id") != running:
         kind, source, target = action.get("kind"), action.get("from"), action.get("to")
         if kind in SWITCH_KINDS and live.active == target and source and source != target:
             state.switched(str(kind), source=str(source), target=str(target), at=at)

@@ -1,0 +1,284 @@
+"""Cluster commands for pipelines: status, dark, scale-up, wait-ready, flip, rollback, scale-down.
+
+They work from outside the cluster with a kubeconfig. Mutating commands are idempotent (a
+second run says "nothing to do" and exits 0), refuse unsafe actions with exit 1 unless
+`--force`, and print what they did. Exit 2: usage or configuration error; 3: the cluster
+could not be reached or answered with an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gatekeeper import kubeclient
+from gatekeeper.config import Config, PairConfig, parse_config
+from gatekeeper.durations import parse_duration
+from gatekeeper.environments import Readiness
+from gatekeeper.operations import ClusterError, OperationResult, Operations, PairStatus
+from gatekeeper.yamlfiles import ConfigFileError, load_yaml_file
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
+
+Runner = Callable[[Operations, PairConfig, argparse.Namespace], Awaitable[int]]
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: exit 2."""
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", required=True, help="configuration file (YAML)")
+    parent.add_argument("--pair", help="the pair (optional when only one is configured)")
+    parent.add_argument("--kubeconfig", help="kubeconfig file (overrides kubernetes.kubeconfig)")
+    parent.add_argument("--context", help="kubeconfig context (overrides kubernetes.context)")
+    parent.add_argument("--output", choices=["text", "json"], default="text")
+    return parent
+
+
+def register(subcommands: Any) -> None:
+    """Add the cluster commands."""
+    common = [_common()]
+
+    def add(name: str, help_text: str, runner: Runner) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = subcommands.add_parser(name, help=help_text,
+                                                                 parents=common)
+        parser.set_defaults(handler=lambda args: _main(args, runner))
+        return parser
+
+    add("status", "show active/dark, routes, Deployments, pods and state", _status)
+    add("dark", "print only the dark namespace (for pipelines)", _dark)
+
+    up = add("scale-up", "scale the dark namespace up to production replica counts", _scale_up)
+    up.add_argument("--namespace", help="scale this namespace instead of the dark one")
+    up.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+
+    wait = add("wait-ready", "wait until every pod of the dark namespace is Ready", _wait_ready)
+    wait.add_argument("--namespace", help="wait for this namespace instead of the dark one")
+    wait.add_argument("--timeout", type=_duration,
+                      help="e.g. 10m (default: policy.ready_timeout)")
+
+    flip = add("flip", "send all traffic to the dark namespace (all routes or none)", _flip)
+    flip.add_argument("--to", metavar="NAMESPACE", help="target namespace (default: the dark one)")
+    flip.add_argument("--force", action="store_true", help="skip the readiness precondition")
+    flip.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    flip.add_argument("--reason", default="", help="recorded in the state and the Event")
+
+    back = add("rollback", "flip back to the previous active namespace", _rollback)
+    back.add_argument("--force", action="store_true", help="skip the readiness precondition")
+    back.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    back.add_argument("--reason", default="", help="recorded in the state and the Event")
+    back.add_argument("--scale-up-first", action="store_true",
+                      help="scale the previous namespace up and wait until Ready, then flip")
+
+    down = add("scale-down", "scale the dark (old) namespace down", _scale_down)
+    down.add_argument("--namespace", help="scale this namespace instead of the dark one")
+    down.add_argument("--keep", type=_count,
+                      help="replicas to keep per Deployment (default: policy.scale_down_keep)")
+    down.add_argument("--force", action="store_true",
+                      help="even when the active namespace is not fully Ready")
+    down.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    """The configuration alone: cluster commands need no rule files."""
+    try:
+        data, line_map = load_yaml_file(args.config)
+        config = parse_config(data, args.config, line_map)
+    except ConfigFileError as exc:
+        raise UsageError("\n".join(exc.problems)) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.config}: {exc.strerror or exc}") from exc
+    updates: dict[str, Any] = {}
+    if args.kubeconfig:
+        updates.update(kubeconfig=args.kubeconfig, mode="kubeconfig")
+    if args.context:
+        updates["context"] = args.context
+    if updates:
+        config = config.model_copy(
+            update={"kubernetes": config.kubernetes.model_copy(update=updates)})
+    return config
+
+
+def _pick(config: Config, name: str | None) -> PairConfig:
+    if name:
+        try:
+            return config.pair(name)
+        except KeyError as exc:
+            raise UsageError(str(exc.args[0])) from None
+    if len(config.pairs) != 1:
+        known = ", ".join(p.name for p in config.pairs)
+        raise UsageError(f"several pairs are configured ({known}): choose one with --pair")
+    return config.pairs[0]
+
+
+def _main(args: argparse.Namespace, runner: Runner) -> int:
+    try:
+        config = _load(args)
+        pair = _pick(config, args.pair)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return asyncio.run(_run(config, pair, args, runner))
+
+
+async def _run(config: Config, pair: PairConfig, args: argparse.Namespace, runner: Runner) -> int:
+    try:
+        api = await kubeclient.create_api_client(config.kubernetes)
+    except Exception as exc:  # noqa: BLE001 - kubeconfig problems come in many types
+        print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        ops = Operations(api, config, dry_run=bool(getattr(args, "dry_run", False)))
+        return await runner(ops, pair, args)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        await api.close()
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def report(result: OperationResult, pair: PairConfig, args: argparse.Namespace) -> int:
+    """Print a result; the exit code follows from it."""
+    failed = bool(result.details.get("failed"))
+    if args.output == "json":
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    elif result.refused:
+        print(f"refused: {result.action.replace('_', '-')} (pair {pair.name})",
+              file=sys.stderr)
+        for reason in result.reasons:
+            print(f"  - {reason}", file=sys.stderr)
+    else:
+        for reason in result.reasons:
+            print(reason, file=sys.stderr if reason.startswith("failed:") else sys.stdout)
+    if failed:
+        return EXIT_CLUSTER
+    return EXIT_REFUSED if result.refused else EXIT_OK
+
+
+def _ready_text(readiness: Readiness | None) -> str:
+    if readiness is None:
+        return "unreadable"
+    return "Ready" if readiness.ready else "NOT ready"
+
+
+def format_status(status: PairStatus) -> str:
+    """Human-readable status of one pair."""
+    lines = [f"pair {status.pair}: " + (
+        f"active {status.active}, dark {status.dark}" if status.consistent
+        else f"INCONSISTENT: {status.problem}")]
+    lines.append("  routes:")
+    for route in status.routes:
+        points = ", ".join(sorted(route.namespaces)) or "nothing"
+        weights = f" weights {route.weights}" if route.weights is not None else ""
+        twin = f" (also in {route.also_in_group}!)" if route.also_in_group else ""
+        lines.append(f"    {route.ref} [{route.api_group}] -> {points}{weights}{twin}")
+    lines.append("  namespaces:")
+    for ns in status.namespaces:
+        head = f"    {ns.namespace} ({ns.role}): {_ready_text(ns.readiness)}"
+        if ns.error:
+            head += f": {ns.error}"
+        lines.append(head)
+        if ns.readiness is None:
+            continue
+        for dep in ns.readiness.deployments:
+            images = ", ".join(f"{c}={i}" for c, i in dep.images.items())
+            lines.append(f"      {dep.name}: {dep.pods_ready}/{dep.replicas} Ready  {images}")
+        lines.extend(f"      ! {reason}" for reason in ns.readiness.reasons)
+    if status.state_error:
+        lines.append(f"  state: {status.state_error}")
+    elif status.state is not None:
+        state = status.state
+        last = state.last_action or {}
+        lines.append(f"  state: phase {state.phase}, previous {state.previous or '-'}")
+        if last:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(last.get("at", 0))))
+            lines.append(f"  last action: {last.get('kind')} {last.get('from')} -> "
+                         f"{last.get('to')} ({last.get('status')}, {last.get('trigger')}, {when})")
+    return "\n".join(lines)
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+async def _status(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
+    status = await ops.status(pair)
+    if args.output == "json":
+        print(json.dumps(status.to_dict(), indent=2, default=str))
+    else:
+        print(format_status(status))
+    return EXIT_OK
+
+
+async def _dark(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
+    status = await ops.status(pair)
+    if not status.consistent or status.dark is None:
+        print(f"error: cannot tell the dark namespace of pair {pair.name}: {status.problem}",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    if args.output == "json":
+        print(json.dumps({"pair": pair.name, "dark": status.dark, "active": status.active}))
+    else:
+        print(status.dark)
+    return EXIT_OK
+
+
+async def _scale_up(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
+    return report(await ops.scale_up(pair, args.namespace), pair, args)
+
+
+async def _wait_ready(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
+    timeout = args.timeout if args.timeout is not None else \
+        ops.config.policy_for(pair).ready_timeout
+    started = time.monotonic()
+
+    def progress(readiness: Readiness) -> None:
+        if args.output == "text":
+            elapsed = time.monotonic() - started
+            print(f"[{elapsed:5.0f}s] {readiness.summary()}", flush=True)
+
+    result = await ops.wait_ready(pair, args.namespace, timeout=timeout, progress=progress)
+    return report(result, pair, args)
+
+
+async def _flip(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
+    result = await ops.flip(pair, to=args.to, force=args.force, reason=args.reason)
+    return report(result, pair, args)
+
+
+async def _rollback(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
+    result = await ops.rollback(pair, force=args.force, reason=args.reason,
+                                scale_up_first=args.scale_up_first)
+    return report(result, pair, args)
+
+
+async def _scale_down(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
+    keep = args.keep if args.keep is not None else ops.config.policy_for(pair).scale_down_keep
+    result = await ops.scale_down(pair, args.namespace, keep=keep, force=args.force)
+    return report(result, pair, args)
