@@ -83,6 +83,9 @@ class Leadership:
     `renew_deadline`, even if the loop is stuck on a hung request, so a replica never
     acts on a lease that another one may already have taken over. With leader election
     disabled the replica is the leader at once.
+
+    `release_on_cancel` (client-go's ReleaseOnCancel) empties the Lease when `run()` is
+    cancelled, after guarded actions finished (at most `drain_timeout` seconds).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Leadership:
         on_started_leading: LeadershipCallback | None = None,
         on_stopped_leading: LeadershipCallback | None = None,
         release_on_cancel: bool = True,
+        drain_timeout: float = 10.0,
     ) -> None:
         if settings.enabled and not (
             0 < settings.retry_period < settings.renew_deadline < settings.lease_duration
@@ -105,6 +109,7 @@ class Leadership:
         self.settings = settings
         self.identity: str = settings.identity or default_identity()
         self.release_on_cancel = release_on_cancel
+        self.drain_timeout = drain_timeout
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading
         self._api = client.CoordinationV1Api(api)
@@ -147,7 +152,7 @@ class Leadership:
         """`async with leadership.leader_guard():` around an action.
 
         Refuses to start unless leading, and counts the action as in flight so a graceful
-        shutdown releases the Lease only after it finished (bounded by `renew_deadline`).
+        shutdown releases the Lease only after it finished (bounded by `drain_timeout`).
         """
         self.require_leader()
         self._in_flight += 1
@@ -315,16 +320,32 @@ class Leadership:
 
     async def _release(self) -> None:
         """Empty the holder so the other replica takes over at its next retry, not after a
-        whole lease duration. Waits (bounded) for guarded actions still in flight; a 409
-        means the Lease is no longer ours to release."""
+        whole lease duration.
+
+        Actions still in flight (inside `leader_guard`) finish first, for at most
+        `drain_timeout` seconds, and the Lease is renewed meanwhile so that nobody else acts
+        at the same time.
+        A 409 means the Lease is no longer ours to release.
+        """
         if self._lease is None:
             return
-        try:
-            async with asyncio.timeout(self.settings.renew_deadline):
-                await self._idle.wait()
-        except TimeoutError:
+        deadline = time.monotonic() + self.drain_timeout
+        while self._in_flight and time.monotonic() < deadline:
+            try:
+                async with asyncio.timeout(self.settings.retry_period):
+                    await self._idle.wait()
+            except TimeoutError:
+                try:
+                    async with asyncio.timeout(self.settings.retry_period):
+                        await self._try_acquire_or_renew()
+                except _FAILURES as error:
+                    log.warning("lease renewal failed while actions finish",
+                                identity=self.identity, error=_describe(error))
+        if self._in_flight:
             log.warning("releasing the lease with actions still in flight",
                         identity=self.identity, actions=self._in_flight)
+        if self._lease is None or self._holder != self.identity:
+            return
         body = copy.deepcopy(self._lease)
         now = _micro_time(datetime.now(UTC))
         body["spec"].update(holderIdentity="", leaseDurationSeconds=1, acquireTime=now,

@@ -150,7 +150,8 @@ async def test_graceful_release_hands_over_at_once(
 
 
 async def test_release_waits_for_guarded_actions(namespace, replica_clients, group) -> None:
-    """A graceful shutdown releases the Lease only after the action in flight finished."""
+    """A graceful shutdown keeps the Lease until the action in flight finished, then
+    releases it."""
     a = Leadership(replica_clients[0], FAST)
     b = Leadership(replica_clients[1], FAST)
     task_a = group.start("a", a.run)
@@ -169,7 +170,8 @@ async def test_release_waits_for_guarded_actions(namespace, replica_clients, gro
     acting = asyncio.create_task(action())
     await entered.wait()
     task_a.cancel()
-    await asyncio.sleep(FAST.retry_period * 3)
+    # Longer than the lease: the stopping replica keeps renewing until its action is done.
+    await asyncio.sleep(FAST.lease_duration * 1.5)
     assert not b.is_leader, "the lease must stay held while an action is in flight"
     finish.set()
     await acting
