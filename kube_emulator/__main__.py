@@ -60,8 +60,6 @@ async def _run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kube-emulator` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         ensure_loopback(args.host)
         for path in args.objects:
@@ -70,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kube-emulator: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_run(args))
     return 0
 

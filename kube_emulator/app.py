@@ -3,7 +3,6 @@ for Status errors, fault injection and the request log."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -112,8 +111,8 @@ async def faults_and_audit_middleware(
     ))
     try:
         fault = emulator.faults.pick(request.method, verb, request.path)
-        if fault is not None and fault.delay:
-            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.delay and not await emulator.pause(fault.delay):
+            return error_response(ApiError(503, "the server is shutting down"))
         if fault is not None and fault.status:
             return _faulted(fault.error(), fault.status)
         response = await handler(request)
@@ -121,8 +120,8 @@ async def faults_and_audit_middleware(
             return response
         late = emulator.faults.pick(request.method, verb, request.path, after=True)
         if late is not None:
-            if late.delay:
-                await asyncio.sleep(late.delay)
+            if late.delay and not await emulator.pause(late.delay):
+                return error_response(ApiError(503, "the server is shutting down"))
             if late.status:
                 return _faulted(late.error(), late.status)
         return response

@@ -64,6 +64,7 @@ class Emulator:
         self.url: str | None = None
         self.closing = False
         self._changed: asyncio.Event | None = None
+        self._closed: asyncio.Event | None = None
         self.store.on_watches_changed = self._notify
 
     def _notify(self) -> None:
@@ -255,9 +256,23 @@ class Emulator:
         assert deploy is not None
         return deploy
 
+    async def pause(self, seconds: float) -> bool:
+        """Sleep for an injected delay; returns False if cut short by shutdown."""
+        if self._closed is None:
+            self._closed = asyncio.Event()
+        if self.closing:
+            return False
+        try:
+            await asyncio.wait_for(self._closed.wait(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
     def close(self) -> None:
-        """Stop timers and end open watches (server shutdown)."""
+        """Stop timers, end open watches and injected delays (server shutdown)."""
         self.closing = True
+        if self._closed is not None:
+            self._closed.set()
         self.kubelet.close()
         self.store.drop_watches()
         self.logs.wake()

@@ -49,7 +49,8 @@ async def test_watch_without_version_starts_with_current_state_then_live(kube_bl
 
     async def later():
         await asyncio.sleep(0.1)
-        await core.patch_namespaced_service("api-service", BLUE, {"metadata": {"labels": {"x": "1"}}})
+        await core.patch_namespaced_service(
+            "api-service", BLUE, {"metadata": {"labels": {"x": "1"}}})
 
     task = asyncio.create_task(later())
     async with watch.Watch() as w:
@@ -82,7 +83,8 @@ async def test_bookmarks_carry_current_resource_version(kube_bluegreen, kube_api
                           resource_version=listing.metadata.resource_version, timeout_seconds=3)
         [bookmark] = await collect(stream, 1, skip_bookmarks=False)
     assert bookmark["type"] == "BOOKMARK"
-    assert bookmark["raw_object"]["metadata"]["resourceVersion"] == kube_bluegreen.store.resource_version
+    current = kube_bluegreen.store.resource_version
+    assert bookmark["raw_object"]["metadata"]["resourceVersion"] == current
     assert w.resource_version == kube_bluegreen.store.resource_version
 
 
