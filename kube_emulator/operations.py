@@ -365,7 +365,8 @@ class ObjectAPI:
         return self._update(rt, current, new, subresource, None, False)
 
     def put(self, obj: Mapping[str, Any]) -> Obj:
-        """Create or overwrite an object by its apiVersion/kind (loading manifests)."""
+        """Create or overwrite an object by its apiVersion/kind (loading manifests); a
+        given `status` is written through /status, as a controller would."""
         rt = resources.by_kind(str(obj.get("apiVersion")), str(obj.get("kind")))
         if rt is None:
             raise bad_request(f"no resource for apiVersion={obj.get('apiVersion')} "
@@ -374,18 +375,20 @@ class ObjectAPI:
         namespace = (meta.get("namespace") or "default") if rt.namespaced else None
         if namespace:
             self.ensure_namespace(namespace)
+        body = clone(dict(obj))
+        body.get("metadata", {}).pop("resourceVersion", None)
         current = self.store.get(rt, namespace, str(meta.get("name", "")))
         if current is None:
-            body = clone(dict(obj))
-            body.get("metadata", {}).pop("resourceVersion", None)
-            return self.create(rt, namespace, body)
-        body = clone(dict(obj))
-        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        updated = self.replace(rt, namespace, meta["name"], body)
+            stored = self.create(rt, namespace, body)
+        else:
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            stored = self.replace(rt, namespace, meta["name"], body)
         if rt.has_status_subresource and "status" in obj:
-            with_status = {**updated, "status": obj["status"]}
-            updated = self.replace(rt, namespace, meta["name"], with_status, subresource="status")
-        return updated
+            status = clone(obj["status"])
+            stored = self.mutate(rt, namespace, meta["name"],
+                                 lambda o: o.__setitem__("status", status),
+                                 subresource="status") or stored
+        return stored
 
     def ensure_namespace(self, name: str) -> None:
         """Create a namespace if missing (manifests reference namespaces implicitly)."""

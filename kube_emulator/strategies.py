@@ -29,8 +29,13 @@ def new_uid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _spec_part(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
+def _spec_part(rt: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What `generation` tracks: everything but metadata (and status, when it is a
+    subresource; custom resources without one count status changes too)."""
+    ignored = {"metadata", "kind", "apiVersion"}
+    if rt.has_status_subresource or not rt.custom:
+        ignored.add("status")
+    return {k: v for k, v in obj.items() if k not in ignored}
 
 
 def _fold_string_data(obj: Obj) -> None:
@@ -86,6 +91,8 @@ def prepare_create(rt: ResourceType, obj: Obj, *, now: float, rng: random.Random
     meta = obj.setdefault("metadata", {})
     for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):
         meta.pop(key, None)
+    if rt.has_status_subresource:
+        obj.pop("status", None)  # status is written by controllers via /status, not on create
     meta["uid"] = new_uid(rng)
     meta["creationTimestamp"] = rfc3339(now)
     if rt.has_generation:
@@ -146,7 +153,7 @@ def prepare_update(
             if key in old.get("spec", {}) and not result.setdefault("spec", {}).get(key):
                 result["spec"][key] = clone(old["spec"][key])
     apply_defaults(rt, result, rng)
-    if rt.has_generation and _spec_part(result) != _spec_part(old):
+    if rt.has_generation and not json_equal(_spec_part(rt, result), _spec_part(rt, old)):
         meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
     return result
 

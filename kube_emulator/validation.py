@@ -178,17 +178,47 @@ def _validate_lease(obj: Mapping[str, Any]) -> Causes:
     return causes
 
 
-def _validate_event(obj: Mapping[str, Any]) -> Causes:
+def _event_fields(obj: Mapping[str, Any], strict: bool) -> tuple[Mapping[str, Any], str, str]:
+    if strict:
+        return obj.get("regarding") or {}, "regarding", "reportingController"
+    return obj.get("involvedObject") or {}, "involvedObject", "reportingComponent"
+
+
+def _validate_event(obj: Mapping[str, Any], *, strict: bool) -> Causes:
+    """Event validation as in the real server: the legacy rules for core/v1 (stricter
+    once `eventTime` is set) and the strict ones for events.k8s.io/v1."""
     for field in ("eventTime", "firstTimestamp", "lastTimestamp", "deprecatedFirstTimestamp",
                   "deprecatedLastTimestamp"):
         _time_field(obj.get(field), field)
     namespace = (obj.get("metadata") or {}).get("namespace")
-    involved = obj.get("involvedObject") or obj.get("regarding") or {}
-    field = "involvedObject" if "involvedObject" in obj else "regarding"
-    if involved.get("namespace") and involved["namespace"] != namespace:
-        return [(f"{field}.namespace", f'Invalid value: "{involved["namespace"]}": does not match '
-                 "event.namespace")]
-    return []
+    involved, involved_field, controller_field = _event_fields(obj, strict)
+    involved_ns = involved.get("namespace") or ""
+    mismatch = (f"{involved_field}.namespace",
+                f'Invalid value: "{involved_ns}": does not match event.namespace')
+    causes: Causes = []
+    if not obj.get("eventTime"):
+        if strict:
+            causes.append(("eventTime", "Required value"))
+        elif involved_ns and involved_ns != namespace:
+            causes.append(mismatch)
+        elif not involved_ns and namespace not in ("", "default"):
+            causes.append(mismatch)
+        return causes
+    if not involved_ns and namespace not in ("default", "kube-system"):
+        causes.append(mismatch)
+    limits = {controller_field: None, "reportingInstance": 128, "action": 128, "reason": 128}
+    for field, limit in limits.items():
+        value = str(obj.get(field) or "")
+        if not value:
+            causes.append((field, "Required value"))
+        elif limit is not None and len(value) > limit:
+            causes.append((field, f"Invalid value: can have at most {limit} characters"))
+    note_field = "note" if strict else "message"
+    if len(str(obj.get(note_field) or "")) > 1024:
+        causes.append((note_field, "Invalid value: can have at most 1024 characters"))
+    if strict and obj.get("type") not in ("Normal", "Warning"):
+        causes.append(("type", f"Invalid value: has invalid value: {obj.get('type')}"))
+    return causes
 
 
 def _validate_ingressroute(obj: Mapping[str, Any]) -> Causes:
@@ -237,7 +267,7 @@ def validate(rt: ResourceType, obj: Mapping[str, Any], old: Mapping[str, Any] | 
     elif rt.kind == "Lease":
         causes += _validate_lease(obj)
     elif rt.kind == "Event":
-        causes += _validate_event(obj)
+        causes += _validate_event(obj, strict=rt.group == "events.k8s.io")
     elif rt.kind == "IngressRoute":
         causes += _validate_ingressroute(obj)
     return causes

@@ -329,3 +329,61 @@ async def test_events_are_recorded(kube_bluegreen, kube_api):
     with pytest.raises(ApiException) as exc:
         await core.create_namespaced_event(ROUTING, event)
     assert exc.value.status == 422
+
+
+async def test_events_k8s_io_strict_validation(kube_bluegreen, kube_api):
+    events = client.EventsV1Api(kube_api)
+    body = {
+        "metadata": {"name": "flip.1"},
+        "eventTime": "2024-05-01T10:00:00.000000Z",
+        "regarding": {"kind": "IngressRoute", "name": ROUTE_NAME, "namespace": ROUTING},
+        "reason": "RouteFlipped", "note": "blue -> green", "type": "Normal",
+        "action": "Flip", "reportingController": "gatekeeper", "reportingInstance": "gk-0",
+    }
+    created = await events.create_namespaced_event(ROUTING, body)
+    assert created.regarding.name == ROUTE_NAME
+    del body["reportingController"]
+    body["metadata"]["name"] = "flip.2"
+    with pytest.raises(ApiException) as exc:
+        await events.create_namespaced_event(ROUTING, body)
+    assert exc.value.status == 422
+
+
+async def test_server_side_apply_creates_then_merges(kube_emulator, kube_api):
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespace({"metadata": {"name": "ssa"}})
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "cfg", "namespace": "ssa"}, "data": {"a": "1"}}
+    await core.patch_namespaced_config_map("cfg", "ssa", manifest, field_manager="gk",
+                                           _content_type="application/apply-patch+yaml")
+    manifest["data"] = {"b": "2"}
+    applied = await core.patch_namespaced_config_map(
+        "cfg", "ssa", manifest, field_manager="gk", _content_type="application/apply-patch+yaml")
+    assert applied.data == {"a": "1", "b": "2"}
+    with pytest.raises(ApiException) as exc:  # fieldManager is required for apply
+        await core.patch_namespaced_config_map(
+            "cfg", "ssa", manifest, _content_type="application/apply-patch+yaml")
+    assert exc.value.status == 422
+
+
+async def test_finalizers_delay_deletion_and_namespace_deletion_cascades(kube_emulator, kube_api):
+    core = client.CoreV1Api(kube_api)
+    await core.create_namespace({"metadata": {"name": "fin"}})
+    await core.create_namespaced_config_map(
+        "fin", {"metadata": {"name": "held", "finalizers": ["example.com/keep"]}})
+    await core.create_namespaced_secret("fin", {"metadata": {"name": "s"},
+                                                "stringData": {"token": "abc"}})
+    assert (await core.read_namespaced_secret("s", "fin")).data == {"token": "YWJj"}
+
+    await core.delete_namespaced_config_map("held", "fin")
+    held = await core.read_namespaced_config_map("held", "fin")
+    assert held.metadata.deletion_timestamp is not None
+    await core.patch_namespaced_config_map("held", "fin", {"metadata": {"finalizers": None}},
+                                           _content_type="application/merge-patch+json")
+    with pytest.raises(ApiException) as exc:
+        await core.read_namespaced_config_map("held", "fin")
+    assert exc.value.status == 404
+
+    await core.delete_namespace("fin")
+    assert (await core.list_secret_for_all_namespaces(field_selector="metadata.namespace=fin")
+            ).items == []
