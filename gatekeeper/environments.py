@@ -250,16 +250,18 @@ async def wait_ready(
     timeout: float,  # noqa: ASYNC109 - a deadline for the pods, reported with the last reading
     selector: str | None = None,
     progress: Progress | None = None,
-    interval: float = 1.0,
+    interval: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> Readiness:
     """Poll readiness until ready or `timeout` seconds; returns the last reading.
 
-    API errors while waiting are reported through the readiness reasons and retried: a
-    rolling restart of the API server must not fail a ten-minute wait.
+    Polls quickly at first (pods often turn Ready within a second), backing off to
+    `interval`. API errors while waiting are reported through the readiness reasons and
+    retried: a rolling restart of the API server must not fail a ten-minute wait.
     """
     deadline = clock() + timeout
     last_summary = None
+    pause = 0.05
     while True:
         try:
             readiness = await read_readiness(api, namespace, selector=selector)
@@ -273,4 +275,5 @@ async def wait_ready(
         last_summary = summary
         if readiness.ready or clock() >= deadline:
             return readiness
-        await asyncio.sleep(max(0.0, min(interval, deadline - clock())))
+        await asyncio.sleep(max(0.0, min(pause, deadline - clock())))
+        pause = min(interval, pause * 1.5)

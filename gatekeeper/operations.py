@@ -251,8 +251,32 @@ class Operations:
         if target == live.active:
             return _result("flip", active=target,
                            reasons=[f"nothing to do: {target} is already active"])
+        if to is None:
+            repeat = await self._repeated_flip(pair, live, target)
+            if repeat is not None:
+                return _result("flip", active=live.active, reasons=[repeat])
         return await self._switch("flip", pair, live, target, force=force, trigger=trigger,
                                   reason=reason)
+
+    async def _repeated_flip(self, pair: PairConfig, live: ActiveState, dark: str) -> str | None:
+        """Why a flip "to the dark one" would undo the last switch instead of releasing.
+
+        Run twice, a plain flip would flip back. The dark namespace still running exactly
+        the images it ran when traffic left it means there is no new release there: the
+        second run is a no-op (and a rolled-back release is not flipped to again).
+        """
+        state, error = await self._state(pair, None)
+        last = state.last_action or {}
+        recorded = state.images.get(dark)
+        if error or not recorded or last.get("kind") not in ("flip", "rollback") \
+                or last.get("to") != live.active or last.get("status") != "done":
+            return None
+        current = (await self._readiness(pair, dark)).images()
+        if current != recorded:
+            return None
+        return (f"nothing to do: {live.active} took the traffic ({last.get('kind')} "
+                f"{last.get('id')}) and {dark} still runs the images it ran then; "
+                f"use --to {dark} (or rollback) to send traffic back to them")
 
     async def rollback(self, pair: PairConfig, *, force: bool = False, trigger: str = "manual",
                        reason: str = "", scale_up_first: bool = False) -> OperationResult:

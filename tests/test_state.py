@@ -1,0 +1,162 @@
+"""The state ConfigMap: format, optimistic concurrency, history, reconciliation from routes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from gatekeeper.config import StateConfig
+from gatekeeper.routers import reading
+from gatekeeper.state import PairState, StateStore, reconcile_state
+from tests.fixtures.kube import BLUE, GREEN, ROUTE_NAME, ROUTING, load_bluegreen_seed
+from tests.test_routers import pair_config
+
+SETTINGS = StateConfig(configmap="gatekeeper-state", namespace="gatekeeper", history=3)
+
+
+@pytest.fixture
+def seeded(kube_emulator: Any) -> Any:
+    """The blue/green seed plus the namespace that holds the state."""
+    load_bluegreen_seed(kube_emulator)
+    kube_emulator.load([{"apiVersion": "v1", "kind": "Namespace",
+                         "metadata": {"name": "gatekeeper"}}])
+    return kube_emulator
+
+
+def configmap(emulator: Any) -> dict[str, Any]:
+    """The stored state ConfigMap."""
+    return emulator.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper")
+
+
+def patch_route(emulator: Any, namespace: str) -> None:
+    """Point the seed's route at `namespace` behind gatekeeper's back."""
+    route = copy.deepcopy(emulator.get_object("traefik.io/v1alpha1", "IngressRoute",
+                                              ROUTE_NAME, ROUTING))
+    route["spec"]["routes"][0]["services"][0]["namespace"] = namespace
+    emulator.put_object(route)
+
+
+def test_round_trip_keeps_unknown_keys() -> None:
+    """A newer writer's keys survive an older reader's write."""
+    data = {"active": BLUE, "phase": "validating", "future_field": {"x": 1},
+            "counters": {"flip": 2}}
+    state = PairState.from_dict(data)
+    assert state.phase == "validating" and state.extra == {"future_field": {"x": 1}}
+    assert state.to_dict()["future_field"] == {"x": 1}
+    assert PairState.from_dict(state.to_dict()) == state
+
+
+def test_transitions_are_bounded() -> None:
+    """Only the last N transitions are kept."""
+    state = PairState()
+    for i in range(5):
+        state.transition("flip", at=float(i), history=3, source=BLUE, target=GREEN)
+    assert [t["at"] for t in state.transitions] == [2.0, 3.0, 4.0]
+    assert state.transitions[0]["from"] == BLUE and state.transitions[0]["to"] == GREEN
+
+
+async def test_update_creates_then_updates_with_json_per_pair(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """data[<pair>] holds JSON; other pairs' keys are left alone."""
+    store = StateStore(kube_api, SETTINGS, clock=lambda: 100.0)
+    assert (await store.load("api")).active is None
+    await store.update("api", lambda s: setattr(s, "phase", "validating"))
+    await store.update("web", lambda s: setattr(s, "phase", "ready"))
+    stored = configmap(seeded)
+    assert stored["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gatekeeper"
+    assert json.loads(stored["data"]["api"])["phase"] == "validating"
+    assert set(stored["data"]) == {"api", "web"}
+    assert (await store.load("api")).phase == "validating"
+
+
+async def test_update_retries_on_conflict_without_losing_either_write(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """A write between our read and our write gives 409; we re-read and re-apply."""
+    store = StateStore(kube_api, SETTINGS)
+    await store.update("api", lambda s: s.count("flip"))
+    calls = []
+
+    def mutate(state: PairState) -> None:
+        calls.append(dict(state.counters))
+        if len(calls) == 1:  # someone else writes in between
+            other = copy.deepcopy(configmap(seeded))
+            data = json.loads(other["data"]["api"])
+            data["counters"]["rollback"] = 1
+            other["data"]["api"] = json.dumps(data)
+            seeded.put_object(other)
+        state.count("flip")
+
+    state = await store.update("api", mutate)
+    assert len(calls) == 2
+    assert state.counters == {"flip": 2, "rollback": 1}
+    puts = seeded.requests.records(method="PUT", path_contains="gatekeeper-state")
+    assert [p.status for p in puts] == [409, 200]
+
+
+async def test_update_skips_the_write_when_nothing_changed(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """No change, no write (no needless resourceVersion churn)."""
+    store = StateStore(kube_api, SETTINGS)
+    await store.update("api", lambda s: s.count("flip"))
+    before = configmap(seeded)["metadata"]["resourceVersion"]
+    await store.update("api", lambda s: None)
+    assert configmap(seeded)["metadata"]["resourceVersion"] == before
+
+
+async def test_restart_after_patch_before_state_write_reconciles_to_the_routes(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """A flip recorded as started whose patch landed is completed from the live routes."""
+    store = StateStore(kube_api, SETTINGS, clock=lambda: 50.0)
+    pair = pair_config()
+
+    def started(state: PairState) -> None:
+        state.active, state.dark = BLUE, GREEN
+        state.begin("flip", at=10.0, source=BLUE, target=GREEN, trigger="auto")
+
+    await store.update(pair, started)
+    patch_route(seeded, GREEN)  # the patch landed, then the process died
+    state = await StateStore(kube_api, SETTINGS, clock=lambda: 60.0).reconcile(pair)
+    assert (state.active, state.dark, state.previous) == (GREEN, BLUE, BLUE)
+    assert state.last_action is not None and state.last_action["status"] == "done"
+    assert state.timestamps["flipped"] == 60.0 and state.counters["flip"] == 1
+    assert state.transitions[-1]["kind"] == "reconciled"
+    again = await store.reconcile(pair)
+    assert again.counters["flip"] == 1  # reconciling twice changes nothing more
+
+
+async def test_started_flip_whose_patch_never_landed_is_interrupted(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """The routes still show the source: the action did not happen and is not completed."""
+    store = StateStore(kube_api, SETTINGS)
+    pair = pair_config()
+    await store.update(pair, lambda s: s.begin("flip", at=1.0, source=BLUE, target=GREEN))
+    state = await store.reconcile(pair)
+    assert state.active == BLUE and state.previous is None
+    assert state.last_action is not None and state.last_action["status"] == "interrupted"
+
+
+async def test_manual_route_change_is_adopted_with_previous(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """A kubectl patch of the route wins; the old active becomes the rollback target."""
+    store = StateStore(kube_api, SETTINGS)
+    pair = pair_config()
+    await store.reconcile(pair)
+    patch_route(seeded, GREEN)
+    state = await store.reconcile(pair)
+    assert (state.active, state.previous) == (GREEN, BLUE)
+    assert state.transitions[-1]["note"] == "routes changed outside gatekeeper"
+
+
+async def test_inconsistent_routes_leave_active_alone(seeded: Any,
+                                                      kube_api: client.ApiClient) -> None:
+    """Routes that disagree are not the truth about anything."""
+    pair = pair_config()
+    live = await reading.read_active(kube_api, pair)
+    state = PairState(active=BLUE, dark=GREEN)
+    broken = type(live)(None, live.routes, "routes disagree", live.snapshots)
+    reconcile_state(state, pair, broken, at=1.0, history=3)
+    assert (state.active, state.dark) == (BLUE, GREEN)
