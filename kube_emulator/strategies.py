@@ -15,7 +15,7 @@ from typing import Any
 
 from .jsonvalues import clone, json_equal
 from .resources import ResourceType
-from .timefmt import rfc3339
+from .timefmt import parse_rfc3339, rfc3339, rfc3339_micro
 
 Obj = dict[str, Any]
 
@@ -105,9 +105,32 @@ def prepare_create(rt: ResourceType, obj: Obj, *, now: float, rng: random.Random
     apply_defaults(rt, obj, rng)
 
 
+_MICRO_TIMES = {"Lease": ("spec.acquireTime", "spec.renewTime"), "Event": ("eventTime",)}
+_SECOND_TIMES = {"Event": ("firstTimestamp", "lastTimestamp", "deprecatedFirstTimestamp",
+                           "deprecatedLastTimestamp")}
+
+
+def _normalize_times(rt: ResourceType, obj: Obj) -> None:
+    """The server re-renders timestamps: MicroTime with 6 digits and `Z`, Time truncated to
+    whole seconds. Unparseable values are left for validation to reject."""
+    for fields, render in ((_MICRO_TIMES.get(rt.kind, ()), rfc3339_micro),
+                           (_SECOND_TIMES.get(rt.kind, ()), rfc3339)):
+        for dotted in fields:
+            *parents, leaf = dotted.split(".")
+            node: Any = obj
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and isinstance(node.get(leaf), str):
+                try:
+                    node[leaf] = render(parse_rfc3339(node[leaf]))
+                except ValueError:
+                    pass
+
+
 def apply_defaults(rt: ResourceType, obj: Obj, rng: random.Random) -> None:
     """Kind-specific defaults, applied on every write as the real server's decoder does."""
     meta = obj.setdefault("metadata", {})
+    _normalize_times(rt, obj)
     if rt.kind == "Namespace":
         meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta.get("name")
     elif rt.kind == "Secret":

@@ -253,9 +253,33 @@ def _validate_ingressroute(obj: Mapping[str, Any]) -> Causes:
     return causes
 
 
+def _mutable_pod_spec(spec: Any) -> Any:
+    """A pod spec without the fields a pod update may change (images, deadlines...)."""
+    if not isinstance(spec, Mapping):
+        return spec
+    result = {k: v for k, v in spec.items()
+              if k not in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds")}
+    for key in ("containers", "initContainers"):
+        if isinstance(result.get(key), list):
+            result[key] = [{k: v for k, v in c.items() if k != "image"} if isinstance(c, Mapping)
+                           else c for c in result[key]]
+    return result
+
+
+def _validate_pod_update(obj: Mapping[str, Any], old: Mapping[str, Any]) -> Causes:
+    if _mutable_pod_spec(obj.get("spec")) != _mutable_pod_spec(old.get("spec")):
+        return [("spec", "Forbidden: pod updates may not change fields other than "
+                 "`spec.containers[*].image`, `spec.initContainers[*].image`, "
+                 "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing "
+                 "tolerations) or `spec.terminationGracePeriodSeconds`")]
+    return []
+
+
 def validate(rt: ResourceType, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> Causes:
     """All validation for one object (old is the stored version on updates)."""
     causes = validate_metadata(rt, obj)
+    if old is not None and rt.kind == "Pod":
+        causes += _validate_pod_update(obj, old)
     if rt.kind in ("Deployment", "ReplicaSet"):
         causes += _validate_workload(obj, old)
     elif rt.kind == "Pod":
