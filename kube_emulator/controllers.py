@@ -272,7 +272,7 @@ class WorkloadControllers:
         template = clone(rs["spec"].get("template") or {})
         tmeta = template.get("metadata") or {}
         meta = rs["metadata"]
-        body = {
+        body: Obj = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {

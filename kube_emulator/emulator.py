@@ -120,7 +120,8 @@ class Emulator:
     ) -> list[Obj]:
         """Copies of stored objects (all namespaces when `namespace` is None)."""
         rt = _resource(api_version, kind)
-        return self.api.list(rt, namespace, label_selector=label_selector)["items"]
+        items: list[Obj] = self.api.list(rt, namespace, label_selector=label_selector)["items"]
+        return items
 
     def put_object(self, obj: Mapping[str, Any]) -> Obj:
         """Create or overwrite an object (bypassing resourceVersion checks)."""
@@ -135,7 +136,8 @@ class Emulator:
 
     def pods(self, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
         """Pods, optionally filtered by namespace and label selector."""
-        return self.api.list(PODS, namespace, label_selector=label_selector)["items"]
+        items: list[Obj] = self.api.list(PODS, namespace, label_selector=label_selector)["items"]
+        return items
 
     # ---- pods: logs, readiness, restarts ------------------------------------------------
 

@@ -29,7 +29,7 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
     """Whether the pod's Ready condition is True."""
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
+            return bool(cond.get("status") == "True")
     return False
 
 

@@ -65,7 +65,9 @@ class Requirement:
 
 
 def _split_terms(text: str) -> list[str]:
-    terms, depth, current = [], 0, []
+    terms: list[str] = []
+    current: list[str] = []
+    depth = 0
     for ch in text:
         if ch == "(":
             depth += 1
@@ -154,7 +156,9 @@ class LabelSelector:
 
 def _split_escaped(text: str, sep: str) -> list[str]:
     """Split on separators not preceded by a backslash; escapes are kept."""
-    parts, current, escaped = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
     for ch in text:
         if not escaped and ch == sep:
             parts.append("".join(current))
