@@ -398,7 +398,10 @@ class Operations:
                              reason=reason or None, forced=force or None,
                              error=outcome.failed, problems=list(outcome.problems) or None)
 
-        verified = outcome.verified if outcome.verified and outcome.verified.consistent else None
+        # On success `finish` records the switch itself; reconciling first would log our own
+        # switch as an outside change. After a failure the re-read routes are the truth.
+        verified = outcome.verified if outcome.verified and outcome.verified.consistent \
+            and not outcome.ok else None
         warning = await self._write(pair, verified, finish, running=action.get("id"))
         if warning:
             warnings.append(warning)

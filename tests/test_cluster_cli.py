@@ -1,0 +1,182 @@
+"""The pipeline commands end to end against the standalone emulator started from YAML."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatekeeper.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "kube_emulator" / "examples" / "bluegreen.yaml"
+BLUE, GREEN = "production-blue", "production-green"
+
+CONFIG = """\
+kubernetes:
+  mode: kubeconfig
+  kubeconfig: {kubeconfig}
+state:
+  namespace: gatekeeper
+pairs:
+  - name: api
+    namespaces: [production-blue, production-green]
+    routes:
+      - name: api-live
+        namespace: routing
+"""
+
+
+def write_config(folder: Path, kubeconfig: Path, *, extra: str = "") -> Path:
+    """A gatekeeper configuration naming `kubeconfig`."""
+    path = folder / "gatekeeper.yaml"
+    path.write_text(CONFIG.format(kubeconfig=kubeconfig) + extra)
+    return path
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Path]:
+    """A standalone emulator (pods Ready 1s after they start); yields the config file."""
+    extra = tmp_path / "gatekeeper-namespace.yaml"
+    extra.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: gatekeeper\n")
+    kubeconfig = tmp_path / "kubeconfig"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kube_emulator", "--objects", str(SEED), "--objects", str(extra),
+         "--port", "0", "--ready-delay", "1.0", "--kubeconfig-out", str(kubeconfig)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # printed once it accepts connections
+        assert "listening on" in line, line
+        deadline = time.monotonic() + 10
+        while not kubeconfig.is_file() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield write_config(tmp_path, kubeconfig)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """`gatekeeper ARGV...` in-process: (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def status(capsys: pytest.CaptureFixture[str], config: Path) -> dict[str, Any]:
+    """`gatekeeper status --output json`, parsed."""
+    code, out, _ = run(capsys, "status", "--config", str(config), "--output", "json")
+    assert code == 0
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def replicas(data: dict[str, Any], namespace: str) -> int:
+    """The seed Deployment's replicas in a namespace, from status JSON."""
+    ns = next(n for n in data["namespaces"] if n["namespace"] == namespace)
+    return int(ns["deployments"][0]["replicas"])
+
+
+def test_release_end_to_end(cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """scale-up, wait-ready, flip, scale-down --keep 1: each idempotent, refusals exit 1."""
+    cfg = ("--config", str(cluster))
+    assert run(capsys, "dark", *cfg) == (0, f"{GREEN}\n", "")
+
+    code, out, _ = run(capsys, "scale-down", *cfg)  # the previous release's pipeline 3
+    assert code == 0 and f"scaled down {GREEN} to 0" in out
+
+    code, out, _ = run(capsys, "scale-up", "--dry-run", *cfg)
+    assert code == 0 and "dry-run: would scale up" in out
+    assert replicas(status(capsys, cluster), GREEN) == 0
+
+    code, out, _ = run(capsys, "scale-up", *cfg)
+    assert code == 0 and f"scaled up {GREEN}: api -> 2" in out
+
+    code, out, err = run(capsys, "flip", *cfg)  # pods take 1s to turn Ready
+    assert code == 1 and "refused: flip" in err and f"{GREEN} cannot take traffic" in err
+
+    code, out, _ = run(capsys, "wait-ready", "--timeout", "10s", *cfg)
+    assert code == 0
+    progress = out.strip().splitlines()
+    assert len(progress) >= 2 and progress[-1].endswith(f"2/2 pods Ready in {GREEN}")
+
+    code, out, _ = run(capsys, "flip", "--reason", "release 1.5.0", *cfg)
+    assert (code, out) == (0, f"flip: {BLUE} -> {GREEN}\n")
+    code, out, _ = run(capsys, "flip", *cfg)
+    assert code == 0 and out.startswith("nothing to do")
+
+    code, out, _ = run(capsys, "scale-down", "--keep", "1", *cfg)
+    assert code == 0 and f"scaled down {BLUE} to 1: api" in out
+    code, out, _ = run(capsys, "scale-down", "--keep", "1", *cfg)
+    assert code == 0 and out.startswith("nothing to do")
+
+    code, out, err = run(capsys, "scale-down", "--namespace", GREEN, *cfg)
+    assert code == 1 and "active namespace" in err
+
+    data = status(capsys, cluster)
+    assert (data["active"], data["dark"]) == (GREEN, BLUE)
+    assert (replicas(data, GREEN), replicas(data, BLUE)) == (2, 1)
+    assert data["state"]["last_action"]["kind"] == "flip"
+    assert [t["kind"] for t in data["state"]["transitions"]] == \
+        ["scale_down", "scale_up", "refused", "flip", "scale_down", "refused"]
+
+    code, out, _ = run(capsys, "rollback", "--dry-run", "--output", "json", *cfg)
+    assert code == 0 and json.loads(out)["details"]["would"]["to"] == BLUE
+    assert run(capsys, "dark", *cfg)[1] == f"{BLUE}\n"
+
+
+def test_text_status(cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The human status names the route, both namespaces and their images."""
+    code, out, _ = run(capsys, "status", "--config", str(cluster))
+    assert code == 0
+    assert out.startswith(f"pair api: active {BLUE}, dark {GREEN}")
+    assert "IngressRoute routing/api-live [traefik.io] -> production-blue" in out
+    assert "api=registry.example.com/api:1.5.0" in out
+
+
+def test_unreachable_cluster_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing listens at the kubeconfig's server: exit 3 with a message, no traceback."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    config = write_config(tmp_path, kubeconfig)
+    code, _, err = run(capsys, "flip", "--config", str(config))
+    assert code == 3 and err.startswith("error: reading the routes of pair api")
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown pair, ambiguous pair, missing file, missing kubeconfig: exit 2."""
+    config = write_config(tmp_path, tmp_path / "missing-kubeconfig", extra="""\
+  - name: web
+    namespaces: [web-blue, web-green]
+    routes:
+      - name: web-live
+        namespace: routing
+""")
+    code, _, err = run(capsys, "flip", "--config", str(config), "--pair", "nope")
+    assert code == 2 and "unknown pair 'nope'" in err
+    code, _, err = run(capsys, "dark", "--config", str(config))
+    assert code == 2 and "choose one with --pair" in err
+    code, _, err = run(capsys, "status", "--config", str(tmp_path / "absent.yaml"))
+    assert code == 2
+    code, _, err = run(capsys, "status", "--config", str(config), "--pair", "api")
+    assert code == 2 and "cannot configure the Kubernetes client" in err
+    with pytest.raises(SystemExit) as exited:
+        main(["wait-ready", "--config", str(config), "--timeout", "soon"])
+    assert exited.value.code == 2
