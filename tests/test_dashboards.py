@@ -366,12 +366,14 @@ def live(prometheus, synthetic_fleet, unique_pair, tmp_path):
         prometheus.set_rule_files([*previous_rules, rule_file], reload=False)
         prometheus.add_scrape_target(service.address, job=job)
         prometheus.wait_for_scrapes(job, timeout_s=30)
-        service.recorder.record_flip(pair, "auto")  # after the first scrape: a visible change
-        service.recorder.record_rollback(pair, "alertmanager")
-        prometheus.wait_for(f'gatekeeper_rollbacks_total{{job="{job}"}} > 0', timeout_s=15)
         prometheus.wait_for(f'ALERTS{{alertstate="firing", namespace="{dark}"}}', timeout_s=15)
-        # Two more scrapes of everything, so rate() windows hold several samples.
+        # Several scrapes of everything, so rate() windows hold several samples.
         prometheus.wait_for(f'count_over_time(up{{job="{job}"}}[15s]) >= 5', timeout_s=15)
+        # Last, so the events are well inside the annotations' 1-minute windows.
+        service.recorder.record_flip(pair, "auto")
+        service.recorder.record_rollback(pair, "alertmanager")
+        prometheus.wait_for(f'gatekeeper_flips_total{{job="{job}"}} > 0 and on (job) '
+                            f'gatekeeper_rollbacks_total{{job="{job}"}} > 0', timeout_s=15)
         yield {"pair": pair, "job": job, "dark": dark, "active": active}
     finally:
         prometheus.remove_scrape_job(job, reload=False)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 import gatekeeper
-from gatekeeper.config import Config, PairConfig, PolicyConfig
+from gatekeeper.config import Config, PairConfig, PolicyConfig, RouteRef
 from gatekeeper.permissions import PERMISSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,19 +134,27 @@ def test_default_values_render_a_configuration_gatekeeper_accepts():
         assert f'set $config "{key}"' in helpers, f"_helpers.tpl no longer sets {key}"
 
 
+def _same_keys(schema_section: dict[str, Any], model: Any, where: str) -> None:
+    in_schema, in_model = set(schema_section["properties"]), set(model.model_fields)
+    assert in_schema == in_model, (
+        f"helm/gatekeeper/values.schema.json {where}: missing {sorted(in_model - in_schema)}, "
+        f"unknown {sorted(in_schema - in_model)} (gatekeeper/config.py changed?)")
+
+
 def test_schema_config_section_matches_the_configuration_model():
     """values.schema.json names exactly the configuration keys gatekeeper knows."""
     config = _schema()["properties"]["config"]
-    assert set(config["properties"]) == set(Config.model_fields)
-    pair = config["properties"]["pairs"]["items"]
-    assert set(pair["properties"]) == set(PairConfig.model_fields)
-    assert set(config["properties"]["policy"]["properties"]) == set(PolicyConfig.model_fields)
+    _same_keys(config, Config, "config")
+    _same_keys(config["properties"]["pairs"]["items"], PairConfig, "config.pairs[]")
+    _same_keys(config["properties"]["policy"], PolicyConfig, "config.policy")
     for name, section in config["properties"].items():
         field = Config.model_fields[name].annotation
         model = next((t for t in getattr(field, "__args__", (field,))
                       if isinstance(t, type) and hasattr(t, "model_fields")), None)
         if model is not None and "properties" in section:
-            assert set(section["properties"]) == set(model.model_fields), name
+            _same_keys(section, model, f"config.{name}")
+    routes = config["properties"]["pairs"]["items"]["properties"]["routes"]["items"]
+    _same_keys(routes, RouteRef, "config.pairs[].routes[]")
 
 
 def test_every_values_path_used_in_templates_exists():
