@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatekeeper.metrics import Recorder
+from gatekeeper.lifecycle import PHASES
+from gatekeeper.metrics import VERDICTS, Recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "alerts"
@@ -121,10 +122,7 @@ def test_alerts_query_only_exported_metrics():
 
 def test_alerts_use_known_phases_and_verdicts():
     """Label values in selectors (phase, verdict) are ones gatekeeper really exports."""
-    from gatekeeper.metrics import VERDICTS
-
-    lifecycle = pytest.importorskip("gatekeeper.lifecycle")
-    known = {"phase": set(lifecycle.PHASES), "verdict": set(VERDICTS)}
+    known = {"phase": set(PHASES), "verdict": set(VERDICTS)}
     for rule in _alerting_rules():
         for label, op, value in re.findall(r'\b(phase|verdict)\s*(=~|=)\s*"([^"]*)"', rule["expr"]):
             values = set(value.split("|")) if op == "=~" else {value}
