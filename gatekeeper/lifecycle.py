@@ -74,7 +74,8 @@ class Observation:
     route_problem: str = ""
     active_images: tuple[str, ...] = ()
     dark_images: tuple[str, ...] = ()
-    dark_replicas: int = 0
+    dark_replicas: int | None = 0
+    """Desired replicas summed over the dark's Deployments; None when unreadable."""
     dark_ready: bool = False
     dark_problem: str = ""
     verdict: VerdictName = "unknown"
@@ -229,7 +230,7 @@ def step(state: ReleaseState, obs: Observation, policy: PolicyConfig, now: float
         b.set(dark_seen=dark_print)
     if b.state.phase == "blocked" and b.state.block_cause == _BLOCK_ROUTES:
         _unblock(b, "routes agree again")
-    if dark_print and dark_print != b.state.dark_seen:
+    if dark_print and obs.active_images and dark_print != b.state.dark_seen:
         b.set(dark_seen=dark_print)
         if set(obs.dark_images) != set(obs.active_images):
             _start_validating(b, dark_print, "new images in the dark namespace")

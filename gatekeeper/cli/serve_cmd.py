@@ -1,0 +1,94 @@
+"""`gatekeeper serve --config FILE [--host H] [--port P] [--dry-run]`: run the service.
+
+The HTTP API, the Alertmanager webhook and the control loop in one process. SIGTERM and
+SIGINT stop it gracefully: no new action starts, actions in flight finish (a flip is never
+cut in half), the Lease is released, then the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gatekeeper.config import LoadedConfig, load_config
+from gatekeeper.yamlfiles import ConfigFileError
+
+log = structlog.get_logger(__name__)
+
+
+def register(subcommands: Any) -> None:
+    """Add `serve`."""
+    parser = subcommands.add_parser(
+        "serve", help="run the service: HTTP API, Alertmanager webhook, control loop")
+    parser.add_argument("--config", required=True, help="configuration file (YAML)")
+    parser.add_argument("--host", help="listen address (default: server.host)")
+    parser.add_argument("--port", type=int, help="listen port (default: server.port)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="decide and report, never change the cluster")
+    parser.set_defaults(handler=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Synchronous entry for argparse; exit 2 on a configuration problem."""
+    try:
+        loaded = load_config(args.config)
+    except ConfigFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    from gatekeeper.service.auth import load_token
+
+    try:
+        token = load_token(loaded.config.auth)
+    except OSError as exc:
+        print(f"error: cannot read auth.token_file: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    host = args.host or loaded.config.server.host
+    port = loaded.config.server.port if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        print(f"error: --port must be 0..65535, got {port}", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(loaded, host=host, port=port, dry_run=args.dry_run, token=token))
+
+
+async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
+                token: str | None) -> int:
+    """Run until SIGTERM or SIGINT."""
+    from gatekeeper import kubeclient
+    from gatekeeper.service.app import create_service
+
+    try:
+        api = await kubeclient.create_api_client(loaded.config.kubernetes)
+    except Exception as exc:  # noqa: BLE001 - any configuration failure is reported and fatal
+        print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
+        return 2
+    service = create_service(loaded, api, token=token, dry_run=dry_run)
+    runner = web.AppRunner(service.app, handle_signals=False, access_log=None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("gatekeeper serving", url=f"http://{host}:{port}", dry_run=dry_run,
+                 pairs=[p.name for p in loaded.config.pairs])
+        print(f"gatekeeper listening on http://{host}:{port}"
+              + (" (dry-run)" if service.controller.dry_run else ""), file=sys.stderr)
+        await stop.wait()
+        log.info("stopping: finishing actions in flight")
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    finally:
+        await runner.cleanup()
+        await service.close()
+        await api.close()
+    return 0

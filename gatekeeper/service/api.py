@@ -1,0 +1,344 @@
+"""The HTTP API: health, metrics, pairs, the pipelines' flip-check, and people's actions.
+
+Reads are served from the controller's cache (no cluster or Prometheus call per request).
+Mutations need the bearer token, are idempotent, answer 409 with reasons when unsafe
+(unless `force`), 503 when this replica is not the leader, and say what was done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Literal, TypeVar, cast
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gatekeeper import lifecycle
+from gatekeeper.config import PairConfig
+from gatekeeper.operations import ClusterError
+from gatekeeper.service import responses
+from gatekeeper.service.context import Services, services_of
+from gatekeeper.service.controller import (
+    ActionOutcome,
+    Controller,
+    NotLeader,
+    PairView,
+    ShuttingDown,
+)
+from gatekeeper.service.openapi import openapi_document
+
+__all__ = ["add_routes", "flip_check_body", "pair_detail", "pair_summary"]
+
+log = structlog.get_logger(__name__)
+
+MAX_ACTION_BODY = 16 * 1024
+HISTORY_SHOWN = 20
+
+
+# -- request bodies ------------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: str = Field("", max_length=1024, description="why; kept in the audit trail")
+
+
+class ApproveRequest(_Body):
+    """POST .../approve."""
+
+
+class FlipRequest(_Body):
+    """POST .../flip."""
+
+    force: bool = False
+    to: str | None = Field(None, max_length=63, description="namespace (default: the dark)")
+
+
+class RollbackRequest(_Body):
+    """POST .../rollback."""
+
+    force: bool = False
+
+
+class ScaleDownRequest(_Body):
+    """POST .../scale-down."""
+
+    force: bool = False
+    keep: int | None = Field(None, ge=0, le=10_000, description="replicas to keep")
+
+
+BodyT = TypeVar("BodyT", bound=_Body)
+
+
+# -- views ---------------------------------------------------------------------------------------
+
+
+def pair_summary(view: PairView, controller: Controller) -> dict[str, Any]:
+    """One pair in a list: phase, active, dark, verdict, scores."""
+    observation, verdict, state = view.observation, view.verdict, view.state
+    return {
+        "pair": view.pair.name,
+        "phase": state.phase,
+        "phase_since": state.since or None,
+        "reason": state.reason,
+        # The lifecycle follows our own actions at once; the observation only at the next tick.
+        "active": state.active or (observation.active if observation else None),
+        "dark": state.dark or (observation.dark if observation else None),
+        "verdict": verdict.verdict if verdict else "unknown",
+        "dark_score": verdict.candidate.score if verdict else None,
+        "active_score": verdict.baseline.score if verdict else None,
+        "evaluated_at": view.evaluated_at,
+        "dry_run": controller.dry_run,
+    }
+
+
+def pair_detail(view: PairView, controller: Controller) -> dict[str, Any]:
+    """Everything about a pair: rule results, readiness, lifecycle, history."""
+    record = view.record
+    policy = controller.policy(view.pair)
+    observation = view.observation
+    return {
+        **pair_summary(view, controller),
+        "namespaces": list(view.pair.namespaces),
+        "previous": view.state.previous,
+        "routes_problem": observation.route_problem if observation else None,
+        "result": view.verdict.to_dict() if view.verdict else None,
+        "readiness": {ns: (r.to_dict() if r is not None else {"error": view.read_errors.get(
+            ns, "not read yet")}) for ns, r in view.readiness.items()},
+        "lifecycle": view.state.to_dict(),
+        "would": list(view.would),
+        "timestamps": dict(record.timestamps) if record else {},
+        "last_action": record.last_action if record else None,
+        "history": list(record.transitions[-HISTORY_SHOWN:]) if record else [],
+        "state_error": view.state_error,
+        "policy": policy.model_dump(),
+        "leader": controller.is_leader,
+    }
+
+
+def flip_check_body(view: PairView, controller: Controller) -> dict[str, Any]:
+    """The pipelines' answer: safe or not, with the reasons a person reads first."""
+    policy = controller.policy(view.pair)
+    observation = view.observation
+    reasons = lifecycle.flip_check(view.state, observation, policy, controller.clock())
+    verdict = view.verdict.verdict if view.verdict else "unknown"
+    if not reasons:
+        status = "safe"
+    elif observation is None or observation.active is None or verdict == "unknown":
+        status = "unknown"
+    else:
+        status = "unsafe"
+    return {
+        "pair": view.pair.name,
+        "safe": not reasons,
+        "status": status,
+        "phase": view.state.phase,
+        "active": observation.active if observation else None,
+        "dark": observation.dark if observation else None,
+        "verdict": verdict,
+        "score": view.verdict.candidate.score if view.verdict else None,
+        "reasons": reasons,
+        "evaluated_at": view.evaluated_at,
+        "dry_run": controller.dry_run,
+    }
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _pair(services: Services, request: web.Request) -> PairView:
+    name = request.match_info["pair"]
+    try:
+        return services.controller.view(name)
+    except KeyError:
+        known = ", ".join(p.name for p in services.controller.config.pairs)
+        raise responses.http_error(404, f"unknown pair {name[:100]!r} (configured: {known})"
+                                   ) from None
+
+
+def _authorize(services: Services, request: web.Request) -> None:
+    problem = services.auth.problem(request.headers.get("Authorization"))
+    if problem is not None:
+        log.warning("unauthorized request", path=request.path, remote=request.remote)
+        raise responses.http_error(401, problem)
+
+
+async def _body(request: web.Request, model: type[BodyT]) -> BodyT:
+    if request.content_length is not None and request.content_length > MAX_ACTION_BODY:
+        raise responses.http_error(413, f"body over {MAX_ACTION_BODY} bytes")
+    raw = await request.content.read(MAX_ACTION_BODY + 1)
+    if len(raw) > MAX_ACTION_BODY:
+        raise responses.http_error(413, f"body over {MAX_ACTION_BODY} bytes")
+    if not raw.strip():
+        return model()
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise responses.http_error(400, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise responses.http_error(400, "body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+                    for e in exc.errors()[:5]]
+        raise responses.http_error(400, "invalid request: " + "; ".join(problems)) from exc
+
+
+def _answer(outcome: ActionOutcome) -> web.Response:
+    status = 409 if outcome.refused else 200
+    return responses.json_response(outcome.to_dict(), status=status)
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the control loop finished a tick recently (or has not had time to yet)."""
+    services = services_of(request)
+    controller = services.controller
+    last = controller.last_tick_at
+    budget = 3 * controller.interval + controller.config.evaluation.source_timeout + 30.0
+    started = request.app.get(STARTED_AT, time.monotonic())
+    reference = last if last is not None else started
+    if time.monotonic() - reference > budget:
+        raise responses.http_error(503, f"no evaluation finished in the last {budget:.0f}s")
+    return responses.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: the first evaluation is done (verdicts are cached) and not shutting down."""
+    controller = services_of(request).controller
+    if not controller.ready:
+        raise responses.http_error(503, "not ready: no evaluation finished yet, or stopping")
+    return responses.json_response({"status": "ready", "leader": controller.is_leader})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition of the recorder's registry."""
+    controller = services_of(request).controller
+    controller.recorder.record_leader(controller.is_leader)
+    body = generate_latest(controller.recorder.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3 description of this API."""
+    return responses.json_response(openapi_document())
+
+
+async def list_pairs(request: web.Request) -> web.Response:
+    """Every pair's summary."""
+    controller = services_of(request).controller
+    return responses.json_response(
+        {"pairs": [pair_summary(view, controller) for view in controller.views.values()]})
+
+
+async def get_pair(request: web.Request) -> web.Response:
+    """One pair in detail."""
+    services = services_of(request)
+    return responses.json_response(pair_detail(_pair(services, request), services.controller))
+
+
+def _wait_seconds(request: web.Request, limit: float) -> float:
+    text = request.query.get("wait")
+    if text is None or text == "":
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise responses.http_error(400, f"wait must be a number of seconds, got {text[:50]!r}"
+                                   ) from None
+    if not math.isfinite(seconds) or seconds < 0 or seconds > limit:
+        raise responses.http_error(400, f"wait must be between 0 and {limit:g} seconds")
+    return seconds
+
+
+async def flip_check(request: web.Request) -> web.Response:
+    """200 when flipping to the dark namespace is safe now, 409 with reasons when not."""
+    services = services_of(request)
+    view = _pair(services, request)
+    controller = services.controller
+    deadline = time.monotonic() + _wait_seconds(request, services.max_wait)
+    body = flip_check_body(view, controller)
+    while not body["safe"]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        await controller.wait_tick(left)
+        body = flip_check_body(view, controller)
+    return responses.json_response(body, status=200 if body["safe"] else 409)
+
+
+def _action_handler(kind: Literal["approve", "flip", "rollback", "scale_down"]) -> Any:
+    models: dict[str, type[_Body]] = {"approve": ApproveRequest, "flip": FlipRequest,
+                                      "rollback": RollbackRequest,
+                                      "scale_down": ScaleDownRequest}
+
+    async def handler(request: web.Request) -> web.Response:
+        services = services_of(request)
+        _authorize(services, request)
+        view = _pair(services, request)
+        body = await _body(request, models[kind])
+        controller = services.controller
+        try:
+            if kind == "approve":
+                outcome = await controller.approve(view.pair.name, reason=body.reason)
+            elif kind == "flip":
+                flip = cast(FlipRequest, body)
+                _check_namespace(view.pair, flip.to)
+                outcome = await controller.request(view.pair.name, "flip", force=flip.force,
+                                                   reason=flip.reason, to=flip.to)
+            elif kind == "scale_down":
+                down = cast(ScaleDownRequest, body)
+                outcome = await controller.request(view.pair.name, "scale_down",
+                                                   force=down.force, reason=down.reason,
+                                                   keep=down.keep)
+            else:
+                back = cast(RollbackRequest, body)
+                outcome = await controller.request(view.pair.name, "rollback",
+                                                   force=back.force, reason=back.reason)
+        except (NotLeader, ShuttingDown) as exc:
+            raise responses.http_error(503, str(exc), retry_after=2) from exc
+        except ClusterError as exc:
+            raise responses.http_error(503, f"cluster unreachable: {exc}", retry_after=5
+                                       ) from exc
+        log.info("request handled", pair=view.pair.name, action=kind, changed=outcome.changed,
+                 refused=outcome.refused)
+        return _answer(outcome)
+
+    handler.__name__ = f"post_{kind}"
+    handler.__doc__ = f"POST .../{kind.replace('_', '-')}: a person's {kind}."
+    return handler
+
+
+def _check_namespace(pair: PairConfig, namespace: str | None) -> None:
+    if namespace is not None and namespace not in pair.namespaces:
+        raise responses.http_error(400, f"namespace {namespace[:63]!r} is not part of pair "
+                                        f"{pair.name!r} ({', '.join(pair.namespaces)})")
+
+
+STARTED_AT = web.AppKey("gatekeeper_started_at", float)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every route of the API."""
+    from gatekeeper.service.webhook import handle_alertmanager
+
+    app[STARTED_AT] = time.monotonic()
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_get("/api/v1/openapi.json", openapi, allow_head=False)
+    app.router.add_get("/api/v1/pairs", list_pairs, allow_head=False)
+    app.router.add_get("/api/v1/pairs/{pair}", get_pair, allow_head=False)
+    app.router.add_get("/api/v1/pairs/{pair}/flip-check", flip_check, allow_head=False)
+    for kind, path in (("approve", "approve"), ("flip", "flip"), ("rollback", "rollback"),
+                       ("scale_down", "scale-down")):
+        app.router.add_post(f"/api/v1/pairs/{{pair}}/{path}", _action_handler(kind))
+    app.router.add_post("/api/v1/alertmanager", handle_alertmanager)

@@ -1,0 +1,140 @@
+"""Build the aiohttp application from injected dependencies, and wire a whole service.
+
+`build_app` takes a ready Controller and TokenAuth (tests build them against the emulated
+cluster); `create_service` wires everything from a loaded configuration and an API client,
+as `gatekeeper serve` does. Background work (the control loop, notifications, the Lease)
+runs in named, guarded tasks that start and stop with the application. On shutdown the
+controller stops first and waits for in-flight actions, then the rest is cancelled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiohttp import web
+from kubernetes_asyncio import client
+from prometheus_client import CollectorRegistry
+
+from gatekeeper.config import LoadedConfig
+from gatekeeper.evaluating import Evaluator
+from gatekeeper.leadership import Leadership
+from gatekeeper.metrics import Recorder
+from gatekeeper.operations import Operations
+from gatekeeper.service.api import add_routes
+from gatekeeper.service.auth import TokenAuth
+from gatekeeper.service.context import SERVICES, Services
+from gatekeeper.service.controller import Controller
+from gatekeeper.service.dedupe import AlertDeduper
+from gatekeeper.service.notifications import Notifier
+from gatekeeper.service.responses import error_middleware
+from gatekeeper.sources.base import Source
+from gatekeeper.sources.factory import build_sources, close_sources
+from gatekeeper.tasks import CoroFactory, Tasks
+
+__all__ = ["Service", "build_app", "create_service"]
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_DEADLINE = 25.0
+"""Seconds to let in-flight actions finish on SIGTERM (Kubernetes waits 30 by default)."""
+
+
+def build_app(
+    controller: Controller,
+    auth: TokenAuth,
+    *,
+    background: dict[str, CoroFactory] | None = None,
+    notifier: Notifier | None = None,
+    run_loop: bool = True,
+    shutdown_deadline: float = SHUTDOWN_DEADLINE,
+) -> web.Application:
+    """The aiohttp application; `run_loop=False` leaves ticking to the caller (tests)."""
+    config = controller.config
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=max(config.webhook.max_body_bytes, 64 * 1024),
+    )
+    cooldown = max(p.cooldown for p in [config.policy, *(q.policy for q in config.pairs
+                                                         if q.policy is not None)])
+    app[SERVICES] = Services(controller=controller, auth=auth,
+                             deduper=AlertDeduper(ttl=max(3600.0, cooldown)))
+    add_routes(app)
+    tasks: dict[str, CoroFactory] = dict(background or {})
+    if run_loop:
+        tasks["controller"] = controller.run
+    if notifier is not None and notifier.enabled:
+        tasks["notifications"] = notifier.run
+
+    async def lifespan(_app: web.Application) -> AsyncIterator[None]:
+        group = Tasks(name="gatekeeper", shutdown_timeout=5.0)
+        for name, factory in tasks.items():
+            group.start(name, factory)
+        if not auth.configured:
+            log.warning("no API token configured: POST endpoints answer 401")
+        try:
+            yield
+        finally:
+            await controller.close(shutdown_deadline)
+            if notifier is not None:
+                await notifier.drain(3.0)
+            await group.close()
+
+    app.cleanup_ctx.append(lifespan)
+    return app
+
+
+@dataclass
+class Service:
+    """A wired service: the application and what must be closed after it."""
+
+    app: web.Application
+    controller: Controller
+    recorder: Recorder
+    sources: dict[str, Source] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        """Release the sources' connections (after the application stopped)."""
+        await close_sources(self.sources)
+
+
+def create_service(
+    loaded: LoadedConfig,
+    api: client.ApiClient,
+    *,
+    token: str | None,
+    dry_run: bool = False,
+    clock: Callable[[], float] = time.time,
+    registry: CollectorRegistry | None = None,
+    run_loop: bool = True,
+    leadership: Any | None = None,
+) -> Service:
+    """Everything `gatekeeper serve` runs, against the given Kubernetes API client.
+
+    Dry-run never writes to the cluster, so it does not campaign for the Lease either.
+    """
+    config, rule_set = loaded.config, loaded.rule_set
+    dry_run = dry_run or config.policy.dry_run
+    recorder = Recorder(registry)
+    sources = build_sources(config, rule_set, api_client=api)
+    evaluator = Evaluator(rule_set, sources, window=config.evaluation.window,
+                          source_timeout=config.evaluation.source_timeout,
+                          max_concurrency=config.evaluation.max_concurrency, clock=clock)
+    operations = Operations(api, config, dry_run=dry_run, clock=clock)
+    background: dict[str, CoroFactory] = {}
+    if leadership is None:
+        settings = config.leader_election
+        if dry_run:
+            settings = settings.model_copy(update={"enabled": False})
+        leadership = Leadership(api, settings)
+        if settings.enabled:
+            background["leadership"] = leadership.run
+    notifier = Notifier(config.notifications)
+    controller = Controller(config, evaluator, operations, recorder=recorder,
+                            leadership=leadership, notifier=notifier, clock=clock)
+    app = build_app(controller, TokenAuth(token), background=background, notifier=notifier,
+                    run_loop=run_loop)
+    return Service(app=app, controller=controller, recorder=recorder, sources=sources)

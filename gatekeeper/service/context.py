@@ -1,0 +1,32 @@
+"""The service's injected dependencies, reachable from every request handler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gatekeeper.service.auth import TokenAuth
+from gatekeeper.service.controller import Controller
+from gatekeeper.service.dedupe import AlertDeduper
+
+__all__ = ["SERVICES", "Services", "services_of"]
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a handler may use; built once by `app.build_app`."""
+
+    controller: Controller
+    auth: TokenAuth
+    deduper: AlertDeduper
+    max_wait: float = 3600.0
+    """Longest `?wait=` a flip-check may hold a connection, in seconds."""
+
+
+SERVICES = web.AppKey("gatekeeper_services", Services)
+
+
+def services_of(request: web.Request) -> Services:
+    """The application's Services."""
+    return request.app[SERVICES]

@@ -1,0 +1,633 @@
+"""The control loop: every `evaluation.interval`, for all pairs at once, read, judge, act.
+
+Each tick re-reads the live routes and Deployments (they are the truth, as in Flagger's
+scheduler), evaluates every pair in one Evaluator call, caches the verdicts so API reads
+cost nothing, steps each pair's lifecycle and, on the leader only, carries out the actions
+and persists the state in the ConfigMap. Actions run shielded from cancellation and are
+awaited on shutdown, so a SIGTERM never leaves a half-flip. Dry-run decides and reports
+but writes nothing to the cluster (not even the state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from gatekeeper import environments, lifecycle
+from gatekeeper.config import Config, PairConfig, PolicyConfig
+from gatekeeper.environments import Readiness
+from gatekeeper.evaluating import Assignment, Evaluator
+from gatekeeper.leadership import NotLeaderError
+from gatekeeper.lifecycle import Action, Observation, ReleaseState, Step, Transition
+from gatekeeper.measurements import Verdict
+from gatekeeper.metrics import Recorder
+from gatekeeper.operations import CLUSTER_ERRORS, ClusterError, OperationResult, Operations
+from gatekeeper.routers import reading
+from gatekeeper.service.notifications import Notice, Notifier
+from gatekeeper.service.observing import LiveRead, observe
+from gatekeeper.state import PairState, StateStore
+
+__all__ = ["ActionOutcome", "Controller", "LeaderView", "NotLeader", "PairView", "ShuttingDown"]
+
+log = structlog.get_logger(__name__)
+
+LIFECYCLE_KEY = "lifecycle"  # the ReleaseState inside the pair's stored JSON
+AlertOutcomeName = Literal["rollback", "ignored", "cooldown", "refused"]
+
+
+class LeaderView(Protocol):
+    """What the controller needs from leader election (gatekeeper.leadership.Leadership)."""
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this replica may act."""
+        ...
+
+
+class NotLeader(Exception):
+    """This replica does not hold the Lease; only the leader acts."""
+
+
+class ShuttingDown(Exception):
+    """The service is stopping: no new action starts."""
+
+
+@dataclass
+class PairView:
+    """The cached picture of one pair that API reads are served from."""
+
+    pair: PairConfig
+    state: ReleaseState = field(default_factory=ReleaseState)
+    observation: Observation | None = None
+    verdict: Verdict | None = None
+    readiness: dict[str, Readiness | None] = field(default_factory=dict)
+    read_errors: dict[str, str] = field(default_factory=dict)
+    evaluated_at: float | None = None
+    record: PairState | None = None
+    would: tuple[str, ...] = ()
+    """Dry-run: the actions gatekeeper would have taken on the last tick."""
+    state_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """What a requested action (API, webhook) did, for the HTTP layer to answer with."""
+
+    action: str
+    changed: bool
+    refused: bool
+    reasons: tuple[str, ...]
+    phase: str
+    active: str | None
+    dry_run: bool = False
+    result: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form of the answer."""
+        return {"action": self.action, "changed": self.changed, "refused": self.refused,
+                "reasons": list(self.reasons), "phase": self.phase, "active": self.active,
+                "dry_run": self.dry_run, "result": self.result}
+
+
+class Controller:
+    """Runs the lifecycle of every configured pair."""
+
+    def __init__(
+        self,
+        config: Config,
+        evaluator: Evaluator,
+        operations: Operations,
+        *,
+        recorder: Recorder,
+        leadership: LeaderView,
+        notifier: Notifier | None = None,
+        store: StateStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.evaluator = evaluator
+        self.operations = operations
+        self.api = operations.api
+        self.store = store or operations.store
+        self.recorder = recorder
+        self.leadership = leadership
+        self.notifier = notifier
+        self.clock = clock
+        self.dry_run = operations.dry_run
+        self.interval = config.evaluation.interval
+        self.views = {pair.name: PairView(pair) for pair in config.pairs}
+        self._locks = {pair.name: asyncio.Lock() for pair in config.pairs}
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._steps: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._wake = asyncio.Event()
+        self._tick_done = asyncio.Event()
+        self.ticks = 0
+        self.last_tick_at: float | None = None
+        """Monotonic time the last tick finished (health checks)."""
+
+    # -- reads for the API ---------------------------------------------------------------------
+
+    def view(self, name: str) -> PairView:
+        """The cached view of a pair; KeyError naming the configured pairs otherwise."""
+        pair = self.config.pair(name)
+        return self.views[pair.name]
+
+    def policy(self, pair: PairConfig) -> PolicyConfig:
+        """The pair's effective policy."""
+        return self.config.policy_for(pair)
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this replica acts (dry-run replicas decide as if they did)."""
+        return self.dry_run or self.leadership.is_leader
+
+    @property
+    def ready(self) -> bool:
+        """At least one tick completed and the service is not shutting down."""
+        return self.ticks > 0 and not self._closing
+
+    async def wait_tick(self, timeout: float) -> bool:  # noqa: ASYNC109 - long-poll budget
+        """Wait for the next tick to finish (long-polls); False when `timeout` passed."""
+        event = self._tick_done
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def wake(self) -> None:
+        """Run the next tick now (a watched route or Deployment changed)."""
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Tick every interval until closed; a failing tick is logged, never fatal."""
+        while not self._closing:
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("evaluation tick failed")
+            elapsed = time.monotonic() - started
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, self.interval - elapsed))
+
+    async def tick(self) -> None:
+        """One evaluation of every pair, then one lifecycle step per pair."""
+        started = time.monotonic()
+        pairs = list(self.config.pairs)
+        reads = await asyncio.gather(*(self._read(pair) for pair in pairs))
+        assignments = [
+            Assignment(pair, pair.other(live.active), live.active)
+            for pair, live in zip(pairs, reads, strict=True) if live.active is not None
+        ]
+        verdicts = await self.evaluator.evaluate(assignments) if assignments else {}
+        self.recorder.observe_evaluation(time.monotonic() - started)
+        self._record_sources(verdicts)
+        now = self.clock()
+        observations = {}
+        for pair, live in zip(pairs, reads, strict=True):
+            view = self.views[pair.name]
+            verdict = verdicts.get(pair.name)
+            observation = observe(pair, live, verdict)
+            view.readiness = dict(live.readiness or {})
+            view.read_errors = dict(live.errors or {})
+            view.verdict, view.observation, view.evaluated_at = verdict, observation, now
+            observations[pair.name] = observation
+            if verdict is not None:
+                self.recorder.record_verdict(verdict)
+            else:
+                self.recorder.last_evaluation.labels(pair.name).set(now)
+            self.recorder.record_active(pair.name, live.active, pair.namespaces)
+            for namespace, readiness in view.readiness.items():
+                if readiness is not None:
+                    self.recorder.record_replicas(
+                        pair.name, namespace, sum(d.replicas for d in readiness.deployments))
+        steps = [asyncio.create_task(self._advance(pair, observations[pair.name]),
+                                     name=f"advance {pair.name}") for pair in pairs]
+        for task in steps:
+            self._steps.add(task)
+            task.add_done_callback(self._steps.discard)
+        # A long action (rollback after a scale-up) must not hold up the other pairs' next
+        # tick: its task carries on, and its pair is skipped while its lock is held.
+        done, _ = await asyncio.wait(steps, timeout=max(self.interval, 1.0))
+        for task in done:
+            if task.exception() is not None:
+                log.error("lifecycle step failed", error=repr(task.exception()),
+                          task=task.get_name())
+        self.ticks += 1
+        self.last_tick_at = time.monotonic()
+        event, self._tick_done = self._tick_done, asyncio.Event()
+        event.set()
+
+    async def _read(self, pair: PairConfig) -> LiveRead:
+        """Live routes and both namespaces' Deployments; failures become problems."""
+        try:
+            active_state = await reading.read_active(self.api, pair)
+        except CLUSTER_ERRORS as exc:
+            problem = f"cannot read the routes: {type(exc).__name__}: {exc}"
+            return LiveRead(active=None, problem=problem[:300])
+        readiness: dict[str, Readiness | None] = {}
+        errors: dict[str, str] = {}
+
+        async def one(namespace: str) -> None:
+            try:
+                readiness[namespace] = await environments.read_readiness(
+                    self.api, namespace, selector=pair.selector)
+            except CLUSTER_ERRORS as exc:
+                readiness[namespace] = None
+                errors[namespace] = f"{type(exc).__name__}: {exc}"[:300]
+
+        await asyncio.gather(*(one(namespace) for namespace in pair.namespaces))
+        return LiveRead(active=active_state.active if active_state.consistent else None,
+                        problem=active_state.problem or "", readiness=readiness, errors=errors)
+
+    def _record_sources(self, verdicts: dict[str, Verdict]) -> None:
+        """Per source: up when none of its rules errored, and how many did."""
+        source_of = {rule.name: rule.source for rule in self.evaluator.rule_set.rules}
+        errored: set[str] = set()
+        for verdict in verdicts.values():
+            for score in (verdict.candidate, verdict.baseline):
+                errored.update(r.rule for r in score.results if r.status == "error")
+        if not verdicts:
+            return
+        for source in sorted(set(source_of.values())):
+            failed = sum(1 for rule in errored if source_of.get(rule) == source)
+            self.recorder.record_source(source, up=failed == 0, errors=failed)
+
+    # -- one pair ------------------------------------------------------------------------------
+
+    async def _advance(self, pair: PairConfig, observation: Observation) -> None:
+        """Step the lifecycle; on the leader act and persist, elsewhere show the leader's."""
+        lock = self._locks[pair.name]
+        if lock.locked():
+            log.info("pair busy with an action; skipping this tick", pair=pair.name)
+            return
+        async with lock:
+            view = self.views[pair.name]
+            bound = log.bind(pair=pair.name)
+            if not self.is_leader or self._closing:
+                await self._load(pair)
+                self._record_phase(pair, view.state)
+                return
+            before = await self._load(pair) if not self.dry_run or view.record is None \
+                else view.state
+            step = lifecycle.step(before, observation, self.policy(pair), self.clock())
+            state, transitions = step.state, list(step.transitions)
+            would = []
+            for action in step.actions:
+                state, more, note = await self._perform(pair, state, action, time.monotonic())
+                transitions.extend(more)
+                if note:
+                    would.append(note)
+            if would and tuple(would) != view.would:
+                bound.warning("dry-run: would act", would=would)
+            view.would = tuple(would)
+            await self._commit(pair, before, state, transitions)
+
+    async def _load(self, pair: PairConfig) -> ReleaseState:
+        """The stored lifecycle state (the view's copy when the store cannot be read)."""
+        view = self.views[pair.name]
+        try:
+            record = await self.store.load(pair)
+        except CLUSTER_ERRORS as exc:
+            view.state_error = f"cannot read state: {exc}"
+            return view.state
+        view.record, view.state_error = record, None
+        raw = record.extra.get(LIFECYCLE_KEY)
+        state = ReleaseState.from_dict(raw) if isinstance(raw, dict) else ReleaseState()
+        view.state = state
+        return state
+
+    async def _commit(self, pair: PairConfig, before: ReleaseState, state: ReleaseState,
+                      transitions: list[Transition]) -> None:
+        """Persist (skipped in dry-run and when only the reason changed), notify, record."""
+        view = self.views[pair.name]
+        view.state = state
+        self._record_phase(pair, state)
+        for transition in transitions:
+            log.info("phase changed", pair=pair.name, source=transition.source,
+                     target=transition.target, trigger=transition.trigger,
+                     reason=transition.reason)
+            if transition.target == "blocked":
+                self._notify(pair, "blocked", transition.reason, trigger=transition.trigger,
+                             phase="blocked")
+        if self.dry_run:
+            return
+        if not transitions and replace(before, reason="") == replace(state, reason=""):
+            return
+        history = self.config.state.history
+
+        def mutate(record: PairState) -> None:
+            record.phase = state.phase
+            record.extra[LIFECYCLE_KEY] = state.to_dict()
+            for t in transitions:
+                record.transition("phase", at=t.at, history=history, source=t.source,
+                                  target=t.target, trigger=t.trigger, reason=t.reason)
+
+        try:
+            view.record = await self.store.update(pair, mutate)
+            view.state_error = None
+        except CLUSTER_ERRORS as exc:
+            view.state_error = f"state not written: {exc}"
+            log.error("state not written", pair=pair.name, error=str(exc))
+
+    def _record_phase(self, pair: PairConfig, state: ReleaseState) -> None:
+        self.recorder.record_phase(pair.name, state.phase, state.since, lifecycle.PHASES)
+
+    # -- acting --------------------------------------------------------------------------------
+
+    async def _shielded(self, factory: Callable[[], Awaitable[OperationResult]]
+                        ) -> OperationResult:
+        """Run a cluster action to completion even if the caller is cancelled (SIGTERM,
+        a client that hung up); shutdown waits for it."""
+        if self._closing:
+            raise ShuttingDown("gatekeeper is shutting down; no new action starts")
+        guard = getattr(self.leadership, "leader_guard", None)
+
+        async def run() -> OperationResult:
+            if guard is None or self.dry_run:
+                return await factory()
+            try:
+                async with guard():
+                    return await factory()
+            except NotLeaderError as exc:
+                raise NotLeader(str(exc)) from exc
+
+        task = asyncio.create_task(run(), name="gatekeeper action")
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def _execute(self, pair: PairConfig, action: Action) -> OperationResult:
+        ops = self.operations
+        if action.kind == "flip":
+            return await self._shielded(lambda: ops.flip(
+                pair, to=action.namespace, trigger=action.trigger, reason=action.reason))
+        if action.kind == "rollback":
+            return await self._shielded(lambda: ops.rollback(
+                pair, trigger=action.trigger, reason=action.reason,
+                scale_up_first=action.scale_up_first))
+        if action.kind == "scale_up":
+            return await self._shielded(lambda: ops.scale_up(pair, action.namespace))
+        return await self._shielded(lambda: ops.scale_down(pair, action.namespace,
+                                                           keep=action.keep))
+
+    async def _perform(self, pair: PairConfig, state: ReleaseState, action: Action,
+                       started: float) -> tuple[ReleaseState, list[Transition], str]:
+        """Carry out one lifecycle action and fold its outcome back into the state.
+
+        Returns the new state, its transitions, and (dry-run) what would have been done.
+        """
+        bound = log.bind(pair=pair.name, action=action.kind, namespace=action.namespace,
+                         trigger=action.trigger)
+        try:
+            result = await self._execute(pair, action)
+        except (ClusterError, NotLeader, ShuttingDown, *CLUSTER_ERRORS) as exc:
+            # The action did not (verifiably) happen: block; the next tick re-reads the routes.
+            result = OperationResult(action.kind, False, True, (f"{type(exc).__name__}: {exc}",),
+                                     None, {})
+        if result.details.get("dry_run") or (self.dry_run and not result.changed):
+            note = f"would {action.describe()}: " + "; ".join(result.reasons)
+            if result.refused:
+                note = f"would try {action.describe()}, refused: " + "; ".join(result.reasons)
+            return state, [], note
+        now = self.clock()
+        if result.refused:
+            self.recorder.record_refused(pair.name, action.kind)
+            bound.warning("action refused", reasons=list(result.reasons))
+            step = lifecycle.failed(state, action, result.reasons, now)
+            return step.state, list(step.transitions), ""
+        if action.kind in ("flip", "rollback"):
+            if result.active != action.namespace:
+                return state, [], ""  # nothing happened; the next tick sees the routes
+            self.recorder.observe_action_latency(action.kind, time.monotonic() - started)
+            self._after_switch(pair, state, action, result)
+        step = lifecycle.completed(state, action, now)
+        bound.info("action done", reasons=list(result.reasons), changed=result.changed)
+        return step.state, list(step.transitions), ""
+
+    def _after_switch(self, pair: PairConfig, state: ReleaseState, action: Action,
+                      result: OperationResult) -> None:
+        """Metrics and a notification for a flip or rollback that happened."""
+        if not result.changed:
+            return
+        if action.kind == "flip":
+            self.recorder.record_flip(pair.name, action.trigger)
+        else:
+            self.recorder.record_rollback(pair.name, action.trigger)
+        self.recorder.forget_namespace_roles(pair.name, pair.namespaces)
+        self.recorder.record_active(pair.name, action.namespace, pair.namespaces)
+        message = action.reason or (result.reasons[0] if result.reasons else action.describe())
+        self._notify(pair, action.kind, message, source=state.active, target=action.namespace,
+                     trigger=action.trigger,
+                     phase="flipped" if action.kind == "flip" else "rolled_back")
+
+    def _notify(self, pair: PairConfig, event: Literal["flip", "rollback", "blocked"],
+                message: str, *, source: str | None = None, target: str | None = None,
+                trigger: str = "", phase: str = "") -> None:
+        if self.notifier is None:
+            return
+        self.notifier.notify(Notice(event=event, pair=pair.name, message=message, source=source,
+                                    target=target, trigger=trigger, reason=message, phase=phase,
+                                    at=self.clock(), dry_run=self.dry_run))
+
+    # -- requests ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _acting(self, name: str) -> AsyncIterator[PairConfig]:
+        pair = self.config.pair(name)
+        if not self.is_leader:
+            holder = getattr(self.leadership, "holder", None)
+            raise NotLeader(f"this replica is not the leader (leader: {holder or 'unknown'}); "
+                            "only the leader acts")
+        if self._closing:
+            raise ShuttingDown("gatekeeper is shutting down; no new action starts")
+        async with self._locks[pair.name]:
+            yield pair
+
+    async def request(self, name: str, kind: Literal["flip", "rollback", "scale_down"], *,
+                      force: bool = False, reason: str = "", to: str | None = None,
+                      keep: int | None = None) -> ActionOutcome:
+        """A person's flip, rollback or scale-down (API): checked, idempotent, recorded."""
+        async with self._acting(name) as pair:
+            view = self.views[pair.name]
+            state = view.state
+            policy = self.policy(pair)
+            now = self.clock()
+            refusal = self._refusal(pair, kind, state, to=to, force=force, now=now)
+            if refusal is not None:
+                return refusal
+            ops = self.operations
+            started = time.monotonic()
+            if kind == "flip":
+                target = to or state.dark or (view.observation.dark if view.observation
+                                              else None)
+                action = Action("flip", target or "", trigger="manual", reason=reason)
+                result = await self._shielded(lambda: ops.flip(
+                    pair, to=target, force=force, trigger="manual", reason=reason))
+            elif kind == "rollback":
+                action = Action("rollback", state.previous or "", trigger="manual",
+                                reason=reason)
+                scale_first = policy.rollback_when_scaled_down == "scale_up_then_flip"
+                result = await self._shielded(lambda: ops.rollback(
+                    pair, force=force, trigger="manual", reason=reason,
+                    scale_up_first=scale_first))
+            else:
+                count = policy.scale_down_keep if keep is None else keep
+                action = Action("scale_down", state.dark or "", trigger="manual",
+                                reason=reason or "requested", keep=count)
+                result = await self._shielded(lambda: ops.scale_down(
+                    pair, None, keep=count, force=force))
+            return await self._conclude(pair, state, action, result, started, automatic=False)
+
+    def _refusal(self, pair: PairConfig, kind: str, state: ReleaseState, *, to: str | None,
+                 force: bool, now: float) -> ActionOutcome | None:
+        """The lifecycle's objections (409 unless forced), and idempotent no-ops."""
+        view = self.views[pair.name]
+        observation = view.observation
+        active = observation.active if observation else state.active
+        if to is not None:
+            pair.other(to)  # ValueError for a namespace outside the pair
+        policy = self.policy(pair)
+        if kind == "flip":
+            if to is not None and to == active:
+                return ActionOutcome("flip", False, False, (f"nothing to do: {to} is already "
+                                                            "active",), state.phase, active,
+                                     self.dry_run)
+            if to is None and state.phase in ("flipped", "stable"):
+                return ActionOutcome("flip", False, False, (
+                    f"nothing to do: already flipped to {state.active} (use rollback to go "
+                    "back, or name the namespace with `to`)",), state.phase, active,
+                    self.dry_run)
+            reasons = [] if force else lifecycle.flip_check(state, observation, policy, now)
+        elif kind == "scale_down":
+            reasons = [] if force else lifecycle.scale_down_check(state, observation, policy,
+                                                                  now)
+        else:
+            reasons = []
+        if reasons:
+            self.recorder.record_refused(pair.name, kind)
+            return ActionOutcome(kind, False, True, tuple(reasons), state.phase, active,
+                                 self.dry_run)
+        return None
+
+    async def _conclude(self, pair: PairConfig, state: ReleaseState, action: Action,
+                        result: OperationResult, started: float, *, automatic: bool
+                        ) -> ActionOutcome:
+        """Fold a requested action's result into the lifecycle and persist it.
+
+        A refused automatic action (Alertmanager) blocks the pair; a person's refused
+        request only answers 409.
+        """
+        transitions: list[Transition] = []
+        new_state = state
+        if result.changed and not result.refused:
+            if action.kind in ("flip", "rollback"):
+                action = replace(action, namespace=result.active or action.namespace)
+                self.recorder.observe_action_latency(action.kind, time.monotonic() - started)
+                self._after_switch(pair, state, action, result)
+            step = lifecycle.completed(state, action, self.clock())
+            new_state, transitions = step.state, list(step.transitions)
+        elif result.refused:
+            self.recorder.record_refused(pair.name, action.kind)
+            if automatic and not result.details.get("dry_run"):
+                step = lifecycle.failed(state, action, result.reasons, self.clock())
+                new_state, transitions = step.state, list(step.transitions)
+        await self._commit(pair, state, new_state, transitions)
+        return ActionOutcome(action.kind, result.changed, result.refused, result.reasons,
+                             new_state.phase, result.active,
+                             bool(result.details.get("dry_run")) or self.dry_run,
+                             result.to_dict())
+
+    async def approve(self, name: str, *, reason: str = "") -> ActionOutcome:
+        """A person's go-ahead (validate, flip, scale down or unblock, by phase)."""
+        async with self._acting(name) as pair:
+            state = self.views[pair.name].state
+            step = lifecycle.approve(state, self.clock())
+            if step.refusal:
+                return ActionOutcome("approve", False, True, step.refusal, state.phase,
+                                     state.active, self.dry_run)
+            await self._commit(pair, state, step.state, list(step.transitions))
+            log.info("approved", pair=pair.name, phase=step.state.phase, reason=reason)
+            return ActionOutcome("approve", step.state != state, False,
+                                 (f"approved in phase {state.phase}: now {step.state.phase}"
+                                  f" ({step.state.reason})",),
+                                 step.state.phase, step.state.active, self.dry_run)
+
+    async def alert(self, name: str, reason: str, received: float
+                    ) -> tuple[AlertOutcomeName, ActionOutcome]:
+        """A matching Alertmanager alert for the pair's new active: roll back if allowed.
+
+        `received` is the monotonic time the webhook arrived (for the latency metric).
+        """
+        async with self._acting(name) as pair:
+            view = self.views[pair.name]
+            state = view.state
+            observation = await self._rollback_view(pair, state, view.observation)
+            step: Step = lifecycle.alert_rollback(state, observation, self.policy(pair),
+                                                  self.clock(), reason)
+            if not step.actions:
+                await self._commit(pair, state, step.state, list(step.transitions))
+                outcome: AlertOutcomeName = "cooldown" if any(
+                    r.startswith("cooldown") for r in step.refusal) else (
+                    "refused" if step.state.phase == "blocked" else "ignored")
+                return outcome, ActionOutcome("rollback", False, outcome == "refused",
+                                              step.refusal, step.state.phase, state.active,
+                                              self.dry_run)
+            action = step.actions[0]
+            result = await self._shielded(lambda: self.operations.rollback(
+                pair, trigger="alertmanager", reason=reason,
+                scale_up_first=action.scale_up_first))
+            answer = await self._conclude(pair, state, action, result, received,
+                                          automatic=True)
+            if answer.refused:
+                return "refused", answer
+            return ("rollback" if answer.changed else "ignored"), answer
+
+    async def _rollback_view(self, pair: PairConfig, state: ReleaseState,
+                             cached: Observation | None) -> Observation:
+        """The cached observation, with the rollback target's readiness read live now.
+
+        The cache may predate a flip made moments ago; whether the previous namespace can
+        take traffic is worth one read (a few milliseconds) before deciding.
+        """
+        base = cached or Observation(active=None, dark=None)
+        target = state.previous
+        if target is None:
+            return base
+        try:
+            readiness = await environments.read_readiness(self.api, target,
+                                                          selector=pair.selector)
+        except CLUSTER_ERRORS as exc:
+            return replace(base, active=state.active, dark=target, dark_ready=False,
+                           dark_problem=f"cannot read {target}: {type(exc).__name__}")
+        return replace(base, active=state.active, dark=target, dark_ready=readiness.ready,
+                       dark_replicas=sum(d.replicas for d in readiness.deployments),
+                       dark_problem="; ".join(readiness.reasons[:3]))
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def close(self, deadline: float = 30.0) -> list[str]:
+        """Stop ticking and start no new action; wait up to `deadline` seconds for actions
+        in flight (a switch is never cut in half). Returns the names of unfinished ones."""
+        self._closing = True
+        self._wake.set()
+        pending = [task for task in self._inflight if not task.done()]
+        if not pending:
+            return []
+        log.info("waiting for actions in flight", count=len(pending))
+        _, still = await asyncio.wait(pending, timeout=deadline)
+        if still:
+            log.error("actions still running at shutdown; state is reconciled on restart",
+                      count=len(still))
+        return [task.get_name() for task in still]

@@ -1,0 +1,214 @@
+"""`POST /api/v1/alertmanager`: Alertmanager's webhook rolls a bad release back.
+
+The payload (version 4) is validated with pydantic; unknown fields are allowed because
+Alertmanager adds fields over time. Firing alerts that match the configured matchers
+(default `severity="critical"`) and name the pair's new active namespace roll the pair back,
+as long as the previous namespace can take traffic. Alertmanager delivers at least once and
+HA pairs each send: the same alert (fingerprint and start time) is acted on once, and a
+cooldown stops flapping. Any accepted payload is answered 2xx, even when nothing follows;
+a malformed one 4xx (Alertmanager does not retry those), so a bad payload is not re-sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gatekeeper.config import WebhookConfig
+from gatekeeper.service import responses
+from gatekeeper.service.context import services_of
+from gatekeeper.service.controller import Controller, NotLeader, ShuttingDown
+from gatekeeper.service.dedupe import AlertDeduper
+
+__all__ = [
+    "WebhookAlert",
+    "WebhookPayload",
+    "handle_alertmanager",
+    "match_pairs",
+    "parse_payload",
+]
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal["rollback", "refused", "cooldown", "duplicate", "ignored"]
+_RANK: dict[str, int] = {"rollback": 5, "refused": 4, "cooldown": 3, "duplicate": 2,
+                         "ignored": 1}
+_PREFERRED_PHASES = ("flipped", "stable", "blocked")
+
+
+class _Lenient(BaseModel):
+    """Alertmanager adds fields over time: keep them, validate what we use."""
+
+    model_config = ConfigDict(extra="allow", str_max_length=65536)
+
+
+class WebhookAlert(_Lenient):
+    """One alert of the notification."""
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str = ""
+    endsAt: str = ""
+    generatorURL: str = ""
+    fingerprint: str = ""
+
+    def identity(self) -> str:
+        """Same alert instance, whichever Alertmanager of an HA pair sent it."""
+        key = self.fingerprint or hashlib.sha256(
+            json.dumps(self.labels, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{key}@{self.startsAt}"
+
+    def describe(self) -> str:
+        """`HighErrorRate{namespace="prod-green", severity="critical"}` for reasons."""
+        name = self.labels.get("alertname", "alert")
+        labels = ", ".join(f'{k}="{v}"' for k, v in sorted(self.labels.items())
+                           if k != "alertname")
+        summary = self.annotations.get("summary", "")
+        return f"{name}{{{labels}}}" + (f": {summary}" if summary else "")
+
+
+class WebhookPayload(_Lenient):
+    """Alertmanager's webhook notification, version 4."""
+
+    version: Literal["4"]
+    status: Literal["firing", "resolved"]
+    alerts: list[WebhookAlert]
+    groupKey: str = ""
+    truncatedAlerts: int = 0
+    receiver: str = ""
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+
+
+def parse_payload(body: bytes) -> WebhookPayload:
+    """Validate a webhook body; ValueError with a message that names the bad field."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object (Alertmanager webhook payload, version 4)")
+    try:
+        return WebhookPayload.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors()[:5]:
+            where = ".".join(str(part) for part in error["loc"]) or "body"
+            problems.append(f"{where}: {error['msg']}")
+        raise ValueError("invalid Alertmanager payload: " + "; ".join(problems)) from exc
+
+
+def matches(alert: WebhookAlert, matchers: Mapping[str, str]) -> bool:
+    """Every configured label matcher holds (equality)."""
+    return all(alert.labels.get(name) == value for name, value in matchers.items())
+
+
+def match_pairs(alert: WebhookAlert, settings: WebhookConfig,
+                actives: Mapping[str, tuple[str | None, tuple[str, str]]]) -> list[str]:
+    """Pairs this firing alert is about: `actives[pair] = (active, namespaces)`.
+
+    With `match_namespace` the alert's `namespace` label must be the pair's active namespace;
+    otherwise a `pair` label picks the pair, else the namespace label, else every pair.
+    """
+    if alert.status != "firing" or not matches(alert, settings.matchers):
+        return []
+    namespace = alert.labels.get("namespace")
+    if settings.match_namespace:
+        return [name for name, (active, _) in actives.items()
+                if namespace is not None and namespace == active]
+    if "pair" in alert.labels:
+        return [name for name in actives if name == alert.labels["pair"]]
+    if namespace is not None:
+        return [name for name, (_, spaces) in actives.items() if namespace in spaces]
+    return list(actives)
+
+
+@dataclass(frozen=True)
+class _AlertResult:
+    pair: str
+    alert: str
+    outcome: Outcome
+    reasons: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pair": self.pair, "alert": self.alert, "outcome": self.outcome,
+                "reasons": list(self.reasons)}
+
+
+async def handle_alertmanager(request: web.Request) -> web.Response:
+    """Accept a notification, act on matching alerts, answer what became of them."""
+    received = time.monotonic()
+    services = services_of(request)
+    controller: Controller = services.controller
+    recorder = controller.recorder
+    settings = controller.config.webhook
+    if controller.config.auth.webhook_requires_token:
+        problem = services.auth.problem(request.headers.get("Authorization"))
+        if problem is not None:
+            recorder.record_webhook("unauthorized")
+            raise responses.http_error(401, problem)
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        recorder.record_webhook("too_large")
+        raise responses.http_error(413, f"body over {settings.max_body_bytes} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        recorder.record_webhook("too_large")
+        raise responses.http_error(413, f"body over {settings.max_body_bytes} bytes") from exc
+    if len(body) > settings.max_body_bytes:
+        recorder.record_webhook("too_large")
+        raise responses.http_error(413, f"body over {settings.max_body_bytes} bytes")
+    try:
+        payload = parse_payload(body)
+    except ValueError as exc:
+        recorder.record_webhook("malformed")
+        raise responses.http_error(400, str(exc)) from exc
+    results = await _act(controller, services.deduper, payload, received)
+    outcome = max((r.outcome for r in results), key=_RANK.__getitem__, default="ignored")
+    recorder.record_webhook(outcome)
+    log.info("alertmanager webhook", outcome=outcome, alerts=len(payload.alerts),
+             group=payload.groupKey[:200], results=[r.to_dict() for r in results][:10])
+    return responses.json_response({"accepted": True, "outcome": outcome,
+                                 "alerts": len(payload.alerts),
+                                 "results": [r.to_dict() for r in results]})
+
+
+async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPayload,
+               received: float) -> list[_AlertResult]:
+    settings = controller.config.webhook
+    actives = {name: (view.state.active if view.state.phase in _PREFERRED_PHASES
+                      else None, view.pair.namespaces)
+               for name, view in controller.views.items()}
+    results: list[_AlertResult] = []
+    for alert in payload.alerts:
+        for pair in match_pairs(alert, settings, actives):
+            key = f"{pair}/{alert.identity()}"
+            if not deduper.claim(key):
+                results.append(_AlertResult(pair, alert.describe(), "duplicate"))
+                continue
+            reason = f"Alertmanager: {alert.describe()}"
+            try:
+                outcome, answer = await controller.alert(pair, reason[:500], received)
+            except (NotLeader, ShuttingDown) as exc:
+                deduper.release(key)
+                raise responses.http_error(503, str(exc), retry_after=1) from exc
+            except Exception as exc:
+                deduper.release(key)
+                log.exception("webhook rollback failed", pair=pair)
+                raise responses.http_error(503, f"rollback failed: {type(exc).__name__}: {exc}",
+                                        retry_after=1) from exc
+            if outcome in ("ignored", "cooldown"):
+                deduper.release(key)  # a repeat may act once the pair is in a release
+            results.append(_AlertResult(pair, alert.describe(), outcome, answer.reasons))
+    return results

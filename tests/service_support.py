@@ -1,0 +1,205 @@
+"""Helpers shared by the service tests: a per-test cluster seed, a config file, a client.
+
+Every test uses its own namespace names (the Prometheus is shared by the whole session) and
+its own emulated API server, so tests never see each other's pairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from kubernetes_asyncio import client
+
+from gatekeeper.config import LoadedConfig, load_config
+from gatekeeper.kubeclient import read_json
+
+TOKEN = "test-token-3f9a"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROUTE = "api-live"
+OLD, NEW = "registry.example.com/api:1.4.0", "registry.example.com/api:1.5.0"
+
+ERROR_RATE_RULE = {
+    "name": "error-rate",
+    "description": "Share of requests answered 5xx.",
+    "source": "prometheus",
+    "query": (
+        '(sum by (namespace) (rate(http_requests_total{namespace=~"${namespaces}", '
+        'status=~"5.."}[${window}])) or sum by (namespace) (rate(http_requests_total'
+        '{namespace=~"${namespaces}"}[${window}])) * 0) / sum by (namespace) '
+        '(rate(http_requests_total{namespace=~"${namespaces}"}[${window}]))'
+    ),
+    "samples_query": (
+        'sum by (namespace) (increase(http_requests_total{namespace=~"${namespaces}"}'
+        "[${window}]))"
+    ),
+    "min_samples": 20,
+    "pass": ["< 0.01"],
+    "weight": 3,
+    "key": True,
+}
+PODS_READY_RULE = {
+    "name": "pods-ready",
+    "description": "Every pod Ready.",
+    "source": "kubernetes",
+    "check": "pods_ready",
+    "pass": ["== 1"],
+    "weight": 1,
+    "key": True,
+}
+
+
+def namespace(name: str) -> dict[str, Any]:
+    """A Namespace object."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def deployment(ns: str, image: str, replicas: int) -> dict[str, Any]:
+    """Deployment `api` running `image`."""
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": ns, "labels": {"app": "api"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "api"}},
+            "template": {"metadata": {"labels": {"app": "api"}},
+                         "spec": {"containers": [{"name": "api", "image": image}]}},
+        },
+    }
+
+
+def ingressroute(routing: str, active: str) -> dict[str, Any]:
+    """The IngressRoute sending all traffic to `active`."""
+    return {
+        "apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute",
+        "metadata": {"name": ROUTE, "namespace": routing},
+        "spec": {"entryPoints": ["web"], "routes": [{
+            "match": "Host(`api.example.com`)", "kind": "Rule",
+            "services": [{"name": "api-service", "namespace": active, "port": 8080}]}]},
+    }
+
+
+def seed(blue: str, green: str, routing: str, *, blue_image: str = OLD,
+         green_image: str = OLD, green_replicas: int = 2) -> list[dict[str, Any]]:
+    """Blue live on `blue_image`, green dark on `green_image`, the route in `routing`."""
+    return [
+        namespace(blue), namespace(green), namespace(routing), namespace("gatekeeper"),
+        deployment(blue, blue_image, 2), deployment(green, green_image, green_replicas),
+        ingressroute(routing, blue),
+    ]
+
+
+def write_config(
+    tmp_path: Path,
+    pairs: list[tuple[str, str, str, str]],
+    *,
+    prometheus_url: str | None,
+    policy: dict[str, Any] | None = None,
+    rules: list[dict[str, Any]] | None = None,
+    evaluation: dict[str, Any] | None = None,
+    **extra: Any,
+) -> LoadedConfig:
+    """Write rules and configuration; pairs are (name, blue, green, routing namespace)."""
+    rule_list = rules if rules is not None else [ERROR_RATE_RULE, PODS_READY_RULE]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"rules": rule_list}))
+    config: dict[str, Any] = {
+        "evaluation": {"interval": "1s", "window": "10s", "source_timeout": "3s",
+                       **(evaluation or {})},
+        "rule_files": ["rules.yaml"],
+        "pairs": [{"name": name, "namespaces": [blue, green], "selector": "app=api",
+                   "routes": [{"name": ROUTE, "namespace": routing}]}
+                  for name, blue, green, routing in pairs],
+        "policy": {"auto_flip": True, "soak": "2s", "consecutive_passes": 3,
+                   "observation": "1h", "rollback_on_gate_failures": 3, "cooldown": "60s",
+                   "ready_timeout": "10s", **(policy or {})},
+        "leader_election": {"enabled": False},
+        **extra,
+    }
+    if prometheus_url is not None:
+        config["prometheus"] = {"url": prometheus_url, "timeout": "3s"}
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return load_config(path)
+
+
+async def wait_until(predicate: Callable[[], Any], *, within: float, interval: float = 0.1,
+                     what: str = "condition") -> Any:
+    """Poll a (sync or async) predicate until truthy; AssertionError after `within` s."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {within}s")
+        await asyncio.sleep(interval)
+
+
+async def route_target(api: client.ApiClient, routing: str) -> str:
+    """Where the IngressRoute sends traffic now."""
+    body = await read_json(client.CustomObjectsApi(api).get_namespaced_custom_object,
+                           "traefik.io", "v1alpha1", routing, "ingressroutes", ROUTE)
+    return str(body["spec"]["routes"][0]["services"][0]["namespace"])
+
+
+async def replicas(api: client.ApiClient, ns: str) -> int:
+    """Desired replicas of Deployment `api`."""
+    body = await read_json(client.AppsV1Api(api).read_namespaced_deployment, "api", ns)
+    return int(body["spec"]["replicas"])
+
+
+async def set_image(api: client.ApiClient, ns: str, image: str) -> None:
+    """Deploy a new release into `ns` (what a pipeline's kustomize edit does)."""
+    body = await read_json(client.AppsV1Api(api).read_namespaced_deployment, "api", ns)
+    body["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    await read_json(client.AppsV1Api(api).replace_namespaced_deployment, "api", ns, body)
+
+
+async def get_json(session: aiohttp.ClientSession, url: str,
+                   **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body)."""
+    async with session.get(url, **kwargs) as response:
+        return response.status, await response.json()
+
+
+async def post_json(session: aiohttp.ClientSession, url: str, body: Any = None, *,
+                    headers: dict[str, str] | None = None, **kwargs: Any
+                    ) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body) of a POST with the test token unless headers are given."""
+    async with session.post(url, json=body, headers=AUTH if headers is None else headers,
+                            **kwargs) as response:
+        return response.status, await response.json()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for an unreachable source)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def writes(emulator: Any) -> list[str]:
+    """Mutating requests the emulated API server answered (`PATCH /apis/...`)."""
+    return [f"{r.method} {r.path}" for r in emulator.requests.records()
+            if r.method in ("POST", "PUT", "PATCH", "DELETE")]
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """One sample from a Prometheus exposition (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
