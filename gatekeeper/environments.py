@@ -119,7 +119,7 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
     """The pod's Ready condition is True."""
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
-            return condition.get("status") == "True"
+            return bool(condition.get("status") == "True")
     return False
 
 

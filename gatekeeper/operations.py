@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import structlog
@@ -131,6 +132,21 @@ class PairStatus:
         }
 
 
+Method = TypeVar("Method", bound=Callable[..., Awaitable[OperationResult]])
+
+
+def _in_log_context(action: str) -> Callable[[Method], Method]:
+    """Bind pair and action to every log line of the call (routers and environments too)."""
+    def decorate(method: Method) -> Method:
+        @functools.wraps(method)
+        async def bound(self: Operations, pair: PairConfig, *args: Any, **kwargs: Any
+                        ) -> OperationResult:
+            with structlog.contextvars.bound_contextvars(pair=pair.name, action=action):
+                return await method(self, pair, *args, **kwargs)
+        return cast(Method, bound)
+    return decorate
+
+
 def _result(action: str, *, active: str | None, changed: bool = False, refused: bool = False,
             reasons: tuple[str, ...] | list[str] = (), **details: Any) -> OperationResult:
     return OperationResult(action, changed, refused, tuple(reasons), active, details)
@@ -235,6 +251,7 @@ class Operations:
 
     # -- switching -----------------------------------------------------------------------------
 
+    @_in_log_context("flip")
     async def flip(self, pair: PairConfig, *, to: str | None = None, force: bool = False,
                    trigger: str = "manual", reason: str = "") -> OperationResult:
         """Send traffic to `to` (default: the dark namespace). Already there: no-op.
@@ -278,6 +295,7 @@ class Operations:
                 f"{last.get('id')}) and {dark} still runs the images it ran then; "
                 f"use --to {dark} (or rollback) to send traffic back to them")
 
+    @_in_log_context("rollback")
     async def rollback(self, pair: PairConfig, *, force: bool = False, trigger: str = "manual",
                        reason: str = "", scale_up_first: bool = False) -> OperationResult:
         """Flip back to the previous active recorded in state (once: a second call is a no-op).
@@ -461,6 +479,7 @@ class Operations:
                           "name the namespace explicitly")
         return pair.other(live.active), None
 
+    @_in_log_context("scale_up")
     async def scale_up(self, pair: PairConfig, namespace: str | None = None) -> OperationResult:
         """Scale a namespace (default: the dark one) up to production replica counts."""
         live = await self._live(pair)
@@ -526,6 +545,7 @@ class Operations:
                 failed.append(f"{name}: {detail}")
         return done, failed
 
+    @_in_log_context("wait_ready")
     async def wait_ready(self, pair: PairConfig, namespace: str | None = None, *,
                          timeout: float,  # noqa: ASYNC109 - how long pods may take, part of the API
                          progress: Progress | None = None) -> OperationResult:
@@ -544,6 +564,7 @@ class Operations:
                        readiness=readiness.to_dict(),
                        reasons=[f"{target} not ready after {timeout:g}s", *readiness.reasons])
 
+    @_in_log_context("scale_down")
     async def scale_down(self, pair: PairConfig, namespace: str | None = None, *, keep: int = 0,
                          force: bool = False) -> OperationResult:
         """Scale a namespace (default: the dark, old one) down to `keep` replicas.

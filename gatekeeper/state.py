@@ -180,9 +180,10 @@ class StateStore:
                              f"{exc}") from exc
 
     async def update(self, pair: PairConfig | str,
-                     mutate: Callable[[PairState], None]) -> PairState:
-        """Read, apply `mutate` (may run more than once: keep it pure), write with the
-        resourceVersion read; on 409 start over. Skips the write when nothing changed."""
+                     mutate: Callable[[PairState], object]) -> PairState:
+        """Read, apply `mutate` in place (may run more than once: keep it pure; its return
+        value is ignored), write with the resourceVersion read; on 409 start over. Skips the
+        write when nothing changed."""
         name = _name(pair)
         for _attempt in range(self.retries):
             body = await self._read()

@@ -121,7 +121,7 @@ async def test_concurrent_edit_by_a_second_client_is_reported_by_switch_all(
     """An edit through another client between read_active and switch_all is a conflict."""
     pair = pair_config()
     live = await reading.read_active(kube_api, pair)
-    await client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+    await client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(  # type: ignore[call-arg]
         "traefik.io", "v1alpha1", ROUTING, "ingressroutes", ROUTE_NAME,
         {"metadata": {"labels": {"edited-by": "human"}}},
         _content_type="application/merge-patch+json")

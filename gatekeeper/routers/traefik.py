@@ -82,7 +82,9 @@ async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]
     """Apply a JSON Patch; its `test` ops make a concurrent edit fail with RouteConflict."""
     objects = client.CustomObjectsApi(api)
     try:
-        body: Body = await objects.patch_namespaced_custom_object(
+        # The stubs omit `_content_type`, which the generated code accepts; without it a
+        # list body would still be sent as JSON Patch, but we say so rather than rely on it.
+        body: Body = await objects.patch_namespaced_custom_object(  # type: ignore[call-arg]
             ref.api_group, TRAEFIK_VERSION, ref.namespace, plural, ref.name, ops,
             _content_type=JSON_PATCH,
         )
