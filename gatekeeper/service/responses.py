@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-__all__ = ["error_middleware", "http_error", "json_response", "jsonable"]
+__all__ = ["JsonError", "error_middleware", "http_error", "json_response", "jsonable"]
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +40,14 @@ def json_response(body: dict[str, Any], *, status: int = 200,
                         status=status, content_type="application/json", headers=headers)
 
 
+class JsonError(web.HTTPException):
+    """An HTTP error whose body is `{"error": ..., "status": ...}` (any status code)."""
+
+    def __init__(self, status: int, text: str, headers: dict[str, str]) -> None:
+        self.status_code = status
+        super().__init__(text=text, content_type="application/json", headers=headers)
+
+
 def http_error(status: int, message: str, *, retry_after: int | None = None,
                **extra: Any) -> web.HTTPException:
     """An aiohttp HTTP exception carrying a JSON body `{"error", "status", ...}`."""
@@ -47,20 +55,7 @@ def http_error(status: int, message: str, *, retry_after: int | None = None,
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="gatekeeper"'
     text = json.dumps(jsonable({"error": message, "status": status, **extra}))
-    error_class = web.HTTPException
-    for candidate in _ERROR_CLASSES:
-        if candidate.status_code == status:
-            error_class = candidate
-            break
-    exc = error_class(text=text, content_type="application/json", headers=headers)
-    return exc
-
-
-_ERROR_CLASSES: tuple[type[web.HTTPException], ...] = (
-    web.HTTPBadRequest, web.HTTPUnauthorized, web.HTTPForbidden, web.HTTPNotFound,
-    web.HTTPMethodNotAllowed, web.HTTPConflict, web.HTTPRequestEntityTooLarge,
-    web.HTTPUnsupportedMediaType, web.HTTPServiceUnavailable, web.HTTPInternalServerError,
-)
+    return JsonError(status, text, headers)
 
 
 @web.middleware

@@ -177,8 +177,10 @@ async def handle_alertmanager(request: web.Request) -> web.Response:
     results = await _act(controller, services.deduper, payload, received)
     outcome = max((r.outcome for r in results), key=_RANK.__getitem__, default="ignored")
     recorder.record_webhook(outcome)
-    log.info("alertmanager webhook", outcome=outcome, alerts=len(payload.alerts),
-             group=payload.groupKey[:200], results=[r.to_dict() for r in results][:10])
+    # Repeats are routine (Alertmanager re-sends every repeat_interval): keep them quiet.
+    emit = log.debug if outcome in ("duplicate", "ignored") else log.info
+    emit("alertmanager webhook", outcome=outcome, alerts=len(payload.alerts),
+         group=payload.groupKey[:200], results=[r.to_dict() for r in results][:10])
     return responses.json_response({"accepted": True, "outcome": outcome,
                                  "alerts": len(payload.alerts),
                                  "results": [r.to_dict() for r in results]})
