@@ -149,6 +149,9 @@ def _in_log_context(action: str) -> Callable[[Method], Method]:
 
 def _result(action: str, *, active: str | None, changed: bool = False, refused: bool = False,
             reasons: tuple[str, ...] | list[str] = (), **details: Any) -> OperationResult:
+    if details.get("dry_run") and not refused:
+        log.info("dry-run: nothing changed", action=action, reasons=list(reasons),
+                 would=details.get("would"))
     return OperationResult(action, changed, refused, tuple(reasons), active, details)
 
 

@@ -121,6 +121,8 @@ def test_release_end_to_end(cluster: Path, capsys: pytest.CaptureFixture[str]) -
     assert code == 0 and f"scaled down {BLUE} to 1: api" in out
     code, out, _ = run(capsys, "scale-down", "--keep", "1", *cfg)
     assert code == 0 and out.startswith("nothing to do")
+    code, out, _ = run(capsys, "flip", *cfg)  # a re-run pipeline 2 must not flip back
+    assert code == 0 and out.startswith("nothing to do")
 
     code, out, err = run(capsys, "scale-down", "--namespace", GREEN, *cfg)
     assert code == 1 and "active namespace" in err
