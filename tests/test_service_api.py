@@ -1,0 +1,385 @@
+"""The HTTP API against the emulated cluster: reads, flip-check, authenticated actions,
+idempotence, refusals, leadership, graceful shutdown, notifications and the OpenAPI
+contract (fuzzed with schemathesis: no input produces a 500 or an undocumented status)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gatekeeper.config import NotificationsConfig
+from gatekeeper.kubeclient import read_json
+from gatekeeper.service.app import create_service
+from gatekeeper.service.auth import TokenAuth, load_token
+from gatekeeper.service.notifications import Notice, Notifier, render
+from tests.service_support import (
+    AUTH,
+    NEW,
+    PODS_READY_RULE,
+    TOKEN,
+    get_json,
+    metric_value,
+    post_json,
+    replicas,
+    route_target,
+    seed,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+BLUE, GREEN, ROUTING = "api-blue", "api-green", "api-routing"
+ACTIONS = ("approve", "flip", "rollback", "scale-down")
+
+
+class _NotLeading:
+    is_leader = False
+    holder = "gatekeeper-other-7f"
+
+
+@pytest.fixture
+async def api_service(tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """A running service for pair `api` (blue live, green dark with new images, both Ready),
+    judged on pod readiness only; returns a starter so tests can vary the configuration."""
+    kube_emulator.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
+    started = []
+
+    async def start(*, policy: dict[str, Any] | None = None, **kwargs: Any):
+        loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING)], prometheus_url=None,
+                              rules=[PODS_READY_RULE],
+                              policy={"auto_flip": False, **(policy or {})},
+                              notifications=kwargs.pop("notifications", {}))
+        service = create_service(loaded, kube_api, token=kwargs.pop("token", TOKEN), **kwargs)
+        server = await aiohttp_server(service.app)
+        started.append(service)
+        url = str(server.make_url("")).rstrip("/")
+        await wait_until(lambda: service.controller.ticks > 0, within=10, what="first tick")
+        return service, url, server
+
+    yield start
+    for service in started:
+        await service.close()
+
+
+async def test_reads_health_metrics_and_errors(api_service):
+    """GET endpoints answer JSON from the cache; unknown paths and methods are JSON 4xx."""
+    _service, url, _ = await api_service()
+    async with aiohttp.ClientSession() as http:
+        assert (await get_json(http, f"{url}/healthz"))[0] == 200
+        status, body = await get_json(http, f"{url}/readyz")
+        assert status == 200 and body["leader"] is True
+        status, body = await get_json(http, f"{url}/api/v1/pairs")
+        assert status == 200 and [p["pair"] for p in body["pairs"]] == ["api"]
+        assert body["pairs"][0]["active"] == BLUE and body["pairs"][0]["dark"] == GREEN
+        status, body = await get_json(http, f"{url}/api/v1/pairs/api")
+        assert status == 200 and body["verdict"] == "safe" and body["phase"] == "idle"
+        rules = {r["rule"]: r for r in body["result"]["candidate"]["results"]}
+        assert rules["pods-ready"]["status"] == "pass" and rules["pods-ready"]["value"] == 1
+        assert body["readiness"][GREEN]["ready"] is True
+        status, body = await get_json(http, f"{url}/api/v1/pairs/nope")
+        assert status == 404 and "configured: api" in body["error"]
+        status, body = await get_json(http, f"{url}/nowhere")
+        assert status == 404 and body["status"] == 404
+        async with http.delete(f"{url}/api/v1/pairs/api") as response:
+            assert response.status == 405 and "DELETE" in (await response.json())["error"]
+        async with http.get(f"{url}/metrics") as response:
+            assert response.status == 200
+            assert response.content_type == "text/plain"
+            text = await response.text()
+        status, document = await get_json(http, f"{url}/api/v1/openapi.json")
+        assert status == 200 and document["openapi"].startswith("3.")
+    assert metric_value(text, "gatekeeper_verdict", pair="api", verdict="safe") == 1
+    assert metric_value(text, "gatekeeper_rule_status", pair="api", namespace=GREEN,
+                        role="dark", rule="pods-ready", status="pass") == 1
+    assert metric_value(text, "gatekeeper_phase", pair="api", phase="idle") == 1
+    assert metric_value(text, "gatekeeper_leader") == 1
+    assert metric_value(text, "gatekeeper_evaluation_duration_seconds_count") >= 1
+    assert metric_value(text, "gatekeeper_source_up", source="kubernetes") == 1
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+async def test_actions_need_the_bearer_token(api_service, kube_api, action):
+    """No token, a wrong token or another scheme: 401, and nothing changes."""
+    _service, url, _ = await api_service()
+    async with aiohttp.ClientSession() as http:
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN},
+                        {"Authorization": f"Basic {TOKEN}"}):
+            status, body = await post_json(http, f"{url}/api/v1/pairs/api/{action}",
+                                           {"force": True} if action != "approve" else {},
+                                           headers=headers)
+            assert status == 401, (headers, body)
+            assert TOKEN not in json.dumps(body)
+    assert await route_target(kube_api, ROUTING) == BLUE
+
+
+async def test_without_a_configured_token_actions_are_closed(api_service):
+    """No token configured: fail closed."""
+    _service, url, _ = await api_service(token=None)
+    async with aiohttp.ClientSession() as http:
+        status, body = await post_json(http, f"{url}/api/v1/pairs/api/flip", {})
+    assert status == 401 and "no API token" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "needle"),
+    [
+        ("flip", b"{", "not valid JSON"),
+        ("flip", b"[1]", "JSON object"),
+        ("flip", b'{"force": "yes"}', "force"),
+        ("flip", b'{"bogus": 1}', "bogus"),
+        ("flip", b'{"to": "elsewhere"}', "not part of pair"),
+        ("scale-down", b'{"keep": -1}', "keep"),
+        ("approve", b'{"reason": 7}', "reason"),
+    ],
+)
+async def test_malformed_action_bodies_are_400(api_service, action, body, needle):
+    """Every malformed request gets a 4xx that says what is wrong."""
+    _service, url, _ = await api_service()
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{url}/api/v1/pairs/api/{action}", data=body,
+            headers={**AUTH, "Content-Type": "application/json"}) as response:
+        assert response.status == 400
+        assert needle in (await response.json())["error"]
+
+
+async def test_flip_check_and_the_release_through_the_api(api_service, kube_api):
+    """Approve starts validation; flip-check turns 200; flip, repeat (no-op), refused
+    scale-down, rollback, repeat (no-op): each answered with what was done."""
+    _service, url, _ = await api_service(policy={"soak": 0, "consecutive_passes": 2})
+    pair = f"{url}/api/v1/pairs/api"
+    async with aiohttp.ClientSession() as http:
+        status, body = await get_json(http, f"{pair}/flip-check")
+        assert status == 409 and body["safe"] is False and body["status"] == "unsafe"
+        assert any("no new release" in r for r in body["reasons"])
+        status, body = await post_json(http, f"{pair}/flip", {})
+        assert status == 409 and body["refused"] and body["changed"] is False
+        status, body = await get_json(http, f"{pair}/flip-check?wait=bad")
+        assert status == 400 and "wait" in body["error"]
+        status, body = await get_json(http, f"{pair}/flip-check?wait=99999")
+        assert status == 400
+        status, body = await post_json(http, f"{pair}/approve", {"reason": "QA signed off"})
+        assert status == 200 and body["phase"] == "validating", body
+        status, again = await post_json(http, f"{pair}/approve", {})
+        assert status == 200 and again["phase"] == "validating"
+        status, body = await get_json(http, f"{pair}/flip-check?wait=10")
+        assert status == 200 and body["safe"] is True and body["dark"] == GREEN, body
+        status, body = await post_json(http, f"{pair}/flip", {"reason": "release 1.5.0"})
+        assert status == 200 and body["changed"] is True and body["phase"] == "flipped"
+        assert await route_target(kube_api, ROUTING) == GREEN
+        status, body = await post_json(http, f"{pair}/flip", {})
+        assert status == 200 and body["changed"] is False and "already" in body["reasons"][0]
+        status, body = await post_json(http, f"{pair}/scale-down", {})
+        assert status == 409 and any("observation" in r for r in body["reasons"])
+        assert await replicas(kube_api, BLUE) == 2
+        status, body = await post_json(http, f"{pair}/rollback", {"reason": "pager"})
+        assert status == 200 and body["changed"] is True and body["phase"] == "rolled_back"
+        status, body = await post_json(http, f"{pair}/rollback", {})
+        assert status == 200 and body["changed"] is False
+        status, body = await get_json(http, pair)
+        assert body["active"] == BLUE and body["phase"] == "rolled_back"
+        kinds = [t["kind"] for t in body["history"]]
+        assert "flip" in kinds and "rollback" in kinds
+    assert await route_target(kube_api, ROUTING) == BLUE
+
+
+async def test_forced_scale_down_then_rollback_is_refused_when_nothing_can_serve(
+    api_service, kube_api
+):
+    """After the old namespace is scaled to 0, policy `refuse`: a rollback is a 409."""
+    _service, url, _ = await api_service()
+    pair = f"{url}/api/v1/pairs/api"
+    async with aiohttp.ClientSession() as http:
+        assert (await post_json(http, f"{pair}/flip", {"force": True}))[0] == 200
+        status, body = await post_json(http, f"{pair}/scale-down", {"force": True, "keep": 0})
+        assert status == 200 and body["changed"] is True, body
+        assert await replicas(kube_api, BLUE) == 0
+        status, body = await post_json(http, f"{pair}/rollback", {})
+        assert status == 409 and any("cannot take traffic" in r for r in body["reasons"])
+    assert await route_target(kube_api, ROUTING) == GREEN
+
+
+async def test_followers_serve_reads_but_refuse_actions(api_service, kube_api):
+    """Only the Lease holder acts: elsewhere POSTs answer 503 naming the leader."""
+    _service, url, _ = await api_service(leadership=_NotLeading())
+    async with aiohttp.ClientSession() as http:
+        assert (await get_json(http, f"{url}/api/v1/pairs/api"))[0] == 200
+        async with http.post(f"{url}/api/v1/pairs/api/flip", json={"force": True},
+                             headers=AUTH) as response:
+            assert response.status == 503 and response.headers["Retry-After"]
+            assert "gatekeeper-other-7f" in (await response.json())["error"]
+    assert await route_target(kube_api, ROUTING) == BLUE
+
+
+async def test_shutdown_finishes_a_flip_in_flight(api_service, kube_emulator, kube_api):
+    """SIGTERM while the route is being patched: the flip completes, never half-done."""
+    service, url, server = await api_service()
+    kube_emulator.faults.add(delay=1.0, verb="patch", path="ingressroutes")
+    async with aiohttp.ClientSession() as http:
+        request = asyncio.create_task(post_json(http, f"{url}/api/v1/pairs/api/flip",
+                                                {"force": True}))
+        await wait_until(lambda: service.controller._inflight, within=5, what="in flight")
+        await asyncio.sleep(0.2)
+        await server.close()  # what SIGTERM does: stop serving, clean up
+        await asyncio.gather(request, return_exceptions=True)
+    assert await route_target(kube_api, ROUTING) == GREEN
+    state = await read_json(_core(kube_api).read_namespaced_config_map, "gatekeeper-state",
+                            "gatekeeper")
+    stored = json.loads(state["data"]["api"])
+    assert stored["last_action"]["status"] == "done" and stored["active"] == GREEN
+
+
+def _core(api):
+    from kubernetes_asyncio import client
+
+    return client.CoreV1Api(api)
+
+
+# -- auth and notifications, no cluster -------------------------------------------------------
+
+
+def test_token_sources_and_checks(tmp_path):
+    """File wins over the environment; blank is none; comparisons say what is wrong."""
+    from gatekeeper.config import AuthConfig
+
+    path = tmp_path / "token"
+    path.write_text("  from-file\n")
+    assert load_token(AuthConfig(token_file=str(path)), {"GATEKEEPER_TOKEN": "env"}) == \
+        "from-file"
+    assert load_token(AuthConfig(), {"GATEKEEPER_TOKEN": "env"}) == "env"
+    assert load_token(AuthConfig(), {"GATEKEEPER_TOKEN": "  "}) is None
+    auth = TokenAuth("s3cret")
+    assert auth.problem("Bearer s3cret") is None
+    assert auth.problem("bearer s3cret") is None
+    assert "invalid" in auth.problem("Bearer s3cre")
+    assert "missing" in auth.problem(None)
+    assert "malformed" in auth.problem("s3cret")
+    assert "s3cret" not in repr(auth)
+
+
+def test_notification_bodies():
+    """Slack text, a Teams MessageCard, and the full notice as generic JSON."""
+    notice = Notice(event="rollback", pair="api", message="ApiDown firing", source=GREEN,
+                    target=BLUE, trigger="alertmanager")
+    assert "rollback api-green -> api-blue (alertmanager)" in render("slack", notice)["text"]
+    teams = render("teams", notice)
+    assert teams["@type"] == "MessageCard" and teams["themeColor"] == "E01E5A"
+    generic = render("webhook", notice)
+    assert generic["pair"] == "api" and generic["trigger"] == "alertmanager"
+
+
+async def test_notifications_are_retried_in_the_background(aiohttp_server):
+    """A receiver failing twice gets the notice on the third try; notify never waits."""
+    received: list[dict[str, Any]] = []
+    failures = {"left": 2}
+
+    async def hook(request: web.Request) -> web.Response:
+        if failures["left"]:
+            failures["left"] -= 1
+            return web.Response(status=503)
+        received.append(await request.json())
+        return web.Response(status=200)
+
+    async def gone(_request: web.Request) -> web.Response:
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_post("/gone", gone)
+    server = await aiohttp_server(app)
+    settings = NotificationsConfig(webhooks=(str(server.make_url("/hook")),),
+                                   slack=(str(server.make_url("/gone")),), retries=3)
+    notifier = Notifier(settings, backoff=0.01)
+    task = asyncio.create_task(notifier.run())
+    try:
+        notifier.notify(Notice(event="flip", pair="api", message="released"))
+        await wait_until(lambda: received, within=5, what="delivery")
+        await notifier.drain(2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert received[0]["event"] == "flip" and received[0]["pair"] == "api"
+    assert notifier.sent == 1 and notifier.failed == 1  # 404 is not retried
+
+
+async def test_a_flip_notifies(api_service, aiohttp_server):
+    """A flip through the API sends the configured generic webhook."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = await aiohttp_server(app)
+    _service, url, _ = await api_service(
+        notifications={"webhooks": [str(receiver.make_url("/hook"))]})
+    async with aiohttp.ClientSession() as http:
+        assert (await post_json(http, f"{url}/api/v1/pairs/api/flip", {"force": True}))[0] == 200
+    await wait_until(lambda: received, within=5, what="notification")
+    assert received[0]["event"] == "flip" and received[0]["target"] == GREEN
+
+
+# -- the OpenAPI contract ----------------------------------------------------------------------
+
+
+def _fuzz(base_url: str, document: dict[str, Any], examples: int) -> list[str]:
+    """Run schemathesis against every operation; return the failures found."""
+    import hypothesis
+    import schemathesis
+    from schemathesis.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    document = json.loads(json.dumps(document))
+    for path in document["paths"].values():  # aim at the configured pair, and a wrong one
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "pair":
+                    parameter["schema"] = {"type": "string", "enum": ["api", "nope"]}
+    schema = schemathesis.openapi.from_dict(document)
+    calls = iter(range(10**9))
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance, negative_data_rejection]
+    failures: list[str] = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @hypothesis.settings(max_examples=examples, deadline=None, database=None,
+                             suppress_health_check=list(hypothesis.HealthCheck),
+                             phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
+        @hypothesis.given(case=operation.as_strategy())
+        def run(case: Any) -> None:
+            # Every fourth request goes without the token, to exercise the 401 path.
+            headers = dict(AUTH) if case.method == "POST" and next(calls) % 4 else {}
+            if "wait" in (case.query or {}):
+                case.query["wait"] = min(float(case.query["wait"] or 0), 0.05) \
+                    if isinstance(case.query["wait"], int | float) else case.query["wait"]
+            try:
+                case.call_and_validate(base_url=base_url, headers=headers, checks=checks,
+                                       timeout=10)
+            except Exception as exc:  # noqa: BLE001 - collected and reported below
+                failures.append(f"{case.method} {case.formatted_path}: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}")
+
+        run()
+    return failures
+
+
+async def test_openapi_contract_holds_under_fuzzing(api_service):
+    """schemathesis: no 500s, no undocumented status codes or content types."""
+    _service, url, _ = await api_service(policy={"cooldown": 0})
+    async with aiohttp.ClientSession() as http:
+        _, document = await get_json(http, f"{url}/api/v1/openapi.json")
+    failures = await asyncio.to_thread(_fuzz, url, document, 12)
+    assert not failures, "\n".join(failures[:10])
