@@ -175,7 +175,7 @@ async def _body(request: web.Request, model: type[BodyT]) -> BodyT:
     if len(raw) > MAX_ACTION_BODY:
         raise responses.http_error(413, f"body over {MAX_ACTION_BODY} bytes")
     if not raw.strip():
-        return model()
+        return model.model_validate({})
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -338,7 +338,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/pairs", list_pairs, allow_head=False)
     app.router.add_get("/api/v1/pairs/{pair}", get_pair, allow_head=False)
     app.router.add_get("/api/v1/pairs/{pair}/flip-check", flip_check, allow_head=False)
-    for kind, path in (("approve", "approve"), ("flip", "flip"), ("rollback", "rollback"),
-                       ("scale_down", "scale-down")):
+    actions: tuple[tuple[Literal["approve", "flip", "rollback", "scale_down"], str], ...] = (
+        ("approve", "approve"), ("flip", "flip"), ("rollback", "rollback"),
+        ("scale_down", "scale-down"))
+    for kind, path in actions:
         app.router.add_post(f"/api/v1/pairs/{{pair}}/{path}", _action_handler(kind))
     app.router.add_post("/api/v1/alertmanager", handle_alertmanager)

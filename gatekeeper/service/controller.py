@@ -428,7 +428,8 @@ class Controller:
         self.recorder.forget_namespace_roles(pair.name, pair.namespaces)
         self.recorder.record_active(pair.name, action.namespace, pair.namespaces)
         message = action.reason or (result.reasons[0] if result.reasons else action.describe())
-        self._notify(pair, action.kind, message, source=state.active, target=action.namespace,
+        event: Literal["flip", "rollback"] = "flip" if action.kind == "flip" else "rollback"
+        self._notify(pair, event, message, source=state.active, target=action.namespace,
                      trigger=action.trigger,
                      phase="flipped" if action.kind == "flip" else "rolled_back")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from gatekeeper.config import PairConfig
 from gatekeeper.environments import Readiness
 from gatekeeper.lifecycle import Health, Observation
-from gatekeeper.measurements import NamespaceScore, Verdict
+from gatekeeper.measurements import NamespaceScore, Verdict, VerdictName
 
 __all__ = ["LiveRead", "active_health", "observe"]
 
@@ -70,6 +70,8 @@ def observe(pair: PairConfig, live: LiveRead, verdict: Verdict | None) -> Observ
         dark_replicas = sum(d.replicas for d in dark_read.deployments)
         dark_ready = dark_read.ready
         dark_problem = "; ".join(dark_read.reasons[:3])
+    verdict_name: VerdictName
+    reasons: tuple[str, ...]
     if verdict is None or verdict.candidate.namespace != dark:
         verdict_name, reasons = "unknown", ("not evaluated yet",)
         health, health_reasons = active_health(None)
