@@ -39,7 +39,8 @@ KubeName = Annotated[str, BeforeValidator(_dns_label)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are no durations, counts or thresholds: refuse them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PrometheusConfig(_Section):
@@ -204,7 +205,7 @@ class Config(_Section):
     alertmanager: AlertmanagerConfig | None = None
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    rule_files: tuple[str, ...] = ("rules/",)
+    rule_files: tuple[str, ...] = Field(("rules/",), min_length=1)
     variables: dict[str, str] = Field(default_factory=dict)
     pairs: tuple[PairConfig, ...] = Field(min_length=1)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)

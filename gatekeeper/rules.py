@@ -33,7 +33,8 @@ _NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]*[a-z0-9])?$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are no thresholds, weights or durations: refuse them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _criteria(values: Any) -> tuple[Criterion, ...]:
@@ -113,7 +114,8 @@ class LogSpec(_Strict):
 class Rule(_Strict):
     """One gate rule; see docs/rules.md."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
 
     name: str
     description: str = ""
@@ -200,8 +202,10 @@ class RuleFile(_Strict):
     @field_validator("variables", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
+        # Numbers become text (`threshold: 5`); lists and mappings stay invalid.
         if isinstance(value, dict):
-            return {k: v if isinstance(v, str) else str(v) for k, v in value.items()}
+            return {k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                    for k, v in value.items()}
         return value
 
 

@@ -42,23 +42,51 @@ class LineMap:
         return self.lines.get((), 1)
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> Any:
+MAX_NODES = 200_000
+"""A rule or configuration file has hundreds of nodes; more means an alias bomb."""
+
+
+def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int],
+          walking: set[int], budget: list[int]) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = yaml.SafeLoader.construct_object(_LOADER, key_node, deep=True)  # type: ignore[arg-type]
-            child = (*path, key if isinstance(key, str | int) else str(key))
-            lines[child] = key_node.start_mark.line + 1
-            if key in result:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            result[key] = _walk(value_node, child, lines)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_walk(item, (*path, index), lines) for index, item in enumerate(node.value)]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"more than {MAX_NODES} values (aliases expanding without bound?)",
+            node.start_mark)
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        if id(node) in walking:
+            raise yaml.constructor.ConstructorError(
+                None, None, "an alias refers to a value that contains it (recursive alias)",
+                node.start_mark)
+        walking.add(id(node))
+        try:
+            return _walk_collection(node, path, lines, walking, budget)
+        finally:
+            walking.discard(id(node))
     return yaml.SafeLoader.construct_object(_LOADER, node, deep=True)  # type: ignore[arg-type]
+
+
+def _walk_collection(node: yaml.MappingNode | yaml.SequenceNode, path: PathKey,
+                     lines: dict[PathKey, int], walking: set[int], budget: list[int]) -> Any:
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(item, (*path, index), lines, walking, budget)
+                for index, item in enumerate(node.value)]
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain value (a name), not a list or a mapping",
+                key_node.start_mark)
+        key = yaml.SafeLoader.construct_object(_LOADER, key_node, deep=True)  # type: ignore[arg-type]
+        child = (*path, key if isinstance(key, str | int) else str(key))
+        lines[child] = key_node.start_mark.line + 1
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        result[key] = _walk(value_node, child, lines, walking, budget)
+    return result
 
 
 _LOADER = yaml.SafeLoader("")
@@ -69,20 +97,14 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, LineMap]:
     line_map = LineMap(file=file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = None if node is None else _walk(node, (), line_map.lines, set(), [MAX_NODES])
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigFileError([f"{file}:{line}: invalid YAML: {problem}"]) from exc
-    if node is None:
-        return None, line_map
-    try:
-        data = _walk(node, (), line_map.lines)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigFileError([f"{file}:{line}: invalid YAML: {problem}"]) from exc
+    except RecursionError as exc:
+        raise ConfigFileError([f"{file}:1: invalid YAML: values nested too deeply"]) from exc
     return data, line_map
 
 
@@ -91,8 +113,9 @@ def load_yaml_file(path: str | Path) -> tuple[Any, LineMap]:
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigFileError([f"{name}:1: cannot read file: {exc}"]) from exc
+    except (OSError, ValueError) as exc:  # ValueError: undecodable text, or NUL in the path
+        shown = name.replace("\x00", "\\0")
+        raise ConfigFileError([f"{shown}:1: cannot read file: {exc}"]) from exc
     return load_yaml_text(text, name)
 
 
