@@ -24,6 +24,7 @@ from .resources import PODS, ResourceType
 from .store import Event, ObjectStore
 
 Obj = dict[str, Any]
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 def _resource(api_version: str, kind: str) -> ResourceType:
@@ -47,6 +48,7 @@ class Emulator:
         log_lines_per_container: int = 100_000,
         request_log_size: int = 2000,
         seed: int = 0,
+        system_namespaces: bool = True,
     ) -> None:
         self.rng = random.Random(seed)
         self.store = ObjectStore(history_size=history_size)
@@ -66,6 +68,9 @@ class Emulator:
         self._changed: asyncio.Event | None = None
         self._closed: asyncio.Event | None = None
         self.store.on_watches_changed = self._notify
+        if system_namespaces:  # every real cluster has them; `default` is the implicit one
+            for name in SYSTEM_NAMESPACES:
+                self.api.ensure_namespace(name)
 
     def _notify(self) -> None:
         if self._changed is not None:

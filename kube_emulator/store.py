@@ -94,6 +94,10 @@ class Watcher:
         """Next event; None once closed; TimeoutError if nothing came within `at_most` s."""
         if self.closed and self._queue.empty():
             return None
+        if not self._queue.empty():
+            # wait_for(get(), 0) raises TimeoutError even with an item queued; a stream whose
+            # bookmark fell due while events were pending would then never send again.
+            return self._queue.get_nowait()
         return await asyncio.wait_for(self._queue.get(), at_most)
 
     def close(self) -> None:

@@ -171,6 +171,8 @@ def prepare_update(
             result["status"] = clone(old["status"])
         else:
             result.pop("status", None)
+    if rt.kind == "Namespace" and "spec" in old:
+        result["spec"] = clone(old["spec"])  # spec.finalizers only change via /finalize
     if rt.kind == "Service":
         for key in ("clusterIP", "clusterIPs"):
             if key in old.get("spec", {}) and not result.setdefault("spec", {}).get(key):
