@@ -74,7 +74,8 @@ def _play(stack: stacks.Stack, record: Record, deadline: float, output: Path, *,
     print("\nWhile it runs, open:")
     for name, url in stack.urls().items():
         print(f"  {name:<26} {url}")
-    print(f"  process logs               {output / 'logs'}/ (after the run)", flush=True)
+    print(f"  process logs               {output / 'logs'}/ (after the run)")
+    print(f"  throw-away directory       {stack.workdir} (removed at the end)", flush=True)
     narrator.start()
     results: list[stories.ActResult] = []
     failure = ""

@@ -45,12 +45,12 @@ class Timing:
     consecutive_passes: int = 3
     observation: str = "20s"
     ready_delay_s: float = 2.0
-    check_wait: str = "25s"
+    check_wait: str = "20s"
     """How long act 2's pipeline waits for a safe answer before giving up."""
     degrade_after_s: float = 4.0
 
 
-FAST = Timing(window="10s", soak="6s", observation="12s", check_wait="20s",
+FAST = Timing(window="10s", soak="6s", observation="12s", check_wait="12s",
               degrade_after_s=3.0)
 
 

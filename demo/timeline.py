@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -116,7 +117,7 @@ def render(path: Path, curves: Curves, record: Record, end: float) -> Path:
     first = min((t for s in (curves.error_ratio, curves.p99) for pts in s.values()
                  for t, _ in pts[:1]), default=origin)
     left, right = max(0.0, first - origin - 1.0), end - origin
-    _markers(err_ax, lat_ax, record.events, origin, right=right)
+    err_ax.set_xlim(left, right)
     _acts(err_ax, record.events, origin)
     handles, labels = err_ax.get_legend_handles_labels()
     for namespace, colour in BANDS.items():
@@ -129,8 +130,8 @@ def render(path: Path, curves: Curves, record: Record, end: float) -> Path:
         handles.append(plt.Line2D([], [], color=colour, ls=style, lw=1.3))
         labels.append(text)
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=9, frameon=False)
-    err_ax.set_xlim(left, right)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _markers(err_ax, lat_ax, record.events, origin)  # after layout: no overlaps
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -164,29 +165,39 @@ def _with_gaps(
     return xs, ys
 
 
-def _markers(top: plt.Axes, bottom: plt.Axes, events: Sequence[Event], origin: float,
-             *, right: float) -> None:
-    """Vertical lines for each marker, labelled at the top of the upper panel (staggered;
-    labels near the right edge extend to the left of their line)."""
+def _markers(top: plt.Axes, bottom: plt.Axes, events: Sequence[Event], origin: float) -> None:
+    """Vertical lines for each marker, labelled at the top of the upper panel; a label that
+    would overlap an earlier one moves one row down, and one that would leave the panel on
+    the right extends to the left of its line."""
     labelled = sorted((e for e in events if e.kind in MARKERS), key=lambda e: e.time)
-    for index, event in enumerate(labelled):
+    renderer = top.figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    placed: list[Any] = []
+    for event in labelled:
         colour, style = MARKERS[event.kind]
         x = event.time - origin
         for ax in (top, bottom):
             ax.axvline(x, color=colour, ls=style, lw=1.3)
-        near_edge = x > right - 0.15 * right
-        top.annotate(
+        label = top.annotate(
             event.label,
             xy=(x, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(-3 if near_edge else 3, -4 - 12 * (index % 3)),
+            xytext=(3, -4),
             textcoords="offset points",
             fontsize=8,
             color=colour,
             va="top",
-            ha="right" if near_edge else "left",
+            ha="left",
             bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
         )
+        if label.get_window_extent(renderer).x1 > top.get_window_extent(renderer).x1:
+            label.set_horizontalalignment("right")
+            label.xyann = (-3, -4)
+        for row in range(6):
+            label.xyann = (label.xyann[0], -4 - 12 * row)
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(label.get_window_extent(renderer))
 
 
 def _acts(top: plt.Axes, events: Sequence[Event], origin: float) -> None:
