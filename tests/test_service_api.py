@@ -54,6 +54,7 @@ async def api_service(tmp_path, kube_emulator, kube_api, aiohttp_server):
         loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING)], prometheus_url=None,
                               rules=[PODS_READY_RULE],
                               policy={"auto_flip": False, **(policy or {})},
+                              evaluation=kwargs.pop("evaluation", None),
                               notifications=kwargs.pop("notifications", {}))
         service = create_service(loaded, kube_api, token=kwargs.pop("token", TOKEN), **kwargs)
         server = await aiohttp_server(service.app)
@@ -202,6 +203,24 @@ async def test_forced_scale_down_then_rollback_is_refused_when_nothing_can_serve
         status, body = await post_json(http, f"{pair}/rollback", {})
         assert status == 409 and any("cannot take traffic" in r for r in body["reasons"])
     assert await route_target(kube_api, ROUTING) == GREEN
+
+
+async def test_a_kubectl_patch_of_the_route_is_followed_at_once(api_service, kube_api):
+    """The watch wakes the loop: a manual route change is followed within a second or two,
+    long before the next interval (30 s here), and recorded as a manual flip."""
+    from kubernetes_asyncio import client
+
+    service, _url, _ = await api_service(evaluation={"interval": "30s"})
+    view = service.controller.views["api"]
+    objects = client.CustomObjectsApi(kube_api)
+    route = await read_json(objects.get_namespaced_custom_object, "traefik.io", "v1alpha1",
+                            ROUTING, "ingressroutes", "api-live")
+    route["spec"]["routes"][0]["services"][0]["namespace"] = GREEN
+    await read_json(objects.replace_namespaced_custom_object, "traefik.io", "v1alpha1",
+                    ROUTING, "ingressroutes", "api-live", route)
+    await wait_until(lambda: view.state.phase == "flipped", within=3, what="followed")
+    assert view.state.active == GREEN and view.state.trigger == "manual"
+    assert "outside gatekeeper" in view.state.reason
 
 
 async def test_followers_serve_reads_but_refuse_actions(api_service, kube_api):

@@ -111,10 +111,12 @@ def create_service(
     registry: CollectorRegistry | None = None,
     run_loop: bool = True,
     leadership: Any | None = None,
+    watch: bool = True,
 ) -> Service:
     """Everything `gatekeeper serve` runs, against the given Kubernetes API client.
 
     Dry-run never writes to the cluster, so it does not campaign for the Lease either.
+    `watch` streams route and Deployment changes so a change is evaluated at once.
     """
     config, rule_set = loaded.config, loaded.rule_set
     dry_run = dry_run or config.policy.dry_run
@@ -135,6 +137,20 @@ def create_service(
     notifier = Notifier(config.notifications)
     controller = Controller(config, evaluator, operations, recorder=recorder,
                             leadership=leadership, notifier=notifier, clock=clock)
+    if watch:
+        watcher = _watcher(api, config, controller)
+        if watcher is not None:
+            background["watch"] = watcher.run
     app = build_app(controller, TokenAuth(token), background=background, notifier=notifier,
                     run_loop=run_loop)
     return Service(app=app, controller=controller, recorder=recorder, sources=sources)
+
+
+def _watcher(api: client.ApiClient, config: Any, controller: Controller) -> Any | None:
+    """A watch on the pairs' routes, Deployments and pods that wakes the control loop."""
+    try:
+        from gatekeeper.watching import Watcher
+    except ModuleNotFoundError:  # the loop still re-reads everything every interval
+        log.warning("gatekeeper.watching is not available: changes are seen at the next tick")
+        return None
+    return Watcher(api, config.pairs, on_event=controller.on_watch_event)

@@ -38,6 +38,7 @@ __all__ = ["ActionOutcome", "Controller", "LeaderView", "NotLeader", "PairView",
 log = structlog.get_logger(__name__)
 
 LIFECYCLE_KEY = "lifecycle"  # the ReleaseState inside the pair's stored JSON
+MIN_GAP = 1.0  # seconds between tick starts when woken early (the minimum interval)
 AlertOutcomeName = Literal["rollback", "ignored", "cooldown", "refused"]
 
 
@@ -169,17 +170,29 @@ class Controller:
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Tick every interval until closed; a failing tick is logged, never fatal."""
+        """Tick every interval, or sooner when woken, until closed; a failing tick is
+        logged, never fatal. Ticks start at least `MIN_GAP` seconds apart."""
         while not self._closing:
             started = time.monotonic()
+            self._wake.clear()  # a change seen during this tick wakes the next one
             try:
                 await self.tick()
             except Exception:
                 log.exception("evaluation tick failed")
-            elapsed = time.monotonic() - started
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, self.interval - elapsed))
+            left = self.interval - (time.monotonic() - started)
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, left))
+            except TimeoutError:
+                continue
+            gap = MIN_GAP - (time.monotonic() - started)
+            if gap > 0 and not self._closing:
+                await asyncio.sleep(gap)
+
+    async def on_watch_event(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        """Watch callback: a route or Deployment changed (a `kubectl patch`, a new release):
+        evaluate now rather than at the next interval. Pod churn does not wake the loop."""
+        if kind != "Pod" and event_type in ("ADDED", "MODIFIED", "DELETED"):
+            self.wake()
 
     async def tick(self) -> None:
         """One evaluation of every pair, then one lifecycle step per pair."""
