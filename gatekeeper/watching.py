@@ -1,0 +1,456 @@
+"""Watch the pairs' Pods, Deployments and route objects; keep the latest of each in memory.
+
+One stream per (resource, namespace), as client-go's reflector does it: list, then watch
+from the list's resourceVersion with bookmarks; a stream that ends (server timeout, dropped
+connection) resumes from the last resourceVersion seen, so nothing in between is missed;
+410 Gone (that version was compacted away) means re-list, and the re-list is diffed with
+the cache so deletions in the gap still reach the callbacks. Errors reconnect after a
+bounded, jittered backoff; a stream silent for longer than `idle_timeout` is presumed dead.
+
+Callbacks run in the stream's task, in the order the server sent the events, after the
+cache was updated; a failing callback is logged and the stream carries on. Keep them
+short: a slow callback delays that stream's later events (and the one-second promise that
+a `kubectl patch` of a route is seen at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, TypedDict
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client
+
+from gatekeeper import kubeclient, tasks
+from gatekeeper.config import PairConfig, RouteRef
+from gatekeeper.kubeclient import ApiException
+
+__all__ = [
+    "DEPLOYMENTS",
+    "PODS",
+    "EventHandler",
+    "ObjectKey",
+    "Resource",
+    "StreamState",
+    "Target",
+    "WatchSettings",
+    "Watcher",
+    "route_resource",
+    "targets_for",
+]
+
+log = structlog.get_logger()
+
+Obj = dict[str, Any]
+_MAX_LINE = 16 * 1024 * 1024  # no single event is larger (etcd refuses objects over ~1.5 MiB)
+_FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
+_ROUTE_PLURALS = {"IngressRoute": "ingressroutes", "TraefikService": "traefikservices"}
+ROUTE_VERSION = "v1alpha1"
+
+
+class RawEvent(TypedDict):
+    """One line of a watch stream, as the API server sends it."""
+
+    type: str
+    object: Obj
+
+
+class EventHandler(Protocol):
+    """Told about every change: `kind` is e.g. "IngressRoute", `event_type` ADDED,
+    MODIFIED or DELETED, `obj` the raw object (its apiVersion tells the API group)."""
+
+    def __call__(self, kind: str, event_type: str, obj: Obj) -> Awaitable[None]: ...
+
+
+@dataclass(frozen=True, order=True)
+class Resource:
+    """A kind of object and where the API serves it."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def api_version(self) -> str:
+        """`v1`, `apps/v1`, `traefik.io/v1alpha1`."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+PODS = Resource("Pod", "", "v1", "pods")
+DEPLOYMENTS = Resource("Deployment", "apps", "v1", "deployments")
+
+
+def route_resource(ref: RouteRef) -> Resource:
+    """The custom resource a route reference names, in its configured API group."""
+    return Resource(ref.kind, ref.api_group, ROUTE_VERSION, _ROUTE_PLURALS[ref.kind])
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """One watch stream: all objects of a resource in one namespace."""
+
+    resource: Resource
+    namespace: str
+
+    def __str__(self) -> str:
+        group = f".{self.resource.group}" if self.resource.group else ""
+        return f"{self.resource.plural}{group}/{self.namespace}"
+
+
+def targets_for(pairs: Iterable[PairConfig]) -> tuple[Target, ...]:
+    """Pods and Deployments of both namespaces of every pair, and every route's kind in its
+    namespace; each stream once, however many pairs share it."""
+    found: set[Target] = set()
+    for pair in pairs:
+        for namespace in pair.namespaces:
+            found.add(Target(PODS, namespace))
+            found.add(Target(DEPLOYMENTS, namespace))
+        for ref in pair.routes:
+            found.add(Target(route_resource(ref), ref.namespace))
+    return tuple(sorted(found))
+
+
+class ObjectKey(NamedTuple):
+    """Where an object lives in the cache."""
+
+    group: str
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass
+class StreamState:
+    """What one stream has done; read by tests, status pages and metrics."""
+
+    resource_version: str | None = None
+    """The last resourceVersion seen (list, event or bookmark): where a reconnect resumes."""
+    synced: bool = False
+    """True once the first list is in the cache."""
+    lists: int = 0
+    """Successful lists: 1, plus one per re-list after 410 Gone."""
+    connections: int = 0
+    """Watch requests opened."""
+    failures: int = 0
+    """Errors (HTTP, network, timeouts) that led to a reconnect after backoff."""
+    gone: int = 0
+    """410 Gone answers: the resourceVersion had been compacted, so we re-listed."""
+    bookmarks: int = 0
+    """BOOKMARK events: the resourceVersion advanced without a change."""
+    changes: int = 0
+    """ADDED, MODIFIED and DELETED events applied to the cache (re-list diffs included)."""
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Timeouts and retry pacing of the watch streams."""
+
+    server_timeout: float = 300.0
+    """Seconds asked of the server (`timeoutSeconds`) per watch request, stretched by up to
+    2x at random like client-go does, so replicas do not reconnect in step."""
+    idle_timeout: float = 90.0
+    """Seconds without a byte (event or bookmark) before the connection is presumed dead
+    and reopened from the last resourceVersion (the real server bookmarks about every
+    minute)."""
+    connect_timeout: float = 10.0
+    """Seconds to open a connection."""
+    list_timeout: float = 60.0
+    """Seconds for each list request (one page)."""
+    page_size: int = 500
+    """Objects per list page."""
+    backoff: tasks.Backoff = field(
+        default_factory=lambda: tasks.Backoff(initial=0.2, maximum=10.0, jitter=0.5))
+    """Wait between failed attempts: exponential, jittered, at most `maximum` seconds."""
+
+
+class _Gone(Exception):
+    """The server no longer has the resourceVersion we asked for: re-list."""
+
+
+class Watcher:
+    """Keeps an up-to-date cache of the pairs' objects and tells callbacks about changes."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        pairs: Sequence[PairConfig],
+        *,
+        on_event: EventHandler | None = None,
+        settings: WatchSettings | None = None,
+    ) -> None:
+        self.settings = settings or WatchSettings()
+        self.targets = targets_for(pairs)
+        self.streams: dict[Target, StreamState] = {t: StreamState() for t in self.targets}
+        self._core = client.CoreV1Api(api)
+        self._apps = client.AppsV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._handlers: list[EventHandler] = [on_event] if on_event else []
+        self._cache: dict[ObjectKey, Obj] = {}
+        self._synced = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self.last_resource_version: str | None = None
+        """The resourceVersion of the latest list, event or bookmark on any stream."""
+        if not self.targets:
+            self._synced.set()
+
+    # -- reading the cache ------------------------------------------------------------------
+
+    @property
+    def changes(self) -> int:
+        """All ADDED, MODIFIED and DELETED events applied so far, on every stream."""
+        return sum(state.changes for state in self.streams.values())
+
+    @property
+    def synced(self) -> bool:
+        """True once every stream has listed its objects at least once."""
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        """Return once the cache holds every watched object (callers bound it with a timeout)."""
+        await self._synced.wait()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once `predicate()` holds; re-checked after every change and bookmark."""
+        async with self._changed:
+            await self._changed.wait_for(predicate)
+
+    def get(self, kind: str, namespace: str, name: str, *, group: str | None = None) -> Obj | None:
+        """The latest object of that kind, namespace and name, or None when absent.
+
+        `group` is needed only when both Traefik API groups hold a route of that name.
+        """
+        if group is not None:
+            return self._cache.get(ObjectKey(group, kind, namespace, name))
+        found = [obj for key, obj in self._cache.items()
+                 if (key.kind, key.namespace, key.name) == (kind, namespace, name)]
+        if len(found) > 1:
+            raise LookupError(f"{kind} {namespace}/{name} exists in several API groups; "
+                              "pass group=")
+        return found[0] if found else None
+
+    def objects(self, kind: str | None = None, namespace: str | None = None) -> list[Obj]:
+        """The cached objects, optionally of one kind and/or namespace, in key order."""
+        return [obj for key, obj in sorted(self._cache.items(), key=lambda item: item[0])
+                if (kind is None or key.kind == kind)
+                and (namespace is None or key.namespace == namespace)]
+
+    def subscribe(self, handler: EventHandler) -> Callable[[], None]:
+        """Add a callback; returns a function that removes it again."""
+        self._handlers.append(handler)
+        return functools.partial(self._unsubscribe, handler)
+
+    def _unsubscribe(self, handler: EventHandler) -> None:
+        if handler in self._handlers:
+            self._handlers.remove(handler)
+
+    # -- the streams ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run one stream per target until cancelled; each stream's crash is logged and it
+        restarts (its own loop already retries API and network errors)."""
+        async with tasks.Tasks(name="watching", shutdown_timeout=5.0) as group:
+            for target in self.targets:
+                group.start(f"watch {target}", functools.partial(self._watch_forever, target),
+                            backoff=self.settings.backoff)
+            await asyncio.Event().wait()
+
+    async def _watch_forever(self, target: Target) -> None:
+        """List, then watch and resume; re-list on 410; back off on errors."""
+        state = self.streams[target]
+        failures = 0
+        bound = structlog.get_logger().bind(stream=str(target))
+        while True:
+            received = True
+            try:
+                if state.resource_version is None or not state.synced:
+                    await self._relist(target, state)
+                    failures = 0
+                received = await self._stream(target, state)
+            except _Gone:
+                state.gone += 1
+                bound.info("watch resourceVersion expired (410 Gone); re-listing",
+                           resource_version=state.resource_version)
+                state.resource_version = None
+                failures += 1
+                if failures == 1:
+                    continue  # the usual case: re-list at once
+            except _FAILURES as error:
+                state.failures += 1
+                failures += 1
+                bound.warning("watch failed; reconnecting", error=_describe(error),
+                              attempt=failures)
+            else:
+                if received:
+                    failures = 0
+                    continue  # a normal end (server timeout, dropped): resume at once
+                failures += 1  # ended without a byte: do not reconnect in a hot loop
+            await asyncio.sleep(self.settings.backoff.delay(failures))
+
+    def _call(self, target: Target) -> tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]:
+        """The generated list method for the target and its positional arguments."""
+        resource = target.resource
+        if resource == PODS:
+            return self._core.list_namespaced_pod, (target.namespace,)
+        if resource == DEPLOYMENTS:
+            return self._apps.list_namespaced_deployment, (target.namespace,)
+        return self._custom.list_namespaced_custom_object, (
+            resource.group, resource.version, target.namespace, resource.plural)
+
+    async def _relist(self, target: Target, state: StreamState) -> None:
+        """List every object (page by page), then diff with the cache and tell callbacks."""
+        call, args = self._call(target)
+        items: list[Obj] = []
+        token: str | None = None
+        while True:
+            extra: dict[str, Any] = {"_continue": token} if token else {}
+            # A 410 here (continue token expired) is an ordinary failure: list again.
+            page = await kubeclient.read_json(
+                call, *args, limit=self.settings.page_size,
+                _request_timeout=self.settings.list_timeout, **extra)
+            items.extend(page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or None
+            if token is None:
+                break
+        resource = target.resource
+        listed: dict[ObjectKey, Obj] = {}
+        for item in items:
+            item.setdefault("kind", resource.kind)  # list items come without kind/apiVersion
+            item.setdefault("apiVersion", resource.api_version)
+            listed[self._key(resource, item)] = item
+        previous = {key: obj for key, obj in self._cache.items()
+                    if (key.group, key.kind, key.namespace)
+                    == (resource.group, resource.kind, target.namespace)}
+        state.resource_version = str(metadata.get("resourceVersion") or "") or None
+        state.lists += 1
+        for key, obj in previous.items():
+            if key not in listed:
+                await self._apply(target, state, "DELETED", obj, note=False)
+        for key, obj in listed.items():
+            old = previous.get(key)
+            if old is None:
+                await self._apply(target, state, "ADDED", obj, note=False)
+            elif _rv(old) != _rv(obj):
+                await self._apply(target, state, "MODIFIED", obj, note=False)
+        self._note(state.resource_version)
+        if not state.synced:
+            state.synced = True
+            if all(s.synced for s in self.streams.values()):
+                self._synced.set()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _stream(self, target: Target, state: StreamState) -> bool:
+        """Watch from the last resourceVersion until the server ends the stream.
+
+        Returns whether anything arrived (an immediate end is paced like a failure).
+        """
+        call, args = self._call(target)
+        settings = self.settings
+        timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout,
+                                        sock_connect=settings.connect_timeout,
+                                        sock_read=settings.idle_timeout)
+        server_timeout = int(settings.server_timeout * (1.0 + random.random()))
+        state.connections += 1
+        response = await call(
+            *args, watch=True, resource_version=state.resource_version,
+            allow_watch_bookmarks=True, timeout_seconds=max(server_timeout, 1),
+            _preload_content=False, _request_timeout=timeout)
+        received = False
+        async with response:
+            if response.status == 410:
+                raise _Gone()
+            if not 200 <= response.status < 300:
+                error = ApiException(status=response.status, reason=response.reason)
+                error.body = (await response.read()).decode("utf-8", errors="replace")
+                raise error
+            buffer = bytearray()
+            async for chunk in response.content.iter_any():
+                received = True
+                buffer += chunk
+                while (end := buffer.find(b"\n")) >= 0:
+                    line = bytes(buffer[:end])
+                    del buffer[: end + 1]
+                    if line.strip():
+                        await self._handle_line(target, state, line)
+                if len(buffer) > _MAX_LINE:
+                    raise ValueError(f"watch event over {_MAX_LINE} bytes")
+            if buffer.strip():
+                await self._handle_line(target, state, bytes(buffer))
+        return received
+
+    async def _handle_line(self, target: Target, state: StreamState, line: bytes) -> None:
+        """Apply one watch event: a change, a bookmark, or an ERROR Status."""
+        event: RawEvent = json.loads(line)
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            code = obj.get("code")
+            if code == 410:
+                raise _Gone()
+            raise ApiException(status=code, reason=f"{obj.get('reason')}: {obj.get('message')}")
+        if kind == "BOOKMARK":
+            rv = _rv(obj)
+            if rv:
+                state.resource_version = rv
+                state.bookmarks += 1
+                self._note(rv)
+                async with self._changed:
+                    self._changed.notify_all()
+            return
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            raise ValueError(f"unknown watch event type {kind!r}")
+        await self._apply(target, state, kind, obj)
+
+    async def _apply(
+        self, target: Target, state: StreamState, event_type: str, obj: Obj, *, note: bool = True
+    ) -> None:
+        """Update the cache and the resourceVersion, then run the callbacks."""
+        resource = target.resource
+        key = self._key(resource, obj)
+        if event_type == "DELETED":
+            self._cache.pop(key, None)
+        else:
+            self._cache[key] = obj
+        state.changes += 1
+        if note:
+            rv = _rv(obj)
+            if rv:
+                state.resource_version = rv
+                self._note(rv)
+            async with self._changed:
+                self._changed.notify_all()
+        for handler in list(self._handlers):
+            try:
+                await handler(resource.kind, event_type, obj)
+            except Exception:
+                log.exception("watch callback failed", kind=resource.kind, event_type=event_type,
+                              namespace=key.namespace, name=key.name)
+
+    def _note(self, rv: str | None) -> None:
+        if rv:
+            self.last_resource_version = rv
+
+    @staticmethod
+    def _key(resource: Resource, obj: Mapping[str, Any]) -> ObjectKey:
+        metadata = obj.get("metadata") or {}
+        return ObjectKey(resource.group, resource.kind, str(metadata.get("namespace") or ""),
+                         str(metadata.get("name") or ""))
+
+
+def _rv(obj: Mapping[str, Any]) -> str | None:
+    return (obj.get("metadata") or {}).get("resourceVersion") or None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ApiException):
+        return f"{error.status} {error.reason}"
+    return repr(error)
+
