@@ -153,6 +153,8 @@ class Leadership:
 
         Refuses to start unless leading, and counts the action as in flight so a graceful
         shutdown releases the Lease only after it finished (bounded by `drain_timeout`).
+        Leadership can still be lost midway (renewals failing): an action with several
+        writes calls `require_leader()` again before each one.
         """
         self.require_leader()
         self._in_flight += 1

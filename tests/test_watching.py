@@ -158,6 +158,22 @@ async def test_initial_list_fills_the_cache(started, kube_api) -> None:
     assert all(state.lists == 1 and state.synced for state in watcher.streams.values())
 
 
+async def test_paged_list_gets_every_object(kube_bluegreen, kube_api) -> None:
+    """With one object per page the list follows `continue` tokens to the end."""
+    paged = watching.WatchSettings(page_size=1, backoff=FAST.backoff)
+    watcher = watching.Watcher(kube_api, [PAIR], settings=paged)
+    task = tasks.start_task("paged watcher", watcher.run)
+    try:
+        await asyncio.wait_for(watcher.wait_synced(), GENEROUS)
+        await converged(watcher, kube_api)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    pages = [r for r in kube_bluegreen.requests.records(verb="list", path_contains=f"{BLUE}/pods")
+             if "limit=1" in r.query]  # the watcher's, not the test's own unpaged lists
+    assert len(pages) == 2 and "continue=" in pages[1].query
+
+
 async def test_manual_route_patch_is_seen_at_once(started, other_api) -> None:
     """A `kubectl patch` of the route by someone else reaches the callback promptly."""
     watcher, recorder = started
