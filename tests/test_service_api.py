@@ -223,6 +223,39 @@ async def test_a_kubectl_patch_of_the_route_is_followed_at_once(api_service, kub
     assert "outside gatekeeper" in view.state.reason
 
 
+async def test_go_no_go_scales_the_old_namespace_down_into_stable(api_service, kube_api):
+    """After the observation window, passing key gates scale the old namespace to `keep`."""
+    service, url, _ = await api_service(policy={"observation": "2s", "auto_scale_down": True,
+                                                "scale_down_keep": 1})
+    async with aiohttp.ClientSession() as http:
+        assert (await post_json(http, f"{url}/api/v1/pairs/api/flip", {"force": True}))[0] == 200
+    view = service.controller.views["api"]
+    await wait_until(lambda: view.state.phase == "stable", within=10, what="stable")
+    assert await replicas(kube_api, BLUE) == 1 and await replicas(kube_api, GREEN) == 2
+    assert view.state.previous == BLUE and view.state.scaled_down_at is not None
+
+
+async def test_failing_key_gates_on_the_new_active_roll_back(api_service, kube_emulator,
+                                                             kube_api):
+    """Pods of the new active stop being Ready: after M failing evaluations, a rollback."""
+    service, url, _ = await api_service(policy={"rollback_on_gate_failures": 2})
+    async with aiohttp.ClientSession() as http:
+        assert (await post_json(http, f"{url}/api/v1/pairs/api/flip", {"force": True}))[0] == 200
+    for pod in kube_emulator.pods(GREEN):
+        kube_emulator.set_pod_ready(GREEN, pod["metadata"]["name"], False)
+    view = service.controller.views["api"]
+    await wait_until(lambda: view.state.phase == "rolled_back", within=10, what="rollback")
+    assert view.state.trigger == "gates" and "pods-ready" in view.state.reason
+    assert await route_target(kube_api, ROUTING) == BLUE
+    text = await _text(f"{url}/metrics")
+    assert metric_value(text, "gatekeeper_rollbacks_total", pair="api", trigger="gates") == 1
+
+
+async def _text(url: str) -> str:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        return await response.text()
+
+
 async def test_followers_serve_reads_but_refuse_actions(api_service, kube_api):
     """Only the Lease holder acts: elsewhere POSTs answer 503 naming the leader."""
     _service, url, _ = await api_service(leadership=_NotLeading())

@@ -219,6 +219,36 @@ async def test_cooldown_after_a_rollback(flipped_service, kube_api):
     assert await route_target(kube_api, ROUTING) == GREEN
 
 
+async def test_after_scale_down_the_alert_scales_up_then_flips(
+    tmp_path, kube_emulator, kube_api, aiohttp_server
+):
+    """Policy scale_up_then_flip: the scaled-down previous namespace comes back, then takes
+    the traffic (the design's risk 1, handled as configured)."""
+    kube_emulator.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
+    loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING)], prometheus_url=None,
+                          rules=[PODS_READY_RULE],
+                          policy={"auto_flip": False,
+                                  "rollback_when_scaled_down": "scale_up_then_flip"})
+    service = create_service(loaded, kube_api, token=TOKEN)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+    view = service.controller.views["api"]
+    try:
+        await wait_until(lambda: view.state.active == BLUE, within=10, what="first tick")
+        async with aiohttp.ClientSession() as http:
+            pair = f"{url}/api/v1/pairs/api"
+            assert (await post_json(http, f"{pair}/flip", {"force": True}))[0] == 200
+            status, body = await post_json(http, f"{pair}/scale-down",
+                                           {"force": True, "keep": 0})
+            assert status == 200 and body["changed"], body
+            status, body = await post_json(http, f"{url}/api/v1/alertmanager", payload())
+            assert status == 200 and body["outcome"] == "rollback", body
+        assert await route_target(kube_api, ROUTING) == BLUE
+        assert view.state.phase == "rolled_back"
+    finally:
+        await service.close()
+
+
 async def _flood(url: str, body: bytes, copies: int = 1000) -> list[int]:
     """POST the same notification `copies` times, 100 at a time; the statuses."""
     headers = {**AUTH, "Content-Type": "application/json"}

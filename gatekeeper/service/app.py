@@ -83,6 +83,10 @@ def build_app(
                 await notifier.drain(3.0)
             await group.close()
 
+    async def stop_acting(_app: web.Application) -> None:
+        controller.stop_acting()
+
+    app.on_shutdown.append(stop_acting)  # before in-flight requests are awaited
     app.cleanup_ctx.append(lifespan)
     return app
 

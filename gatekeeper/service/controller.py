@@ -305,6 +305,8 @@ class Controller:
             if would and tuple(would) != view.would:
                 bound.warning("dry-run: would act", would=would)
             view.would = tuple(would)
+            if not self.is_leader:
+                return  # lost the Lease meanwhile: the new leader owns the state
             await self._commit(pair, before, state, transitions)
 
     async def _load(self, pair: PairConfig) -> ReleaseState:
@@ -317,7 +319,12 @@ class Controller:
             return view.state
         view.record, view.state_error = record, None
         raw = record.extra.get(LIFECYCLE_KEY)
-        state = ReleaseState.from_dict(raw) if isinstance(raw, dict) else ReleaseState()
+        if isinstance(raw, dict):
+            state = ReleaseState.from_dict(raw)
+        elif view.state.active is not None and self.is_leader:
+            state = view.state  # nothing stored (writes failing): carry on from memory
+        else:
+            state = ReleaseState()
         view.state = state
         return state
 
@@ -405,10 +412,16 @@ class Controller:
                          trigger=action.trigger)
         try:
             result = await self._execute(pair, action)
-        except (ClusterError, NotLeader, ShuttingDown, *CLUSTER_ERRORS) as exc:
-            # The action did not (verifiably) happen: block; the next tick re-reads the routes.
-            result = OperationResult(action.kind, False, True, (f"{type(exc).__name__}: {exc}",),
-                                     None, {})
+        except (NotLeader, ShuttingDown) as exc:
+            bound.info("action not started", why=str(exc))
+            return state, [], ""
+        except (ClusterError, *CLUSTER_ERRORS) as exc:
+            # The cluster could not be reached: whatever happened, the next tick re-reads the
+            # routes (a completed switch is followed, a half one shows as disagreeing routes
+            # and blocks), and a decision that still stands is retried.
+            bound.error("action failed; retrying on the next tick", error=str(exc)[:300])
+            return replace(state, reason=f"{action.describe()} failed, retrying: "
+                                         f"{type(exc).__name__}: {str(exc)[:200]}"), [], ""
         if result.details.get("dry_run") or (self.dry_run and not result.changed):
             note = f"would {action.describe()}: " + "; ".join(result.reasons)
             if result.refused:
@@ -630,6 +643,12 @@ class Controller:
                        dark_problem="; ".join(readiness.reasons[:3]))
 
     # -- shutdown ------------------------------------------------------------------------------
+
+    def stop_acting(self) -> None:
+        """Start no new action from now on (called first on shutdown, before requests drain);
+        actions already started finish."""
+        self._closing = True
+        self._wake.set()
 
     async def close(self, deadline: float = 30.0) -> list[str]:
         """Stop ticking and start no new action; wait up to `deadline` seconds for actions
