@@ -111,8 +111,9 @@ def start_task(
 ) -> asyncio.Task[None]:
     """Start a named long-running task whose crashes are logged and, by default, restarted.
 
-    `coro_factory` is called again for each restart. The task is referenced until it ends,
-    so it is never garbage-collected while running. Cancel it (or use `Tasks`) to stop it.
+    `coro_factory` is called again for each restart; a normal return ends the task. The
+    task is referenced until it ends, so it is never garbage-collected while running.
+    Cancel it (or use `Tasks`) to stop it.
     """
     task = asyncio.create_task(
         _guarded(name, coro_factory, restart_on_crash=restart_on_crash,
