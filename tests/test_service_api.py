@@ -268,6 +268,53 @@ async def test_followers_serve_reads_but_refuse_actions(api_service, kube_api):
     assert await route_target(kube_api, ROUTING) == BLUE
 
 
+async def test_of_two_replicas_only_the_lease_holder_acts(tmp_path, kube_emulator, kube_api,
+                                                         aiohttp_server):
+    """Two services, one Lease: the holder flips; the other serves reads and answers 503
+    to actions and to Alertmanager (which then retries)."""
+    kube_emulator.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
+    loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING)], prometheus_url=None,
+                          rules=[PODS_READY_RULE], policy={"auto_flip": False},
+                          leader_election={"enabled": True, "lease_duration": "4s",
+                                           "renew_deadline": "3s", "retry_period": "0.5s"})
+    services, urls = [], []
+    for _ in range(2):
+        service = create_service(loaded, kube_api, token=TOKEN)
+        server = await aiohttp_server(service.app)
+        services.append(service)
+        urls.append(str(server.make_url("")).rstrip("/"))
+    try:
+        await wait_until(lambda: any(s.controller.is_leader for s in services), within=10,
+                         what="a leader")
+        leader = next(i for i, s in enumerate(services) if s.controller.is_leader)
+        follower = 1 - leader
+        assert not services[follower].controller.is_leader
+        async with aiohttp.ClientSession() as http:
+            status, body = await post_json(http, f"{urls[follower]}/api/v1/pairs/api/flip",
+                                           {"force": True})
+            assert status == 503 and "not the leader" in body["error"]
+            status, body = await get_json(http, f"{urls[follower]}/api/v1/pairs/api")
+            assert status == 200 and body["leader"] is False
+            status, body = await post_json(http, f"{urls[leader]}/api/v1/pairs/api/flip",
+                                           {"force": True})
+            assert status == 200 and body["changed"] is True
+            assert await route_target(kube_api, ROUTING) == GREEN
+            await wait_until(lambda: services[follower].controller.views["api"].state.phase
+                             == "flipped", within=5, what="follower shows the leader's state")
+            alert = {"version": "4", "status": "firing", "alerts": [{
+                "status": "firing", "fingerprint": "f1", "startsAt": "2026-01-01T00:00:00Z",
+                "labels": {"severity": "critical", "namespace": GREEN}}]}
+            status, body = await post_json(http, f"{urls[follower]}/api/v1/alertmanager", alert)
+            assert status == 503 and "not the leader" in body["error"]
+            assert await route_target(kube_api, ROUTING) == GREEN
+            status, body = await post_json(http, f"{urls[leader]}/api/v1/alertmanager", alert)
+            assert status == 200 and body["outcome"] == "rollback"
+        assert await route_target(kube_api, ROUTING) == BLUE
+    finally:
+        for service in services:
+            await service.close()
+
+
 async def test_shutdown_finishes_a_flip_in_flight(api_service, kube_emulator, kube_api):
     """SIGTERM while the route is being patched: the flip completes, never half-done."""
     service, url, server = await api_service()

@@ -175,6 +175,7 @@ async def test_critical_alert_rolls_back_once_through_the_real_alertmanager(
                         trigger="alertmanager") == 1
     assert metric_value(text, "gatekeeper_webhook_requests_total", outcome="rollback") == 1
     latency = metric_value(text, "gatekeeper_action_latency_seconds_sum", action="rollback")
+    print(f"webhook received -> routes patched and verified: {latency * 1000:.0f} ms")
     assert 0 < latency < 0.5, latency
     assert view.state.trigger == "alertmanager" and "ApiErrorBudgetBurn" in view.state.reason
 
