@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -42,9 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM (and SIGINT where a shell left it ignored) stop the demo like Ctrl-C does."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; see the module docstring for the exit codes."""
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     timing = stacks.FAST if args.fast else stacks.Timing()
@@ -93,8 +101,11 @@ def _play(stack: stacks.Stack, record: Record, deadline: float, output: Path, *,
     if keep_running:
         print("\n--keep-running: everything stays up (URLs above); Ctrl-C stops it.",
               flush=True)
-        while True:
-            time.sleep(3600)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\ndemo: Ctrl-C, stopping everything", flush=True)
     return 0 if passed else 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -149,11 +150,18 @@ def running(timing: Timing, *, deadline: float, log_dir: Path) -> Iterator[Stack
     try:
         yield _start(workdir, timing, deadline, stoppers)
     finally:
-        for stop in reversed(stoppers):
-            with contextlib.suppress(Exception):
-                stop()
-        _keep_logs(workdir, log_dir)
-        shutil.rmtree(workdir, ignore_errors=True)
+        # A second Ctrl-C must not cut the teardown short; every stop below is bounded.
+        previous = {sig: signal.signal(sig, signal.SIG_IGN)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for stop in reversed(stoppers):
+                with contextlib.suppress(Exception):
+                    stop()
+            _keep_logs(workdir, log_dir)
+            shutil.rmtree(workdir, ignore_errors=True)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _start(workdir: Path, timing: Timing, deadline: float,
