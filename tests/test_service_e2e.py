@@ -161,9 +161,12 @@ async def test_critical_alert_rolls_back_once_through_the_real_alertmanager(
         server = TokenAlertmanager(f"{url}/api/v1/alertmanager", group_wait_s=0.0,
                                    group_interval_s=1.0, repeat_interval_s=1.0)
         with server:
+            posted = time.monotonic()
             server.post_alerts([make_alert("ApiErrorBudgetBurn", green, severity="critical")])
             await wait_until(lambda: view.state.phase == "rolled_back", within=10,
-                             what="rollback")
+                             interval=0.01, what="rollback")
+            print(f"alert posted to Alertmanager -> rolled back: "
+                  f"{(time.monotonic() - posted) * 1000:.0f} ms")
             assert await route_target(kube_api, routing) == blue
             # Alertmanager re-sends the firing group; nothing more may happen.
             await wait_until(lambda: _webhook_calls(service) >= 3, within=10,
