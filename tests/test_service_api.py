@@ -60,7 +60,9 @@ async def api_service(tmp_path, kube_emulator, kube_api, aiohttp_server):
         server = await aiohttp_server(service.app)
         started.append(service)
         url = str(server.make_url("")).rstrip("/")
-        await wait_until(lambda: service.controller.ticks > 0, within=10, what="first tick")
+        if kwargs.get("run_loop", True):
+            await wait_until(lambda: service.controller.ticks > 0, within=10,
+                             what="first tick")
         return service, url, server
 
     yield start
@@ -221,6 +223,34 @@ async def test_a_kubectl_patch_of_the_route_is_followed_at_once(api_service, kub
     await wait_until(lambda: view.state.phase == "flipped", within=3, what="followed")
     assert view.state.active == GREEN and view.state.trigger == "manual"
     assert "outside gatekeeper" in view.state.reason
+
+
+async def test_a_tick_whose_reads_predate_a_flip_does_not_undo_it(api_service, kube_api):
+    """Reads taken before a person's flip are stale: that tick must not take the old route
+    for a manual rollback."""
+    service, url, _ = await api_service(run_loop=False)
+    controller = service.controller
+    await controller.tick()
+    read, release = controller._read, asyncio.Event()
+
+    async def slow_read(pair):
+        live = await read(pair)
+        await release.wait()  # the flip happens between the read and the step
+        return live
+
+    controller._read = slow_read
+    tick = asyncio.create_task(controller.tick())
+    await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession() as http:
+        status, body = await post_json(http, f"{url}/api/v1/pairs/api/flip", {"force": True})
+    assert status == 200 and body["changed"], body
+    release.set()
+    await tick
+    assert controller.views["api"].state.phase == "flipped"
+    controller._read = read
+    await controller.tick()
+    assert controller.views["api"].state.phase == "flipped"
+    assert await route_target(kube_api, ROUTING) == GREEN
 
 
 async def test_go_no_go_scales_the_old_namespace_down_into_stable(api_service, kube_api):

@@ -124,6 +124,8 @@ class Controller:
         self.interval = config.evaluation.interval
         self.views = {pair.name: PairView(pair) for pair in config.pairs}
         self._locks = {pair.name: asyncio.Lock() for pair in config.pairs}
+        self._generation = dict.fromkeys(self.views, 0)
+        """Bumped by every requested action: a tick whose reads predate one is stale."""
         self._inflight: set[asyncio.Task[Any]] = set()
         self._steps: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -198,6 +200,7 @@ class Controller:
         """One evaluation of every pair, then one lifecycle step per pair."""
         started = time.monotonic()
         pairs = list(self.config.pairs)
+        generations = dict(self._generation)
         reads = await asyncio.gather(*(self._read(pair) for pair in pairs))
         assignments = [
             Assignment(pair, pair.other(live.active), live.active)
@@ -225,7 +228,8 @@ class Controller:
                 if readiness is not None:
                     self.recorder.record_replicas(
                         pair.name, namespace, sum(d.replicas for d in readiness.deployments))
-        steps = [asyncio.create_task(self._advance(pair, observations[pair.name]),
+        steps = [asyncio.create_task(self._advance(pair, observations[pair.name],
+                                                   generations[pair.name]),
                                      name=f"advance {pair.name}") for pair in pairs]
         for task in steps:
             self._steps.add(task)
@@ -279,13 +283,21 @@ class Controller:
 
     # -- one pair ------------------------------------------------------------------------------
 
-    async def _advance(self, pair: PairConfig, observation: Observation) -> None:
-        """Step the lifecycle; on the leader act and persist, elsewhere show the leader's."""
+    async def _advance(self, pair: PairConfig, observation: Observation,
+                       generation: int) -> None:
+        """Step the lifecycle; on the leader act and persist, elsewhere show the leader's.
+
+        Skipped when a requested action ran since this tick's reads (they are stale: the
+        routes may have moved), or while one is running; the next tick reads afresh.
+        """
         lock = self._locks[pair.name]
         if lock.locked():
             log.info("pair busy with an action; skipping this tick", pair=pair.name)
             return
         async with lock:
+            if self._generation[pair.name] != generation:
+                log.debug("reads predate an action; skipping this tick", pair=pair.name)
+                return
             view = self.views[pair.name]
             bound = log.bind(pair=pair.name)
             if not self.is_leader or self._closing:
@@ -556,6 +568,7 @@ class Controller:
         A refused automatic action (Alertmanager) blocks the pair; a person's refused
         request only answers 409.
         """
+        self._generation[pair.name] += 1  # the cluster may have changed under this tick
         transitions: list[Transition] = []
         new_state = state
         if result.changed and not result.refused:
@@ -585,6 +598,7 @@ class Controller:
                 return ActionOutcome("approve", False, True, step.refusal, state.phase,
                                      state.active, self.dry_run)
             await self._commit(pair, state, step.state, list(step.transitions))
+            self._generation[pair.name] += 1
             log.info("approved", pair=pair.name, phase=step.state.phase, reason=reason)
             return ActionOutcome("approve", step.state != state, False,
                                  (f"approved in phase {state.phase}: now {step.state.phase}"
@@ -604,7 +618,9 @@ class Controller:
             step: Step = lifecycle.alert_rollback(state, observation, self.policy(pair),
                                                   self.clock(), reason)
             if not step.actions:
-                await self._commit(pair, state, step.state, list(step.transitions))
+                if step.state != state:
+                    await self._commit(pair, state, step.state, list(step.transitions))
+                    self._generation[pair.name] += 1
                 outcome: AlertOutcomeName = "cooldown" if any(
                     r.startswith("cooldown") for r in step.refusal) else (
                     "refused" if step.state.phase == "blocked" else "ignored")
