@@ -195,7 +195,10 @@ async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPa
     results: list[_AlertResult] = []
     for alert in payload.alerts:
         for pair in match_pairs(alert, settings, actives):
-            key = f"{pair}/{alert.identity()}"
+            # Once per alert instance and release: after a later flip the same still-firing
+            # alert is news again.
+            release = controller.views[pair].state.flipped_at
+            key = f"{pair}/{release}/{alert.identity()}"
             if not deduper.claim(key):
                 results.append(_AlertResult(pair, alert.describe(), "duplicate"))
                 continue
