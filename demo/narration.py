@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from prometheus_client.parser import text_string_to_metric_families
 
 from demo.events import EventKind, Record
-from demo.monitoring import ALERT_NAME
+from demo.monitoring import ALERT_NAME, ALERT_THRESHOLD
 from demo.stack import PAIR, Stack
 from telemetry_sandbox import httpjson
 from telemetry_sandbox.httpjson import HTTPStatusError
@@ -73,7 +73,8 @@ class Narrator:
         self._reason_at = 0.0
         self._last_reason = ""
         self._phase = ""
-        self._alerts: dict[tuple[str, str], str] = {}
+        self._alerts: dict[str, str] = {}
+        self._alert_values: dict[str, str] = {}
         self._webhooks: dict[str, float] = {}
         self._degraded: set[str] = set()
         self._unreachable: set[str] = set()
@@ -122,8 +123,7 @@ class Narrator:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> Narrator:
-        """Take a first reading, then keep watching in a thread."""
-        self._tick(0)
+        """Keep watching in a thread."""
         self._thread.start()
         return self
 
@@ -200,6 +200,13 @@ class Narrator:
             target = str(entry.get("to") or "?").removeprefix("production-")
             self.mark("flip" if kind == "flip" else "rollback",
                       f"{kind} → {target} ({trigger})", at=at)
+        elif kind == "scale_up":
+            counts = ", ".join(f"{d} → {n}" for d, n in (entry.get("deployments") or {}).items())
+            self.say("scale-up", f"{entry.get('namespace')}: {counts} replicas", at=at)
+        elif kind == "scale_down":
+            counts = ", ".join(f"{d} → {entry.get('keep', 0)}"
+                               for d in entry.get("deployments") or [])
+            self.say("scale-down", f"{entry.get('namespace')}: {counts} replicas", at=at)
         else:
             details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("at", "kind"))
             self.say(str(kind), details, at=at)
@@ -245,17 +252,18 @@ class Narrator:
         values = metric_values(body.decode())
         with self._lock:
             self.snapshot.metrics = values
-        for key, value in values.items():
+        outcomes: list[str] = []
+        for key, value in sorted(values.items()):
             if not key.startswith("gatekeeper_webhook_requests_total{"):
                 continue
-            before = self._webhooks.get(key, 0.0)
-            if value > before:
-                outcome = _label(key, "outcome")
-                calls = int(value - before)
-                plural = "s" if calls > 1 else ""
-                self.say("webhook", f"Alertmanager called gatekeeper {calls} time{plural}: "
-                                    f"outcome {outcome} (total {int(value)})")
+            calls = int(value - self._webhooks.get(key, 0.0))
+            if calls > 0:
+                outcomes.append(f"{calls} {_label(key, 'outcome')}")
                 self._webhooks[key] = value
+        if outcomes:
+            total = int(sum(self._webhooks.values()))
+            self.say("webhook", f"gatekeeper answered Alertmanager's calls: {', '.join(outcomes)} "
+                                f"(total {total})")
 
     # -- the world -------------------------------------------------------------------------------
 
@@ -279,39 +287,54 @@ class Narrator:
             self.mark("degrade", f"{version} degrades")
 
     def _prometheus_alerts(self) -> None:
+        """Alerts turning pending in Prometheus (firing is told with Alertmanager's line)."""
         answer = httpjson.get_json(f"{self.stack.prometheus.url}/api/v1/alerts", timeout_s=2)
-        for alert in answer["data"]["alerts"]:  # pending, then firing
+        for alert in answer["data"]["alerts"]:
             labels = alert.get("labels") or {}
             if labels.get("alertname") != ALERT_NAME:
                 continue
-            key = ("prometheus", labels.get("namespace", ""))
+            namespace = str(labels.get("namespace", ""))
+            self._alert_values[namespace] = _percent(alert.get("value"))
             state = str(alert.get("state"))
-            if self._alerts.get(key) != state:
-                self._alerts[key] = state
-                value = _percent(alert.get("value"))
-                self.say("Prometheus", f"{ALERT_NAME} {state} for {key[1]} "
-                                       f"(5xx share {value}, severity {labels.get('severity')})")
+            if state == "pending" and self._alerts.get(namespace) != state:
+                self.say("Prometheus", f"{ALERT_NAME} pending for {namespace}: 5xx share "
+                                       f"{self._alert_values[namespace]} above "
+                                       f"{ALERT_THRESHOLD:.0%} (fires after 2s)",
+                         at=_unix(alert.get("activeAt")))
+            self._alerts[namespace] = state
 
     def _alertmanager_alerts(self) -> None:
+        """Alerts Alertmanager holds, stamped with when Prometheus fired them."""
         alerts = self.stack.alertmanager.alerts({"alertname": ALERT_NAME}, timeout_s=2)
         starts = {str((a.get("labels") or {}).get("namespace", "")): _unix(a.get("startsAt"))
                   for a in alerts if (a.get("status") or {}).get("state") == "active"}
         firing = set(starts)
         with self._lock:
             before, self.snapshot.firing = self.snapshot.firing, firing
+        count = len(self.stack.alertmanagers)
         for namespace in sorted(firing - before):
-            self.say("Alertmanager", f"{ALERT_NAME} active for {namespace}: routing it to "
-                                     "gatekeeper's webhook", at=starts[namespace])
+            self.say("alert", f"Prometheus fired {ALERT_NAME} (severity critical) for "
+                              f"{namespace}, 5xx share {self._alert_values.get(namespace, '?')};"
+                              f"\n{count} Alertmanagers (HA pair) send it to gatekeeper's "
+                              "webhook", at=starts[namespace])
             self.mark("alert", f"alert fires: {namespace.removeprefix('production-')}",
                       at=starts[namespace])
         for namespace in sorted(before - firing):
-            self.say("Alertmanager", f"{ALERT_NAME} resolved for {namespace}")
+            self.say("alert", f"{ALERT_NAME} resolved for {namespace}")
 
 
 def _unix(text: Any) -> float | None:
-    """An RFC 3339 timestamp from Alertmanager as Unix seconds (None when unreadable)."""
+    """An RFC 3339 timestamp (Prometheus, Alertmanager) as Unix seconds; None if unreadable.
+
+    Both send nanoseconds, which `fromisoformat` does not take: cut to microseconds."""
+    match = re.match(r"(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)", str(text))
+    if not match:
+        return None
+    whole, fraction, zone = match.groups()
+    fraction = (fraction or "")[:7]
+    zone = "+00:00" if zone in ("Z", "") else zone
     try:
-        return datetime.fromisoformat(str(text)).timestamp()
+        return datetime.fromisoformat(f"{whole}{fraction}{zone}").timestamp()
     except ValueError:
         return None
 

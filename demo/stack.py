@@ -42,7 +42,7 @@ class Timing:
 
     interval: str = "1s"
     window: str = "15s"
-    soak: str = "10s"
+    soak: str = "15s"
     consecutive_passes: int = 3
     observation: str = "20s"
     ready_delay_s: float = 2.0
@@ -51,7 +51,7 @@ class Timing:
     degrade_after_s: float = 4.0
 
 
-FAST = Timing(window="10s", soak="6s", observation="12s", check_wait="12s",
+FAST = Timing(window="10s", soak="10s", observation="12s", check_wait="12s",
               degrade_after_s=3.0)
 
 
@@ -62,7 +62,9 @@ class Stack:
     workdir: Path
     cluster: cl.Cluster
     prometheus: PrometheusServer
-    alertmanager: BearerAlertmanager
+    alertmanagers: tuple[BearerAlertmanager, ...]
+    """An HA pair, unclustered: each notifies the webhook, so gatekeeper sees every alert
+    twice and must still roll back once."""
     gatekeeper: ManagedProcess
     emulator: ManagedProcess
     apps: dict[str, SyntheticApp]
@@ -71,6 +73,11 @@ class Stack:
     token_file: Path
     timing: Timing
     stoppers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def alertmanager(self) -> BearerAlertmanager:
+        """The Alertmanager gatekeeper's `critical-alerts` gate reads."""
+        return self.alertmanagers[0]
 
     @property
     def gatekeeper_url(self) -> str:
@@ -83,7 +90,8 @@ class Stack:
             "gatekeeper API": f"{self.gatekeeper.url}/api/v1/pairs/{PAIR}",
             "gatekeeper metrics": f"{self.gatekeeper.url}/metrics",
             "Prometheus UI": f"{self.prometheus.url}/graph",
-            "Alertmanager UI": f"{self.alertmanager.url}/#/alerts",
+            **{f"Alertmanager UI ({name})": f"{am.url}/#/alerts"
+               for name, am in zip("ab", self.alertmanagers, strict=False)},
             "Kubernetes API (emulated)": self.emulator.url,
         }
 
@@ -204,12 +212,15 @@ def _start(workdir: Path, timing: Timing, deadline: float,
         ready_timeout_s=40.0,
     )
     webhook = f"{gatekeeper.url}/api/v1/alertmanager"
-    alertmanager = BearerAlertmanager(
-        webhook, token_file=token_file, group_wait_s=0.0, group_interval_s=1.0,
-        repeat_interval_s=5.0, workdir=workdir / "alertmanager",
+    alertmanagers = tuple(
+        BearerAlertmanager(webhook, token_file=token_file, group_wait_s=0.0,
+                           group_interval_s=1.0, repeat_interval_s=3.0,
+                           workdir=workdir / f"alertmanager-{name}")
+        for name in "ab"
     )
-    stoppers.append(alertmanager.stop)
-    alertmanager.start()
+    for alertmanager in alertmanagers:
+        stoppers.append(alertmanager.stop)
+        alertmanager.start()
 
     rules = write_alert_rules(workdir / "demo-alerts.yaml")
     prometheus = PrometheusServer(
@@ -218,7 +229,7 @@ def _start(workdir: Path, timing: Timing, deadline: float,
             ScrapeTarget("gatekeeper", (f"127.0.0.1:{gatekeeper.port}",)),
         ],
         rule_files=[rules],
-        alertmanagers=[alertmanager.address],
+        alertmanagers=[alertmanager.address for alertmanager in alertmanagers],
         workdir=workdir / "prometheus",
     )
     stoppers.append(prometheus.stop)
@@ -226,7 +237,7 @@ def _start(workdir: Path, timing: Timing, deadline: float,
 
     config_path = workdir / "gatekeeper.yaml"
     config_path.write_text(yaml.safe_dump(gatekeeper_config(
-        prometheus=prometheus.url, alertmanager=alertmanager.url, kubeconfig=kubeconfig,
+        prometheus=prometheus.url, alertmanager=alertmanagers[0].url, kubeconfig=kubeconfig,
         token_file=token_file, port=gatekeeper.port, timing=timing), sort_keys=False))
 
     traffic = Traffic(cluster, apps, releases(timing), Load(), deadline=deadline).start()
@@ -234,7 +245,7 @@ def _start(workdir: Path, timing: Timing, deadline: float,
     stoppers.append(gatekeeper.stop)
     gatekeeper.start()
     return Stack(
-        workdir=workdir, cluster=cluster, prometheus=prometheus, alertmanager=alertmanager,
+        workdir=workdir, cluster=cluster, prometheus=prometheus, alertmanagers=alertmanagers,
         gatekeeper=gatekeeper, emulator=emulator, apps=apps, traffic=traffic,
         config_path=config_path, token_file=token_file, timing=timing, stoppers=stoppers,
     )
@@ -253,4 +264,4 @@ def _keep_logs(workdir: Path, log_dir: Path) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     for log in workdir.glob("*/*.log"):
         with contextlib.suppress(OSError):
-            shutil.copy(log, log_dir / log.name)
+            shutil.copy(log, log_dir / f"{log.parent.name}.log")

@@ -120,7 +120,8 @@ class Story:
         self.wait("phase validating after new images in production-green",
                   lambda s: s.pair.get("phase") == "validating", 15)
         self.wait_replicas(GREEN, 2, 15)
-        self.narrator.say("check", "gatekeeper scaled production-green from 0 to 2 replicas")
+        self.narrator.say("check", "verified: production-green's Deployment now asks for 2 "
+                                   "replicas")
         pending = self.pending_during_soak()
         soak = parse_duration(self.timing.soak)
         snapshot = self.wait("an automatic flip to production-green",
@@ -149,24 +150,32 @@ class Story:
                 "down after the observation window")
 
     def pending_during_soak(self) -> str:
-        """Ask the pipelines' question while the gates are still soaking: it must be 409."""
-        self.wait("production-green's pods to be ready and its gates evaluated, still "
-                  "validating",
+        """Ask the pipelines' question while the gates pass but the soak is not over: the
+        answer must be 409, naming the soak."""
+        self.wait("production-green's gates passing while the soak holds the flip",
                   lambda s: s.pair.get("phase") == "validating"
-                  and str(s.pair.get("reason")).startswith(("gates ", "1/", "2/")), 20)
+                  and "consecutive passes" in str(s.pair.get("reason")), 40)
+        status, reasons = self.flip_check()
+        self.narrator.say("check", f"GET flip-check while soaking: {status}, not yet\n"
+                          + "\n".join(f"  - {r}" for r in reasons))
+        if status != 409:
+            raise ActFailed(f"flip-check during the soak answered {status}, expected 409")
+        if not any("soaked" in r for r in reasons):
+            raise ActFailed(f"flip-check during the soak did not name it: {reasons}")
+        return "flip-check answered 409 naming the soak"
+
+    def flip_check(self) -> tuple[int, list[str]]:
+        """The pipelines' question over HTTP: (status, reasons)."""
         url = f"{self.stack.gatekeeper_url}/api/v1/pairs/{PAIR}/flip-check"
         try:
-            httpjson.get_json(url, timeout_s=5)
+            status, body = httpjson.request("GET", url, timeout_s=5)
         except httpjson.HTTPStatusError as exc:
-            if exc.status != 409:
-                raise ActFailed(f"flip-check during the soak answered {exc.status}") from exc
-            reasons = httpjson_reasons(exc.body)
-            self.narrator.say("check", "GET flip-check while soaking: 409, not yet\n"
-                              + "\n".join(f"  - {r}" for r in reasons[-2:]))
-            return "flip-check answered 409"
-        if self.narrator.read().pair.get("phase") == "validating":
-            raise ActFailed("flip-check said safe while the pair was still validating")
-        return "already ready"
+            status, body = exc.status, exc.body.encode()
+        try:
+            reasons = [str(r) for r in json.loads(body).get("reasons") or []]
+        except (ValueError, AttributeError):
+            reasons = [body[:200].decode(errors="replace")]
+        return status, reasons
 
     # -- act 2 -----------------------------------------------------------------------------------
 
@@ -185,7 +194,8 @@ class Story:
             self.wait("phase validating after new images in production-blue",
                       lambda s: s.pair.get("phase") == "validating", 15)
             self.wait_replicas(BLUE, 2, 15)
-            self.narrator.say("check", "gatekeeper scaled production-blue from 0 to 2 replicas")
+            self.narrator.say("check", "verified: production-blue's Deployment now asks for 2 "
+                                       "replicas")
             limit = parse_duration(self.timing.check_wait) + 60
             try:
                 output, _ = process.communicate(
@@ -245,10 +255,11 @@ class Story:
         self.narrator.say("rollback", f"webhook received → route patched and verified in "
                                       f"{latency * 1000:.0f} ms "
                                       "(gatekeeper_action_latency_seconds)")
-        linger = 6.0
-        self.narrator.say("story", f"watching {linger:.0f}s more: Alertmanager repeats, "
-                                   "gatekeeper must not act twice")
-        time.sleep(min(linger, max(0.0, self.deadline - time.time())))
+        self.narrator.say("story", "both Alertmanagers deliver the alert, and repeat it; "
+                                   "gatekeeper must act only once")
+        metrics = self.wait("webhook calls from both Alertmanagers",
+                            lambda s: self.webhook_calls(s) >= 2, 10)
+        time.sleep(min(3.0, max(0.0, self.deadline - time.time())))  # and a repeat or two
         metrics = self.fresh_metrics()
         rollbacks = {k: v for k, v in metrics.metrics.items()
                      if k.startswith("gatekeeper_rollbacks_total{") and v}
@@ -256,10 +267,14 @@ class Story:
             raise ActFailed(f"expected exactly one rollback, by alertmanager: {rollbacks}")
         if metrics.active != GREEN:
             raise ActFailed(f"traffic left production-green again: {metrics.active}")
-        calls = sum(v for k, v in metrics.metrics.items()
-                    if k.startswith("gatekeeper_webhook_requests_total{"))
         return (f"rolled back to production-green by Alertmanager's webhook in "
-                f"{latency * 1000:.0f} ms; {calls:.0f} webhook calls, one rollback")
+                f"{latency * 1000:.0f} ms; {self.webhook_calls(metrics):.0f} webhook calls, "
+                "one rollback")
+
+    def webhook_calls(self, snapshot: Snapshot) -> float:
+        """Alertmanager webhook requests gatekeeper counted, whatever became of them."""
+        return sum(v for k, v in snapshot.metrics.items()
+                   if k.startswith("gatekeeper_webhook_requests_total{"))
 
     def latency(self, snapshot: Snapshot, action: str) -> float:
         """Mean of gatekeeper_action_latency_seconds for one action (one rollback: exact)."""
@@ -270,14 +285,6 @@ class Story:
         if not total or not count:
             raise ActFailed(f"gatekeeper exported no {action} latency")
         return total / count
-
-
-def httpjson_reasons(body: str) -> list[str]:
-    """The `reasons` of a 409 flip-check answer."""
-    try:
-        return [str(r) for r in json.loads(body).get("reasons") or []]
-    except (ValueError, AttributeError):
-        return [body[:200]]
 
 
 ACTS: tuple[tuple[int, str, str], ...] = (
