@@ -2,12 +2,16 @@
 
 Every Kubernetes-facing module takes the client this builds. Calls get the configured request
 timeout unless they pass their own `_request_timeout` (a watch must pass a longer one), so no
-call can hang an evaluation. `read_json` returns raw JSON (camelCase, as in the Kubernetes
+call can hang an evaluation. Reads (GET, not watches) that meet a transient failure (429, 5xx,
+a timeout, no connection) are retried after a jittered exponential backoff; writes decide
+for themselves (`transient`, `retry_delay`), because a write may have been applied before
+its error answer. `read_json` returns raw JSON (camelCase, as in the Kubernetes
 docs) without the generated models, which are slow to build for large lists.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -20,10 +24,12 @@ import structlog
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from gatekeeper import tasks
 from gatekeeper.config import KubernetesConfig
 
 __all__ = [
     "API_ERRORS",
+    "ATTEMPTS",
     "ApiException",
     "TimeoutApiClient",
     "connect",
@@ -31,6 +37,8 @@ __all__ = [
     "describe_error",
     "in_cluster_available",
     "read_json",
+    "retry_delay",
+    "transient",
 ]
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -39,18 +47,75 @@ API_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError, ValueError)
 """What a failed API call raises: HTTP errors, connection errors, timeouts, bad JSON."""
 
 
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+ATTEMPTS = 4
+"""Tries per call (the first and three retries) before a transient failure is reported."""
+RETRY_BACKOFF = tasks.Backoff(initial=0.1, maximum=2.0, jitter=0.5)
+"""0.1 s, 0.2 s, 0.4 s ... at most 2 s, each up to half shorter at random."""
+MAX_RETRY_AFTER = 2.0
+"""Seconds: a server's Retry-After is honoured up to this."""
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure worth retrying: throttled, a server-side error, a timeout, no connection."""
+    if isinstance(exc, ApiException):
+        return exc.status in TRANSIENT_STATUSES
+    return isinstance(exc, aiohttp.ClientError | TimeoutError)
+
+
+def retry_delay(attempt: int, headers: Mapping[str, str] | None = None) -> float:
+    """Seconds to wait after `attempt` failed tries: the backoff, or Retry-After if longer."""
+    delay = RETRY_BACKOFF.delay(attempt)
+    try:
+        asked = float((headers or {}).get("Retry-After", ""))
+    except (TypeError, ValueError):
+        return delay
+    return max(delay, min(asked, MAX_RETRY_AFTER))
+
+
+def _is_watch(query_params: Any) -> bool:
+    return any(key == "watch" and value for key, value in query_params or ())
+
+
 class TimeoutApiClient(client.ApiClient):
-    """An ApiClient whose calls default to a total timeout instead of waiting forever."""
+    """An ApiClient whose calls default to a total timeout instead of waiting forever, and
+    whose reads are retried on transient failures."""
 
     def __init__(self, configuration: client.Configuration, *, request_timeout: float) -> None:
         super().__init__(configuration)
         self.request_timeout = request_timeout
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        """Fill in `_request_timeout` when the caller gave none (the generated code passes None)."""
+    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        """Fill in `_request_timeout` when the caller gave none (the generated code passes None);
+        retry a GET that failed transiently (a watch has its own reconnect loop)."""
         if kwargs.get("_request_timeout") is None:
             kwargs["_request_timeout"] = self.request_timeout
-        return super().request(method, url, *args, **kwargs)
+        if method != "GET" or _is_watch(kwargs.get("query_params")):
+            return await super().request(method, url, *args, **kwargs)
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = None
+            try:
+                response = await super().request(method, url, *args, **kwargs)
+            except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                if attempt >= ATTEMPTS or not transient(exc):
+                    raise
+                headers = getattr(exc, "headers", None)
+                failure = f"HTTP {exc.status}" if isinstance(exc, ApiException) \
+                    else type(exc).__name__
+            else:
+                status = getattr(response, "status", 200)
+                if attempt >= ATTEMPTS or status not in TRANSIENT_STATUSES:
+                    return response
+                # An unread response (`_preload_content=False`): free it, then retry.
+                headers = getattr(response, "headers", None)
+                response.release()
+                failure = f"HTTP {status}"
+            delay = retry_delay(attempt, headers)
+            log.debug("kubernetes read failed; retrying", url=url, failure=failure,
+                      attempt=attempt, delay=round(delay, 3))
+            await asyncio.sleep(delay)
 
 
 def in_cluster_available(

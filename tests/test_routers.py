@@ -9,6 +9,7 @@ import pytest
 import structlog
 from kubernetes_asyncio import client
 
+from gatekeeper import kubeclient
 from gatekeeper.config import PairConfig
 from gatekeeper.routers import ingressroute, reading, switching, traefikservice
 from gatekeeper.routers.base import RouteConflict, RouteRefused
@@ -134,12 +135,14 @@ async def test_concurrent_edit_by_a_second_client_is_reported_by_switch_all(
 
 async def test_failure_on_second_route_reverts_the_first(
         seeded: Any, kube_api: client.ApiClient) -> None:
-    """All routes or none: a 500 on route 2 flips route 1 back, and the re-read agrees."""
+    """All routes or none: route 2 answering 500 to every retry flips route 1 back, and the
+    re-read agrees."""
     seeded.put_object(ingressroute_body(SECOND, BLUE))
     pair = pair_config({"name": ROUTE_NAME, "namespace": ROUTING},
                        {"name": SECOND, "namespace": ROUTING})
     live = await reading.read_active(kube_api, pair)
-    seeded.faults.add(status=500, verb="patch", path=f"/ingressroutes/{SECOND}$", times=1)
+    seeded.faults.add(status=500, verb="patch", path=f"/ingressroutes/{SECOND}$",
+                      times=kubeclient.ATTEMPTS)
     outcome = await switching.switch_all(kube_api, pair, live, target=GREEN)
     assert not outcome.ok and not outcome.conflict and not outcome.changed
     assert outcome.switched == (f"IngressRoute {ROUTING}/{ROUTE_NAME}",)
@@ -147,7 +150,8 @@ async def test_failure_on_second_route_reverts_the_first(
     assert "HTTP 500" in (outcome.failed or "")
     assert pointed(seeded) == BLUE and pointed(seeded, SECOND) == BLUE
     assert outcome.verified is not None and outcome.verified.active == BLUE
-    assert len(seeded.requests.records(method="PATCH", path_contains=ROUTE_NAME)) == 3
+    assert len(seeded.requests.records(method="PATCH", path_contains=ROUTE_NAME)) == \
+        2 + kubeclient.ATTEMPTS
 
 
 async def test_conflict_on_second_route_reverts_the_first(

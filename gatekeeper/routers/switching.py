@@ -1,7 +1,9 @@
 """Switch every route of a pair, or none: a failure on route k flips routes 0..k-1 back.
 
 Each patch (forward and back) is test-guarded, so neither direction overwrites a concurrent
-edit. The routes are re-read afterwards to verify what users actually get.
+edit. A patch that failed without a clear answer (timeout, 5xx) may still have been applied:
+that route is re-read and, if it was switched, reverted with the others. The routes are
+re-read afterwards to verify what users actually get.
 """
 
 from __future__ import annotations
@@ -107,6 +109,10 @@ async def switch_all(api: client.ApiClient, pair: PairConfig, live: ActiveState,
         except SWITCH_ERRORS as exc:
             bound.warning("route switch failed; reverting", route=snapshot.view.ref,
                           error=_reason(exc), switched=[d.view.ref for d in done])
+            if not isinstance(exc, RouteConflict | RouteRefused):
+                landed = await _landed(api, snapshot, target)
+                if landed is not None:
+                    done.append(landed)
             reverted, failures = await _revert(api, done, source=source, target=target)
             outcome = SwitchOutcome(
                 source, target,
@@ -122,20 +128,69 @@ async def switch_all(api: client.ApiClient, pair: PairConfig, live: ActiveState,
     return await _verify(api, pair, outcome, expected=target)
 
 
+async def _reread(api: client.ApiClient, snapshot: RouteSnapshot) -> RouteSnapshot | None:
+    """The route as it is now, or None when it cannot be read."""
+    try:
+        return await reading.read_snapshot(api, snapshot.ref)
+    except SWITCH_ERRORS as exc:
+        log.error("cannot re-read a route after a failed patch", error=_reason(exc),
+                  route=snapshot.view.ref)
+        return None
+
+
+async def _landed(api: client.ApiClient, snapshot: RouteSnapshot, target: str
+                  ) -> RouteSnapshot | None:
+    """The route as it is now if a failed patch did switch it after all, else None."""
+    current = await _reread(api, snapshot)
+    if current is not None and current.view.namespaces == frozenset({target}):
+        log.warning("failed route patch had been applied; reverting it too",
+                    route=snapshot.view.ref)
+        return current
+    return None
+
+
+REVERT_ATTEMPTS = 3
+"""Guarded reverts per route: a failed one is retried from a fresh read for as long as the
+route still points where this switch sent it (someone may have edited another field)."""
+
+
 async def _revert(api: client.ApiClient, done: list[RouteSnapshot], *, source: str,
                   target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Flip already-switched routes back, last first, with the same guarded patches."""
     reverted, failures = [], []
     for snapshot in reversed(done):
-        router = reading.router_for(api, snapshot.ref)
-        try:
-            await router.switch(snapshot, source=target, target=source)
+        failure = await _revert_one(api, snapshot, source=source, target=target)
+        if failure is None:
             reverted.append(snapshot.view.ref)
-        except SWITCH_ERRORS as exc:
+        else:
             log.error("route revert failed: fix it by hand", route=snapshot.view.ref,
-                      error=_reason(exc))
-            failures.append(_reason(exc))
+                      error=failure)
+            failures.append(failure)
     return tuple(reverted), tuple(failures)
+
+
+async def _revert_one(api: client.ApiClient, snapshot: RouteSnapshot, *, source: str,
+                      target: str) -> str | None:
+    """Point one route back at `source`; None when it does, else why not."""
+    router = reading.router_for(api, snapshot.ref)
+    current = snapshot
+    failure = ""
+    for _attempt in range(REVERT_ATTEMPTS):
+        try:
+            await router.switch(current, source=target, target=source)
+            return None
+        except SWITCH_ERRORS as exc:
+            failure = _reason(exc)
+        fresh = await _reread(api, current)
+        if fresh is None:
+            return f"{failure}; cannot re-read the route"
+        if fresh.view.namespaces == frozenset({source}):
+            return None  # back at the source (the failed answer came after the patch)
+        if fresh.view.namespaces != frozenset({target}):
+            return (f"{failure}; someone else pointed it at {sorted(fresh.view.namespaces)}: "
+                    "left as they set it")
+        current = fresh
+    return failure
 
 
 async def _verify(api: client.ApiClient, pair: PairConfig, outcome: SwitchOutcome, *,

@@ -2,10 +2,16 @@
 
 Traefik serves the same CRDs under `traefik.io` (>= 2.10) and `traefik.containo.us`; an
 object of the same name in both groups is ambiguous (Traefik >= 2.10 ignores the old one).
+
+A patch that fails transiently (429, 5xx, timeout) is retried with backoff. Such a failure
+may come after the server applied it: the retry then fails its `test` ops (422), so the
+route is re-read, and a route that already holds every value the patch sets counts as
+patched instead of as a concurrent edit.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -13,6 +19,7 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from gatekeeper import kubeclient
 from gatekeeper.config import RouteRef
 from gatekeeper.routers.base import (
     JSON_PATCH,
@@ -81,16 +88,62 @@ async def other_group(api: client.ApiClient, ref: RouteRef, plural: str) -> str 
 async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]) -> Body:
     """Apply a JSON Patch; its `test` ops make a concurrent edit fail with RouteConflict."""
     objects = client.CustomObjectsApi(api)
-    try:
-        # The stubs omit `_content_type`, which the generated code accepts; without it a
-        # list body would still be sent as JSON Patch, but we say so rather than rely on it.
-        body: Body = await objects.patch_namespaced_custom_object(  # type: ignore[call-arg]
-            ref.api_group, TRAEFIK_VERSION, ref.namespace, plural, ref.name, ops,
-            _content_type=JSON_PATCH,
-        )
-    except ApiException as exc:
-        raise _error(ref, exc, "patching") from exc
-    return body
+    attempt = 0
+    maybe_applied = False
+    while True:
+        attempt += 1
+        headers = None
+        try:
+            body: Body = await objects.patch_namespaced_custom_object(
+                ref.api_group, TRAEFIK_VERSION, ref.namespace, plural, ref.name, ops,
+                _content_type=JSON_PATCH,
+            )
+            return body
+        except ApiException as exc:
+            if exc.status in (409, 422) and maybe_applied:
+                current = await get(api, ref, plural)
+                if applied(current, ops):
+                    log.info("route patch had been applied before its failed answer",
+                             route=describe(ref), attempt=attempt)
+                    return current
+            if attempt >= kubeclient.ATTEMPTS or not kubeclient.transient(exc):
+                raise _error(ref, exc, "patching") from exc
+            headers = exc.headers
+            failure = f"HTTP {exc.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if attempt >= kubeclient.ATTEMPTS:
+                raise
+            failure = type(exc).__name__
+        maybe_applied = True
+        delay = kubeclient.retry_delay(attempt, headers)
+        log.warning("route patch failed; retrying", route=describe(ref), failure=failure,
+                    attempt=attempt, delay=round(delay, 3))
+        await asyncio.sleep(delay)
+
+
+def applied(body: Body, ops: list[Op]) -> bool:
+    """True when `body` already holds every value the patch's add/replace ops set."""
+    missing = object()
+    for op in ops:
+        if op.get("op") not in ("add", "replace"):
+            continue
+        if _pointer(body, str(op["path"]), missing) != op.get("value"):
+            return False
+    return True
+
+
+def _pointer(body: Any, path: str, default: Any) -> Any:
+    """The value at a JSON Pointer (RFC 6901), or `default`."""
+    node = body
+    for raw in path.split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return default
+    return node
 
 
 def guard(body: Body) -> list[Op]:
