@@ -259,7 +259,8 @@ class Story:
                                    "gatekeeper must act only once")
         metrics = self.wait("webhook calls from both Alertmanagers",
                             lambda s: self.webhook_calls(s) >= 2, 10)
-        time.sleep(min(3.0, max(0.0, self.deadline - time.time())))  # and a repeat or two
+        # A repeat or two, and production-green serving again, for the picture.
+        time.sleep(min(6.0, max(0.0, self.deadline - time.time())))
         metrics = self.fresh_metrics()
         rollbacks = {k: v for k, v in metrics.metrics.items()
                      if k.startswith("gatekeeper_rollbacks_total{") and v}

@@ -30,6 +30,10 @@ ERROR_RATIO_QUERY = (
     " or sum by (namespace) (rate(http_requests_total[{w}])) * 0)"
     " / sum by (namespace) (rate(http_requests_total[{w}]))"
 )
+RATE_QUERY = "sum by (namespace) (rate(http_requests_total[{w}]))"
+MIN_RPS = 8.0
+"""Points backed by fewer requests per second are not drawn: when a namespace's traffic
+stops, its last few straggling requests would otherwise paint 100 % errors."""
 P99_QUERY = (
     "histogram_quantile(0.99, sum by (namespace, le) "
     "(rate(http_request_duration_seconds_bucket[{w}])))"
@@ -76,10 +80,19 @@ def query_range(
 
 
 def fetch_curves(prometheus_url: str, start: float, end: float, *, window: str = "5s") -> Curves:
-    """Error ratio and p99 per namespace between `start` and `end` (1 s resolution)."""
+    """Error ratio and p99 per namespace between `start` and `end` (1 s resolution), only
+    where the namespace served at least MIN_RPS."""
+    rates = query_range(prometheus_url, RATE_QUERY.format(w=window), start, end)
+    busy = {ns: {t for t, v in points if v >= MIN_RPS} for ns, points in rates.items()}
+
+    def served(series: Series) -> Series:
+        return {ns: [(t, v) for t, v in points if t in busy.get(ns, set())]
+                for ns, points in series.items()}
+
     return Curves(
-        error_ratio=query_range(prometheus_url, ERROR_RATIO_QUERY.format(w=window), start, end),
-        p99=query_range(prometheus_url, P99_QUERY.format(w=window), start, end),
+        error_ratio=served(query_range(
+            prometheus_url, ERROR_RATIO_QUERY.format(w=window), start, end)),
+        p99=served(query_range(prometheus_url, P99_QUERY.format(w=window), start, end)),
     )
 
 
@@ -114,8 +127,8 @@ def render(path: Path, curves: Curves, record: Record, end: float) -> Path:
     peak = max((v for pts in curves.error_ratio.values() for _, v in pts), default=0.05)
     err_ax.set_ylim(0, max(peak * 100 * 1.45, 5.0))  # headroom for the marker labels
     lat_ax.set_ylim(bottom=0)
-    first = min((t for s in (curves.error_ratio, curves.p99) for pts in s.values()
-                 for t, _ in pts[:1]), default=origin)
+    first = min([t for s in (curves.error_ratio, curves.p99) for pts in s.values()
+                 for t, _ in pts[:1]] + [e.time for e in record.events], default=origin)
     left, right = max(0.0, first - origin - 1.0), end - origin
     err_ax.set_xlim(left, right)
     _acts(err_ax, record.events, origin)
