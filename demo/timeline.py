@@ -14,13 +14,16 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.transforms import Bbox
 
 from demo.events import Event, Record
 
@@ -134,13 +137,13 @@ def render(path: Path, curves: Curves, record: Record, end: float) -> Path:
     _acts(err_ax, record.events, origin)
     handles, labels = err_ax.get_legend_handles_labels()
     for namespace, colour in BANDS.items():
-        handles.append(plt.Rectangle((0, 0), 1, 1, color=colour))
+        handles.append(Rectangle((0, 0), 1, 1, color=colour))
         labels.append(f"traffic on {namespace}")
     for kind, text in (("release", "new images in dark"), ("flip", "flip"),
                        ("refused", "pipeline check refused"), ("alert", "critical alert"),
                        ("rollback", "rollback")):
         colour, style = MARKERS[kind]
-        handles.append(plt.Line2D([], [], color=colour, ls=style, lw=1.3))
+        handles.append(Line2D([], [], color=colour, ls=style, lw=1.3))
         labels.append(text)
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -151,7 +154,7 @@ def render(path: Path, curves: Curves, record: Record, end: float) -> Path:
     return path
 
 
-def _plot(ax: plt.Axes, series: Mapping[str, list[tuple[float, float]]], origin: float,
+def _plot(ax: Axes, series: Mapping[str, list[tuple[float, float]]], origin: float,
           *, scale: float) -> None:
     for namespace in sorted(series):
         points = series[namespace]
@@ -178,13 +181,13 @@ def _with_gaps(
     return xs, ys
 
 
-def _markers(top: plt.Axes, bottom: plt.Axes, events: Sequence[Event], origin: float) -> None:
+def _markers(top: Axes, bottom: Axes, events: Sequence[Event], origin: float) -> None:
     """Vertical lines for each marker, labelled at the top of the upper panel; a label that
     would overlap an earlier one moves one row down, and one that would leave the panel on
     the right extends to the left of its line."""
     labelled = sorted((e for e in events if e.kind in MARKERS), key=lambda e: e.time)
     renderer = top.figure.canvas.get_renderer()  # type: ignore[attr-defined]
-    placed: list[Any] = []
+    placed: list[Bbox] = []
     for event in labelled:
         colour, style = MARKERS[event.kind]
         x = event.time - origin
@@ -213,7 +216,7 @@ def _markers(top: plt.Axes, bottom: plt.Axes, events: Sequence[Event], origin: f
         placed.append(label.get_window_extent(renderer))
 
 
-def _acts(top: plt.Axes, events: Sequence[Event], origin: float) -> None:
+def _acts(top: Axes, events: Sequence[Event], origin: float) -> None:
     """The acts' names above the upper panel, where each act begins."""
     for event in events:
         if event.kind == "act":
