@@ -22,6 +22,7 @@ from demo import timeline
 from demo.events import Record
 from demo.narration import Narrator
 from telemetry_sandbox import ProcessStartError
+from telemetry_sandbox.httpjson import HTTPStatusError
 
 BUDGET_S = 180.0
 TEARDOWN_S = 12.0
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stacks.running(timing, deadline=math.inf if args.keep_running else deadline,
                             log_dir=output / "logs") as stack:
             return _play(stack, record, deadline, output, keep_running=args.keep_running)
-    except ProcessStartError as exc:
+    except (ProcessStartError, TimeoutError) as exc:
         print(f"\ndemo: the stack did not start: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -89,7 +90,7 @@ def _play(stack: stacks.Stack, record: Record, deadline: float, output: Path, *,
     failure = ""
     try:
         results = stories.play(stories.Story(stack, narrator, deadline=deadline))
-    except stories.ActFailed as exc:
+    except (stories.ActFailed, OSError, HTTPStatusError) as exc:
         failure = f"PROLOGUE FAILED: {exc}"
         narrator.say("FAILED", failure)
     finally:

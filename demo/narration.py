@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -155,7 +156,7 @@ class Narrator:
         if count % 2 == 0:
             self._watch("gatekeeper metrics", self._metrics)
 
-    def _watch(self, what: str, poll: Any) -> None:
+    def _watch(self, what: str, poll: Callable[[], None]) -> None:
         try:
             poll()
             self._unreachable.discard(what)
@@ -163,6 +164,11 @@ class Narrator:
             if what not in self._unreachable:
                 self._unreachable.add(what)
                 self.say("warning", f"cannot read {what}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a narration bug must not stop the watching
+            if what not in self._unreachable:
+                self._unreachable.add(what)
+                self.say("warning", f"narrator failed reading {what}: "
+                                    f"{type(exc).__name__}: {exc}")
 
     # -- gatekeeper ------------------------------------------------------------------------------
 

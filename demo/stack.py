@@ -262,6 +262,9 @@ def _wait_for_file(path: Path, timeout_s: float) -> None:
 def _keep_logs(workdir: Path, log_dir: Path) -> None:
     """Copy every process log next to the picture: the first place to look when an act fails."""
     log_dir.mkdir(parents=True, exist_ok=True)
+    for stale in log_dir.glob("*.log"):  # an earlier run's logs would mislead
+        with contextlib.suppress(OSError):
+            stale.unlink()
     for log in workdir.glob("*/*.log"):
         with contextlib.suppress(OSError):
             shutil.copy(log, log_dir / f"{log.parent.name}.log")

@@ -54,8 +54,10 @@ class Story:
                 return snapshot
             if time.time() >= limit:
                 pair = snapshot.pair
+                within = (f"within {timeout_s:.0f}s" if limit < self.deadline
+                          else "before the demo's time budget ran out")
                 raise ActFailed(
-                    f"expected {what} within {timeout_s:.0f}s, but gatekeeper says phase "
+                    f"expected {what} {within}, but gatekeeper says phase "
                     f"{pair.get('phase')!r}, active {pair.get('active')!r}, verdict "
                     f"{pair.get('verdict')!r}: {pair.get('reason')!r}; the route points at "
                     f"{snapshot.active!r}")
@@ -303,7 +305,7 @@ def play(story: Story) -> list[ActResult]:
         started = time.time()
         try:
             summary = getattr(story, method)()
-        except ActFailed as exc:
+        except (ActFailed, OSError, httpjson.HTTPStatusError) as exc:
             results.append(ActResult(number, title, False, time.time() - started, str(exc)))
             story.narrator.say("FAILED", f"ACT {number} FAILED: {exc}")
             break
