@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from scipy.stats import mannwhitneyu
-
 Direction = Literal["increase", "decrease", "either"]
 Outcome = Literal["pass", "fail", "no_data"]
 
@@ -56,6 +54,10 @@ def compare_samples(
             f"need {min_samples} each)",
         )
     cand_mean, base_mean = _mean(cand), _mean(base)
+    # Imported here: scipy.stats takes seconds to import, and only rules with `compare` need it
+    # (a pipeline's `gatekeeper check` should start fast).
+    from scipy.stats import mannwhitneyu
+
     alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[direction]
     if len(set(cand) | set(base)) == 1:
         p_value = 1.0  # identical constant samples: no shift at all
