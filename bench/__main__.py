@@ -12,8 +12,10 @@ from pathlib import Path
 from bench import reporting
 
 BENCHMARKS = {
+    "rollback": "bench.rollback",
     "detection": "bench.detection",
     "scale": "bench.scale",
+    "verdict_api": "bench.verdict_api",
     "pod_logs": "bench.pod_logs",
 }
 """Benchmark name -> module with `run(options) -> Outcome`, in the order they run."""
@@ -29,8 +31,14 @@ def main(argv: list[str] | None = None) -> int:
                              "unless --results is given")
     parser.add_argument("--results", type=Path, default=None,
                         help=f"where to write <name>.json (default {reporting.RESULTS})")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="cProfile the measured gatekeeper process into DIR/<name>.prof "
+                             "(figures are then not representative)")
     args = parser.parse_args(argv)
-    options = reporting.Options(quick=args.quick)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        args.profile = args.profile.resolve()
+    options = reporting.Options(quick=args.quick, profile=args.profile)
     directory = args.results or (None if args.quick else reporting.RESULTS)
     selected = args.only or list(BENCHMARKS)
     machine = reporting.machine()

@@ -27,6 +27,8 @@ class Options:
 
     quick: bool = False
     """A smoke run: fewer repetitions and sizes; figures are not representative."""
+    profile: Path | None = None
+    """Where to write cProfile statistics of the measured gatekeeper process, if anywhere."""
 
 
 @dataclass
