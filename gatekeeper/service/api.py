@@ -180,6 +180,8 @@ async def _body(request: web.Request, model: type[BodyT]) -> BodyT:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise responses.http_error(400, f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # `[[[[...` within the size limit
+        raise responses.http_error(400, "body is not valid JSON: nested too deeply") from exc
     if not isinstance(data, dict):
         raise responses.http_error(400, "body must be a JSON object")
     try:

@@ -97,6 +97,8 @@ def parse_payload(body: bytes) -> WebhookPayload:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # `[[[[...` within the size limit
+        raise ValueError("body is not valid JSON: nested too deeply") from exc
     if not isinstance(data, dict):
         raise ValueError("body must be a JSON object (Alertmanager webhook payload, version 4)")
     try:
