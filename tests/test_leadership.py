@@ -181,16 +181,20 @@ async def test_release_waits_for_guarded_actions(namespace, replica_clients, gro
 
 
 async def test_simultaneous_candidates_conflict_and_one_wins(
-    namespace, replica_clients, group
+    namespace, kube_emulator, replica_clients, group
 ) -> None:
     """Five replicas start at once: creations race (409), exactly one leads, none crashes."""
-    candidates = [Leadership(api, FAST) for api in replica_clients]
+    # Hold every creation a moment so all five are in flight together, however loaded the
+    # machine is: the race is then certain, not a matter of scheduling luck.
+    kube_emulator.faults.add(delay=0.5, verb="create", path="/leases")
+    settings = LeaderElectionConfig(lease_duration=3.0, renew_deadline=2.0, retry_period=0.1)
+    candidates = [Leadership(api, settings) for api in replica_clients]
     with capture_logs() as logs:
         running = [group.start(f"c{i}", c.run) for i, c in enumerate(candidates)]
         leader = await first_leader(candidates)
         for _ in range(10):
             assert [c.is_leader for c in candidates].count(True) == 1
-            await asyncio.sleep(FAST.retry_period)
+            await asyncio.sleep(settings.retry_period)
     assert leader.is_leader
     assert not any(task.done() for task in running)
     conflicts = [e for e in logs if e["event"].startswith("lease conflict")]
@@ -204,7 +208,7 @@ async def test_takeover_race_after_expiry_has_one_winner(
     """Followers racing for an expired lease write with the same resourceVersion: one wins,
     the others get 409 Conflict and stay followers."""
     # The renew deadline leaves room for the slowed-down writes below.
-    settings = LeaderElectionConfig(lease_duration=2.0, renew_deadline=1.5, retry_period=0.1)
+    settings = LeaderElectionConfig(lease_duration=3.0, renew_deadline=2.5, retry_period=0.1)
     leader = Leadership(replica_clients[0], settings, release_on_cancel=False)
     task = group.start("leader", leader.run)
     await asyncio.wait_for(leader.wait_leading(), GENEROUS)
@@ -213,8 +217,9 @@ async def test_takeover_race_after_expiry_has_one_winner(
         group.start(f"f{i}", follower.run)
     await until(lambda: all(f.holder == leader.identity for f in followers),
                 "every follower saw the leader")
-    # Slow down lease writes so the racing takeovers all read before any write lands.
-    kube_emulator.faults.add(delay=0.3, verb="update", path="/leases/")
+    # Slow down lease writes so the racing takeovers all read before any write lands (1 s is
+    # ten retry periods: enough on a loaded machine).
+    kube_emulator.faults.add(delay=1.0, verb="update", path="/leases/")
     with capture_logs() as logs:
         task.cancel()
         winner = await first_leader(followers)
