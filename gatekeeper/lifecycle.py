@@ -82,6 +82,10 @@ class Observation:
     reasons: tuple[str, ...] = ()
     active_health: Health = "unknown"
     active_reasons: tuple[str, ...] = ()
+    window: float = 0.0
+    """How far back the judged data reaches (the longest rule window), in seconds. A pass
+    counts only once the dark has been ready that long: until then the window still holds
+    the previous release's samples from the same namespace."""
 
 
 @dataclass(frozen=True)
@@ -284,9 +288,18 @@ def _validate(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) ->
                                f"{obs.dark_problem or 'pods not ready'}")
         return
     soak_started = b.state.soak_started if b.state.soak_started is not None else b.now
+    soaked = b.now - soak_started
+    if soaked < obs.window:
+        if obs.verdict != "safe":
+            first = obs.reasons[0] if obs.reasons else "no reason given"
+            why = f"gates {obs.verdict}: {first}"
+        else:
+            why = (f"soaking: the {obs.window:.0f}s window still holds data from before "
+                   f"{dark} was ready ({soaked:.0f}s ago)")
+        b.set(soak_started=soak_started, passes=0, reason=why)
+        return
     passes = b.state.passes + 1 if obs.verdict == "safe" else 0
     b.set(soak_started=soak_started, passes=passes)
-    soaked = b.now - soak_started
     if passes >= policy.consecutive_passes and soaked >= policy.soak:
         b.enter("ready", f"gates passed {passes} consecutive evaluations and soaked "
                          f"{soaked:.0f}s")

@@ -108,7 +108,7 @@ def write_config(
     rule_list = rules if rules is not None else [ERROR_RATE_RULE, PODS_READY_RULE]
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"rules": rule_list}))
     config: dict[str, Any] = {
-        "evaluation": {"interval": "1s", "window": "10s", "source_timeout": "3s",
+        "evaluation": {"interval": "1s", "window": "5s", "source_timeout": "3s",
                        **(evaluation or {})},
         "rule_files": ["rules.yaml"],
         "pairs": [{"name": name, "namespaces": [blue, green], "selector": "app=api",

@@ -113,6 +113,10 @@ class Controller:
     ) -> None:
         self.config = config
         self.evaluator = evaluator
+        self.judged_window = max(
+            [evaluator.window, *(r.window for r in evaluator.rule_set.rules
+                                 if r.window is not None and r.source == "prometheus")])
+        """The longest Prometheus window a verdict reads: passes count only past it."""
         self.operations = operations
         self.api = operations.api
         self.store = store or operations.store
@@ -214,7 +218,7 @@ class Controller:
         for pair, live in zip(pairs, reads, strict=True):
             view = self.views[pair.name]
             verdict = verdicts.get(pair.name)
-            observation = observe(pair, live, verdict)
+            observation = observe(pair, live, verdict, window=self.judged_window)
             view.readiness = dict(live.readiness or {})
             view.read_errors = dict(live.errors or {})
             view.verdict, view.observation, view.evaluated_at = verdict, observation, now

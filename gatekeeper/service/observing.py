@@ -54,8 +54,13 @@ def _images(readiness: Readiness | None) -> tuple[str, ...]:
     return tuple(sorted(readiness.images().values()))
 
 
-def observe(pair: PairConfig, live: LiveRead, verdict: Verdict | None) -> Observation:
-    """The lifecycle's view of a pair; a missing read never looks healthy."""
+def observe(
+    pair: PairConfig, live: LiveRead, verdict: Verdict | None, *, window: float = 0.0
+) -> Observation:
+    """The lifecycle's view of a pair; a missing read never looks healthy.
+
+    `window` is how far back the judged data reaches (see Observation.window).
+    """
     if live.active is None:
         return Observation(active=None, dark=None, route_problem=live.problem or "unreadable")
     dark = pair.other(live.active)
@@ -90,4 +95,5 @@ def observe(pair: PairConfig, live: LiveRead, verdict: Verdict | None) -> Observ
         reasons=tuple(reasons),
         active_health=health,
         active_reasons=health_reasons,
+        window=window,
     )
