@@ -401,7 +401,7 @@ def test_fingerprint_ignores_order_and_duplicates():
 def test_passes_count_only_once_the_window_holds_just_the_new_release():
     """Safe verdicts while the judged window still reaches back before the dark was ready
     (the previous release's samples in the same namespace) never count towards a flip."""
-    policy = replace(POLICY, soak=0)
+    policy = POLICY.model_copy(update={"soak": 0})
     state, _ = run(validating(), [obs(window=15.0)] * 15, policy=policy, start=1.0)
     assert state.phase == "validating" and state.passes == 0
     assert "window still holds data" in state.reason
