@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gatekeeper import __version__
 from gatekeeper.measurements import Verdict
+from gatekeeper.rules import Rule
 
 RULE_STATUSES = ("pass", "warning", "fail", "no_data", "error")
 VERDICTS = ("safe", "unsafe", "unknown")
@@ -38,6 +39,10 @@ class Recorder:
             "1 for the current status of a rule in a namespace (pass, warning, fail, no_data, "
             "error), 0 for the others.",
             ["pair", "namespace", "role", "rule", "status"], registry=r)
+        self.rule_info = Gauge(
+            "gatekeeper_rule_info",
+            "Always 1: a rule's fixed facts (source, key, target as written in the rule file).",
+            ["pair", "rule", "source", "key", "target"], registry=r)
         self.rule_value = Gauge(
             "gatekeeper_rule_value", "Last measured value of a rule in a namespace (NaN if none).",
             ["pair", "namespace", "role", "rule"], registry=r)
@@ -110,6 +115,17 @@ class Recorder:
         for name in VERDICTS:
             self.verdict.labels(pair, name).set(1 if verdict.verdict == name else 0)
         self.last_evaluation.labels(pair).set(verdict.evaluated_at)
+
+    def record_rules(self, pair: str, rules: Iterable[Rule]) -> None:
+        """The rules a pair is judged by, with their targets (for the dashboards' rule table)."""
+        for rule in rules:
+            target = " and ".join(c.text for c in rule.pass_criteria)
+            if rule.compare is not None:
+                compare = (f"no significant {rule.compare.direction} "
+                           f"> x{rule.compare.allowed_effect:g}")
+                target = f"{target} and {compare}" if target else compare
+            self.rule_info.labels(pair, rule.name, rule.source, str(rule.key).lower(),
+                                  target).set(1)
 
     def forget_namespace_roles(self, pair: str, namespaces: Iterable[str]) -> None:
         """Drop per-namespace series after a flip so a namespace never shows both roles."""

@@ -237,6 +237,7 @@ class FakeService:
         r.record_replicas(pair, active, 11)
         r.record_leader(True)
         r.record_refused(pair, "flip")
+        r.record_rules(pair, load_rule_set([ROOT / "rules"]).rules)
         for trigger in ("auto", "alertmanager"):  # the counters exist before the events
             r.flips.labels(pair, trigger)
             r.rollbacks.labels(pair, trigger)

@@ -121,6 +121,8 @@ class Controller:
         self.api = operations.api
         self.store = store or operations.store
         self.recorder = recorder
+        for pair in config.pairs:
+            recorder.record_rules(pair.name, evaluator.rule_set.rules)
         self.leadership = leadership
         self.notifier = notifier
         self.clock = clock
