@@ -65,7 +65,7 @@ def import_rss() -> list[dict[str, Any]]:
     steps = [
         ("python", ""),
         ("pydantic rules and config", "import gatekeeper.rules, gatekeeper.config"),
-        ("scipy.stats (gatekeeper.statistics)", "import gatekeeper.statistics"),
+        ("gatekeeper.statistics (scipy.stats until 830a7ef)", "import gatekeeper.statistics"),
         ("evaluator, judge, Prometheus/Alertmanager sources",
          "import gatekeeper.evaluating, gatekeeper.sources.prometheus, "
          "gatekeeper.sources.alertmanager"),
