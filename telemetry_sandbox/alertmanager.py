@@ -12,15 +12,14 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import yaml
 
 from telemetry_sandbox import httpjson
 from telemetry_sandbox.durations import format_duration
 from telemetry_sandbox.loopback import LOOPBACK_HOST, require_loopback_url
-from telemetry_sandbox.processes import ManagedProcess
+from telemetry_sandbox.processes import ConfiguredServer, ManagedProcess
 
 __all__ = ["AlertmanagerServer", "make_alert", "rfc3339"]
 
@@ -67,7 +66,7 @@ def make_alert(
     return alert
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(ConfiguredServer):
     """Runs `alertmanager` with a generated config and wraps the bits of the v2 API tests use."""
 
     def __init__(
@@ -98,66 +97,6 @@ class AlertmanagerServer:
             ready_timeout_s=ready_timeout_s,
         )
         self.config_path = self.process.workdir / "alertmanager.yml"
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:40124."""
-        return self.process.url
-
-    @property
-    def port(self) -> int:
-        """The loopback port Alertmanager listens on."""
-        return self.process.port
-
-    @property
-    def address(self) -> str:
-        """`127.0.0.1:PORT`, the form Prometheus' alerting config wants."""
-        return f"{LOOPBACK_HOST}:{self.port}"
-
-    def start(self) -> Self:
-        """Write alertmanager.yml, start the binary and wait for /-/ready."""
-        self.write_config()
-        self.process.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the process (its storage directory is kept for restart())."""
-        self.process.stop()
-
-    def close(self) -> None:
-        """Stop and delete the throw-away storage directory."""
-        self.process.close()
-
-    def restart(self) -> Self:
-        """Stop and start on the same port; silences and notification log survive."""
-        self.write_config()
-        self.process.restart()
-        return self
-
-    def pause(self) -> None:
-        """SIGSTOP: the API hangs until resume()."""
-        self.process.pause()
-
-    def resume(self) -> None:
-        """SIGCONT after pause()."""
-        self.process.resume()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()  # __exit__ does not run when __enter__ raises
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- configuration ----------------------------------------------------------------------
 

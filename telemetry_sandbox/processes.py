@@ -312,3 +312,76 @@ def _answers_ok(url: str, timeout_s: float = 0.5) -> bool:
             return int(resp.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+class ConfiguredServer:
+    """A server process started from a config file we write (Prometheus, Alertmanager).
+
+    Subclasses set `self.process` and implement `write_config()`; this class gives them one
+    lifecycle: start writes the config and waits for readiness, restart keeps the port and
+    the data, close removes the throw-away directory.
+    """
+
+    process: ManagedProcess
+
+    def write_config(self) -> object:
+        """Write the server's config file into its work directory."""
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:40123."""
+        return self.process.url
+
+    @property
+    def port(self) -> int:
+        """The loopback port the server listens on."""
+        return self.process.port
+
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:PORT`, the form scrape and alerting configs want."""
+        return f"{LOOPBACK_HOST}:{self.port}"
+
+    def start(self) -> Self:
+        """Write the config, start the binary and wait until it is ready."""
+        self.write_config()
+        self.process.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the process (its data directory is kept for restart())."""
+        self.process.stop()
+
+    def close(self) -> None:
+        """Stop and delete the throw-away directory."""
+        self.process.close()
+
+    def restart(self) -> Self:
+        """Stop and start on the same port; stored data survives."""
+        self.write_config()
+        self.process.restart()
+        return self
+
+    def pause(self) -> None:
+        """SIGSTOP: the API hangs until resume() (a slow or hung server)."""
+        self.process.pause()
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        self.process.resume()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # __exit__ does not run when __enter__ raises
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -13,15 +13,14 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import yaml
 
 from telemetry_sandbox import httpjson
 from telemetry_sandbox.durations import format_duration
 from telemetry_sandbox.loopback import LOOPBACK_HOST, require_loopback_target
-from telemetry_sandbox.processes import ManagedProcess
+from telemetry_sandbox.processes import ConfiguredServer, ManagedProcess
 
 __all__ = ["PrometheusServer", "ScrapeTarget", "values_by_label"]
 
@@ -66,7 +65,7 @@ class ScrapeTarget:
         return config
 
 
-class PrometheusServer:
+class PrometheusServer(ConfiguredServer):
     """Runs `prometheus` with a generated config; `query()`/`wait_for()` help tests assert."""
 
     def __init__(
@@ -97,66 +96,6 @@ class PrometheusServer:
             ready_timeout_s=ready_timeout_s,
         )
         self.config_path = self.process.workdir / "prometheus.yml"
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:40123."""
-        return self.process.url
-
-    @property
-    def port(self) -> int:
-        """The loopback port Prometheus listens on."""
-        return self.process.port
-
-    @property
-    def address(self) -> str:
-        """`127.0.0.1:PORT`, e.g. to let another Prometheus scrape this one."""
-        return f"{LOOPBACK_HOST}:{self.port}"
-
-    def start(self) -> Self:
-        """Write prometheus.yml, start the binary and wait for /-/ready."""
-        self.write_config()
-        self.process.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop the process (TSDB kept, so restart() keeps history)."""
-        self.process.stop()
-
-    def close(self) -> None:
-        """Stop and delete the throw-away data directory."""
-        self.process.close()
-
-    def restart(self) -> Self:
-        """Stop and start on the same port with the current config."""
-        self.write_config()
-        self.process.restart()
-        return self
-
-    def pause(self) -> None:
-        """SIGSTOP: queries hang until resume(), like an overloaded Prometheus."""
-        self.process.pause()
-
-    def resume(self) -> None:
-        """SIGCONT after pause()."""
-        self.process.resume()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()  # __exit__ does not run when __enter__ raises
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- configuration ----------------------------------------------------------------------
 
