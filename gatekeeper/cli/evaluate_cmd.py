@@ -12,12 +12,12 @@ import json
 import sys
 from typing import Any
 
-from gatekeeper.config import LoadedConfig, PairConfig, load_config
+from gatekeeper.cli.common import load_config_or_report
+from gatekeeper.config import LoadedConfig, PairConfig
 from gatekeeper.criteria import format_number
 from gatekeeper.evaluating import Assignment, Evaluator
 from gatekeeper.measurements import Verdict
 from gatekeeper.sources.factory import build_sources, close_sources, needs_kubernetes
-from gatekeeper.yamlfiles import ConfigFileError
 
 EXIT_BY_VERDICT = {"safe": 0, "unsafe": 1, "unknown": 3}
 
@@ -39,11 +39,8 @@ def register(subcommands: Any) -> None:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     """Synchronous entry for argparse."""
-    try:
-        loaded = load_config(args.config)
-    except ConfigFileError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    loaded = load_config_or_report(args.config)
+    if loaded is None:
         return 2
     try:
         pairs = [loaded.config.pair(args.pair)] if args.pair else list(loaded.config.pairs)

@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gatekeeper.config import LoadedConfig, load_config
-from gatekeeper.yamlfiles import ConfigFileError
+from gatekeeper.cli.common import load_config_or_report
+from gatekeeper.config import LoadedConfig
 
 log = structlog.get_logger(__name__)
 
@@ -36,11 +36,8 @@ def register(subcommands: Any) -> None:
 
 def serve_command(args: argparse.Namespace) -> int:
     """Synchronous entry for argparse; exit 2 on a configuration problem."""
-    try:
-        loaded = load_config(args.config)
-    except ConfigFileError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    loaded = load_config_or_report(args.config)
+    if loaded is None:
         return 2
     from gatekeeper.service.auth import load_token
 
