@@ -12,22 +12,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import environments, events
+from gatekeeper import environments, events, kubeclient
 from gatekeeper.config import Config, PairConfig
 from gatekeeper.environments import Progress, Readiness
 from gatekeeper.kubeclient import ApiException
 from gatekeeper.routers import reading, switching
 from gatekeeper.routers.base import ActiveState, RouteError, RouteView
-from gatekeeper.state import PairState, StateError, StateStore, reconcile_state
+from gatekeeper.state import (
+    SWITCH_KINDS,
+    PairState,
+    StateError,
+    StateStore,
+    reconcile_state,
+)
 
 __all__ = [
     "ClusterError",
@@ -155,6 +164,47 @@ def _result(action: str, *, active: str | None, changed: bool = False, refused: 
     return OperationResult(action, changed, refused, tuple(reasons), active, details)
 
 
+def _process_start(pid: int) -> str | None:
+    """A process's start time (Linux: clock ticks since boot), telling a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_identity() -> dict[str, Any]:
+    """Which process starts a switch (recorded with it, so a restart can tell it died)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "since": _process_start(os.getpid())}
+
+
+def holder_gone(holder: Any) -> bool:
+    """True when the process that started a switch is known to be dead: same host, and its
+    pid is gone or now belongs to another process. Unknown (another host): False."""
+    if not isinstance(holder, dict) or holder.get("host") != socket.gethostname():
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid() and holder.get("since") == _process_start(pid):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    since = holder.get("since")
+    now = _process_start(pid)
+    return since is not None and now is not None and now != since
+
+
+def _unchanged(_state: PairState) -> None:
+    """A state update that only reconciles with the routes."""
+
+
 class Operations:
     """High-level actions on one cluster; cheap to create, holds no connection of its own."""
 
@@ -252,6 +302,100 @@ class Operations:
         return _result(action, active=live.active, refused=True, reasons=reasons,
                        dry_run=self.dry_run, **details)
 
+    async def _nothing(self, action: str, pair: PairConfig, live: ActiveState,
+                       reason: str) -> OperationResult:
+        """A no-op answer; the stored state is first brought in line with the routes (a
+        switch whose process died after patching is recorded as done)."""
+        if not self.dry_run:
+            await self._write(pair, live, _unchanged)
+        return _result(action, active=live.active, reasons=[reason])
+
+    def resume_after(self, pair: PairConfig) -> float:
+        """Seconds after which a started switch is presumed abandoned when its process
+        cannot be checked (another host): longer than a live switch can take with every
+        call timing out and retried."""
+        per_call = (kubeclient.ATTEMPTS * self.config.kubernetes.request_timeout
+                    + (kubeclient.ATTEMPTS - 1) * kubeclient.MAX_RETRY_AFTER)
+        return per_call * (2 * len(pair.routes) + 6)
+
+    async def _resume(self, pair: PairConfig, live: ActiveState) -> OperationResult | None:
+        """Finish, or undo, a switch a dead gatekeeper left between two routes.
+
+        Applies when the stored state shows a flip or rollback started and not finished,
+        every route points at its source or its target, and the process that started it
+        is gone (same host) or the switch is older than `resume_after`. A target that can
+        still take traffic gets the remaining routes; otherwise the switched ones go back.
+        None when no such switch is found (the routes disagree for another reason).
+        """
+        if self.dry_run:
+            return None
+        try:
+            stored = await self.store.load(pair)
+        except CLUSTER_ERRORS:
+            return None
+        action = dict(stored.last_action or {})
+        kind, source, target = action.get("kind"), action.get("from"), action.get("to")
+        if kind not in SWITCH_KINDS or action.get("status") not in ("started", "interrupted") \
+                or not source or not target or source == target:
+            return None
+        sides = (frozenset({source}), frozenset({target}))
+        if not live.snapshots or any(s.view.namespaces not in sides for s in live.snapshots):
+            return None
+        age = self.clock() - float(action.get("at") or 0.0)
+        bound = self.resume_after(pair)
+        if not holder_gone(action.get("holder")) and age < bound:
+            return _result(str(kind), active=None, refused=True, reasons=[
+                f"routes inconsistent: a {kind} {source} -> {target} started {age:.0f}s ago "
+                f"is unfinished ({live.problem}); its process may still be running: it is "
+                f"finished or undone by the first run after it is {bound:.0f}s old"])
+        readiness = await self._readiness(pair, target)
+        goal, away = (target, source) if readiness.ready else (source, target)
+        moved, failures = [], []
+        for snapshot in live.snapshots:
+            if snapshot.view.namespaces != frozenset({away}):
+                continue
+            try:
+                await reading.router_for(self.api, snapshot.ref).switch(
+                    snapshot, source=away, target=goal)
+                moved.append(snapshot.view.ref)
+            except switching.SWITCH_ERRORS as exc:
+                failures.append(str(exc))
+        after = await self._live(pair)
+        finished = after.consistent and after.active == goal
+        now, history = self.clock(), self.config.state.history
+        verb = "finished" if goal == target else "undone"
+        note = f"{verb} after its process died ({', '.join(moved) or 'no route moved'})"
+
+        def mutate(state: PairState) -> None:
+            current = state.last_action or {}
+            if finished and current.get("id") == action.get("id"):
+                if goal == target:
+                    state.completed(current, at=now, note=note)
+                else:
+                    state.finish(str(action.get("id")), "reverted", at=now)
+            state.transition("resumed", at=now, history=history, source=away, target=goal,
+                             action=action.get("id"), note=note,
+                             failed=failures[:3] or None)
+            if after.consistent:
+                reconcile_state(state, pair, after, at=now, history=history,
+                                running=str(action.get("id")))
+
+        warning = await self._write(pair, None, mutate)
+        message = f"{kind} {source} -> {target} {note}"
+        await self.events.emit(after.routes, reason=events.FLIPPED if kind == "flip"
+                               else events.ROLLED_BACK, message=message, action=str(kind),
+                               warning=goal != target or not finished)
+        log.warning("unfinished switch resumed", pair=pair.name, kind=kind, source=source,
+                    target=target, goal=goal, moved=moved, failures=failures)
+        reasons = [message, *failures, *([warning] if warning else [])]
+        if not finished:
+            reasons.append(f"routes still inconsistent: {after.problem}")
+        if not readiness.ready:
+            reasons.extend(readiness.reasons[:3])
+        return _result(str(kind), active=after.active, changed=bool(moved),
+                       refused=goal != target or not finished, reasons=reasons,
+                       resumed=action.get("id"))
+
     # -- switching -----------------------------------------------------------------------------
 
     @_in_log_context("flip")
@@ -265,16 +409,19 @@ class Operations:
             pair.other(to)
         live = await self._live(pair)
         if not live.consistent or live.active is None:
+            resumed = await self._resume(pair, live)
+            if resumed is not None:
+                return resumed
             return await self._refuse("flip", pair, live, [f"routes inconsistent: {live.problem}"],
                                       reason=events.FLIP_REFUSED, trigger=trigger)
         target = to or pair.other(live.active)
         if target == live.active:
-            return _result("flip", active=target,
-                           reasons=[f"nothing to do: {target} is already active"])
+            return await self._nothing("flip", pair, live,
+                                       f"nothing to do: {target} is already active")
         if to is None:
             repeat = await self._repeated_flip(pair, live, target)
             if repeat is not None:
-                return _result("flip", active=live.active, reasons=[repeat])
+                return await self._nothing("flip", pair, live, repeat)
         return await self._switch("flip", pair, live, target, force=force, trigger=trigger,
                                   reason=reason)
 
@@ -285,7 +432,8 @@ class Operations:
         the images it ran when traffic left it means there is no new release there: the
         second run is a no-op (and a rolled-back release is not flipped to again).
         """
-        state, error = await self._state(pair, None)
+        # Reconciled: a flip whose process died after patching still counts as done.
+        state, error = await self._state(pair, live)
         last = state.last_action or {}
         recorded = state.images.get(dark)
         if error or not recorded or last.get("kind") not in ("flip", "rollback") \
@@ -308,6 +456,9 @@ class Operations:
         """
         live = await self._live(pair)
         if not live.consistent or live.active is None:
+            resumed = await self._resume(pair, live)
+            if resumed is not None:
+                return resumed
             return await self._refuse("rollback", pair, live,
                                       [f"routes inconsistent: {live.problem}"],
                                       reason=events.ROLLBACK_REFUSED, trigger=trigger)
@@ -317,8 +468,8 @@ class Operations:
             target = state.previous
         elif last.get("kind") == "rollback" and last.get("to") == live.active \
                 and last.get("status") == "done":
-            return _result("rollback", active=live.active,
-                           reasons=[f"nothing to do: already rolled back to {live.active}"])
+            return await self._nothing("rollback", pair, live,
+                                       f"nothing to do: already rolled back to {live.active}")
         else:
             why = state_error or f"no flip to roll back is recorded (active: {live.active})"
             return await self._refuse(
@@ -389,10 +540,14 @@ class Operations:
         now = self.clock()
         history = self.config.state.history
         action: dict[str, str] = {}
+        # Recorded before acting, so a restart can finish the bookkeeping of a switch whose
+        # process died after patching, and tell whether that process is gone.
+        recorded = {"images": {target: readiness.images(), source: serving.images()},
+                    "replicas": production, "holder": process_identity()}
 
         def begin(state: PairState) -> None:
             action["id"] = state.begin(kind, at=now, source=source, target=target,
-                                       trigger=trigger, reason=reason)
+                                       trigger=trigger, reason=reason, **recorded)
 
         warnings = [w for w in [await self._write(pair, live, begin)] if w]
         async with _cluster_errors(f"switching the routes of pair {pair.name}"):

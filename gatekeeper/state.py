@@ -86,12 +86,29 @@ class PairState:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def begin(self, kind: str, *, at: float, source: str | None = None,
-              target: str | None = None, trigger: str = "manual", reason: str = "") -> str:
-        """Record an action as started before acting; a restart then knows it was attempted."""
+              target: str | None = None, trigger: str = "manual", reason: str = "",
+              **details: Any) -> str:
+        """Record an action as started before acting; a restart then knows it was attempted.
+
+        `details` (e.g. the images and replica counts a switch records once done, and which
+        process started it) let a restart finish the bookkeeping of an interrupted action.
+        """
         action_id = uuid.uuid4().hex[:12]
-        self.last_action = {"id": action_id, "kind": kind, "from": source, "to": target,
-                            "trigger": trigger, "reason": reason, "at": at, "status": "started"}
+        self.last_action = {**details, "id": action_id, "kind": kind, "from": source,
+                            "to": target, "trigger": trigger, "reason": reason, "at": at,
+                            "status": "started"}
         return action_id
+
+    def completed(self, action: dict[str, Any], *, at: float, note: str) -> None:
+        """A switch recorded as started is known to have reached its target (after a restart):
+        the same bookkeeping as when it finishes normally."""
+        kind, source, target = action.get("kind"), action.get("from"), action.get("to")
+        self.switched(str(kind), source=str(source), target=str(target), at=at)
+        if isinstance(action.get("images"), dict):
+            self.images.update(copy.deepcopy(action["images"]))
+        if isinstance(action.get("replicas"), dict):
+            self.replicas.update(action["replicas"])
+        self.last_action = {**action, "status": "done", "finished": at, "note": note}
 
     def finish(self, action_id: str, status: str, *, at: float) -> None:
         """Close the started action (done, failed, conflict, reverted...)."""
@@ -117,9 +134,8 @@ def reconcile_state(state: PairState, pair: PairConfig, live: ActiveState, *, at
     if action and action.get("status") == "started" and action.get("id") != running:
         kind, source, target = action.get("kind"), action.get("from"), action.get("to")
         if kind in SWITCH_KINDS and live.active == target and source and source != target:
-            state.switched(str(kind), source=str(source), target=str(target), at=at)
-            state.last_action = {**action, "status": "done", "finished": at,
-                                 "note": "completed before a restart; reconciled from routes"}
+            state.completed(action, at=at,
+                            note="completed before a restart; reconciled from routes")
             state.transition("reconciled", at=at, history=history, source=source, target=target,
                              note=f"{kind} {action.get('id')} had patched the routes")
         else:
