@@ -178,15 +178,19 @@ async def _measure(fleet: SyntheticFleet, prometheus_url: str, alertmanager_url:
     return _summarise(trials, interval, cycles)
 
 
+def _delay(end: float | None, start: float | None) -> float | None:
+    return None if end is None or start is None else end - start
+
+
 def _summarise(trials: list[Trial], interval: float, cycles: list[float]) -> dict[str, Any]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for trial in trials:
         jumped, detected, ready = trial.jumped_at, trial.detected_at, trial.data_ready_at
         rows.append({
             "pair": trial.name,
-            "detected_s": None if detected is None or jumped is None else detected - jumped,
-            "data_ready_s": None if ready is None or jumped is None else ready - jumped,
-            "gatekeeper_s": None if ready is None or detected is None else detected - ready,
+            "detected_s": _delay(detected, jumped),
+            "data_ready_s": _delay(ready, jumped),
+            "gatekeeper_s": _delay(detected, ready),
             "verdicts_before_jump": trial.verdicts_before,
             "first_reasons": trial.reasons,
         })
