@@ -174,10 +174,14 @@ def _process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 else None
 
 
-def process_identity() -> dict[str, Any]:
-    """Which process starts a switch (recorded with it, so a restart can tell it died)."""
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "since": _process_start(os.getpid())}
+def process_identity(lease: str | None = None) -> dict[str, Any]:
+    """Which process starts a switch (recorded with it, so a restart can tell it died), and
+    the Lease identity it acts under, if any."""
+    found: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(),
+                             "since": _process_start(os.getpid())}
+    if lease is not None:
+        found["lease"] = lease
+    return found
 
 
 def holder_gone(holder: Any) -> bool:
@@ -209,11 +213,15 @@ class Operations:
     """High-level actions on one cluster; cheap to create, holds no connection of its own."""
 
     def __init__(self, api: client.ApiClient, config: Config, *, dry_run: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, lease: str | None = None) -> None:
         self.api = api
         self.config = config
         self.dry_run = dry_run
         self.clock = clock
+        self.lease = lease
+        """The Lease identity this instance acts under (the service's leader election), or
+        None (the CLI). Switches record it; a switch another process started under the Lease
+        is resumed at once by the holder, since holding the Lease means that one stopped."""
         self.store = StateStore(api, config.state, clock=clock)
         self.events = events.EventRecorder(api, clock=clock)
 
@@ -302,6 +310,19 @@ class Operations:
         return _result(action, active=live.active, refused=True, reasons=reasons,
                        dry_run=self.dry_run, **details)
 
+    async def recover(self, pair: PairConfig) -> OperationResult | None:
+        """Bring a pair back to a consistent picture after a restart: finish or undo a switch
+        a dead process left between two routes (see `_resume`), else bring the stored state
+        in line with the routes (a switch that completed before its process died is recorded
+        as done). Returns the resume's result when routes were moved or it was refused."""
+        with structlog.contextvars.bound_contextvars(pair=pair.name, action="recover"):
+            live = await self._live(pair)
+            if not live.consistent or live.active is None:
+                return await self._resume(pair, live)
+            if not self.dry_run:
+                await self._write(pair, live, _unchanged)
+            return None
+
     async def _nothing(self, action: str, pair: PairConfig, live: ActiveState,
                        reason: str) -> OperationResult:
         """A no-op answer; the stored state is first brought in line with the routes (a
@@ -343,7 +364,9 @@ class Operations:
             return None
         age = self.clock() - float(action.get("at") or 0.0)
         bound = self.resume_after(pair)
-        if not holder_gone(action.get("holder")) and age < bound:
+        holder = action.get("holder")
+        leased = self.lease is not None and isinstance(holder, dict) and bool(holder.get("lease"))
+        if not leased and not holder_gone(holder) and age < bound:
             return _result(str(kind), active=None, refused=True, reasons=[
                 f"routes inconsistent: a {kind} {source} -> {target} started {age:.0f}s ago "
                 f"is unfinished ({live.problem}); its process may still be running: it is "
@@ -543,7 +566,7 @@ class Operations:
         # Recorded before acting, so a restart can finish the bookkeeping of a switch whose
         # process died after patching, and tell whether that process is gone.
         recorded = {"images": {target: readiness.images(), source: serving.images()},
-                    "replicas": production, "holder": process_identity()}
+                    "replicas": production, "holder": process_identity(self.lease)}
 
         def begin(state: PairState) -> None:
             action["id"] = state.begin(kind, at=now, source=source, target=target,

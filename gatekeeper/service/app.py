@@ -129,7 +129,6 @@ def create_service(
     evaluator = Evaluator(rule_set, sources, window=config.evaluation.window,
                           source_timeout=config.evaluation.source_timeout,
                           max_concurrency=config.evaluation.max_concurrency, clock=clock)
-    operations = Operations(api, config, dry_run=dry_run, clock=clock)
     background: dict[str, CoroFactory] = {}
     if leadership is None:
         settings = config.leader_election
@@ -138,6 +137,10 @@ def create_service(
         leadership = Leadership(api, settings)
         if settings.enabled:
             background["leadership"] = leadership.run
+    # Switches record the Lease identity they run under, so the next leader knows a switch
+    # left unfinished was abandoned (see Operations.recover).
+    operations = Operations(api, config, dry_run=dry_run, clock=clock,
+                            lease=str(getattr(leadership, "identity", None) or "gatekeeper"))
     notifier = Notifier(config.notifications)
     controller = Controller(config, evaluator, operations, recorder=recorder,
                             leadership=leadership, notifier=notifier, clock=clock)

@@ -312,6 +312,10 @@ class Controller:
                 return
             before = await self._load(pair) if not self.dry_run or view.record is None \
                 else view.state
+            if not self.dry_run and _needs_recovery(view.record, observation):
+                if await self._recover(pair):
+                    return  # routes moved: the next tick reads them afresh
+                before = await self._load(pair)
             step = lifecycle.step(before, observation, self.policy(pair), self.clock())
             state, transitions = step.state, list(step.transitions)
             would = []
@@ -326,6 +330,29 @@ class Controller:
             if not self.is_leader:
                 return  # lost the Lease meanwhile: the new leader owns the state
             await self._commit(pair, before, state, transitions)
+
+    async def _recover(self, pair: PairConfig) -> bool:
+        """Finish or undo a switch a dead leader left between two routes, and bring the stored
+        state in line with the routes (Operations.recover); True when routes moved."""
+        ops = self.operations
+
+        async def run() -> OperationResult:
+            return await ops.recover(pair) or OperationResult("recover", False, False, (), None)
+
+        try:
+            result = await self._shielded(run)
+        except (NotLeader, ShuttingDown):
+            return False
+        except (ClusterError, *CLUSTER_ERRORS) as exc:
+            log.warning("cannot recover the pair's state; retrying on the next tick",
+                        pair=pair.name, error=str(exc)[:300])
+            return False
+        if result.reasons:
+            log.warning("recovered after a restart", pair=pair.name, changed=result.changed,
+                        refused=result.refused, reasons=list(result.reasons))
+        if result.changed:
+            self._generation[pair.name] += 1
+        return result.changed
 
     async def _load(self, pair: PairConfig) -> ReleaseState:
         """The stored lifecycle state (the view's copy when the store cannot be read)."""
@@ -686,3 +713,13 @@ class Controller:
             log.error("actions still running at shutdown; state is reconciled on restart",
                       count=len(still))
         return [task.get_name() for task in still]
+
+
+def _needs_recovery(record: PairState | None, observation: Observation) -> bool:
+    """Routes split, a switch left `started`, or a stored active the routes contradict."""
+    if observation.active is None:
+        return True
+    if record is None:
+        return False
+    started = (record.last_action or {}).get("status") == "started"
+    return started or record.active != observation.active
