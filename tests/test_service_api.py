@@ -170,6 +170,8 @@ async def test_flip_check_and_the_release_through_the_api(api_service, kube_api)
         assert status == 200 and body["phase"] == "validating", body
         status, again = await post_json(http, f"{pair}/approve", {})
         assert status == 200 and again["phase"] == "validating"
+        status, before = await get_json(http, pair)  # cached until the pair's view changes
+        assert status == 200 and before["phase"] == "validating" and before["active"] == BLUE
         status, body = await get_json(http, f"{pair}/flip-check?wait=30")
         assert status == 200 and body["safe"] is True and body["dark"] == GREEN, body
         status, body = await post_json(http, f"{pair}/flip", {"reason": "release 1.5.0"})

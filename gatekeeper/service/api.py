@@ -241,10 +241,35 @@ async def list_pairs(request: web.Request) -> web.Response:
         {"pairs": [pair_summary(view, controller) for view in controller.views.values()]})
 
 
+def _detail_inputs(view: PairView, controller: Controller) -> tuple[object, ...]:
+    # Every field the detail reads is replaced, never mutated, when it changes; holding the
+    # objects themselves (not their ids) makes an identity comparison safe.
+    return (view.state, view.observation, view.verdict, view.readiness, view.read_errors,
+            view.evaluated_at, view.record, view.would, view.state_error,
+            controller.is_leader, controller.dry_run, controller.policy(view.pair))
+
+
+def _same(cached: tuple[object, ...], current: tuple[object, ...]) -> bool:
+    return all(a is b or (isinstance(a, bool | float | str | None | tuple) and a == b)
+               for a, b in zip(cached, current, strict=True))
+
+
 async def get_pair(request: web.Request) -> web.Response:
-    """One pair in detail."""
+    """One pair in detail; the encoded body is reused until the pair's view changes.
+
+    Building it walks every rule result (about 5 ms for 10 rules); the view changes once per
+    evaluation, while pipelines and dashboards may ask thousands of times a second.
+    """
     services = services_of(request)
-    return responses.json_response(pair_detail(_pair(services, request), services.controller))
+    view, controller = _pair(services, request), services.controller
+    inputs = _detail_inputs(view, controller)
+    cached = services.detail_cache.get(view.pair.name)
+    if cached is None or not _same(cached[0], inputs):
+        body = responses.encode(pair_detail(view, controller))
+        services.detail_cache[view.pair.name] = (inputs, body)
+    else:
+        body = cached[1]
+    return web.Response(text=body, content_type="application/json")
 
 
 def _wait_seconds(request: web.Request, limit: float) -> float:

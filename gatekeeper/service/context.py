@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -22,6 +22,8 @@ class Services:
     deduper: AlertDeduper
     max_wait: float = 3600.0
     """Longest `?wait=` a flip-check may hold a connection, in seconds."""
+    detail_cache: dict[str, tuple[tuple[object, ...], str]] = field(default_factory=dict)
+    """Pair name -> (what the detail body was built from, the encoded body)."""
 
 
 SERVICES = web.AppKey("gatekeeper_services", Services)

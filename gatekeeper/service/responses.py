@@ -33,11 +33,16 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def encode(body: dict[str, Any]) -> str:
+    """Compact JSON text, NaN and infinities as null."""
+    return json.dumps(jsonable(body), separators=(",", ":"))
+
+
 def json_response(body: dict[str, Any], *, status: int = 200,
                   headers: dict[str, str] | None = None) -> web.Response:
     """A compact JSON answer."""
-    return web.Response(text=json.dumps(jsonable(body), separators=(",", ":")),
-                        status=status, content_type="application/json", headers=headers)
+    return web.Response(text=encode(body), status=status, content_type="application/json",
+                        headers=headers)
 
 
 class JsonError(web.HTTPException):
