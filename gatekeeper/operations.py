@@ -613,7 +613,8 @@ class Operations:
             await self.events.emit(live.routes, reason=events.FLIPPED if kind == "flip"
                                    else events.ROLLED_BACK, message=message, action=kind)
             bound.info("switched", source=source, target=target)
-            reasons = [f"{kind}: {source} -> {target}", *warnings]
+            reasons = [f"{kind}: {source} -> {target}",
+                       *([outcome.unverified] if outcome.unverified else []), *warnings]
             capacity = await self._restore_capacity(pair, target)
             if capacity is not None:
                 details["scale_up"] = capacity.to_dict()

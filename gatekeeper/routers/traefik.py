@@ -6,12 +6,16 @@ object of the same name in both groups is ambiguous (Traefik >= 2.10 ignores the
 A patch that fails transiently (429, 5xx, timeout) is retried with backoff. Such a failure
 may come after the server applied it: the retry then fails its `test` ops (422), so the
 route is re-read, and a route that already holds every value the patch sets counts as
-patched instead of as a concurrent edit.
+patched instead of as a concurrent edit. A timed-out patch may also still be on its way
+and land later: before such a patch is declared not applied, the route is fenced (one
+annotation written with a resourceVersion test), so the late patch fails its own test.
+Patches that exhausted their retries are checked the same way before failing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import aiohttp
@@ -89,7 +93,17 @@ async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]
     """Apply a JSON Patch; its `test` ops make a concurrent edit fail with RouteConflict."""
     objects = client.CustomObjectsApi(api)
     attempt = 0
-    maybe_applied = False
+    maybe_applied = False  # an earlier attempt may have been applied
+    unanswered = False  # ... and one may still be on its way (timed out, no answer)
+
+    async def landed() -> Body | None:
+        current = await (fence(api, ref, plural) if unanswered else get(api, ref, plural))
+        if applied(current, ops):
+            log.info("route patch had been applied before its failed answer",
+                     route=describe(ref), attempt=attempt)
+            return current
+        return None
+
     while True:
         attempt += 1
         headers = None
@@ -100,18 +114,21 @@ async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]
             )
             return body
         except ApiException as exc:
-            if exc.status in (409, 422) and maybe_applied:
-                current = await get(api, ref, plural)
-                if applied(current, ops):
-                    log.info("route patch had been applied before its failed answer",
-                             route=describe(ref), attempt=attempt)
+            last_attempt = attempt >= kubeclient.ATTEMPTS or not kubeclient.transient(exc)
+            if maybe_applied and (exc.status in (409, 422) or last_attempt):
+                current = await landed()
+                if current is not None:
                     return current
-            if attempt >= kubeclient.ATTEMPTS or not kubeclient.transient(exc):
+            if last_attempt:
                 raise _error(ref, exc, "patching") from exc
             headers = exc.headers
             failure = f"HTTP {exc.status}"
         except (aiohttp.ClientError, TimeoutError) as exc:
+            unanswered = True
             if attempt >= kubeclient.ATTEMPTS:
+                current = await landed()
+                if current is not None:
+                    return current
                 raise
             failure = type(exc).__name__
         maybe_applied = True
@@ -119,6 +136,46 @@ async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]
         log.warning("route patch failed; retrying", route=describe(ref), failure=failure,
                     attempt=attempt, delay=round(delay, 3))
         await asyncio.sleep(delay)
+
+
+PLURALS = {"IngressRoute": "ingressroutes", "TraefikService": "traefikservices"}
+FENCE = "gatekeeper.io/fence"
+"""Annotation a fence writes (a fresh random value each time)."""
+
+
+async def fence(api: client.ApiClient, ref: RouteRef, plural: str | None = None) -> Body:
+    """The route as it is once no earlier patch of ours can still land.
+
+    A patch that timed out may still be processed by the API server later. Writing one
+    annotation, guarded by the resourceVersion just read, moves the resourceVersion on, so
+    any such patch (tested against an older one) now fails. Returns the route after the
+    fence; RouteError when it cannot be fenced.
+    """
+    plural = plural or PLURALS[ref.kind]
+    objects = client.CustomObjectsApi(api)
+    last: Exception | None = None
+    for attempt in range(1, kubeclient.ATTEMPTS + 1):
+        body = await get(api, ref, plural)
+        ops = guard(body)
+        if not isinstance((body.get("metadata") or {}).get("annotations"), dict):
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+        ops.append({"op": "add", "path": "/metadata/annotations/" + FENCE.replace("/", "~1"),
+                    "value": uuid.uuid4().hex[:12]})
+        try:
+            fenced: Body = await objects.patch_namespaced_custom_object(
+                ref.api_group, TRAEFIK_VERSION, ref.namespace, plural, ref.name, ops,
+                _content_type=JSON_PATCH,
+            )
+            return fenced
+        except ApiException as exc:
+            if exc.status not in (409, 422) and not kubeclient.transient(exc):
+                raise _error(ref, exc, "fencing") from exc
+            last = exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            last = exc  # the fence may have landed: read again and fence again
+        await asyncio.sleep(kubeclient.retry_delay(attempt))
+    raise RouteError(describe(ref), f"cannot fence the route after {kubeclient.ATTEMPTS} "
+                     f"attempts: {type(last).__name__}: {last}")
 
 
 def applied(body: Body, ops: list[Op]) -> bool:
