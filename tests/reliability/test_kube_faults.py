@@ -136,7 +136,7 @@ FAULTS = [
     {"status": 500, "share": 0.04, "after": True},      # applied, but answered 500
 ]
 """About a quarter of all calls are disturbed; seeded, so every run sees the same."""
-ATTEMPTS = 30
+ATTEMPTS = 20
 
 
 async def human_edits(cluster: Cluster, rng: random.Random, last: dict[str, int],
@@ -166,7 +166,7 @@ def assert_human_edits_kept(cluster: Cluster, last: dict[str, int]) -> None:
 
 
 async def test_random_api_faults_never_half_flip_nor_clobber_and_converge(cluster, capsys):
-    """30 flips and rollbacks with a quarter of API calls faulted and a person editing the
+    """20 flips and rollbacks with a quarter of API calls faulted and a person editing the
     routes: after every attempt all three routes agree, the result says where traffic is,
     the person's edits survive, and with the faults gone the pair converges."""
     emulator = cluster.emulator
@@ -197,7 +197,9 @@ async def test_random_api_faults_never_half_flip_nor_clobber_and_converge(cluste
                     assert now == result.active != before
                 elif result.refused:
                     outcomes[f"{action}: refused"] += 1
-                    assert result.reasons and now == before
+                    assert result.reasons
+                    if not result.changed:
+                        assert now == before, result.reasons
                     assert result.active in (now, None)
                 else:
                     outcomes[f"{action}: nothing to do"] += 1
@@ -224,8 +226,8 @@ async def test_random_api_faults_never_half_flip_nor_clobber_and_converge(cluste
         print(f"\n[kube faults] attempts={ATTEMPTS} requests={requests} "
               f"faults={counters['total']} {injected} "
               f"human_edits={max(last_edit.values(), default=0)} outcomes={dict(outcomes)}")
-    assert counters["total"] >= 30, counters
-    assert injected["500 after"] + injected["delay after"] >= 3
+    assert counters["total"] >= 20, counters
+    assert injected["500 after"] + injected["delay after"] >= 2
     switched = sum(n for k, n in outcomes.items() if k.endswith("switched"))
     assert switched >= ATTEMPTS // 3, outcomes
 
@@ -242,16 +244,32 @@ async def test_a_patch_applied_but_answered_500_is_not_a_half_flip(cluster):
     assert result.changed and not result.refused and result.active == GREEN, result.reasons
 
 
-async def test_a_patch_applied_but_timing_out_every_time_is_undone_everywhere(cluster):
-    """The second route's patch is applied but no answer ever arrives in time: every route
-    ends where it started (the timed-out one included) and the flip is refused clearly."""
+async def test_a_patch_applied_but_never_answered_completes_the_flip(cluster):
+    """The second route's patch is applied but no answer ever arrives in time, on any of
+    its tries: the route is read (after fencing) and found switched, so the flip completes
+    instead of stranding that route."""
     rule = cluster.emulator.faults.add(delay=1.0, after=True, verb="patch",
                                        path="/api-live-2$", times=4)
     result = await cluster.ops.flip(cluster.pair)
-    assert cluster.assert_not_half_flipped() == BLUE
+    assert cluster.assert_not_half_flipped() == GREEN
+    assert result.changed and not result.refused and result.active == GREEN, result.reasons
+    assert rule.injected == 4, "every try timed out"
+
+
+async def test_a_timed_out_patch_landing_late_cannot_half_flip(cluster):
+    """The second route's patches are held past the client's timeout and applied later
+    (the API server still processes a request its client gave up on): the flip gives up
+    and reverts, and the late patches fail their resourceVersion test (the route was
+    fenced), so no route moves after the answer."""
+    rule = cluster.emulator.faults.add(delay=3.0, verb="patch", path="/api-live-2$", times=4)
+    result = await cluster.ops.flip(cluster.pair)
     assert result.refused and not result.changed and result.active == BLUE, result.reasons
-    assert rule.injected >= 2, "the patch was retried"
-    assert any("api-live-2" in r for r in result.reasons)
+    assert cluster.assert_not_half_flipped() == BLUE
+    await asyncio.sleep(3.5)  # every held patch has been processed by now
+    assert cluster.assert_not_half_flipped() == BLUE, "a late patch landed"
+    late = [r for r in route_requests(cluster.emulator, "PATCH", "api-live-2") if r.fault is None
+            and r.status == 422]
+    assert rule.injected == 4 and len(late) >= 1, late
 
 
 async def test_transient_errors_are_retried_with_jittered_backoff(cluster):
