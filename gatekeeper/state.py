@@ -8,10 +8,12 @@ crash between a route patch and the state write leaves nothing inconsistent.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -155,6 +157,18 @@ def _name(pair: PairConfig | str) -> str:
     return pair if isinstance(pair, str) else pair.name
 
 
+_write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _write_lock(where: str) -> asyncio.Lock:
+    """One lock per ConfigMap per event loop: every pair's state lives in one ConfigMap, so
+    concurrent writers in this process would only conflict (409) with each other; 20
+    simultaneous rollbacks used to exhaust the retries (bench/rollback.py)."""
+    locks = _write_locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault(where, asyncio.Lock())
+
+
 class StateStore:
     """Reads and writes the state ConfigMap; one instance per API client."""
 
@@ -200,7 +214,10 @@ class StateStore:
         """Read, apply `mutate` in place (may run more than once: keep it pure; its return
         value is ignored), write with the resourceVersion read; on 409 start over. Skips the
         write when nothing changed."""
-        name = _name(pair)
+        async with _write_lock(self._where()):
+            return await self._update(_name(pair), mutate)
+
+    async def _update(self, name: str, mutate: Callable[[PairState], object]) -> PairState:
         for _attempt in range(self.retries):
             body = await self._read()
             state = self._parse(body, name)
