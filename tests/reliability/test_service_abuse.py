@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import hashlib
 import hmac
@@ -22,7 +23,7 @@ import random
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from unittest import mock
 
@@ -137,6 +138,19 @@ def resident_memory() -> int:
     gc.collect()
     with open("/proc/self/statm", encoding="ascii") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextlib.contextmanager
+def every_log_event() -> Iterator[list[Any]]:
+    """`capture_logs`, at every level: an earlier in-process CLI run may have configured a
+    level filter (INFO) that would hide debug events from the capture."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(wrapper_class=wrapper)
 
 
 def traced_memory() -> int:
@@ -393,7 +407,7 @@ async def test_every_mutating_endpoint_and_the_webhook_refuse_bad_tokens_and_nev
     refused = 0
     seen_text: list[str] = []
     caplog.set_level(logging.DEBUG)
-    with structlog.testing.capture_logs() as logs, \
+    with every_log_event() as logs, \
             mock.patch.object(auth_module.hmac, "compare_digest",
                               wraps=hmac.compare_digest) as compared:
         async with aiohttp.ClientSession() as http:
@@ -461,7 +475,7 @@ async def test_secret_values_never_reach_logs_metrics_or_the_api(
         for text in (value, f"postgres://app:{value}@db"):
             raw = text.encode()
             secrets |= {text, base64.b64encode(raw).decode(), hashlib.sha256(raw).hexdigest()}
-    with structlog.testing.capture_logs() as logs:
+    with every_log_event() as logs:
         service = create_service(loaded, kube_api, token=TOKEN)
         server = await aiohttp_server(service.app)
         url = str(server.make_url("")).rstrip("/")
