@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
 from kubernetes_asyncio import client
 from structlog.testing import capture_logs
 
@@ -19,6 +21,16 @@ LEASE = "gatekeeper-leader"
 # Short periods keep the tests in seconds; bounds below are generous multiples of them.
 FAST = LeaderElectionConfig(lease_duration=1.0, renew_deadline=0.6, retry_period=0.1)
 GENEROUS = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _every_log_level() -> Iterator[None]:
+    """The races are asserted on debug events: an in-process CLI run earlier in the session
+    (tests/test_cluster_cli.py) leaves an INFO filter configured that would hide them."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(wrapper_class=wrapper)
 
 
 @pytest.fixture
