@@ -31,6 +31,7 @@ import aiohttp
 import pytest
 import structlog
 
+from gatekeeper import kubeclient
 from gatekeeper.cli import serve_cmd
 from gatekeeper.service import auth as auth_module
 from gatekeeper.service.app import create_service
@@ -238,6 +239,33 @@ async def test_thousand_flapping_webhooks_roll_back_once_and_the_cooldown_holds(
           f"{took_again:.2f}s, all 200; 1 rollback; {cooldown:.0f} held by the cooldown; "
           f"resident memory grew {growth / 2**20:.1f} MiB during the second flood")
     assert growth < 16 * 2**20, f"the second flood grew the process by {growth} bytes"
+
+
+async def test_a_rollback_the_api_keeps_refusing_blocks_the_pair_with_the_reason(
+        flipped, kube_emulator, kube_api):
+    """Every route patch answered 500: the webhook's rollback cannot converge. The routes
+    stay whole, the webhook is answered (outcome `refused`), and the pair is `blocked`
+    with the reason, waiting for a person; a new alert retries the rollback (the safe
+    direction) with the same bounded number of tries, and the pair stays blocked."""
+    service, url = flipped
+    kube_emulator.faults.add(status=500, verb="patch", path="/ingressroutes/")
+    before = len(kube_emulator.requests.records(method="PATCH"))
+    async with aiohttp.ClientSession() as http:
+        status, body = await post_json(http, f"{url}/api/v1/alertmanager", payload())
+        assert status == 200 and body["outcome"] == "refused", body
+        patches = len(kube_emulator.requests.records(method="PATCH")) - before
+        status, again = await post_json(http, f"{url}/api/v1/alertmanager",
+                                        payload(fingerprint="other"))
+        assert status == 200 and again["outcome"] == "refused", again
+        retried = len(kube_emulator.requests.records(method="PATCH")) - before - patches
+        status, detail = await get_json(http, f"{url}/api/v1/pairs/api")
+    assert await route_target(kube_api, ROUTING) == GREEN
+    view = service.controller.views["api"]
+    assert view.state.phase == "blocked" and detail["phase"] == "blocked"
+    assert "HTTP 500" in view.state.reason, view.state.reason
+    assert patches <= kubeclient.ATTEMPTS and retried <= kubeclient.ATTEMPTS
+    print(f"\n[cannot converge] {patches} patch tries answered 500 -> blocked "
+          f"({view.state.reason[:100]}); a second alert: {retried} more tries, still blocked")
 
 
 # ---- malformed bodies -----------------------------------------------------------------------
