@@ -69,7 +69,10 @@ def test_evaluate_reads_the_route_and_judges_green_unsafe_then_blue_safe(
     assert table.returncode == 1, table.stdout + table.stderr
     assert f"dark {green} vs active {blue}" in table.stdout
     assert "verdict: UNSAFE" in table.stdout
-    assert f"error-rate [key] on {green}: 0.05" in table.stdout
+    reason = next(line for line in table.stdout.splitlines()
+                  if line.strip().startswith(f"- error-rate [key] on {green}: "))
+    shown = float(reason.split(f"on {green}: ", 1)[1].split()[0])
+    assert shown == pytest.approx(0.05, rel=0.1) and "misses < 0.01" in reason
 
     done = gatekeeper("evaluate", "--config", str(config), "--pair", "api", "--output", "json")
     assert done.returncode == 1

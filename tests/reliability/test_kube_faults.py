@@ -14,7 +14,6 @@ import collections
 import copy
 import itertools
 import random
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -302,16 +301,13 @@ async def test_when_patches_keep_failing_the_flip_is_refused_clearly(cluster):
     """Every route patch answered 500: bounded retries, routes untouched, a refusal that says
     why (no exception, no half-flip)."""
     cluster.emulator.faults.add(status=500, verb="patch", path="/ingressroutes/")
-    started = time.monotonic()
     result = await cluster.ops.flip(cluster.pair)
-    elapsed = time.monotonic() - started
     assert cluster.assert_not_half_flipped() == BLUE
     assert result.refused and not result.changed and result.active == BLUE
     assert any("HTTP 500" in r for r in result.reasons), result.reasons
     patches = [r for r in cluster.emulator.requests.records(method="PATCH")
                if "/ingressroutes/" in r.path]
-    assert 2 <= len(patches) <= 6, len(patches)
-    assert elapsed < 10
+    assert 2 <= len(patches) <= 6, len(patches)  # bounded retries, not a wall-clock bound
 
 
 async def test_when_reads_keep_failing_nothing_is_patched_and_the_error_is_clear(cluster):
