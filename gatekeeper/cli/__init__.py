@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from gatekeeper import __version__
-from gatekeeper.cli import evaluate_cmd, rules_cmd
+from gatekeeper.cli import check_cmd, cluster_cmds, evaluate_cmd, rules_cmd, serve_cmd
 from gatekeeper.logs import configure_logging
 
 EXIT_OK = 0
@@ -19,21 +19,7 @@ EXIT_UNSAFE = 1
 EXIT_USAGE = 2
 EXIT_UNKNOWN = 3
 
-_COMMAND_MODULES = [rules_cmd, evaluate_cmd]
-
-
-def _optional_modules() -> list[object]:
-    """Command groups added by later modules register here without touching this file."""
-    import importlib
-
-    found = []
-    for name in ("cluster_cmds", "serve_cmd", "check_cmd"):
-        try:
-            found.append(importlib.import_module(f"gatekeeper.cli.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"gatekeeper.cli.{name}":
-                raise
-    return found
+_COMMAND_MODULES = [rules_cmd, evaluate_cmd, cluster_cmds, serve_cmd, check_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="warning", help="debug, info, warning, error")
     parser.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in [*_COMMAND_MODULES, *_optional_modules()]:
-        module.register(subcommands)  # type: ignore[attr-defined]
+    for module in _COMMAND_MODULES:
+        module.register(subcommands)
     return parser
 
 
