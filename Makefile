@@ -28,11 +28,12 @@ debs:
 	    prometheus prometheus-alertmanager; \
 	fi
 
+# ruff, then mypy --strict over gatekeeper/ (configured in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
-test: $(STAMP) debs
-	$(BIN)/ruff check .
+test: $(STAMP) debs lint
 	$(BIN)/pytest
 
 demo: $(STAMP) debs

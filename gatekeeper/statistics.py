@@ -58,7 +58,9 @@ def compare_samples(
     # (a pipeline's `gatekeeper check` should start fast).
     from scipy.stats import mannwhitneyu
 
-    alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[direction]
+    alternatives: dict[str, Literal["greater", "less", "two-sided"]] = {
+        "increase": "greater", "decrease": "less", "either": "two-sided"}
+    alternative = alternatives[direction]
     if len(set(cand) | set(base)) == 1:
         p_value = 1.0  # identical constant samples: no shift at all
     else:

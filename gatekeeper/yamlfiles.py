@@ -64,7 +64,7 @@ def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int],
             return _walk_collection(node, path, lines, walking, budget)
         finally:
             walking.discard(id(node))
-    return yaml.SafeLoader.construct_object(_LOADER, node, deep=True)  # type: ignore[arg-type]
+    return yaml.SafeLoader.construct_object(_LOADER, node, deep=True)
 
 
 def _walk_collection(node: yaml.MappingNode | yaml.SequenceNode, path: PathKey,
@@ -78,7 +78,7 @@ def _walk_collection(node: yaml.MappingNode | yaml.SequenceNode, path: PathKey,
             raise yaml.constructor.ConstructorError(
                 None, None, "a key must be a plain value (a name), not a list or a mapping",
                 key_node.start_mark)
-        key = yaml.SafeLoader.construct_object(_LOADER, key_node, deep=True)  # type: ignore[arg-type]
+        key = yaml.SafeLoader.construct_object(_LOADER, key_node, deep=True)
         child = (*path, key if isinstance(key, str | int) else str(key))
         lines[child] = key_node.start_mark.line + 1
         if key in result:

@@ -110,7 +110,8 @@ async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]
         try:
             body: Body = await objects.patch_namespaced_custom_object(
                 ref.api_group, TRAEFIK_VERSION, ref.namespace, plural, ref.name, ops,
-                _content_type=JSON_PATCH,
+                # the stub omits `_content_type`, which the generated client accepts
+                _content_type=JSON_PATCH,  # type: ignore[call-arg]
             )
             return body
         except ApiException as exc:
@@ -164,7 +165,8 @@ async def fence(api: client.ApiClient, ref: RouteRef, plural: str | None = None)
         try:
             fenced: Body = await objects.patch_namespaced_custom_object(
                 ref.api_group, TRAEFIK_VERSION, ref.namespace, plural, ref.name, ops,
-                _content_type=JSON_PATCH,
+                # the stub omits `_content_type`, which the generated client accepts
+                _content_type=JSON_PATCH,  # type: ignore[call-arg]
             )
             return fenced
         except ApiException as exc:

@@ -157,6 +157,10 @@ class Controller:
         """Whether this replica acts (dry-run replicas decide as if they did)."""
         return self.dry_run or self.leadership.is_leader
 
+    def leading_now(self) -> bool:
+        """`is_leader` read again after an await (a call, so no earlier check narrows it)."""
+        return self.is_leader
+
     @property
     def ready(self) -> bool:
         """At least one tick completed and the service is not shutting down."""
@@ -327,7 +331,7 @@ class Controller:
             if would and tuple(would) != view.would:
                 bound.warning("dry-run: would act", would=would)
             view.would = tuple(would)
-            if not self.is_leader:
+            if not self.leading_now():
                 return  # lost the Lease meanwhile: the new leader owns the state
             await self._commit(pair, before, state, transitions)
 

@@ -220,6 +220,9 @@ class KubernetesSource:
         self.apps = client.AppsV1Api(api_client)
         self.clock = clock
 
+    async def close(self) -> None:
+        """Nothing to release: the shared ApiClient belongs to whoever passed it in."""
+
     async def measure(
         self,
         rule: Rule,

@@ -126,6 +126,9 @@ class LogSource:
         self.core = client.CoreV1Api(api_client)
         self.max_concurrency = max_concurrency
 
+    async def close(self) -> None:
+        """Nothing to release: the shared ApiClient belongs to whoever passed it in."""
+
     async def measure(
         self,
         rule: Rule,
