@@ -17,6 +17,7 @@ BENCHMARKS = {
     "scale": "bench.scale",
     "verdict_api": "bench.verdict_api",
     "pod_logs": "bench.pod_logs",
+    "webhook_flood": "bench.webhook_flood",
 }
 """Benchmark name -> module with `run(options) -> Outcome`, in the order they run."""
 

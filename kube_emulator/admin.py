@@ -171,22 +171,25 @@ async def expire_watches(request: web.Request) -> web.Response:
 
 
 async def get_requests(request: web.Request) -> web.Response:
-    """Recent requests, filterable by ?method=, ?path= (substring), ?verb=, ?limit=."""
+    """Recent requests, filterable by ?method=, ?path= (substring), ?verb=, ?limit=, and
+    the count of every request received (`total`, `by_verb`: not bounded by the log size)."""
     query = request.query
-    records = _emulator(request).requests.records(
+    log = _emulator(request).requests
+    records = log.records(
         method=query.get("method"), path_contains=query.get("path"), verb=query.get("verb"))
     if "limit" in query:
         try:
             records = records[-int(query["limit"]):]
         except ValueError:
             raise bad_request("limit must be an integer") from None
-    return _ok({"requests": [r.to_dict() for r in records]})
+    return _ok({"requests": [r.to_dict() for r in records], "total": log.total,
+                "by_verb": log.by_verb()})
 
 
 async def clear_requests(request: web.Request) -> web.Response:
-    """Forget recorded requests."""
+    """Forget recorded requests and reset the counts."""
     _emulator(request).requests.clear()
-    return _ok({"requests": []})
+    return _ok({"requests": [], "total": 0, "by_verb": {}})
 
 
 def add_routes(app: web.Application) -> None:

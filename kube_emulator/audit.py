@@ -8,7 +8,7 @@ soon as it is established, not when it ends.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -35,18 +35,34 @@ class RequestRecord:
 
 
 class RequestLog:
-    """The last `size` requests, oldest first."""
+    """The last `size` requests, oldest first, and a count of every request by verb.
+
+    The count is not bounded by `size`: a test that sends thousands of requests can still
+    assert how many API calls a client made (`total`, `by_verb`).
+    """
 
     def __init__(self, size: int = 2000) -> None:
         self._records: deque[RequestRecord] = deque(maxlen=max(1, size))
         self._in_flight: OrderedDict[int, RequestRecord] = OrderedDict()
+        self._counts: Counter[str] = Counter()
+
+    @property
+    def total(self) -> int:
+        """Requests received since the start or the last `clear` (answered or not)."""
+        return sum(self._counts.values())
+
+    def by_verb(self) -> dict[str, int]:
+        """Requests received since the start or the last `clear`, by Kubernetes verb."""
+        return dict(self._counts)
 
     def record(self, record: RequestRecord) -> None:
         """Append one request."""
+        self._counts[record.verb] += 1
         self._records.append(record)
 
     def begin(self, token: int, record: RequestRecord) -> None:
         """Remember a request until its response starts (`finish`)."""
+        self._counts[record.verb] += 1
         self._in_flight[token] = record
         while len(self._in_flight) > _MAX_IN_FLIGHT:
             self._in_flight.popitem(last=False)
@@ -77,8 +93,9 @@ class RequestLog:
         ]
 
     def clear(self) -> None:
-        """Forget all recorded requests."""
+        """Forget all recorded requests and reset the counts."""
         self._records.clear()
+        self._counts.clear()
 
     @staticmethod
     def now() -> float:

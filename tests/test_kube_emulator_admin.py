@@ -15,6 +15,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from kube_emulator.__main__ import main
+from kube_emulator.audit import RequestLog
 from tests.fixtures.kube import BLUE, GREEN, ROUTE_NAME, ROUTING
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +97,27 @@ async def test_request_log_shows_patch_content_types(kube_bluegreen, kube_api):
     assert record.path == route_path
     assert record.content_type == "application/json-patch+json"
     assert record.verb == "patch" and record.status == 200 and record.body == body
+
+
+async def test_request_counts_are_not_bounded_by_the_log_size(kube_emulator, kube_api):
+    """The log keeps the last `request_log_size` requests; the counts keep every one."""
+    core = client.CoreV1Api(kube_api)
+    size = 20
+    kube_emulator.requests = RequestLog(size)
+    for _ in range(size + 50):
+        await core.list_namespace()
+    await core.read_namespace("default")
+    assert len(kube_emulator.requests.records()) == size
+    assert kube_emulator.requests.total == size + 51
+    assert kube_emulator.requests.by_verb() == {"list": size + 50, "get": 1}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{kube_emulator.url}/_emulator/requests",
+                            params={"limit": "1"}) as resp:
+            body = await resp.json()
+        assert body["total"] == size + 51 and body["by_verb"]["get"] == 1
+        async with http.delete(f"{kube_emulator.url}/_emulator/requests") as resp:
+            assert (await resp.json())["total"] == 0
+    assert kube_emulator.requests.total == 0
 
 
 async def test_admin_http_endpoints(kube_bluegreen, kube_api):

@@ -137,15 +137,19 @@ def match_pairs(alert: WebhookAlert, settings: WebhookConfig,
 
 
 @dataclass(frozen=True)
-class _AlertResult:
+class _PairResult:
+    """What became of the alerts of one notification that concern one pair."""
+
     pair: str
     alert: str
+    """The first of them, described."""
     outcome: Outcome
+    count: int = 1
     reasons: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pair": self.pair, "alert": self.alert, "outcome": self.outcome,
-                "reasons": list(self.reasons)}
+        return {"pair": self.pair, "alert": self.alert, "alerts": self.count,
+                "outcome": self.outcome, "reasons": list(self.reasons)}
 
 
 async def handle_alertmanager(request: web.Request) -> web.Response:
@@ -189,33 +193,53 @@ async def handle_alertmanager(request: web.Request) -> web.Response:
 
 
 async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPayload,
-               received: float) -> list[_AlertResult]:
+               received: float) -> list[_PairResult]:
+    """Group the alerts by pair first, then decide once per pair.
+
+    Deciding reads the pair's live state (is the rollback target ready?), so its cost must
+    grow with the pairs concerned, not with the alerts: a storm of thousands of alerts for
+    one namespace costs one decision, and the answer comes well inside Alertmanager's
+    timeout.
+    """
     settings = controller.config.webhook
     actives = {name: (view.state.active if view.state.phase in _PREFERRED_PHASES
                       else None, view.pair.namespaces)
                for name, view in controller.views.items()}
-    results: list[_AlertResult] = []
+    fresh: dict[str, list[tuple[str, WebhookAlert]]] = {}
+    repeated: dict[str, list[WebhookAlert]] = {}
     for alert in payload.alerts:
         for pair in match_pairs(alert, settings, actives):
             # Once per alert instance and release: after a later flip the same still-firing
             # alert is news again.
             release = controller.views[pair].state.flipped_at
             key = f"{pair}/{release}/{alert.identity()}"
-            if not deduper.claim(key):
-                results.append(_AlertResult(pair, alert.describe(), "duplicate"))
-                continue
-            reason = f"Alertmanager: {alert.describe()}"
-            try:
-                outcome, answer = await controller.alert(pair, reason[:500], received)
-            except (NotLeader, ShuttingDown) as exc:
-                deduper.release(key)
-                raise responses.http_error(503, str(exc), retry_after=1) from exc
-            except Exception as exc:
-                deduper.release(key)
-                log.exception("webhook rollback failed", pair=pair)
-                raise responses.http_error(503, f"rollback failed: {type(exc).__name__}: {exc}",
-                                        retry_after=1) from exc
-            if outcome in ("ignored", "cooldown"):
-                deduper.release(key)  # a repeat may act once the pair is in a release
-            results.append(_AlertResult(pair, alert.describe(), outcome, answer.reasons))
+            if deduper.claim(key):
+                fresh.setdefault(pair, []).append((key, alert))
+            else:
+                repeated.setdefault(pair, []).append(alert)
+    results = [_PairResult(pair, alerts[0].describe(), "duplicate", len(alerts))
+               for pair, alerts in repeated.items()]
+    for pair, claimed in fresh.items():
+        keys = [key for key, _ in claimed]
+        first = claimed[0][1].describe()
+        more = f" (and {len(claimed) - 1} more alerts)" if len(claimed) > 1 else ""
+        reason = f"Alertmanager: {first}"[:460] + more
+        try:
+            outcome, answer = await controller.alert(pair, reason, received)
+        except (NotLeader, ShuttingDown) as exc:
+            _release(deduper, keys)
+            raise responses.http_error(503, str(exc), retry_after=1) from exc
+        except Exception as exc:
+            _release(deduper, keys)
+            log.exception("webhook rollback failed", pair=pair)
+            raise responses.http_error(503, f"rollback failed: {type(exc).__name__}: {exc}",
+                                    retry_after=1) from exc
+        if outcome in ("ignored", "cooldown"):
+            _release(deduper, keys)  # a repeat may act once the pair is in a release
+        results.append(_PairResult(pair, first, outcome, len(claimed), answer.reasons))
     return results
+
+
+def _release(deduper: AlertDeduper, keys: list[str]) -> None:
+    for key in keys:
+        deduper.release(key)

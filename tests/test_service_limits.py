@@ -1,0 +1,106 @@
+"""Floods that must cost little: a webhook storm, abandoned long-polls, slow clients,
+oversized numbers in bodies. Each test counts work (API requests, waiters, connections),
+never wall-clock time; the timings are in bench/webhook_flood.py and docs/performance.md."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gatekeeper.service.app import create_service
+from tests.service_support import (
+    AUTH,
+    NEW,
+    PODS_READY_RULE,
+    TOKEN,
+    post_json,
+    route_target,
+    seed,
+    write_config,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+PAIRS = (("api", "fl-api-blue", "fl-api-green", "fl-api-live"),
+         ("web", "fl-web-blue", "fl-web-green", "fl-web-live"))
+
+
+def storm(namespace: str, count: int, *, start: int = 0) -> list[dict[str, Any]]:
+    """`count` distinct critical alerts for one namespace (one per pod, as a per-pod
+    alert rule fires when a whole release breaks)."""
+    return [{"status": "firing",
+             "labels": {"alertname": "PodErrors", "namespace": namespace,
+                        "severity": "critical", "pod": f"api-{k}"},
+             "annotations": {"summary": "5xx over budget"},
+             "startsAt": "2026-11-27T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+             "fingerprint": f"{namespace}-{k:06d}"} for k in range(start, start + count)]
+
+
+def notification(alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A version 4 notification carrying `alerts`."""
+    return {"version": "4", "status": "firing", "receiver": "gatekeeper",
+            "groupKey": '{}:{alertname="PodErrors"}', "alerts": alerts}
+
+
+@pytest.fixture
+async def two_flipped_pairs(tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """Two pairs, both just flipped to green; no control loop or watch, so every API request
+    the emulator counts afterwards comes from what the test sends."""
+    for _name, blue, green, routing in PAIRS:
+        kube_emulator.load(seed(blue, green, routing, green_image=NEW))
+    loaded = write_config(tmp_path, list(PAIRS), prometheus_url=None, rules=[PODS_READY_RULE],
+                          policy={"auto_flip": False},
+                          webhook={"max_body_bytes": 16 * 1024 * 1024})
+    service = create_service(loaded, kube_api, token=TOKEN, run_loop=False, watch=False)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+    await service.controller.tick()
+    async with aiohttp.ClientSession() as http:
+        for name, *_ in PAIRS:
+            status, body = await post_json(http, f"{url}/api/v1/pairs/{name}/flip",
+                                           {"force": True})
+            assert status == 200 and body["changed"], body
+    yield service, url
+    await service.close()
+
+
+async def test_webhook_storm_costs_requests_per_pair_not_per_alert(
+        two_flipped_pairs, kube_emulator, kube_api):
+    """5,800 alerts in one notification (5,000 for a pair in cooldown, 800 for a pair that
+    must roll back): the API requests are bounded by the pairs concerned, and the outcome is
+    still one rollback for one pair and a cooldown for the other."""
+    service, url = two_flipped_pairs
+    (_, _, api_green, api_live), (_, web_blue, web_green, web_live) = PAIRS
+    hook = f"{url}/api/v1/alertmanager"
+    async with aiohttp.ClientSession() as http:
+        # Put pair `api` in its cooldown: an alert rolls it back, a person flips again.
+        status, body = await post_json(http, hook, notification(storm(api_green, 1)))
+        assert status == 200 and body["outcome"] == "rollback", body
+        status, body = await post_json(http, f"{url}/api/v1/pairs/api/flip",
+                                       {"force": True, "to": api_green})
+        assert status == 200 and body["changed"], body
+        body_bytes = json.dumps(notification(
+            storm(api_green, 5000, start=1) + storm(web_green, 800))).encode()
+        kube_emulator.requests.clear()
+        started = time.monotonic()
+        async with http.post(hook, data=body_bytes,
+                             headers={**AUTH, "Content-Type": "application/json"}) as response:
+            status, answer = response.status, await response.json()
+        took = time.monotonic() - started
+    requests = kube_emulator.requests.total
+    print(f"5,800 alerts answered in {took:.2f}s with {requests} API requests "
+          f"({kube_emulator.requests.by_verb()})")
+    assert status == 200, answer
+    # Two decisions (each reads the rollback target's readiness) and one rollback (routes,
+    # Deployments, the state record): a few dozen at most, where one decision per alert
+    # made two requests per alert (11,600 here).
+    assert requests <= 20 * len(PAIRS), kube_emulator.requests.by_verb()
+    outcomes = {r["pair"]: (r["outcome"], r["alerts"]) for r in answer["results"]}
+    assert outcomes == {"api": ("cooldown", 5000), "web": ("rollback", 800)}
+    assert await route_target(kube_api, api_live) == api_green
+    assert await route_target(kube_api, web_live) == web_blue
+    assert service.controller.views["web"].state.phase == "rolled_back"
