@@ -150,6 +150,10 @@ class WebhookConfig(_Section):
     matchers: dict[str, str] = Field(default_factory=lambda: {"severity": "critical"})
     match_namespace: bool = True
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    stale_alert_grace: Duration = 60.0
+    """An alert whose `startsAt` is more than this before the current release took traffic
+    concerns an earlier release and rolls nothing back (allows for clock skew between
+    Prometheus and gatekeeper, and for a flip noticed late)."""
 
 
 class AuthConfig(_Section):

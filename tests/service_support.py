@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,12 @@ def write_config(
     path = tmp_path / "gatekeeper.yaml"
     path.write_text(yaml.safe_dump(config))
     return load_config(path)
+
+
+def rfc3339(at: float | None = None) -> str:
+    """A time as Alertmanager writes `startsAt` (default: now), e.g. for a new alert."""
+    moment = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def wait_until(predicate: Callable[[], Any], *, within: float, interval: float = 0.1,

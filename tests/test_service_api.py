@@ -26,6 +26,7 @@ from tests.service_support import (
     metric_value,
     post_json,
     replicas,
+    rfc3339,
     route_target,
     seed,
     wait_until,
@@ -334,7 +335,7 @@ async def test_of_two_replicas_only_the_lease_holder_acts(tmp_path, kube_emulato
             await wait_until(lambda: services[follower].controller.views["api"].state.phase
                              == "flipped", within=5, what="follower shows the leader's state")
             alert = {"version": "4", "status": "firing", "alerts": [{
-                "status": "firing", "fingerprint": "f1", "startsAt": "2026-01-01T00:00:00Z",
+                "status": "firing", "fingerprint": "f1", "startsAt": rfc3339(),
                 "labels": {"severity": "critical", "namespace": GREEN}}]}
             status, body = await post_json(http, f"{urls[follower]}/api/v1/alertmanager", alert)
             assert status == 503 and "not the leader" in body["error"]

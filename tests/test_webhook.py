@@ -13,14 +13,23 @@ import pytest
 from gatekeeper.config import WebhookConfig
 from gatekeeper.service.app import create_service
 from gatekeeper.service.dedupe import AlertDeduper
-from gatekeeper.service.webhook import WebhookAlert, match_pairs, parse_payload
+from gatekeeper.service.webhook import (
+    WebhookAlert,
+    match_pairs,
+    parse_payload,
+    predates_release,
+    starts_at,
+)
 from tests.service_support import (
     AUTH,
     NEW,
     PODS_READY_RULE,
     TOKEN,
+    ingressroute,
     metric_value,
+    namespace,
     post_json,
+    rfc3339,
     route_target,
     seed,
     wait_until,
@@ -33,16 +42,19 @@ BLUE, GREEN, ROUTING = "wh-blue", "wh-green", "wh-routing"
 
 
 def payload(namespace: str = GREEN, *, status: str = "firing", severity: str = "critical",
-            fingerprint: str = "a1b2c3", **extra: Any) -> dict[str, Any]:
-    """A version 4 notification as Alertmanager 0.25 sends it (plus unknown fields)."""
-    labels = {"alertname": "ApiDown", "namespace": namespace, "severity": severity}
+            fingerprint: str = "a1b2c3", starts: str | None = None, pair: str | None = None,
+            **extra: Any) -> dict[str, Any]:
+    """A version 4 notification as Alertmanager 0.25 sends it (plus unknown fields); the
+    alert starts now unless `starts` says otherwise."""
+    labels = {"alertname": "ApiDown", "namespace": namespace, "severity": severity,
+              **({"pair": pair} if pair else {})}
     return {
         "version": "4", "groupKey": '{}:{alertname="ApiDown"}', "truncatedAlerts": 0,
         "status": status, "receiver": "gatekeeper", "groupLabels": {"alertname": "ApiDown"},
         "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://am:9093",
         "alerts": [{"status": status, "labels": labels,
                     "annotations": {"summary": "5xx over budget"},
-                    "startsAt": "2026-11-27T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "startsAt": starts or rfc3339(), "endsAt": "0001-01-01T00:00:00Z",
                     "generatorURL": "http://prom/graph", "fingerprint": fingerprint,
                     "someFutureField": {"x": 1}}],
         **extra,
@@ -265,3 +277,130 @@ async def _flood(url: str, body: bytes, copies: int = 1000) -> list[int]:
 async def _metrics(url: str) -> str:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
         return await response.text()
+
+
+# -- which pair, which release -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"namespace": GREEN, "pair": "web"}, ["web"]),
+        ({"namespace": GREEN, "pair": "api"}, ["api"]),
+        ({"namespace": GREEN, "pair": "nope"}, []),
+        ({"namespace": GREEN}, ["api", "web"]),
+        ({"namespace": BLUE, "pair": "web"}, []),  # not web's active
+    ],
+)
+def test_an_alert_naming_a_pair_concerns_that_pair_only(labels, expected):
+    """Two pairs share the namespaces; a `pair` label narrows the alert to one of them."""
+    alert = WebhookAlert(status="firing", labels={"severity": "critical", **labels})
+    actives = {"api": (GREEN, (BLUE, GREEN)), "web": (GREEN, (BLUE, GREEN))}
+    assert match_pairs(alert, WebhookConfig(), actives) == expected
+
+
+@pytest.mark.parametrize(
+    ("starts", "expected"),
+    [
+        ("2026-12-01T10:00:00Z", 1796119200.0),
+        ("2026-12-01T10:00:00.123456789Z", 1796119200.123456789),
+        ("2026-12-01T11:00:00+01:00", 1796119200.0),
+        ("0001-01-01T00:00:00Z", None),
+        ("", None),
+        ("yesterday", None),
+        ("2026-13-01T10:00:00Z", None),
+    ],
+)
+def test_starts_at_reads_alertmanager_times(starts, expected):
+    """RFC 3339 with nanoseconds and offsets; Go's zero time and garbage are "unknown"."""
+    value = starts_at(WebhookAlert(status="firing", labels={}, startsAt=starts))
+    assert value == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_an_alert_older_than_the_release_is_stale_within_a_grace():
+    """Started well before the flip: an earlier release's alert; within the grace (clock
+    skew) or after the flip, or with no readable start: it may be this release's."""
+    flip = 1796119200.0
+
+    def alert(starts: float | None) -> WebhookAlert:
+        return WebhookAlert(status="firing", labels={},
+                            startsAt=rfc3339(starts) if starts is not None else "")
+
+    assert predates_release(alert(flip - 3600), flip, 60) is not None
+    assert "before the current release" in str(predates_release(alert(flip - 61), flip, 60))
+    assert predates_release(alert(flip - 59), flip, 60) is None
+    assert predates_release(alert(flip + 5), flip, 60) is None
+    assert predates_release(alert(None), flip, 60) is None
+    assert predates_release(alert(flip - 3600), None, 60) is None
+
+
+async def test_an_alert_labelled_for_one_pair_rolls_back_only_that_pair(
+    tmp_path, kube_emulator, kube_api, aiohttp_server
+):
+    """Pairs `api` and `web` share the two namespaces (one route each), both flipped to
+    green: a critical alert for green labelled `pair=web` rolls back web, not api."""
+    web_routing = "wh-routing-web"
+    kube_emulator.load([*seed(BLUE, GREEN, ROUTING, green_image=NEW), namespace(web_routing),
+                        ingressroute(web_routing, BLUE)])
+    loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING),
+                                     ("web", BLUE, GREEN, web_routing)],
+                          prometheus_url=None, rules=[PODS_READY_RULE],
+                          policy={"auto_flip": False})
+    service = create_service(loaded, kube_api, token=TOKEN)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+    views = service.controller.views
+    try:
+        await wait_until(lambda: views["api"].state.active == views["web"].state.active == BLUE,
+                         within=10, what="first evaluation")
+        async with aiohttp.ClientSession() as http:
+            for pair in ("api", "web"):
+                status, body = await post_json(http, f"{url}/api/v1/pairs/{pair}/flip",
+                                               {"force": True})
+                assert status == 200 and body["changed"], body
+            status, body = await post_json(http, f"{url}/api/v1/alertmanager",
+                                           payload(GREEN, pair="web"))
+        assert status == 200 and body["outcome"] == "rollback", body
+        assert [r["pair"] for r in body["results"]] == ["web"], body
+        assert await route_target(kube_api, web_routing) == BLUE
+        assert await route_target(kube_api, ROUTING) == GREEN, "api was rolled back too"
+        assert views["api"].state.phase == "flipped"
+        assert views["web"].state.phase == "rolled_back"
+    finally:
+        await service.close()
+
+
+async def test_a_stale_alert_redelivered_after_a_new_flip_rolls_nothing_back(
+    tmp_path, kube_emulator, kube_api, aiohttp_server
+):
+    """Release 1 is flipped and rolled back by alert A. Release 2 is flipped after the
+    cooldown; Alertmanager re-delivers A (still firing, same startsAt): it concerns release
+    1, so release 2 stays. An alert that starts after the second flip rolls it back."""
+    kube_emulator.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
+    loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING)], prometheus_url=None,
+                          rules=[PODS_READY_RULE], policy={"auto_flip": False, "cooldown": 1},
+                          webhook={"stale_alert_grace": 0.2})
+    service = create_service(loaded, kube_api, token=TOKEN)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+    hook, flip = f"{url}/api/v1/alertmanager", f"{url}/api/v1/pairs/api/flip"
+    view = service.controller.views["api"]
+    try:
+        await wait_until(lambda: view.state.active == BLUE, within=10, what="first evaluation")
+        async with aiohttp.ClientSession() as http:
+            assert (await post_json(http, flip, {"force": True}))[0] == 200
+            first = payload(fingerprint="release-1")
+            status, body = await post_json(http, hook, first)
+            assert body["outcome"] == "rollback", body
+            await asyncio.sleep(1.5)  # the cooldown passes; release 2 goes live
+            status, body = await post_json(http, flip, {"force": True, "to": GREEN})
+            assert status == 200 and body["changed"], body
+            status, body = await post_json(http, hook, first)  # re-delivered
+            assert status == 200 and body["outcome"] == "ignored", body
+            assert "concerns an earlier release" in body["results"][0]["reasons"][0], body
+            assert await route_target(kube_api, ROUTING) == GREEN
+            status, body = await post_json(http, hook, payload(fingerprint="release-2"))
+            assert status == 200 and body["outcome"] == "rollback", body
+        assert await route_target(kube_api, ROUTING) == BLUE
+    finally:
+        await service.close()

@@ -3,7 +3,9 @@
 The payload (version 4) is validated with pydantic; unknown fields are allowed because
 Alertmanager adds fields over time. Firing alerts that match the configured matchers
 (default `severity="critical"`) and name the pair's new active namespace roll the pair back,
-as long as the previous namespace can take traffic. Alertmanager delivers at least once and
+as long as the previous namespace can take traffic; a `pair` label narrows an alert to that
+pair, and an alert that started before the current release took traffic concerns an
+earlier release (`predates_release`). Alertmanager delivers at least once and
 HA pairs each send: the same alert (fingerprint and start time) is acted on once, and a
 cooldown stops flapping. Any accepted payload is answered 2xx, even when nothing follows;
 a malformed one 4xx (Alertmanager does not retry those), so a bad payload is not re-sent.
@@ -13,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import structlog
@@ -34,6 +38,8 @@ __all__ = [
     "handle_alertmanager",
     "match_pairs",
     "parse_payload",
+    "predates_release",
+    "starts_at",
 ]
 
 log = structlog.get_logger(__name__)
@@ -120,20 +126,59 @@ def match_pairs(alert: WebhookAlert, settings: WebhookConfig,
                 actives: Mapping[str, tuple[str | None, tuple[str, str]]]) -> list[str]:
     """Pairs this firing alert is about: `actives[pair] = (active, namespaces)`.
 
-    With `match_namespace` the alert's `namespace` label must be the pair's active namespace;
-    otherwise a `pair` label picks the pair, else the namespace label, else every pair.
+    An alert with a `pair` label concerns that pair only (pairs share namespaces: one pair
+    per service in the same two namespaces). With `match_namespace` the alert's `namespace`
+    label must also be the pair's active namespace; otherwise the namespace label picks the
+    pairs, and an alert with neither label concerns every pair.
     """
     if alert.status != "firing" or not matches(alert, settings.matchers):
         return []
+    named = alert.labels.get("pair")
+    candidates = {name: spaces for name, spaces in actives.items()
+                  if named is None or name == named}
     namespace = alert.labels.get("namespace")
     if settings.match_namespace:
-        return [name for name, (active, _) in actives.items()
+        return [name for name, (active, _) in candidates.items()
                 if namespace is not None and namespace == active]
-    if "pair" in alert.labels:
-        return [name for name in actives if name == alert.labels["pair"]]
+    if named is not None:
+        return list(candidates)
     if namespace is not None:
-        return [name for name, (_, spaces) in actives.items() if namespace in spaces]
-    return list(actives)
+        return [name for name, (_, spaces) in candidates.items() if namespace in spaces]
+    return list(candidates)
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def starts_at(alert: WebhookAlert) -> float | None:
+    """The alert's `startsAt` as Unix seconds; None when absent, zero or not RFC 3339
+    (Go writes up to 9 fractional digits, more than `datetime` reads)."""
+    found = _RFC3339.match(alert.startsAt.strip())
+    if found is None:
+        return None
+    whole, fraction, zone = found.groups()
+    try:
+        moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+    if moment.year <= 1:  # Go's zero time: "not set"
+        return None
+    return moment.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def predates_release(alert: WebhookAlert, live_since: float | None, grace: float) -> str | None:
+    """Why the alert concerns an earlier release, or None when it may concern this one.
+
+    An alert that started more than `grace` seconds before the current release took the
+    traffic (`live_since`) was raised against what ran before: Alertmanager re-sends a
+    still-firing alert with its original `startsAt`, also after the next flip. An alert
+    without a readable `startsAt`, or a pair with no flip recorded, is not held back.
+    """
+    started = starts_at(alert)
+    if started is None or live_since is None or started >= live_since - grace:
+        return None
+    return (f"started {live_since - started:.0f}s before the current release took traffic: "
+            "it concerns an earlier release (a new alert starting after the flip rolls back)")
 
 
 @dataclass(frozen=True)
@@ -209,9 +254,13 @@ async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPa
     repeated: dict[str, list[WebhookAlert]] = {}
     for alert in payload.alerts:
         for pair in match_pairs(alert, settings, actives):
+            release = controller.views[pair].state.flipped_at
+            stale = predates_release(alert, release, settings.stale_alert_grace)
+            if stale is not None:
+                results.append(_AlertResult(pair, alert.describe(), "ignored", (stale,)))
+                continue
             # Once per alert instance and release: after a later flip the same still-firing
             # alert is news again.
-            release = controller.views[pair].state.flipped_at
             key = f"{pair}/{release}/{alert.identity()}"
             if deduper.claim(key):
                 fresh.setdefault(pair, []).append((key, alert))

@@ -43,6 +43,7 @@ from tests.service_support import (
     get_json,
     metric_value,
     post_json,
+    rfc3339,
     route_target,
     seed,
     wait_until,
@@ -59,16 +60,16 @@ LIMIT = 1_048_576
 """The documented default `webhook.max_body_bytes` (docs/configuration.md)."""
 
 
-def payload(namespace: str = GREEN, *, status: str = "firing", starts: str = "2026-11-27T10:00:00Z",
+def payload(namespace: str = GREEN, *, status: str = "firing", starts: str | None = None,
             fingerprint: str = "a1b2c3") -> dict[str, Any]:
-    """An Alertmanager version 4 notification with one alert."""
+    """An Alertmanager version 4 notification with one alert (starting now by default)."""
     labels = {"alertname": "ApiDown", "namespace": namespace, "severity": "critical"}
     return {
         "version": "4", "groupKey": '{}:{alertname="ApiDown"}', "truncatedAlerts": 0,
         "status": status, "receiver": "gatekeeper", "groupLabels": {"alertname": "ApiDown"},
         "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://am:9093",
         "alerts": [{"status": status, "labels": labels, "annotations": {"summary": "down"},
-                    "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z",
+                    "startsAt": starts or rfc3339(), "endsAt": "0001-01-01T00:00:00Z",
                     "generatorURL": "http://prom/graph", "fingerprint": fingerprint}],
     }
 
@@ -206,11 +207,12 @@ async def test_thousand_flapping_webhooks_roll_back_once_and_the_cooldown_holds(
     rng = random.Random(4)
 
     def flapping(count: int, offset: int) -> list[bytes]:
+        base = time.time()  # after the flip: these alerts concern the new release
         bodies = []
         for i in range(count):
             status = "firing" if i % 2 == 0 else "resolved"
             second = offset + i // 2  # each firing is a new instance (a new startsAt)
-            starts = f"2026-11-27T10:{second // 60 % 60:02d}:{second % 60:02d}Z"
+            starts = rfc3339(base + second)
             bodies.append(json.dumps(payload(status=status, starts=starts,
                                              fingerprint=f"fp{rng.randrange(3)}")).encode())
         return bodies

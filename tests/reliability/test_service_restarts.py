@@ -28,7 +28,7 @@ import yaml
 from kube_emulator import Emulator, FaultRule, running
 from tests.fixtures.kube import BLUE, GREEN
 from tests.reliability.test_kube_faults import IR, ROUTES, three_route_seed
-from tests.service_support import AUTH, PODS_READY_RULE, TOKEN, free_port, wait_until
+from tests.service_support import AUTH, PODS_READY_RULE, TOKEN, free_port, rfc3339, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -250,7 +250,7 @@ def webhook_payload(namespace: str) -> dict[str, Any]:
             "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://am",
             "groupKey": "{}", "alerts": [{"status": "firing", "labels": labels,
                                           "annotations": {}, "fingerprint": "dead",
-                                          "startsAt": "2026-11-27T10:00:00Z"}]}
+                                          "startsAt": rfc3339()}]}
 
 
 @pytest.mark.parametrize(("point", "path", "applied"), KILL_POINTS,

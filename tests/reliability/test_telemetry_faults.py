@@ -27,6 +27,7 @@ from tests.service_support import (
     TOKEN,
     free_port,
     post_json,
+    rfc3339,
     route_target,
     seed,
     set_image,
@@ -269,7 +270,7 @@ async def test_alertmanager_unreachable_alert_rules_unknown_webhook_rollback_wor
                    "groupLabels": {}, "commonLabels": labels, "commonAnnotations": {},
                    "externalURL": "http://am", "groupKey": "{}", "alerts": [
                        {"status": "firing", "labels": labels, "annotations": {},
-                        "startsAt": "2026-11-27T10:00:00Z", "fingerprint": "f00d"}]}
+                        "startsAt": rfc3339(), "fingerprint": "f00d"}]}
         started = time.monotonic()
         status, body = await post_json(http, f"{url}/api/v1/alertmanager", payload)
         took = time.monotonic() - started
