@@ -104,3 +104,33 @@ async def test_webhook_storm_costs_requests_per_pair_not_per_alert(
     assert await route_target(kube_api, api_live) == api_green
     assert await route_target(kube_api, web_live) == web_blue
     assert service.controller.views["web"].state.phase == "rolled_back"
+
+
+HUGE = "9" * 5000
+"""A 5,000-digit integer; `N` in the bodies below stands for it."""
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/api/v1/pairs/api/scale-down", '{"keep": N}', "keep"),
+    ("/api/v1/pairs/api/scale-down", '{"keep": -N, "force": true}', "keep"),
+    ("/api/v1/pairs/api/flip", '{"force": true, "to": [1, N]}', "to.1"),
+    ("/api/v1/pairs/api/rollback", '{"reason": {"n": N}}', "reason.n"),
+    ("/api/v1/pairs/api/approve", "N", "body"),
+    ("/api/v1/alertmanager", '{"version": "4", "status": "firing", "alerts": [], '
+                             '"truncatedAlerts": N}', "truncatedAlerts"),
+    ("/api/v1/alertmanager", '{"version": "4", "status": "firing", "alerts": [{"status": '
+                             '"firing", "labels": {"a": N}}]}', "alerts.0.labels.a"),
+])
+async def test_a_5000_digit_integer_is_a_400_naming_the_field(
+        two_flipped_pairs, kube_emulator, path, body, field):
+    """Python refuses to convert integers over 4,300 digits (a bare ValueError): that must
+    be the client's 400 naming the field, not a 500, and nothing may change."""
+    _service, url = two_flipped_pairs
+    kube_emulator.requests.clear()
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{url}{path}", data=body.replace("N", HUGE).encode(),
+            headers={**AUTH, "Content-Type": "application/json"}) as response:
+        status, answer = response.status, await response.json()
+    assert status == 400, answer
+    assert answer["error"].startswith(f"{field}: integer of 5000 digits"), answer
+    assert kube_emulator.requests.total == 0

@@ -7,7 +7,6 @@ Mutations need the bearer token, are idempotent, answer 409 with reasons when un
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Any, Literal, TypeVar, cast
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gatekeeper import lifecycle
 from gatekeeper.config import PairConfig
 from gatekeeper.operations import ClusterError
-from gatekeeper.service import responses
+from gatekeeper.service import jsonbody, responses
 from gatekeeper.service.context import Services, services_of
 from gatekeeper.service.controller import (
     ActionOutcome,
@@ -177,13 +176,9 @@ async def _body(request: web.Request, model: type[BodyT]) -> BodyT:
     if not raw.strip():
         return model.model_validate({})
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise responses.http_error(400, f"body is not valid JSON: {exc}") from exc
-    except RecursionError as exc:  # `[[[[...` within the size limit
-        raise responses.http_error(400, "body is not valid JSON: nested too deeply") from exc
-    if not isinstance(data, dict):
-        raise responses.http_error(400, "body must be a JSON object")
+        data = jsonbody.load_object(raw)
+    except jsonbody.BodyError as exc:
+        raise responses.http_error(400, str(exc)) from exc
     try:
         return model.model_validate(data)
     except ValidationError as exc:

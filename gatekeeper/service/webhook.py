@@ -27,7 +27,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatekeeper.config import WebhookConfig
-from gatekeeper.service import responses
+from gatekeeper.service import jsonbody, responses
 from gatekeeper.service.context import services_of
 from gatekeeper.service.controller import Controller, NotLeader, ShuttingDown
 from gatekeeper.service.dedupe import AlertDeduper
@@ -99,14 +99,7 @@ class WebhookPayload(_Lenient):
 
 def parse_payload(body: bytes) -> WebhookPayload:
     """Validate a webhook body; ValueError with a message that names the bad field."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"body is not valid JSON: {exc}") from exc
-    except RecursionError as exc:  # `[[[[...` within the size limit
-        raise ValueError("body is not valid JSON: nested too deeply") from exc
-    if not isinstance(data, dict):
-        raise ValueError("body must be a JSON object (Alertmanager webhook payload, version 4)")
+    data = jsonbody.load_object(body)
     try:
         return WebhookPayload.model_validate(data)
     except ValidationError as exc:
