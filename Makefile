@@ -28,10 +28,12 @@ debs:
 	    prometheus prometheus-alertmanager; \
 	fi
 
-# ruff, then mypy --strict over gatekeeper/ (configured in pyproject.toml).
+# ruff, mypy --strict over gatekeeper/ and the import-linter layer contract (all three
+# configured in pyproject.toml; the layers are described in docs/architecture.md).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: $(STAMP) debs lint
 	$(BIN)/pytest

@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import structlog
@@ -19,12 +18,10 @@ from gatekeeper.config import PairConfig
 from gatekeeper.judging import judge_pair
 from gatekeeper.measurements import Measurement, Verdict
 from gatekeeper.rules import Rule, RuleSet
-from gatekeeper.sources.base import Source, Target
+from gatekeeper.sources.base import CYCLE, Source, Target
 
 log = structlog.get_logger(__name__)
 
-CYCLE: ContextVar[int] = ContextVar("gatekeeper_evaluation_cycle", default=0)
-"""The evaluation cycle a source call belongs to; sources may share identical queries in it."""
 _cycles = itertools.count(1)
 
 

@@ -23,7 +23,6 @@ from kubernetes_asyncio import client
 
 from gatekeeper.config import PairConfig, StateConfig
 from gatekeeper.kubeclient import ApiException, read_json
-from gatekeeper.routers import reading
 from gatekeeper.routers.base import ActiveState
 
 log = structlog.get_logger()
@@ -255,10 +254,12 @@ class StateStore:
             "data": {name: text},
         }
 
-    async def reconcile(self, pair: PairConfig, live: ActiveState | None = None) -> PairState:
-        """Correct the stored state from the live routes (read now unless given)."""
-        if live is None:
-            live = await reading.read_active(self.api, pair)
+    async def reconcile(self, pair: PairConfig, live: ActiveState) -> PairState:
+        """Correct the stored state from the live routes (`routers.reading.read_active`).
+
+        The store keeps records and reads no routes itself (the import contract in
+        pyproject.toml): the caller reads them, as `Operations` does before every write.
+        """
         now = self.clock()
         checked = live
 

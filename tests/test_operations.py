@@ -12,6 +12,7 @@ from kubernetes_asyncio import client
 from gatekeeper.config import Config
 from gatekeeper.kubeclient import read_json
 from gatekeeper.operations import Operations
+from gatekeeper.routers import reading
 from gatekeeper.state import StateStore
 from tests.fixtures.kube import BLUE, DEPLOYMENT, GREEN, ROUTE_NAME, ROUTING, load_bluegreen_seed
 
@@ -301,7 +302,8 @@ async def test_restart_after_patch_before_state_write(seeded: Any, ops: Operatio
     route["spec"]["routes"][0]["services"][0]["namespace"] = GREEN
     seeded.put_object(route)
     restarted = Operations(ops.api, ops.config)
-    state = await StateStore(ops.api, ops.config.state).reconcile(pair)
+    live = await reading.read_active(ops.api, pair)
+    state = await StateStore(ops.api, ops.config.state).reconcile(pair, live)
     assert (state.active, state.previous) == (GREEN, BLUE)
     status = await restarted.status(pair)
     assert status.active == GREEN and status.state is not None

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from gatekeeper.config import StateConfig
+from gatekeeper.config import PairConfig, StateConfig
 from gatekeeper.routers import reading
 from gatekeeper.state import PairState, StateStore, reconcile_state
 from tests.fixtures.kube import BLUE, GREEN, ROUTE_NAME, ROUTING, load_bluegreen_seed
@@ -30,6 +30,11 @@ def seeded(kube_emulator: Any) -> Any:
 def configmap(emulator: Any) -> dict[str, Any]:
     """The stored state ConfigMap."""
     return emulator.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper")
+
+
+async def reconcile(store: StateStore, pair: PairConfig) -> PairState:
+    """Reconcile the stored state with the routes as they are now (the store reads none)."""
+    return await store.reconcile(pair, await reading.read_active(store.api, pair))
 
 
 def patch_route(emulator: Any, namespace: str) -> None:
@@ -119,12 +124,12 @@ async def test_restart_after_patch_before_state_write_reconciles_to_the_routes(
 
     await store.update(pair, started)
     patch_route(seeded, GREEN)  # the patch landed, then the process died
-    state = await StateStore(kube_api, SETTINGS, clock=lambda: 60.0).reconcile(pair)
+    state = await reconcile(StateStore(kube_api, SETTINGS, clock=lambda: 60.0), pair)
     assert (state.active, state.dark, state.previous) == (GREEN, BLUE, BLUE)
     assert state.last_action is not None and state.last_action["status"] == "done"
     assert state.timestamps["flipped"] == 60.0 and state.counters["flip"] == 1
     assert state.transitions[-1]["kind"] == "reconciled"
-    again = await store.reconcile(pair)
+    again = await reconcile(store, pair)
     assert again.counters["flip"] == 1  # reconciling twice changes nothing more
 
 
@@ -134,7 +139,7 @@ async def test_started_flip_whose_patch_never_landed_is_interrupted(
     store = StateStore(kube_api, SETTINGS)
     pair = pair_config()
     await store.update(pair, lambda s: s.begin("flip", at=1.0, source=BLUE, target=GREEN))
-    state = await store.reconcile(pair)
+    state = await reconcile(store, pair)
     assert state.active == BLUE and state.previous is None
     assert state.last_action is not None and state.last_action["status"] == "interrupted"
 
@@ -144,9 +149,9 @@ async def test_manual_route_change_is_adopted_with_previous(
     """A kubectl patch of the route wins; the old active becomes the rollback target."""
     store = StateStore(kube_api, SETTINGS)
     pair = pair_config()
-    await store.reconcile(pair)
+    await reconcile(store, pair)
     patch_route(seeded, GREEN)
-    state = await store.reconcile(pair)
+    state = await reconcile(store, pair)
     assert (state.active, state.previous) == (GREEN, BLUE)
     assert state.transitions[-1]["note"] == "routes changed outside gatekeeper"
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
 
+CYCLE: ContextVar[int] = ContextVar("gatekeeper_evaluation_cycle", default=0)
+"""The evaluation cycle a source call belongs to; sources may share identical queries in it.
+
+Set by `gatekeeper.evaluating` once per evaluation; 0 (outside any evaluation) shares nothing.
+"""
 
 @dataclass(frozen=True)
 class Target:

@@ -24,10 +24,9 @@ from urllib3.util.retry import Retry
 
 from gatekeeper.blocking import BlockingPool
 from gatekeeper.durations import promql_duration
-from gatekeeper.evaluating import CYCLE
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
-from gatekeeper.sources.base import Target
+from gatekeeper.sources.base import CYCLE, Target
 from gatekeeper.templating import namespace_regex, render, template_variables
 
 log = structlog.get_logger(__name__)

@@ -25,6 +25,7 @@ from kubernetes_asyncio import client
 from gatekeeper.config import Config, PairConfig
 from gatekeeper.kubeclient import TimeoutApiClient
 from gatekeeper.operations import ClusterError, OperationResult, Operations
+from gatekeeper.routers import reading
 from kube_emulator import Emulator, running
 from kube_emulator.kubeconfig import DUMMY_TOKEN
 from tests.fixtures.kube import BLUE, GREEN, ROUTE_NAME, ROUTING, bluegreen_seed
@@ -215,7 +216,8 @@ async def test_random_api_faults_never_half_flip_nor_clobber_and_converge(cluste
     final = await cluster.ops.flip(cluster.pair, to=cluster.pair.other(current))
     assert final.changed and not final.refused, final.reasons
     assert cluster.assert_not_half_flipped() == cluster.pair.other(current)
-    state = await cluster.ops.store.reconcile(cluster.pair)
+    live = await reading.read_active(cluster.ops.api, cluster.pair)
+    state = await cluster.ops.store.reconcile(cluster.pair, live)
     assert state.active == cluster.pair.other(current)
     assert_human_edits_kept(cluster, last_edit)
 
