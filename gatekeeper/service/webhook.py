@@ -245,12 +245,13 @@ async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPa
                for name, view in controller.views.items()}
     fresh: dict[str, list[tuple[str, WebhookAlert]]] = {}
     repeated: dict[str, list[WebhookAlert]] = {}
+    stale_alerts: dict[str, list[tuple[WebhookAlert, str]]] = {}
     for alert in payload.alerts:
         for pair in match_pairs(alert, settings, actives):
             release = controller.views[pair].state.flipped_at
             stale = predates_release(alert, release, settings.stale_alert_grace)
             if stale is not None:
-                results.append(_AlertResult(pair, alert.describe(), "ignored", (stale,)))
+                stale_alerts.setdefault(pair, []).append((alert, stale))
                 continue
             # Once per alert instance and release: after a later flip the same still-firing
             # alert is news again.
@@ -261,6 +262,9 @@ async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPa
                 repeated.setdefault(pair, []).append(alert)
     results = [_PairResult(pair, alerts[0].describe(), "duplicate", len(alerts))
                for pair, alerts in repeated.items()]
+    results.extend(_PairResult(pair, ignored[0][0].describe(), "ignored", len(ignored),
+                               (ignored[0][1],))
+                   for pair, ignored in stale_alerts.items())
     for pair, claimed in fresh.items():
         keys = [key for key, _ in claimed]
         first = claimed[0][1].describe()
