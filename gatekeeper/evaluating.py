@@ -1,7 +1,11 @@
-"""One evaluation: every rule measured once for every namespace, then each pair judged.
+"""One evaluation: every rule measured once for every (pair, namespace), then each pair judged.
 
 The expensive part (fetching) is shared by all pairs: one source call per rule covers every
-namespace under evaluation. Judging is pure (gatekeeper.judging).
+namespace under evaluation. Pairs may share namespaces (the design document runs api,
+producer and provider in the same two namespaces, each pair with its own route, selector and
+variables), so results are keyed by (pair, namespace), never by namespace alone: a source
+call never sees one namespace twice (`batches`), and each answer goes back to its own pair.
+Judging is pure (gatekeeper.judging).
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ class Assignment:
     baseline: str
 
 
+TargetKey = tuple[str, str]
+"""(pair, namespace): what one measurement is about."""
+
+
 def targets_for(assignments: Sequence[Assignment]) -> list[Target]:
     """Both namespaces of every pair, each knowing the other."""
     targets = []
@@ -47,6 +55,29 @@ def targets_for(assignments: Sequence[Assignment]) -> list[Target]:
                 variables=item.pair.variables,
             ))
     return targets
+
+
+def batches(targets: Sequence[Target]) -> list[list[Target]]:
+    """Split targets so that no batch names a namespace twice; a pair stays in one batch.
+
+    Sources answer per namespace (one query covers all of them); two pairs sharing a
+    namespace go to different batches, so one pair's values never land on the other.
+    Without shared namespaces this is a single batch (one source call per rule).
+    """
+    by_pair: dict[str, list[Target]] = {}
+    for target in targets:
+        by_pair.setdefault(target.pair, []).append(target)
+    placed: list[tuple[set[str], list[Target]]] = []
+    for members in by_pair.values():
+        wanted = {t.namespace for t in members}
+        for seen, batch in placed:
+            if not seen & wanted:
+                seen.update(wanted)
+                batch.extend(members)
+                break
+        else:
+            placed.append((set(wanted), list(members)))
+    return [batch for _, batch in placed]
 
 
 class Evaluator:
@@ -69,16 +100,17 @@ class Evaluator:
         self._limit = asyncio.Semaphore(max_concurrency)
         self._clock = clock
 
-    async def _measure_rule(
+    async def _measure_batch(
         self, rule: Rule, targets: Sequence[Target]
-    ) -> dict[str, Measurement]:
+    ) -> dict[TargetKey, Measurement]:
+        """One source call for targets that never repeat a namespace."""
         source = self.sources.get(rule.source)
         if source is None:
             message = f"source '{rule.source}' is not configured"
-            return {t.namespace: Measurement.error(message) for t in targets}
+            return {(t.pair, t.namespace): Measurement.error(message) for t in targets}
         async with self._limit:
             try:
-                return await asyncio.wait_for(
+                answer = await asyncio.wait_for(
                     source.measure(rule, targets, window=self.window,
                                    variables=self.rule_set.variables),
                     timeout=self.source_timeout,
@@ -88,18 +120,31 @@ class Evaluator:
             except Exception as exc:  # a source bug must not take the loop down: fail closed
                 log.exception("source failed", rule=rule.name, source=rule.source)
                 message = f"{rule.source} failed: {type(exc).__name__}: {exc}"
-        return {t.namespace: Measurement.error(message) for t in targets}
+            else:
+                missing = Measurement.error(f"{rule.source} returned no measurement")
+                return {(t.pair, t.namespace): answer.get(t.namespace, missing)
+                        for t in targets}
+        return {(t.pair, t.namespace): Measurement.error(message) for t in targets}
 
-    async def measure(self, targets: Sequence[Target]) -> dict[str, dict[str, Measurement]]:
-        """`result[rule][namespace]` for every rule, sources called concurrently."""
+    async def _measure_rule(
+        self, rule: Rule, groups: Sequence[Sequence[Target]]
+    ) -> dict[TargetKey, Measurement]:
+        answers = await asyncio.gather(*(self._measure_batch(rule, group) for group in groups))
+        return {key: m for answer in answers for key, m in answer.items()}
+
+    async def measure(
+        self, targets: Sequence[Target]
+    ) -> dict[str, dict[TargetKey, Measurement]]:
+        """`result[rule][(pair, namespace)]` for every rule, sources called concurrently."""
         rules = self.rule_set.rules
+        groups = batches(targets)
         CYCLE.set(next(_cycles))
-        answers = await asyncio.gather(*(self._measure_rule(rule, targets) for rule in rules))
+        answers = await asyncio.gather(*(self._measure_rule(rule, groups) for rule in rules))
         return {rule.name: answer for rule, answer in zip(rules, answers, strict=True)}
 
     async def evaluate(self, assignments: Sequence[Assignment]) -> dict[str, Verdict]:
-        """One verdict per pair."""
-        measurements = await self.measure(targets_for(assignments))
+        """One verdict per pair, each from its own pair's measurements only."""
+        per_pair = by_pair(await self.measure(targets_for(assignments)))
         now = self._clock()
         return {
             item.pair.name: judge_pair(
@@ -107,8 +152,19 @@ class Evaluator:
                 self.rule_set,
                 candidate=item.candidate,
                 baseline=item.baseline,
-                measurements=measurements,
+                measurements=per_pair.get(item.pair.name, {}),
                 evaluated_at=now,
             )
             for item in assignments
         }
+
+
+def by_pair(
+    measurements: Mapping[str, Mapping[TargetKey, Measurement]],
+) -> dict[str, dict[str, dict[str, Measurement]]]:
+    """`result[pair][rule][namespace]`: each pair's own measurements (what the judge reads)."""
+    out: dict[str, dict[str, dict[str, Measurement]]] = {}
+    for rule, by_target in measurements.items():
+        for (pair, namespace), measurement in by_target.items():
+            out.setdefault(pair, {}).setdefault(rule, {})[namespace] = measurement
+    return out

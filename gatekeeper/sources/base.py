@@ -42,6 +42,9 @@ class Source(Protocol):
     ) -> dict[str, Measurement]:
         """Return a Measurement per target namespace; never raise for source failures.
 
+        `targets` never name one namespace twice (the evaluator puts pairs that share a
+        namespace into separate calls), so a namespace-keyed answer is unambiguous.
+
         A failure to reach the source is `Measurement.error(...)` for every namespace; an
         answer without a value for a namespace is `Measurement.no_data(...)`.
         """

@@ -1,0 +1,234 @@
+"""Fail closed on ambiguous telemetry: answers that could be read as "safe" but are not.
+
+Real Prometheus scraping synthetic exporters (two services sharing namespace names, one of
+them scraped by two jobs) and real Alertmanager; the service as `gatekeeper serve` wires it
+(`create_service`) against the emulated Kubernetes API. A local HTTP stand-in is used only
+where a real server cannot be made to answer that way, and says so in its docstring.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gatekeeper.config import PairConfig, RouteRef
+from gatekeeper.evaluating import Assignment, Evaluator, batches, targets_for
+from gatekeeper.rules import Rule, RuleSet
+from gatekeeper.service.app import create_service
+from gatekeeper.sources.prometheus import PrometheusSource
+from tests.fixtures.telemetry import ServiceExporters
+from tests.service_support import (
+    NEW,
+    OLD,
+    TOKEN,
+    get_json,
+    namespace,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+_names = itertools.count(1)
+ERROR_RATIO = (
+    '(sum by (namespace) (rate(http_requests_total{{namespace=~"${{namespaces}}", {match}, '
+    'status=~"5.."}}[${{window}}])) or sum by (namespace) (rate(http_requests_total'
+    '{{namespace=~"${{namespaces}}", {match}}}[${{window}}])) * 0) / sum by (namespace) '
+    '(rate(http_requests_total{{namespace=~"${{namespaces}}", {match}}}[${{window}}]))'
+)
+
+
+def names() -> tuple[str, str]:
+    """Fresh (blue, green) namespace names for this test."""
+    number = next(_names)
+    return f"amb{number}-blue", f"amb{number}-green"
+
+
+def error_rule(name: str, match: str, **fields: Any) -> Rule:
+    """A key error-ratio rule whose query narrows the series with `match`."""
+    return Rule.model_validate({"name": name, "source": "prometheus", "key": True,
+                                "query": ERROR_RATIO.format(match=match), "pass": ["< 0.01"],
+                                **fields})
+
+
+def shared_pairs(blue: str, green: str) -> tuple[PairConfig, PairConfig]:
+    """api and producer in the same two namespaces: own route, selector and variables."""
+    return (
+        PairConfig(name="api", namespaces=(blue, green), selector="service=api",
+                   variables={"service": "api"},
+                   routes=(RouteRef(name="api-live", namespace="routing"),)),
+        PairConfig(name="producer", namespaces=(blue, green), selector="service=producer",
+                   variables={"service": "producer"},
+                   routes=(RouteRef(name="producer-live", namespace="routing"),)),
+    )
+
+
+def serve_traffic(exporters: ServiceExporters, blue: str, green: str, *,
+                  api_green: float, producer_green: float) -> None:
+    """Both services in both namespaces; wait until Prometheus sees every ratio."""
+    for fleet, service, dark_ratio in ((exporters.api, "api", api_green),
+                                       (exporters.producer, "producer", producer_green)):
+        fleet.set_profile(blue, rps=500, error_ratio=0.001, services={service: 1.0})
+        fleet.set_profile(green, rps=500, error_ratio=dark_ratio, services={service: 1.0})
+    expected = {("api", blue): 0.001, ("producer", blue): 0.001,
+                ("api", green): api_green, ("producer", green): producer_green}
+    query = (f'sum by (namespace, service) (rate(http_requests_total{{namespace=~"{blue}|'
+             f'{green}", status=~"5.."}}[10s])) / sum by (namespace, service) (rate('
+             f'http_requests_total{{namespace=~"{blue}|{green}"}}[10s]))')
+
+    def ready(result: list[dict[str, Any]]) -> bool:
+        seen = {(r["metric"]["service"], r["metric"]["namespace"]): float(r["value"][1])
+                for r in result}
+        return all(key in seen and math.isclose(seen[key], value, rel_tol=0.3, abs_tol=0.002)
+                   for key, value in expected.items())
+
+    exporters.prometheus.wait_for(query, ready, timeout_s=30)
+
+
+@pytest.fixture
+def shared_namespaces(service_exporters: ServiceExporters) -> Iterator[tuple[str, str]]:
+    """Fresh namespace names in both exporters, removed afterwards."""
+    blue, green = names()
+    yield blue, green
+    for fleet in (service_exporters.api, service_exporters.producer):
+        fleet.remove(blue)
+        fleet.remove(green)
+
+
+# -- pairs that share namespaces ------------------------------------------------------------------
+
+
+def test_pairs_sharing_a_namespace_never_share_a_source_call() -> None:
+    """Batches never name a namespace twice; pairs without overlap stay in one batch."""
+    api, producer = shared_pairs("b", "g")
+    alone = PairConfig(name="web", namespaces=("x", "y"),
+                       routes=(RouteRef(name="web-live", namespace="routing"),))
+    groups = batches(targets_for([Assignment(p, "g", "b") for p in (api, producer)]
+                                 + [Assignment(alone, "y", "x")]))
+    assert len(groups) == 2
+    for group in groups:
+        assert len({t.namespace for t in group}) == len(group)
+    assert sorted(len(g) for g in groups) == [2, 4]
+
+
+async def test_overlapping_pairs_are_judged_on_their_own_series(
+        service_exporters: ServiceExporters, shared_namespaces: tuple[str, str]) -> None:
+    """api's dark serves 50 % errors, producer's dark none, in the same two namespaces:
+    api is unsafe with 0.5, producer safe with 0 (by selector and by variable)."""
+    blue, green = shared_namespaces
+    serve_traffic(service_exporters, blue, green, api_green=0.5, producer_green=0.0)
+    rules = RuleSet(rules=(error_rule("by-selector", "${selector}"),
+                           error_rule("by-variable", 'service="${service}"')))
+    prom = PrometheusSource(service_exporters.prometheus.url, timeout=3)
+    evaluator = Evaluator(rules, {"prometheus": prom}, window=10, source_timeout=5)
+    try:
+        for order in (("api", "producer"), ("producer", "api")):
+            pairs = {p.name: p for p in shared_pairs(blue, green)}
+            verdicts = await evaluator.evaluate(
+                [Assignment(pairs[name], green, blue) for name in order])
+            api, producer = verdicts["api"], verdicts["producer"]
+            assert api.verdict == "unsafe", (order, api.reasons)
+            assert producer.verdict == "safe", (order, producer.reasons)
+            for result in api.candidate.results:
+                assert result.status == "fail" and result.value == pytest.approx(0.5, rel=0.2)
+                assert result.baseline_value is not None and result.baseline_value < 0.01
+            for result in producer.candidate.results:
+                assert result.status == "pass" and result.value == pytest.approx(0.0, abs=0.002)
+    finally:
+        await prom.close()
+
+
+def _deployment(ns: str, service: str, image: str) -> dict[str, Any]:
+    labels = {"service": service}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": service, "namespace": ns, "labels": labels},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": service, "image": image}]}}},
+    }
+
+
+def _route(name: str, service: str, active: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute",
+        "metadata": {"name": name, "namespace": "routing"},
+        "spec": {"entryPoints": ["web"], "routes": [{
+            "match": f"Host(`{service}.example.com`)", "kind": "Rule",
+            "services": [{"name": f"{service}-service", "namespace": active, "port": 8080}]}]},
+    }
+
+
+def _shared_config(tmp_path: Any, blue: str, green: str, prometheus_url: str) -> Any:
+    import yaml
+
+    from gatekeeper.config import load_config
+
+    rules = [{"name": "error-rate", "source": "prometheus", "key": True, "weight": 3,
+              "query": ERROR_RATIO.format(match="${selector}"), "pass": ["< 0.01"]},
+             {"name": "pods-ready", "source": "kubernetes", "check": "pods_ready",
+              "pass": ["== 1"], "key": True}]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"rules": rules}))
+    config = {
+        "evaluation": {"interval": "1s", "window": "10s", "source_timeout": "3s"},
+        "rule_files": ["rules.yaml"],
+        "prometheus": {"url": prometheus_url, "timeout": "3s"},
+        "pairs": [{"name": p.name, "namespaces": [blue, green], "selector": p.selector,
+                   "variables": p.variables,
+                   "routes": [{"name": r.name, "namespace": r.namespace} for r in p.routes]}
+                  for p in shared_pairs(blue, green)],
+        "policy": {"auto_flip": False, "soak": "1s", "consecutive_passes": 2,
+                   "observation": "1h", "cooldown": "60s", "ready_timeout": "10s"},
+        "leader_election": {"enabled": False},
+    }
+    (tmp_path / "gatekeeper.yaml").write_text(yaml.safe_dump(config))
+    return load_config(tmp_path / "gatekeeper.yaml")
+
+
+async def test_flip_check_of_overlapping_pairs_answers_each_pair_on_its_own(
+        tmp_path: Any, kube_emulator: Any, kube_api: Any, aiohttp_server: Any,
+        service_exporters: ServiceExporters, shared_namespaces: tuple[str, str]) -> None:
+    """`gatekeeper serve` with api and producer in the same namespaces, api's dark broken:
+    flip-check answers 409 (unsafe, error-rate) for api and 200 for producer."""
+    from kubernetes_asyncio import client
+
+    from gatekeeper.kubeclient import read_json
+
+    blue, green = shared_namespaces
+    kube_emulator.load([namespace(blue), namespace(green), namespace("routing"),
+                        *(_deployment(ns, s, OLD) for ns in (blue, green)
+                          for s in ("api", "producer")),
+                        _route("api-live", "api", blue), _route("producer-live", "producer", blue)])
+    serve_traffic(service_exporters, blue, green, api_green=0.5, producer_green=0.0)
+    service = create_service(_shared_config(tmp_path, blue, green,
+                                            service_exporters.prometheus.url),
+                             kube_api, token=TOKEN)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+    views = service.controller.views
+    try:
+        await wait_until(lambda: all(v.state.active == blue for v in views.values()),
+                         within=15, what="first evaluation")
+        apps = client.AppsV1Api(kube_api)
+        for svc in ("api", "producer"):
+            body = await read_json(apps.read_namespaced_deployment, svc, green)
+            body["spec"]["template"]["spec"]["containers"][0]["image"] = NEW
+            await read_json(apps.replace_namespaced_deployment, svc, green, body)
+        await wait_until(lambda: views["producer"].state.phase == "ready", within=30,
+                         what="producer ready")
+        async with aiohttp.ClientSession() as http:
+            status, api = await get_json(http, f"{url}/api/v1/pairs/api/flip-check")
+            assert status == 409 and api["verdict"] == "unsafe", api
+            assert any(r.startswith(f"error-rate [key] on {green}: 0.") and "misses < 0.01" in r
+                       for r in api["reasons"]), api["reasons"]
+            status, producer = await get_json(http, f"{url}/api/v1/pairs/producer/flip-check")
+            assert status == 200 and producer["verdict"] == "safe", producer
+            status, detail = await get_json(http, f"{url}/api/v1/pairs/api")
+            dark = {r["rule"]: r for r in detail["result"]["candidate"]["results"]}
+            assert dark["error-rate"]["value"] == pytest.approx(0.5, rel=0.2)
+    finally:
+        await service.close()
