@@ -18,6 +18,7 @@ import itertools
 import json
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,18 @@ ALERTMANAGER_TIMEOUT_S = 10.0
 _fingerprints = itertools.count()
 
 
+
+def _now() -> str:
+    """Alerts that start now: after the flip, so they concern the current release."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
 def notification(namespace: str, count: int) -> bytes:
     """A version 4 webhook body with `count` distinct firing critical alerts."""
     alerts = [{"status": "firing",
                "labels": {"alertname": "PodErrors", "namespace": namespace,
                           "severity": "critical", "pod": f"api-{k}"},
                "annotations": {"summary": "5xx over budget"},
-               "startsAt": "2026-11-27T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+               "startsAt": _now(), "endsAt": "0001-01-01T00:00:00Z",
                "fingerprint": f"{next(_fingerprints):016x}"} for k in range(count)]
     return json.dumps({"version": "4", "status": "firing", "receiver": "gatekeeper",
                        "groupKey": '{}:{alertname="PodErrors"}', "alerts": alerts}).encode()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,11 @@ PAIRS = (("api", "fl-api-blue", "fl-api-green", "fl-api-live"),
          ("web", "fl-web-blue", "fl-web-green", "fl-web-live"))
 
 
+
+def _now() -> str:
+    """Alerts that start now: after the flip, so they concern the current release."""
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
 def storm(namespace: str, count: int, *, start: int = 0) -> list[dict[str, Any]]:
     """`count` distinct critical alerts for one namespace (one per pod, as a per-pod
     alert rule fires when a whole release breaks)."""
@@ -36,7 +42,7 @@ def storm(namespace: str, count: int, *, start: int = 0) -> list[dict[str, Any]]
              "labels": {"alertname": "PodErrors", "namespace": namespace,
                         "severity": "critical", "pod": f"api-{k}"},
              "annotations": {"summary": "5xx over budget"},
-             "startsAt": "2026-11-27T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+             "startsAt": _now(), "endsAt": "0001-01-01T00:00:00Z",
              "fingerprint": f"{namespace}-{k:06d}"} for k in range(start, start + count)]
 
 
