@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench debs venv clean
+.PHONY: demo test lint bench debs bench-debs venv clean
 
 venv: $(STAMP)
 
@@ -41,8 +41,16 @@ test: $(STAMP) debs lint
 demo: $(STAMP) debs
 	$(BIN)/python -m demo $(DEMO_ARGS)
 
-bench: $(STAMP) debs
+bench: $(STAMP) debs bench-debs
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The verdict API benchmark's load generator (Debian package wrk); bench only, not test.
+bench-debs:
+	@if ! command -v wrk >/dev/null; then \
+	  echo "Installing Debian package wrk"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends wrk; \
+	fi
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
