@@ -65,7 +65,9 @@ def _result(
         counted=counted,
         query=measurement.query,
         baseline_value=baseline_value,
-        details=dict(details),
+        # What the source said about a value it measured (e.g. alerts suppressed, not counted).
+        details={**({"measured": measurement.message}
+                    if measurement.status == "ok" and measurement.message else {}), **details},
     )
 
 

@@ -77,7 +77,8 @@ async def test_matchers_select_alerts(alertmanager, source, pair):
 
 
 async def test_silenced_and_resolved_alerts_are_excluded(alertmanager, source, pair):
-    """A silence hides an alert (people decided to ignore it); a resolved alert is gone."""
+    """A silenced alert is not counted (people decided to ignore it) but reported as
+    suppressed; a resolved alert is gone."""
     blue, green = pair
     loud = make_alert("Loud", green)
     quiet = make_alert("Quiet", green)
@@ -88,7 +89,9 @@ async def test_silenced_and_resolved_alerts_are_excluded(alertmanager, source, p
     result = await source.measure(_rule(severity="critical"), _targets(blue, green),
                                   window=300, variables={})
     assert result[green].value == 1
-    assert "Loud" in result[green].message and "Quiet" not in result[green].message
+    firing, _, suppressed = result[green].message.partition("; ")
+    assert "Loud" in firing and "Quiet" not in firing
+    assert suppressed == "1 suppressed (silenced or inhibited, not counted): Quiet"
 
 
 async def test_unreachable_alertmanager_is_an_error_for_every_namespace(pair):

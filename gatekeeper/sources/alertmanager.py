@@ -1,9 +1,12 @@
 """Firing alerts per namespace, from Alertmanager's v2 API (the seed's `amtool alert query`).
 
-One request per rule covers every namespace: active alerts only (silenced and inhibited ones
-are what people decided to ignore), filtered server-side by the rule's matchers and the
-namespaces, and checked again here. Alertmanager only knows what fires now, so the
-evaluation window does not apply.
+One request per rule covers every namespace, filtered server-side by the rule's matchers and
+the namespaces, and checked again here. Alerts in state `active` or `unprocessed` count as
+firing (Alertmanager 0.25 reports a new alert as active at once, other versions report it
+unprocessed until the dispatcher has seen it). `suppressed` ones (silenced or inhibited: what
+people decided to ignore) are not counted but reported in the measurement's message. An
+answer that does not parse as a list of alerts is a source error, never "no alerts".
+Alertmanager only knows what fires now, so the evaluation window does not apply.
 """
 
 from __future__ import annotations
@@ -46,17 +49,47 @@ def _alert_names(alerts: Sequence[Mapping[str, Any]]) -> str:
     return text + (f" and {more} more" if more > 0 else "")
 
 
-def _is_firing(alert: Any, matchers: Mapping[str, str]) -> bool:
-    """Active, not silenced or inhibited, and matching every matcher (defence in depth)."""
-    if not isinstance(alert, dict) or not isinstance(alert.get("labels"), dict):
-        return False
-    status = alert.get("status") or {}
-    if status.get("state", "active") != "active":
-        return False
-    if status.get("silencedBy") or status.get("inhibitedBy"):
-        return False
+FIRING_STATES = frozenset({"active", "unprocessed"})
+SUPPRESSED_STATE = "suppressed"
+
+
+def alert_state(alert: Any, index: int) -> str:
+    """`firing` or `suppressed`; ValueError naming the item for anything that is no alert."""
+    shown = repr(alert)[:80]
+    if not isinstance(alert, dict):
+        raise ValueError(f"item {index} is not an alert: {shown}")
+    labels, status = alert.get("labels"), alert.get("status")
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise ValueError(f"item {index} has no 'labels' mapping of strings: {shown}")
+    if not isinstance(status, dict) or not isinstance(status.get("state"), str):
+        raise ValueError(f"item {index} has no 'status.state': {shown}")
+    state = status["state"]
+    if state == SUPPRESSED_STATE or status.get("silencedBy") or status.get("inhibitedBy"):
+        return "suppressed"
+    if state in FIRING_STATES:
+        return "firing"
+    raise ValueError(f"item {index} has an unknown state {state!r}")
+
+
+def _matches(alert: Mapping[str, Any], matchers: Mapping[str, str]) -> bool:
+    """Every matcher holds (defence in depth: the server filtered already)."""
     labels = alert["labels"]
     return all(labels.get(name) == value for name, value in matchers.items())
+
+
+def _by_namespace(
+    alerts: Sequence[Any], matchers: Mapping[str, str]
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """(firing, suppressed) matching alerts per namespace; ValueError for a non-alert."""
+    firing: dict[str, list[Any]] = {}
+    suppressed: dict[str, list[Any]] = {}
+    for index, alert in enumerate(alerts):  # one pass: namespaces x alerts was quadratic
+        state = alert_state(alert, index)
+        if not _matches(alert, matchers):
+            continue
+        into = firing if state == "firing" else suppressed
+        into.setdefault(alert["labels"].get("namespace"), []).append(alert)
+    return firing, suppressed
 
 
 class AlertmanagerSource:
@@ -79,7 +112,8 @@ class AlertmanagerSource:
         return self._session
 
     async def _fetch(self, filters: list[str]) -> list[Any]:
-        params = [("active", "true"), ("silenced", "false"), ("inhibited", "false")]
+        params = [("active", "true"), ("silenced", "true"), ("inhibited", "true"),
+                  ("unprocessed", "true")]
         params += [("filter", f) for f in filters]
         async with self._client().get(
             f"{self.url}/api/v2/alerts",
@@ -118,22 +152,27 @@ class AlertmanagerSource:
         except ValueError as exc:  # bad status or JSON
             reason = f"bad answer from {self.url}: {exc}"
         else:
-            by_namespace: dict[str, list[Any]] = {}
-            for alert in alerts:  # one pass: namespaces x alerts was quadratic at scale
-                if _is_firing(alert, rule.matchers):
-                    by_namespace.setdefault(alert["labels"].get("namespace"), []).append(alert)
-            return {ns: self._count(by_namespace.get(ns, []), rule, query) for ns in namespaces}
+            try:
+                firing, suppressed = _by_namespace(alerts, rule.matchers)
+            except ValueError as exc:
+                reason = f"bad answer from {self.url}: {exc}"
+            else:
+                return {ns: self._count(firing.get(ns, []), suppressed.get(ns, []), rule, query)
+                        for ns in namespaces}
         log.warning("alertmanager query failed", rule=rule.name, reason=reason)
         return {ns: Measurement.error(f"alertmanager: {reason}", query=query) for ns in namespaces}
 
     @staticmethod
-    def _count(firing: list[Any], rule: Rule, query: str) -> Measurement:
+    def _count(firing: list[Any], suppressed: list[Any], rule: Rule, query: str) -> Measurement:
         matching = ", ".join(f"{k}={v}" for k, v in sorted(rule.matchers.items()))
         scope = f" matching {matching}" if matching else ""
         if firing:
             message = f"{len(firing)} firing alert(s){scope}: {_alert_names(firing)}"
         else:
             message = f"no firing alerts{scope}"
+        if suppressed:
+            message += (f"; {len(suppressed)} suppressed (silenced or inhibited, not counted): "
+                        f"{_alert_names(suppressed)}")
         return Measurement.ok(
             float(len(firing)), message=message, query=query, sample_count=float(len(firing))
         )

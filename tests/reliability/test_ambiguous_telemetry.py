@@ -15,12 +15,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gatekeeper.config import PairConfig, RouteRef
 from gatekeeper.evaluating import Assignment, Evaluator, batches, targets_for
 from gatekeeper.rules import Rule, RuleSet
 from gatekeeper.service.app import create_service
+from gatekeeper.sources.alertmanager import AlertmanagerSource
+from gatekeeper.sources.base import Target
 from gatekeeper.sources.prometheus import PrometheusSource
+from telemetry_sandbox.alertmanager import make_alert
 from tests.fixtures.telemetry import ServiceExporters
 from tests.service_support import (
     NEW,
@@ -232,3 +236,117 @@ async def test_flip_check_of_overlapping_pairs_answers_each_pair_on_its_own(
             assert dark["error-rate"]["value"] == pytest.approx(0.5, rel=0.2)
     finally:
         await service.close()
+
+
+# -- Alertmanager: garbage, unprocessed and suppressed alerts --------------------------------------
+
+
+def _alert_rule() -> Rule:
+    return Rule.model_validate({"name": "critical-alerts", "source": "alertmanager", "key": True,
+                                "matchers": {"severity": "critical"}, "pass": ["== 0"]})
+
+
+def _pair_targets(blue: str, green: str) -> list[Target]:
+    return [Target(pair="api", namespace=blue, other=green),
+            Target(pair="api", namespace=green, other=blue)]
+
+
+async def test_alertmanager_suppressed_alerts_are_reported_not_counted(alertmanager: Any) -> None:
+    """Real Alertmanager: a silenced critical alert is not firing (value 0, the rule passes)
+    but the result says it is there; an active one next to it is counted."""
+    blue, green = names()
+    alertmanager.post_alerts([make_alert("Loud", blue), make_alert("Hushed", green),
+                              make_alert("Hushed", blue)])
+    alertmanager.silence({"alertname": "Hushed"}, 300)
+    rules = RuleSet(rules=(_alert_rule(),))
+    source = AlertmanagerSource(alertmanager.url, timeout=3)
+    pair = PairConfig(name="api", namespaces=(blue, green),
+                      routes=(RouteRef(name="api-live", namespace="routing"),))
+    try:
+        verdict = (await Evaluator(rules, {"alertmanager": source}, window=10).evaluate(
+            [Assignment(pair, green, blue)]))["api"]
+    finally:
+        await source.close()
+    dark, active = verdict.candidate.results[0], verdict.baseline.results[0]
+    assert dark.status == "pass" and dark.value == 0
+    assert dark.details["measured"] == ("no firing alerts matching severity=critical; 1 "
+                                        "suppressed (silenced or inhibited, not counted): Hushed")
+    assert active.status == "fail" and active.value == 1
+    assert active.details["measured"].startswith("1 firing alert(s) matching severity=critical: "
+                                                 "Loud; 1 suppressed")
+
+
+class AlertmanagerStandIn:
+    """A stand-in for Alertmanager's `GET /api/v2/alerts`, answering 200 with a fixed body.
+
+    Used only for what a real Alertmanager cannot be made to answer: garbage with a 200
+    (a proxy or another service at its address), and alerts in state `unprocessed` (0.25
+    reports new alerts as active at once; other versions report them unprocessed).
+    """
+
+    def __init__(self, aiohttp_server: Any) -> None:
+        self._start = aiohttp_server
+        self.body: Any = []
+        self.url = ""
+
+    async def start(self) -> AlertmanagerStandIn:
+        async def alerts(_request: web.Request) -> web.Response:
+            return web.json_response(self.body)
+
+        app = web.Application()
+        app.router.add_get("/api/v2/alerts", alerts)
+        server = await self._start(app)
+        self.url = str(server.make_url("")).rstrip("/")
+        return self
+
+
+def _alert_body(namespace: str, state: str, name: str = "HighErrorRate") -> dict[str, Any]:
+    return {"labels": {"alertname": name, "namespace": namespace, "severity": "critical"},
+            "annotations": {}, "startsAt": "2026-01-01T00:00:00Z",
+            "endsAt": "2026-01-01T01:00:00Z", "fingerprint": "0",
+            "receivers": [{"name": "null"}], "updatedAt": "2026-01-01T00:00:00Z",
+            "status": {"state": state, "silencedBy": [], "inhibitedBy": []}}
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ([1, "two", None], "item 0 is not an alert"),
+    ([{"alerts": []}], "item 0 has no 'labels'"),
+    ([{"labels": {"namespace": "x"}, "status": "firing"}], "item 0 has no 'status.state'"),
+    ([{"labels": {"namespace": "x"}, "status": {"state": "exploded"}}], "unknown state"),
+    ({"status": "success", "data": []}, "expected a list of alerts, got dict"),
+    ("no alerts", "expected a list of alerts, got str"),
+])
+async def test_alertmanager_garbage_is_a_source_error_not_no_alerts(
+        aiohttp_server: Any, body: Any, named: str) -> None:
+    """A 200 whose body is not a list of alerts makes the alert rule `error` and the
+    verdict `unknown`, naming what was wrong (stand-in server: see its docstring)."""
+    stand_in = await AlertmanagerStandIn(aiohttp_server).start()
+    stand_in.body = body
+    blue, green = names()
+    source = AlertmanagerSource(stand_in.url, timeout=3)
+    pair = PairConfig(name="api", namespaces=(blue, green),
+                      routes=(RouteRef(name="api-live", namespace="routing"),))
+    try:
+        verdict = (await Evaluator(RuleSet(rules=(_alert_rule(),)), {"alertmanager": source},
+                                   window=10).evaluate([Assignment(pair, green, blue)]))["api"]
+    finally:
+        await source.close()
+    result = verdict.candidate.results[0]
+    assert result.status == "error" and named in result.reason, result.reason
+    assert verdict.verdict == "unknown"
+
+
+async def test_alertmanager_unprocessed_alerts_count_as_firing(aiohttp_server: Any) -> None:
+    """An alert in state `unprocessed` is firing: the dark fails (stand-in: see docstring)."""
+    stand_in = await AlertmanagerStandIn(aiohttp_server).start()
+    blue, green = names()
+    stand_in.body = [_alert_body(green, "unprocessed"), _alert_body(blue, "suppressed", "Old")]
+    source = AlertmanagerSource(stand_in.url, timeout=3)
+    try:
+        result = await source.measure(_alert_rule(), _pair_targets(blue, green), window=10,
+                                      variables={})
+    finally:
+        await source.close()
+    assert result[green].status == "ok" and result[green].value == 1
+    assert result[blue].status == "ok" and result[blue].value == 0
+    assert "1 suppressed" in result[blue].message
