@@ -59,6 +59,19 @@ class AlertmanagerConfig(_Section):
     timeout: Duration = 5.0
 
 
+class WatchConfig(_Section):
+    """How the pairs' Pods, Deployments and routes are watched (docs/configuration.md)."""
+
+    scope: Literal["auto", "namespaces", "cluster"] = "auto"
+    """`namespaces`: one stream per resource and namespace (namespace-scoped RBAC is enough);
+    `cluster`: one stream per resource kind over all namespaces, kept to the managed ones
+    (needs cluster-wide list/watch); `auto`: `namespaces` while those streams fit in
+    `max_streams`, else `cluster`."""
+    max_streams: int = Field(64, ge=1, le=1000)
+    """Watch connections at most: they have a pool of their own, so they never take a
+    connection the calls that read and act need."""
+
+
 class KubernetesConfig(_Section):
     """How to reach the Kubernetes API: in-cluster, or a kubeconfig (pipelines, laptops)."""
 
@@ -66,6 +79,7 @@ class KubernetesConfig(_Section):
     kubeconfig: str | None = None
     context: str | None = None
     request_timeout: Duration = 10.0
+    watch: WatchConfig = Field(default_factory=WatchConfig)
 
 
 class EvaluationConfig(_Section):
@@ -274,6 +288,13 @@ def parse_config(data: Any, path: str | Path, line_map: Any) -> Config:
         raise ConfigFileError(validation_problems(exc, line_map, label=_pair_label(data))) from exc
 
 
+def _namespace_streams(config: Config) -> int:
+    """Watch streams at one per resource and namespace (gatekeeper.watching.targets_for)."""
+    namespaces = {ns for pair in config.pairs for ns in pair.namespaces}
+    routes = {(r.kind, r.api_group, r.namespace) for pair in config.pairs for r in pair.routes}
+    return 2 * len(namespaces) + len(routes)
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     """Load the configuration and the rule files it names (relative to the file's folder)."""
     config_path = Path(path)
@@ -293,6 +314,15 @@ def load_config(path: str | Path) -> LoadedConfig:
                 f"{config_path}:{line}: field '{source}': rules {', '.join(users)} use source "
                 f"'{source}' but the configuration has no '{source}' section with a url"
             )
+    streams = _namespace_streams(config)
+    watch = config.kubernetes.watch
+    if watch.scope == "namespaces" and streams > watch.max_streams:
+        line = line_map.line_of(("kubernetes", "watch"))
+        problems.append(
+            f"{config_path}:{line}: field 'kubernetes.watch': scope 'namespaces' needs "
+            f"{streams} watch streams (Pods and Deployments of every pair's namespaces, each "
+            f"route kind in its namespace) but max_streams is {watch.max_streams}: use scope "
+            "'cluster' or 'auto', or raise max_streams")
     if problems:
         raise ConfigFileError(problems)
     return LoadedConfig(config=config, rule_set=rule_set, path=config_path)

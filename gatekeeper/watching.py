@@ -1,6 +1,14 @@
 """Watch the pairs' Pods, Deployments and route objects; keep the latest of each in memory.
 
-One stream per (resource, namespace), as client-go's reflector does it: list, then watch
+Streams (`scope`): one per (resource, namespace) while they fit in `max_streams`, else one
+per resource kind over all namespaces, keeping only the managed namespaces' objects (which
+needs cluster-wide list/watch). Streams run on a connection pool of their own (an ApiClient
+built from the caller's configuration, at most one connection per stream), so however many
+there are, they never hold a connection that reads, flips and rollbacks need: at 25 pairs
+with their own namespaces, 101 per-namespace streams took all 100 connections of the shared
+pool and every other call timed out.
+
+Each stream works as client-go's reflector does: list, then watch
 from the list's resourceVersion with bookmarks; a stream that ends (server timeout, dropped
 connection) resumes from the last resourceVersion seen, so nothing in between is missed;
 410 Gone (that version was compacted away) means re-list, and the re-list is diffed with
@@ -16,12 +24,13 @@ a `kubectl patch` of a route is seen at once).
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypedDict
+from typing import Any, Literal, NamedTuple, Protocol, TypedDict
 
 import aiohttp
 import structlog
@@ -32,6 +41,7 @@ from gatekeeper.config import PairConfig, RouteRef
 from gatekeeper.kubeclient import ApiException
 
 __all__ = [
+    "ALL_NAMESPACES",
     "DEPLOYMENTS",
     "PODS",
     "EventHandler",
@@ -42,6 +52,7 @@ __all__ = [
     "WatchSettings",
     "Watcher",
     "route_resource",
+    "stream_client",
     "targets_for",
 ]
 
@@ -52,6 +63,9 @@ _MAX_LINE = 16 * 1024 * 1024  # no single event is larger (etcd refuses objects 
 _FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
 _ROUTE_PLURALS = {"IngressRoute": "ingressroutes", "TraefikService": "traefikservices"}
 ROUTE_VERSION = "v1alpha1"
+ALL_NAMESPACES = ""
+"""A target's namespace when it watches every namespace (no namespace is called "")."""
+Scope = Literal["auto", "namespaces", "cluster"]
 
 
 class RawEvent(TypedDict):
@@ -94,19 +108,37 @@ def route_resource(ref: RouteRef) -> Resource:
 
 @dataclass(frozen=True, order=True)
 class Target:
-    """One watch stream: all objects of a resource in one namespace."""
+    """One watch stream: all objects of a resource in one namespace, or (namespace
+    `ALL_NAMESPACES`) in every namespace, of which those in `kept` are cached."""
 
     resource: Resource
     namespace: str
+    kept: tuple[str, ...] = field(default=(), compare=False)
+    """The namespaces whose objects a cluster-wide stream keeps (sorted)."""
+
+    @property
+    def cluster_wide(self) -> bool:
+        """True when the stream lists and watches every namespace."""
+        return self.namespace == ALL_NAMESPACES
+
+    def keeps(self, namespace: str) -> bool:
+        """Whether an object in `namespace` belongs in the cache."""
+        return namespace == self.namespace if not self.cluster_wide else namespace in self.kept
 
     def __str__(self) -> str:
         group = f".{self.resource.group}" if self.resource.group else ""
-        return f"{self.resource.plural}{group}/{self.namespace}"
+        where = "*" if self.cluster_wide else self.namespace
+        return f"{self.resource.plural}{group}/{where}"
 
 
-def targets_for(pairs: Iterable[PairConfig]) -> tuple[Target, ...]:
+def targets_for(pairs: Iterable[PairConfig], *, scope: Scope = "namespaces",
+                max_streams: int | None = None) -> tuple[Target, ...]:
     """Pods and Deployments of both namespaces of every pair, and every route's kind in its
-    namespace; each stream once, however many pairs share it."""
+    namespace; each stream once, however many pairs share it.
+
+    With scope `cluster`, or `auto` and more of those streams than `max_streams`, one
+    cluster-wide stream per resource kind instead, keeping the same namespaces.
+    """
     found: set[Target] = set()
     for pair in pairs:
         for namespace in pair.namespaces:
@@ -114,6 +146,13 @@ def targets_for(pairs: Iterable[PairConfig]) -> tuple[Target, ...]:
             found.add(Target(DEPLOYMENTS, namespace))
         for ref in pair.routes:
             found.add(Target(route_resource(ref), ref.namespace))
+    crowded = max_streams is not None and len(found) > max_streams
+    if scope == "cluster" or (scope == "auto" and crowded):
+        kept: dict[Resource, set[str]] = {}
+        for target in found:
+            kept.setdefault(target.resource, set()).add(target.namespace)
+        found = {Target(resource, ALL_NAMESPACES, tuple(sorted(namespaces)))
+                 for resource, namespaces in kept.items()}
     return tuple(sorted(found))
 
 
@@ -168,6 +207,11 @@ class WatchSettings:
     backoff: tasks.Backoff = field(
         default_factory=lambda: tasks.Backoff(initial=0.2, maximum=10.0, jitter=0.5))
     """Wait between failed attempts: exponential, jittered, at most `maximum` seconds."""
+    scope: Scope = "auto"
+    """`namespaces`, `cluster` or `auto` (see `targets_for`; `kubernetes.watch.scope`)."""
+    max_streams: int = 64
+    """Streams (each one connection of the watcher's own pool) before `auto` goes
+    cluster-wide; with scope `namespaces`, more is refused (`kubernetes.watch.max_streams`)."""
 
 
 class _Gone(Exception):
@@ -186,8 +230,13 @@ class Watcher:
         settings: WatchSettings | None = None,
     ) -> None:
         self.settings = settings or WatchSettings()
-        self.targets = targets_for(pairs)
+        self.targets = targets_for(pairs, scope=self.settings.scope,
+                                   max_streams=self.settings.max_streams)
+        if len(self.targets) > self.settings.max_streams:
+            raise ValueError(f"{len(self.targets)} watch streams exceed max_streams "
+                             f"{self.settings.max_streams} (scope {self.settings.scope!r})")
         self.streams: dict[Target, StreamState] = {t: StreamState() for t in self.targets}
+        self._configuration: client.Configuration = api.configuration
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
         self._custom = client.CustomObjectsApi(api)
@@ -253,13 +302,24 @@ class Watcher:
     # -- the streams ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run one stream per target until cancelled; each stream's crash is logged and it
-        restarts (its own loop already retries API and network errors)."""
-        async with tasks.Tasks(name="watching", shutdown_timeout=5.0) as group:
-            for target in self.targets:
-                group.start(f"watch {target}", functools.partial(self._watch_forever, target),
-                            backoff=self.settings.backoff)
-            await asyncio.Event().wait()
+        """Run one stream per target until cancelled, on a connection pool of their own;
+        each stream's crash is logged and it restarts (its own loop already retries API
+        and network errors)."""
+        streams = stream_client(self._configuration, connections=len(self.targets))
+        self._core = client.CoreV1Api(streams)
+        self._apps = client.AppsV1Api(streams)
+        self._custom = client.CustomObjectsApi(streams)
+        log.info("watching", streams=len(self.targets),
+                 cluster_wide=sum(1 for t in self.targets if t.cluster_wide))
+        try:
+            async with tasks.Tasks(name="watching", shutdown_timeout=5.0) as group:
+                for target in self.targets:
+                    group.start(f"watch {target}",
+                                functools.partial(self._watch_forever, target),
+                                backoff=self.settings.backoff)
+                await asyncio.Event().wait()
+        finally:
+            await streams.close()
 
     async def _watch_forever(self, target: Target) -> None:
         """List, then watch and resume; re-list on 410; back off on errors."""
@@ -296,6 +356,13 @@ class Watcher:
     def _call(self, target: Target) -> tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]:
         """The generated list method for the target and its positional arguments."""
         resource = target.resource
+        if target.cluster_wide:
+            if resource == PODS:
+                return self._core.list_pod_for_all_namespaces, ()
+            if resource == DEPLOYMENTS:
+                return self._apps.list_deployment_for_all_namespaces, ()
+            return self._custom.list_cluster_custom_object, (
+                resource.group, resource.version, resource.plural)
         if resource == PODS:
             return self._core.list_namespaced_pod, (target.namespace,)
         if resource == DEPLOYMENTS:
@@ -322,12 +389,15 @@ class Watcher:
         resource = target.resource
         listed: dict[ObjectKey, Obj] = {}
         for item in items:
+            key = self._key(resource, item)
+            if not target.keeps(key.namespace):
+                continue  # a cluster-wide list: another namespace's object
             item.setdefault("kind", resource.kind)  # list items come without kind/apiVersion
             item.setdefault("apiVersion", resource.api_version)
-            listed[self._key(resource, item)] = item
+            listed[key] = item
         previous = {key: obj for key, obj in self._cache.items()
-                    if (key.group, key.kind, key.namespace)
-                    == (resource.group, resource.kind, target.namespace)}
+                    if (key.group, key.kind) == (resource.group, resource.kind)
+                    and target.keeps(key.namespace)}
         state.resource_version = str(metadata.get("resourceVersion") or "") or None
         state.lists += 1
         for key, obj in previous.items():
@@ -407,6 +477,12 @@ class Watcher:
             return
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             raise ValueError(f"unknown watch event type {kind!r}")
+        if not target.keeps(self._key(target.resource, obj).namespace):
+            rv = _rv(obj)  # a cluster-wide stream: not ours, but the stream moved on
+            if rv:
+                state.resource_version = rv
+                self._note(rv)
+            return
         await self._apply(target, state, kind, obj)
 
     async def _apply(
@@ -443,6 +519,14 @@ class Watcher:
         metadata = obj.get("metadata") or {}
         return ObjectKey(resource.group, resource.kind, str(metadata.get("namespace") or ""),
                          str(metadata.get("name") or ""))
+
+
+def stream_client(configuration: client.Configuration, *, connections: int) -> client.ApiClient:
+    """An ApiClient on a copy of `configuration` with a pool of its own of at most
+    `connections` connections (the caller closes it)."""
+    own = copy.deepcopy(configuration)
+    own.connection_pool_maxsize = max(connections, 1)
+    return client.ApiClient(own)
 
 
 def _rv(obj: Mapping[str, Any]) -> str | None:

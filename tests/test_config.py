@@ -30,6 +30,7 @@ def test_minimal_config_gets_sane_defaults(tmp_path):
     assert config.evaluation.window == 300.0
     assert config.policy.soak == 7200.0 and config.policy.observation == 86400.0
     assert config.pairs[0].routes[0].api_group == "traefik.io"
+    assert config.kubernetes.watch.scope == "auto" and config.kubernetes.watch.max_streams == 64
     assert config.pair("api").other("production-blue") == "production-green"
     assert loaded.rule_set.variables["requests_metric"] == "http_requests_total"
 
@@ -45,6 +46,8 @@ def test_minimal_config_gets_sane_defaults(tmp_path):
          "not a valid Kubernetes name"),
         ("pairs:", "evaluation: {interval: 500ms}\npairs:", 5, "at least 1s"),
         ("pairs:", "evaluation: {window: soon}\npairs:", 5, "expected a duration"),
+        ("pairs:", "kubernetes:\n  watch: {scope: namespaces, max_streams: 4}\npairs:", 6,
+         "field 'kubernetes.watch': scope 'namespaces' needs 5 watch streams"),
     ],
 )
 def test_config_errors_name_line_and_key(tmp_path, replace, by, line, fragment):

@@ -337,3 +337,90 @@ async def test_failing_callback_is_logged_and_the_stream_carries_on(started, oth
                                 and o["spec"]["replicas"] == 2)
     failed = [e for e in logs if e["event"] == "watch callback failed"]
     assert failed and failed[0]["kind"] == "Deployment" and failed[0]["exc_info"]
+
+
+def test_targets_go_cluster_wide_past_max_streams() -> None:
+    """Past `max_streams`, `auto` watches each kind once over all namespaces, keeping the
+    same namespaces; `namespaces` and a roomy `auto` keep one stream per namespace."""
+    pairs = [PairConfig(name=f"p{k}", namespaces=(f"p{k}-blue", f"p{k}-green"),
+                        routes=(RouteRef(name="live", namespace="routing"),)) for k in range(3)]
+    assert len(watching.targets_for(pairs, scope="auto", max_streams=13)) == 13
+    assert len(watching.targets_for(pairs, scope="namespaces", max_streams=5)) == 13
+    wide = watching.targets_for(pairs, scope="auto", max_streams=12)
+    assert [str(t) for t in wide] == ["deployments.apps/*", "ingressroutes.traefik.io/*",
+                                      "pods/*"]
+    pods = next(t for t in wide if t.resource == watching.PODS)
+    assert pods.kept == tuple(sorted(ns for p in pairs for ns in p.namespaces))
+    assert pods.keeps("p1-green") and not pods.keeps("routing") and not pods.keeps("other")
+    assert watching.targets_for(pairs[:1], scope="cluster") == tuple(
+        watching.Target(t.resource, watching.ALL_NAMESPACES, t.kept) for t in wide)
+
+
+def test_more_streams_than_allowed_is_refused(kube_api) -> None:
+    """Scope `namespaces` with more streams than `max_streams` is an error, not a stall."""
+    settings = watching.WatchSettings(scope="namespaces", max_streams=4)
+    with pytest.raises(ValueError, match="5 watch streams exceed max_streams 4"):
+        watching.Watcher(kube_api, [PAIR], settings=settings)
+
+
+async def test_cluster_wide_streams_keep_only_the_managed_namespaces(
+    kube_bluegreen, kube_api, other_api
+) -> None:
+    """One stream per kind over all namespaces: the pair's objects are cached and reported,
+    another namespace's are not; a 410 re-list keeps it so."""
+    kube_bluegreen.load([
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "elsewhere"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": DEPLOYMENT, "namespace": "elsewhere"},
+         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}},
+                  "template": {"metadata": {"labels": {"app": "x"}},
+                               "spec": {"containers": [{"name": "x", "image": "x:1"}]}}}},
+    ])
+    recorder = Recorder()
+    settings = watching.WatchSettings(scope="cluster", backoff=FAST.backoff)
+    watcher = watching.Watcher(kube_api, [PAIR], on_event=recorder, settings=settings)
+    assert all(t.cluster_wide for t in watcher.targets) and len(watcher.targets) == 3
+    task = tasks.start_task("cluster-wide watcher", watcher.run)
+    try:
+        await asyncio.wait_for(watcher.wait_synced(), GENEROUS)
+        await converged(watcher, kube_api)
+        await watches_open(watcher)
+        await scale(other_api, "elsewhere", 2)
+        await scale(other_api, GREEN, 3)
+        await recorder.wait_for("Deployment", "MODIFIED", DEPLOYMENT,
+                                check=lambda o: o["metadata"]["namespace"] == GREEN)
+        await converged(watcher, kube_api)
+        await admin(kube_bluegreen, "watches/expire?drop=true")
+        await scale(other_api, BLUE, 1)
+        await asyncio.wait_for(watcher.wait_until(
+            lambda: len(watcher.objects("Pod", BLUE)) == 1), GENEROUS)
+        await converged(watcher, kube_api)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not watcher.objects(namespace="elsewhere")
+    assert not [o for _k, _t, o in recorder.events if o["metadata"]["namespace"] == "elsewhere"]
+    assert sum(state.gone for state in watcher.streams.values()) >= 1
+    assert watcher.get("IngressRoute", ROUTING, ROUTE_NAME) is not None
+
+
+async def test_streams_never_take_the_callers_connections(kube_bluegreen) -> None:
+    """Streams run on a pool of their own: with a caller's pool of one connection and five
+    open watches, the caller's own calls still get through."""
+    configuration = client.Configuration(host=str(kube_bluegreen.url))
+    configuration.connection_pool_maxsize = 1
+    api = client.ApiClient(configuration)
+    watcher = watching.Watcher(api, [PAIR], settings=FAST)
+    task = tasks.start_task("watcher", watcher.run)
+    try:
+        await asyncio.wait_for(watcher.wait_synced(), GENEROUS)
+        await watches_open(watcher)
+        assert kube_bluegreen.open_watches == len(watcher.targets) == 5
+        for _ in range(3):
+            deployments = await asyncio.wait_for(
+                client.AppsV1Api(api).list_namespaced_deployment(GREEN), GENEROUS)
+            assert [d.metadata.name for d in deployments.items] == [DEPLOYMENT]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await api.close()

@@ -156,8 +156,10 @@ def create_service(
 def _watcher(api: client.ApiClient, config: Any, controller: Controller) -> Any | None:
     """A watch on the pairs' routes, Deployments and pods that wakes the control loop."""
     try:
-        from gatekeeper.watching import Watcher
+        from gatekeeper.watching import Watcher, WatchSettings
     except ModuleNotFoundError:  # the loop still re-reads everything every interval
         log.warning("gatekeeper.watching is not available: changes are seen at the next tick")
         return None
-    return Watcher(api, config.pairs, on_event=controller.on_watch_event)
+    watch = config.kubernetes.watch
+    settings = WatchSettings(scope=watch.scope, max_streams=watch.max_streams)
+    return Watcher(api, config.pairs, on_event=controller.on_watch_event, settings=settings)
