@@ -91,6 +91,9 @@ class Recorder:
             registry=r)
         self.leader = Gauge("gatekeeper_leader", "1 when this replica holds the Lease.",
                             registry=r)
+        self.long_polls = Gauge(
+            "gatekeeper_long_polls", "Flip-checks waiting (?wait=) for the next evaluation.",
+            registry=r)
         self.actions_blocked = Counter(
             "gatekeeper_actions_refused_total", "Actions refused by a precondition or policy.",
             ["pair", "action"], registry=r)

@@ -4,6 +4,7 @@ never wall-clock time; the timings are in bench/webhook_flood.py and docs/perfor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -11,16 +12,20 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from gatekeeper.service.app import create_service
+from gatekeeper.service.app import create_service, make_runner
+from gatekeeper.service.context import SERVICES
 from tests.service_support import (
     AUTH,
     NEW,
     PODS_READY_RULE,
     TOKEN,
+    metric_value,
     post_json,
     route_target,
     seed,
+    wait_until,
     write_config,
 )
 
@@ -140,3 +145,57 @@ async def test_a_5000_digit_integer_is_a_400_naming_the_field(
     assert status == 400, answer
     assert answer["error"].startswith(f"{field}: integer of 5000 digits"), answer
     assert kube_emulator.requests.total == 0
+
+
+async def _serve(app: Any) -> tuple[Any, int]:
+    """Serve `app` on a loopback port exactly as `gatekeeper serve` does."""
+    runner = make_runner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+async def _metric(port: int, name: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{port}/metrics") as response:
+        return metric_value(await response.text(), name)
+
+
+async def test_abandoned_long_polls_end_when_their_clients_disconnect(
+        tmp_path, kube_emulator, kube_api):
+    """200 flip-checks with `?wait=600` whose clients hang up: the waiters, and the tasks
+    serving them, are gone within seconds, not after 600 s. No tick runs meanwhile, so only
+    the disconnect can end them."""
+    name, blue, green, routing = PAIRS[0]
+    kube_emulator.load(seed(blue, green, routing, green_image=NEW))
+    loaded = write_config(tmp_path, [PAIRS[0]], prometheus_url=None, rules=[PODS_READY_RULE])
+    service = create_service(loaded, kube_api, token=TOKEN, run_loop=False, watch=False)
+    await service.controller.tick()  # idle: flip-check answers 409, so `wait` holds
+    runner, port = await _serve(service.app)
+    try:
+        baseline = len(asyncio.all_tasks())
+        clients = []
+        for _ in range(200):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /api/v1/pairs/{name}/flip-check?wait=600 HTTP/1.1\r\n"
+                         "Host: gatekeeper\r\n\r\n".encode())
+            clients.append((reader, writer))
+        await wait_until(lambda: service.app[SERVICES].long_polls.waiting == 200, within=30,
+                         what="200 long-polls waiting")
+        assert await _metric(port, "gatekeeper_long_polls") == 200
+        assert len(asyncio.all_tasks()) >= baseline + 200  # one handler task per long-poll
+        for _reader, writer in clients:
+            writer.close()
+        await wait_until(lambda: service.app[SERVICES].long_polls.waiting == 0, within=15,
+                         what="every abandoned long-poll ended")
+        await wait_until(lambda: len(asyncio.all_tasks()) <= baseline + 5, within=15,
+                         what="the handler tasks of the abandoned long-polls ended")
+        assert await _metric(port, "gatekeeper_long_polls") == 0
+        # A client that stays still gets its answer at the deadline.
+        async with aiohttp.ClientSession() as http, http.get(
+                f"http://127.0.0.1:{port}/api/v1/pairs/{name}/flip-check?wait=0.5") as answer:
+            assert answer.status == 409 and not (await answer.json())["safe"]
+    finally:
+        await runner.cleanup()
+        await service.close()

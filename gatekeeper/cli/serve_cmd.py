@@ -58,7 +58,7 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
                 token: str | None) -> int:
     """Run until SIGTERM or SIGINT."""
     from gatekeeper import kubeclient
-    from gatekeeper.service.app import create_service
+    from gatekeeper.service.app import create_service, make_runner
 
     try:
         api = await kubeclient.create_api_client(loaded.config.kubernetes)
@@ -66,7 +66,7 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
         print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
         return 2
     service = create_service(loaded, api, token=token, dry_run=dry_run)
-    runner = web.AppRunner(service.app, handle_signals=False, access_log=None)
+    runner = make_runner(service.app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

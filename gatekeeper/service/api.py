@@ -292,7 +292,8 @@ async def flip_check(request: web.Request) -> web.Response:
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        await controller.wait_tick(left)
+        if await services.long_polls.wait(request, left) == "gone":
+            break  # nobody is left to read the answer
         body = flip_check_body(view, controller)
     return responses.json_response(body, status=200 if body["safe"] else 409)
 

@@ -29,13 +29,14 @@ from gatekeeper.service.auth import TokenAuth
 from gatekeeper.service.context import SERVICES, Services
 from gatekeeper.service.controller import Controller
 from gatekeeper.service.dedupe import AlertDeduper
+from gatekeeper.service.longpoll import LongPolls
 from gatekeeper.service.notifications import Notifier
 from gatekeeper.service.responses import error_middleware
 from gatekeeper.sources.base import Source
 from gatekeeper.sources.factory import build_sources, close_sources
 from gatekeeper.tasks import CoroFactory, Tasks
 
-__all__ = ["Service", "build_app", "create_service"]
+__all__ = ["Service", "build_app", "create_service", "make_runner"]
 
 log = structlog.get_logger(__name__)
 
@@ -60,10 +61,14 @@ def build_app(
     )
     cooldown = max(p.cooldown for p in [config.policy, *(q.policy for q in config.pairs
                                                          if q.policy is not None)])
+    long_polls = LongPolls(controller.wait_tick,
+                           on_change=controller.recorder.long_polls.set)
     app[SERVICES] = Services(controller=controller, auth=auth,
-                             deduper=AlertDeduper(ttl=max(3600.0, cooldown)))
+                             deduper=AlertDeduper(ttl=max(3600.0, cooldown)),
+                             long_polls=long_polls)
     add_routes(app)
     tasks: dict[str, CoroFactory] = dict(background or {})
+    tasks["long-polls"] = long_polls.run
     if run_loop:
         tasks["controller"] = controller.run
     if notifier is not None and notifier.enabled:
@@ -89,6 +94,17 @@ def build_app(
     app.on_shutdown.append(stop_acting)  # before in-flight requests are awaited
     app.cleanup_ctx.append(lifespan)
     return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner `gatekeeper serve` listens with (tests use it to serve as production does).
+
+    Handler cancellation stays off (aiohttp's default): a client that hangs up must not cut
+    an action's bookkeeping in half; long-polls end on disconnect by themselves (longpoll).
+    There is no access log: request lines may carry tokens in query strings.
+    """
+    return web.AppRunner(app, handle_signals=False, access_log=None,
+                         handler_cancellation=False)
 
 
 @dataclass

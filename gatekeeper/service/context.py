@@ -9,6 +9,7 @@ from aiohttp import web
 from gatekeeper.service.auth import TokenAuth
 from gatekeeper.service.controller import Controller
 from gatekeeper.service.dedupe import AlertDeduper
+from gatekeeper.service.longpoll import LongPolls
 
 __all__ = ["SERVICES", "Services", "services_of"]
 
@@ -20,6 +21,8 @@ class Services:
     controller: Controller
     auth: TokenAuth
     deduper: AlertDeduper
+    long_polls: LongPolls
+    """Flip-checks waiting (`?wait=`) for the next evaluation."""
     max_wait: float = 3600.0
     """Longest `?wait=` a flip-check may hold a connection, in seconds."""
     detail_cache: dict[str, tuple[tuple[object, ...], str]] = field(default_factory=dict)
