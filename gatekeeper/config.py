@@ -72,6 +72,16 @@ class WatchConfig(_Section):
     connection the calls that read and act need."""
 
 
+class LokiConfig(_Section):
+    """Where Loki answers LogQL (`/loki/api/v1/query`), and as which tenant."""
+
+    url: str
+    timeout: Duration = 10.0
+    tenant: str | None = Field(None, description="sent as X-Scope-OrgID (multi-tenant Loki)")
+    bearer_token_file: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
 class KubernetesConfig(_Section):
     """How to reach the Kubernetes API: in-cluster, or a kubeconfig (pipelines, laptops)."""
 
@@ -221,6 +231,7 @@ class Config(_Section):
 
     prometheus: PrometheusConfig | None = None
     alertmanager: AlertmanagerConfig | None = None
+    loki: LokiConfig | None = None
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     rule_files: tuple[str, ...] = Field(("rules/",), min_length=1)
@@ -307,7 +318,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     rule_set = rule_set.model_copy(update={"variables": merged})
     problems = []
     for source in sorted(rule_set.sources()):
-        if source in ("prometheus", "alertmanager") and getattr(config, source) is None:
+        if source in ("prometheus", "alertmanager", "loki") and getattr(config, source) is None:
             users = [r.name for r in rule_set.rules if r.source == source]
             line = line_map.line_of(())
             problems.append(

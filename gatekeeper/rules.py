@@ -25,7 +25,7 @@ from gatekeeper.durations import parse_duration
 from gatekeeper.templating import template_variables
 from gatekeeper.yamlfiles import ConfigFileError, LineMap, load_yaml_file, validation_problems
 
-SourceName = Literal["prometheus", "alertmanager", "probe", "logs", "kubernetes"]
+SourceName = Literal["prometheus", "alertmanager", "probe", "logs", "loki", "kubernetes"]
 NoDataPolicy = Literal["unknown", "fail", "pass", "ignore"]
 KubernetesCheck = Literal["pods_ready", "restarts", "config_parity", "images_differ"]
 BUILTIN_VARIABLES = frozenset({"namespace", "namespaces", "window", "selector", "pair"})
@@ -111,6 +111,38 @@ class LogSpec(_Strict):
         return values
 
 
+# Loki runs Go's RE2: no lookaround, no backreferences. Refused here rather than by Loki at
+# evaluation time, where the rule would only ever be `error`.
+_NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]|\(\?P=")
+_STREAM_MATCHERS = re.compile(
+    r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*'
+    r'(,\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*)*$')
+
+
+class LokiSpec(_Strict):
+    """Which Loki streams a `loki` rule reads (the line patterns come from `logs`)."""
+
+    namespace_label: str = Field("namespace", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    stream: str = Field("", description='extra stream matchers, e.g. app="api-all"')
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, value: str) -> str:
+        if value.strip() and not _STREAM_MATCHERS.match(value):
+            raise ValueError(f"invalid stream matchers {value!r}: write them as in a LogQL "
+                             'selector without braces, e.g. app="api-all", container!="proxy"')
+        return value
+
+
+def re2_problem(pattern: str) -> str | None:
+    """Why Loki (RE2) would refuse `pattern`, or None."""
+    found = _NOT_RE2.search(pattern)
+    if found is None:
+        return None
+    return (f"{found.group(0)!r} in {pattern!r} is not supported by Loki's regular "
+            "expressions (RE2: no lookaround, no backreferences)")
+
+
 class Rule(_Strict):
     """One gate rule; see docs/rules.md."""
 
@@ -125,6 +157,7 @@ class Rule(_Strict):
     matchers: dict[str, str] = Field(default_factory=dict)
     probe: ProbeSpec | None = None
     logs: LogSpec | None = None
+    loki: LokiSpec | None = None
     check: KubernetesCheck | None = None
     pass_criteria: CriteriaList = Field(default=(), alias="pass")
     warning_criteria: CriteriaList = Field(default=(), alias="warning")
@@ -167,6 +200,12 @@ class Rule(_Strict):
         for field_name in needs:
             if getattr(self, field_name) is None:
                 raise ValueError(f"source '{self.source}' needs the field '{field_name}'")
+        if self.loki is not None and self.source != "loki":
+            raise ValueError("'loki' (stream matchers) works with source 'loki'")
+        if self.source == "loki" and self.logs is not None:
+            for pattern in (self.logs.pattern, *self.logs.exclude):
+                if (problem := re2_problem(pattern)) is not None:
+                    raise ValueError(problem)
         if self.compare is not None and self.source != "prometheus":
             raise ValueError("'compare' (statistical comparison) works with source 'prometheus'")
         if not self.pass_criteria and self.compare is None:

@@ -39,6 +39,17 @@ def build_sources(
         sources["alertmanager"] = AlertmanagerSource(
             config.alertmanager.url, timeout=config.alertmanager.timeout
         )
+    if "loki" in used and config.loki is not None:
+        from pathlib import Path
+
+        from gatekeeper.sources.loki import LokiSource
+
+        loki_token = (Path(config.loki.bearer_token_file).read_text().strip()
+                      if config.loki.bearer_token_file else None)
+        sources["loki"] = LokiSource(
+            config.loki.url, timeout=config.loki.timeout, tenant=config.loki.tenant,
+            token=loki_token, headers=config.loki.headers,
+        )
     if "probe" in used:
         from gatekeeper.sources.probes import ProbeSource
 
