@@ -224,6 +224,14 @@ class ServerConfig(_Section):
     # A cluster service listens on the pod address; tests and the demo pass 127.0.0.1.
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
+    read_timeout: Duration = Field(10.0, gt=0, le=600)
+    """Seconds a client has to send a whole request (headers on a new connection, and the
+    body) before the connection is closed (408 for a body)."""
+    keepalive_timeout: Duration = Field(15.0, gt=0, le=3600)
+    """Seconds an idle keep-alive connection stays open between two requests."""
+    max_connections: int = Field(1024, ge=8, le=1_000_000)
+    """Open connections at most (lowered to fit `ulimit -n`); past it, idle and slow
+    connections and long-polls are closed to let new ones in (see docs/configuration.md)."""
 
 
 class Config(_Section):

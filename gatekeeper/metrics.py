@@ -94,6 +94,14 @@ class Recorder:
         self.long_polls = Gauge(
             "gatekeeper_long_polls", "Flip-checks waiting (?wait=) for the next evaluation.",
             registry=r)
+        self.http_connections = Gauge(
+            "gatekeeper_http_connections", "Open HTTP connections to the API and webhook.",
+            registry=r)
+        self.http_connections_closed = Counter(
+            "gatekeeper_http_connections_closed_total",
+            "Connections the server closed: read_timeout (no request in time), evicted (to "
+            "make room at the connection limit), refused (every connection busy).",
+            ["reason"], registry=r)
         self.actions_blocked = Counter(
             "gatekeeper_actions_refused_total", "Actions refused by a precondition or policy.",
             ["pair", "action"], registry=r)

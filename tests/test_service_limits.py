@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from gatekeeper.service.app import create_service, make_runner
+from gatekeeper.service.app import create_service, serving
+from gatekeeper.service.connections import connection_limit
 from gatekeeper.service.context import SERVICES
 from tests.service_support import (
     AUTH,
@@ -147,15 +147,6 @@ async def test_a_5000_digit_integer_is_a_400_naming_the_field(
     assert kube_emulator.requests.total == 0
 
 
-async def _serve(app: Any) -> tuple[Any, int]:
-    """Serve `app` on a loopback port exactly as `gatekeeper serve` does."""
-    runner = make_runner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, runner.addresses[0][1]
-
-
 async def _metric(port: int, name: str) -> float:
     async with aiohttp.ClientSession() as http, http.get(
             f"http://127.0.0.1:{port}/metrics") as response:
@@ -172,8 +163,9 @@ async def test_abandoned_long_polls_end_when_their_clients_disconnect(
     loaded = write_config(tmp_path, [PAIRS[0]], prometheus_url=None, rules=[PODS_READY_RULE])
     service = create_service(loaded, kube_api, token=TOKEN, run_loop=False, watch=False)
     await service.controller.tick()  # idle: flip-check answers 409, so `wait` holds
-    runner, port = await _serve(service.app)
-    try:
+    async with serving(service.app, loaded.config.server, host="127.0.0.1", port=0,
+                       recorder=service.recorder) as listener:
+        port = listener.port
         baseline = len(asyncio.all_tasks())
         clients = []
         for _ in range(200):
@@ -196,6 +188,97 @@ async def test_abandoned_long_polls_end_when_their_clients_disconnect(
         async with aiohttp.ClientSession() as http, http.get(
                 f"http://127.0.0.1:{port}/api/v1/pairs/{name}/flip-check?wait=0.5") as answer:
             assert answer.status == 409 and not (await answer.json())["safe"]
-    finally:
-        await runner.cleanup()
-        await service.close()
+    await service.close()
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    """True when the server closes the connection (EOF or reset) within `within` s."""
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return True
+
+
+async def test_slow_clients_are_closed_and_the_webhook_is_answered_under_them(
+        tmp_path, kube_emulator, kube_api):
+    """40 slow connections against a limit of 20 (a partial request line, or nothing at
+    all): the webhook and flip-check are still answered at once, the open connections never
+    exceed the limit, and every slow one is closed within the read timeout. A limit full of
+    long-polls gives way to the webhook too, and a body that never arrives is a 408."""
+    name, blue, green, routing = PAIRS[0]
+    kube_emulator.load(seed(blue, green, routing, green_image=NEW))
+    loaded = write_config(tmp_path, [PAIRS[0]], prometheus_url=None, rules=[PODS_READY_RULE],
+                          server={"read_timeout": "1s", "keepalive_timeout": "2s",
+                                  "max_connections": 20})
+    service = create_service(loaded, kube_api, token=TOKEN, run_loop=False, watch=False)
+    await service.controller.tick()
+    hook = notification(storm("elsewhere", 1))  # matches no pair: answered `ignored`
+    async with serving(service.app, loaded.config.server, host="127.0.0.1", port=0,
+                       recorder=service.recorder) as listener:
+        base = f"http://127.0.0.1:{listener.port}"
+        slow = []
+        for k in range(40):
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+            if k % 4:
+                writer.write(b"GET /api/v1/pairs/api/flip-check HTTP/1.1\r\nHost: g")
+            slow.append((reader, writer))
+            await asyncio.sleep(0)
+            assert listener.open_connections <= 20
+        async with aiohttp.ClientSession() as http:
+            status, body = await post_json(http, f"{base}/api/v1/alertmanager", hook)
+            assert status == 200 and body["outcome"] == "ignored", body
+            async with http.get(f"{base}/api/v1/pairs/{name}/flip-check") as answer:
+                assert answer.status == 409
+        closed = await asyncio.gather(*(_closed_by_server(r, within=5) for r, _ in slow))
+        assert all(closed), f"{closed.count(False)} slow connections still open"
+        for _reader, writer in slow:
+            writer.close()
+        assert listener.closed["evicted"] >= 20 and listener.closed["read_timeout"] >= 1, \
+            listener.closed
+        assert listener.open_connections <= 20
+
+        # Twenty long-polls fill the limit; the webhook still gets in (one poll gives way).
+        polls = []
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+            writer.write(f"GET /api/v1/pairs/{name}/flip-check?wait=60 HTTP/1.1\r\n"
+                         "Host: gatekeeper\r\n\r\n".encode())
+            polls.append((reader, writer))
+        await wait_until(lambda: service.app[SERVICES].long_polls.waiting == 20, within=10,
+                         what="20 long-polls waiting")
+        evicted = listener.closed["evicted"]
+        async with aiohttp.ClientSession() as http:
+            status, body = await post_json(http, f"{base}/api/v1/alertmanager", hook)
+            assert status == 200 and body["outcome"] == "ignored", body
+        for _reader, writer in polls:
+            writer.close()
+        assert listener.closed["evicted"] > evicted, listener.closed
+
+        # Headers promise a body that never comes: 408 after the read timeout.
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(f"POST /api/v1/alertmanager HTTP/1.1\r\nHost: g\r\nAuthorization: "
+                     f"Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 100\r\n\r\n{\"version\"".encode())
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+        assert status_line.startswith(b"HTTP/1.1 408"), status_line
+        writer.close()
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as answer:
+            text = await answer.text()
+        for reason in ("evicted", "read_timeout"):
+            assert metric_value(text, "gatekeeper_http_connections_closed_total",
+                                reason=reason) == listener.closed[reason]
+    await service.close()
+
+
+def test_the_connection_limit_fits_the_descriptor_limit():
+    """With `ulimit -n 256`, 1,024 configured connections would exhaust the descriptors
+    (the webhook could not even be accepted): the limit leaves room for the clients."""
+    assert connection_limit(1024, descriptors=256) == 256 - 128
+    assert connection_limit(100, descriptors=65536) == 100
+    assert connection_limit(1024, descriptors=100) == 8

@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from gatekeeper.cli.common import load_config_or_report
 from gatekeeper.config import LoadedConfig
@@ -58,7 +57,7 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
                 token: str | None) -> int:
     """Run until SIGTERM or SIGINT."""
     from gatekeeper import kubeclient
-    from gatekeeper.service.app import create_service, make_runner
+    from gatekeeper.service.app import create_service, serving
 
     try:
         api = await kubeclient.create_api_client(loaded.config.kubernetes)
@@ -66,26 +65,25 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
         print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
         return 2
     service = create_service(loaded, api, token=token, dry_run=dry_run)
-    runner = make_runner(service.app)
+    settings = loaded.config.server
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        log.info("gatekeeper serving", url=f"http://{host}:{port}", dry_run=dry_run,
-                 pairs=[p.name for p in loaded.config.pairs])
-        print(f"gatekeeper listening on http://{host}:{port}"
-              + (" (dry-run)" if service.controller.dry_run else ""), file=sys.stderr)
-        await stop.wait()
-        log.info("stopping: finishing actions in flight")
+        async with serving(service.app, settings, host=host, port=port,
+                           recorder=service.recorder) as listener:
+            log.info("gatekeeper serving", url=f"http://{host}:{port}", dry_run=dry_run,
+                     pairs=[p.name for p in loaded.config.pairs],
+                     max_connections=listener.max_connections)
+            print(f"gatekeeper listening on http://{host}:{port}"
+                  + (" (dry-run)" if service.controller.dry_run else ""), file=sys.stderr)
+            await stop.wait()
+            log.info("stopping: finishing actions in flight")
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     finally:
-        await runner.cleanup()
         await service.close()
         await api.close()
     return 0

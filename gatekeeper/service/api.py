@@ -7,6 +7,7 @@ Mutations need the bearer token, are idempotent, answer 409 with reasons when un
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from typing import Any, Literal, TypeVar, cast
@@ -170,7 +171,12 @@ def _authorize(services: Services, request: web.Request) -> None:
 async def _body(request: web.Request, model: type[BodyT]) -> BodyT:
     if request.content_length is not None and request.content_length > MAX_ACTION_BODY:
         raise responses.http_error(413, f"body over {MAX_ACTION_BODY} bytes")
-    raw = await request.content.read(MAX_ACTION_BODY + 1)
+    timeout = services_of(request).controller.config.server.read_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.content.read(MAX_ACTION_BODY + 1)
+    except TimeoutError:
+        raise responses.http_error(408, f"body not received within {timeout:g}s") from None
     if len(raw) > MAX_ACTION_BODY:
         raise responses.http_error(413, f"body over {MAX_ACTION_BODY} bytes")
     if not raw.strip():

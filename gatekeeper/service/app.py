@@ -9,6 +9,7 @@ controller stops first and waits for in-flight actions, then the rest is cancell
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,13 +20,19 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
-from gatekeeper.config import LoadedConfig
+from gatekeeper.config import LoadedConfig, ServerConfig
 from gatekeeper.evaluating import Evaluator
 from gatekeeper.leadership import Leadership
 from gatekeeper.metrics import Recorder
 from gatekeeper.operations import Operations
 from gatekeeper.service.api import add_routes
 from gatekeeper.service.auth import TokenAuth
+from gatekeeper.service.connections import (
+    CONNECTIONS,
+    ConnectionBook,
+    Listener,
+    connections_middleware,
+)
 from gatekeeper.service.context import SERVICES, Services
 from gatekeeper.service.controller import Controller
 from gatekeeper.service.dedupe import AlertDeduper
@@ -36,7 +43,7 @@ from gatekeeper.sources.base import Source
 from gatekeeper.sources.factory import build_sources, close_sources
 from gatekeeper.tasks import CoroFactory, Tasks
 
-__all__ = ["Service", "build_app", "create_service", "make_runner"]
+__all__ = ["Service", "build_app", "create_service", "make_runner", "serving"]
 
 log = structlog.get_logger(__name__)
 
@@ -56,11 +63,12 @@ def build_app(
     """The aiohttp application; `run_loop=False` leaves ticking to the caller (tests)."""
     config = controller.config
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[connections_middleware, error_middleware],
         client_max_size=max(config.webhook.max_body_bytes, 64 * 1024),
     )
     cooldown = max(p.cooldown for p in [config.policy, *(q.policy for q in config.pairs
                                                          if q.policy is not None)])
+    app[CONNECTIONS] = ConnectionBook()
     long_polls = LongPolls(controller.wait_tick,
                            on_change=controller.recorder.long_polls.set)
     app[SERVICES] = Services(controller=controller, auth=auth,
@@ -96,15 +104,34 @@ def build_app(
     return app
 
 
-def make_runner(app: web.Application) -> web.AppRunner:
+def make_runner(app: web.Application, settings: ServerConfig | None = None) -> web.AppRunner:
     """The runner `gatekeeper serve` listens with (tests use it to serve as production does).
 
     Handler cancellation stays off (aiohttp's default): a client that hangs up must not cut
     an action's bookkeeping in half; long-polls end on disconnect by themselves (longpoll).
     There is no access log: request lines may carry tokens in query strings.
     """
+    settings = settings or ServerConfig()
     return web.AppRunner(app, handle_signals=False, access_log=None,
-                         handler_cancellation=False)
+                         handler_cancellation=False,
+                         keepalive_timeout=settings.keepalive_timeout)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, settings: ServerConfig, *, host: str, port: int,
+                  recorder: Recorder | None = None, descriptors: int | None = None
+                  ) -> AsyncIterator[Listener]:
+    """Serve `app` as `gatekeeper serve` does until the block ends: the runner, and a
+    Listener with the read timeout and the connection limit (OSError if it cannot bind)."""
+    runner = make_runner(app, settings)
+    await runner.setup()
+    listener = Listener(runner, settings, recorder=recorder, descriptors=descriptors)
+    try:
+        await listener.start(host, port)
+        yield listener
+    finally:
+        await listener.close()
+        await runner.cleanup()
 
 
 @dataclass

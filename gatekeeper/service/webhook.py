@@ -13,6 +13,7 @@ a malformed one 4xx (Alertmanager does not retry those), so a bad payload is not
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -205,8 +206,12 @@ async def handle_alertmanager(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         recorder.record_webhook("too_large")
         raise responses.http_error(413, f"body over {settings.max_body_bytes} bytes")
+    timeout = controller.config.server.read_timeout
     try:
-        body = await request.read()
+        async with asyncio.timeout(timeout):
+            body = await request.read()
+    except TimeoutError:
+        raise responses.http_error(408, f"body not received within {timeout:g}s") from None
     except web.HTTPRequestEntityTooLarge as exc:
         recorder.record_webhook("too_large")
         raise responses.http_error(413, f"body over {settings.max_body_bytes} bytes") from exc
