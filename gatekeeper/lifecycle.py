@@ -474,7 +474,8 @@ def flip_check(
     if obs is None:
         return ["not evaluated yet"]
     if obs.active is None or obs.dark is None:
-        return [f"routes: {obs.route_problem or 'cannot be read'}"]
+        return [f"routes: {obs.route_problem or 'cannot be read'}; to finish a split, name the "
+                "namespace that takes all traffic (flip with `to`)"]
     reasons: list[str] = []
     if obs.verdict != "safe":
         reasons.append(f"verdict on {obs.dark} is {obs.verdict}")

@@ -15,6 +15,7 @@ import functools
 import os
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import environments, events, kubeclient
+from gatekeeper import environments, events, kubeclient, switches
 from gatekeeper.config import Config, PairConfig
 from gatekeeper.environments import Progress, Readiness
 from gatekeeper.kubeclient import ApiException
@@ -205,6 +206,30 @@ def holder_gone(holder: Any) -> bool:
     return since is not None and now is not None and now != since
 
 
+def _split(pair: PairConfig, live: ActiveState) -> dict[str, list[str]]:
+    """Routes per namespace when each route points at exactly one namespace of the pair
+    (a flip cut short, or a person's edit): a split a named target can finish. Else {}."""
+    groups: dict[str, list[str]] = {}
+    for view in live.routes:
+        if len(view.namespaces) != 1 or not view.namespaces <= set(pair.namespaces):
+            return {}
+        groups.setdefault(next(iter(view.namespaces)), []).append(view.ref)
+    return groups if len(groups) > 1 else {}
+
+
+def inconsistent(pair: PairConfig, live: ActiveState) -> list[str]:
+    """Why the routes stop an action, naming them, and how to finish."""
+    groups = _split(pair, live)
+    if not groups:
+        return [f"routes inconsistent: {live.problem}; fix the routes named by hand "
+                "(kubectl edit), or point them at one namespace of the pair, then retry"]
+    where = "; ".join(f"{ns}: {', '.join(refs)}" for ns, refs in sorted(groups.items()))
+    a, b = sorted(groups)
+    return [f"routes are split between the pair's namespaces ({where}); finish the switch "
+            f"by naming the namespace that takes all traffic: `gatekeeper flip --to {b}` "
+            f"or `--to {a}` (API: POST .../flip with {{\"to\": \"{b}\"}})"]
+
+
 def _unchanged(_state: PairState) -> None:
     """A state update that only reconciles with the routes."""
 
@@ -373,13 +398,17 @@ class Operations:
                 f"finished or undone by the first run after it is {bound:.0f}s old"])
         readiness = await self._readiness(pair, target)
         goal, away = (target, source) if readiness.ready else (source, target)
+        notes = {switches.ANNOTATION: switches.SwitchRecord(
+            str(kind), source, target, float(action.get("at") or self.clock()),
+            str(action.get("id") or ""), str(action.get("trigger") or "")).to_annotation()
+        } if goal == target else None
         moved, failures = [], []
         for snapshot in live.snapshots:
             if snapshot.view.namespaces != frozenset({away}):
                 continue
             try:
                 await reading.router_for(self.api, snapshot.ref).switch(
-                    snapshot, source=away, target=goal)
+                    snapshot, source=away, target=goal, annotations=notes)
                 moved.append(snapshot.view.ref)
             except switching.SWITCH_ERRORS as exc:
                 failures.append(str(exc))
@@ -435,7 +464,11 @@ class Operations:
             resumed = await self._resume(pair, live)
             if resumed is not None:
                 return resumed
-            return await self._refuse("flip", pair, live, [f"routes inconsistent: {live.problem}"],
+            if to is not None and _split(pair, live):
+                # Each route at one namespace of the pair: a person names where it all goes.
+                return await self._switch("flip", pair, live, to, source=pair.other(to),
+                                          force=force, trigger=trigger, reason=reason)
+            return await self._refuse("flip", pair, live, inconsistent(pair, live),
                                       reason=events.FLIP_REFUSED, trigger=trigger)
         target = to or pair.other(live.active)
         if target == live.active:
@@ -482,12 +515,17 @@ class Operations:
             resumed = await self._resume(pair, live)
             if resumed is not None:
                 return resumed
-            return await self._refuse("rollback", pair, live,
-                                      [f"routes inconsistent: {live.problem}"],
+            return await self._refuse("rollback", pair, live, inconsistent(pair, live),
                                       reason=events.ROLLBACK_REFUSED, trigger=trigger)
         state, state_error = await self._state(pair, live)
         last = state.last_action or {}
-        if state.previous and state.previous != live.active:
+        record = live.last_switch  # written by the switch itself: needs no state write
+        if record is not None and record.rollback_target is not None:
+            target = record.rollback_target
+        elif record is not None and record.kind == "rollback":
+            return await self._nothing("rollback", pair, live,
+                                       f"nothing to do: already rolled back to {live.active}")
+        elif state.previous and state.previous != live.active:
             target = state.previous
         elif last.get("kind") == "rollback" and last.get("to") == live.active \
                 and last.get("status") == "done":
@@ -535,11 +573,12 @@ class Operations:
 
     async def _switch(self, kind: str, pair: PairConfig, live: ActiveState, target: str, *,
                       force: bool, trigger: str, reason: str, hint: str = "",
-                      **extra: Any) -> OperationResult:
-        """Preconditions, then all routes or none, then state and Events."""
-        if live.active is None:
-            raise ValueError("switching needs consistent routes")
-        source = live.active
+                      source: str | None = None, **extra: Any) -> OperationResult:
+        """Preconditions, then all routes or none, then state and Events. `source` is where
+        traffic comes from: `live.active`, or for split routes the other namespace."""
+        source = source or live.active
+        if source is None:
+            raise ValueError("switching needs consistent routes or a source")
         refused_reason = events.FLIP_REFUSED if kind == "flip" else events.ROLLBACK_REFUSED
         bound = log.bind(pair=pair.name, namespace=target, action=kind)
         blocked = switching.refusals(self.api, live)
@@ -562,19 +601,21 @@ class Operations:
         production = {d.name: d.replicas for d in serving.deployments if d.replicas >= 1}
         now = self.clock()
         history = self.config.state.history
-        action: dict[str, str] = {}
+        action: dict[str, str] = {"id": uuid.uuid4().hex[:12]}
+        record = switches.SwitchRecord(kind, source, target, now, action["id"], trigger)
         # Recorded before acting, so a restart can finish the bookkeeping of a switch whose
         # process died after patching, and tell whether that process is gone.
         recorded = {"images": {target: readiness.images(), source: serving.images()},
                     "replicas": production, "holder": process_identity(self.lease)}
 
         def begin(state: PairState) -> None:
-            action["id"] = state.begin(kind, at=now, source=source, target=target,
-                                       trigger=trigger, reason=reason, **recorded)
+            state.begin(kind, at=now, source=source, target=target, trigger=trigger,
+                        reason=reason, action_id=action["id"], **recorded)
 
         warnings = [w for w in [await self._write(pair, live, begin)] if w]
         async with _cluster_errors(f"switching the routes of pair {pair.name}"):
-            outcome = await switching.switch_all(self.api, pair, live, target=target)
+            outcome = await switching.switch_all(self.api, pair, live, target=target,
+                                                 source=source, record=record)
         after = outcome.verified.active if outcome.verified else None
         images = readiness.images()
         done = self.clock()

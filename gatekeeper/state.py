@@ -88,13 +88,13 @@ class PairState:
 
     def begin(self, kind: str, *, at: float, source: str | None = None,
               target: str | None = None, trigger: str = "manual", reason: str = "",
-              **details: Any) -> str:
+              action_id: str | None = None, **details: Any) -> str:
         """Record an action as started before acting; a restart then knows it was attempted.
 
         `details` (e.g. the images and replica counts a switch records once done, and which
         process started it) let a restart finish the bookkeeping of an interrupted action.
         """
-        action_id = uuid.uuid4().hex[:12]
+        action_id = action_id or uuid.uuid4().hex[:12]
         self.last_action = {**details, "id": action_id, "kind": kind, "from": source,
                             "to": target, "trigger": trigger, "reason": reason, "at": at,
                             "status": "started"}

@@ -341,7 +341,7 @@ async def test_of_two_replicas_only_the_lease_holder_acts(tmp_path, kube_emulato
             assert status == 503 and "not the leader" in body["error"]
             assert await route_target(kube_api, ROUTING) == GREEN
             status, body = await post_json(http, f"{urls[leader]}/api/v1/alertmanager", alert)
-            assert status == 200 and body["outcome"] == "rollback"
+            assert status == 200 and body["outcome"] == "rollback", body
         assert await route_target(kube_api, ROUTING) == BLUE
     finally:
         for service in services:

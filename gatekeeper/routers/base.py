@@ -6,10 +6,12 @@ namespace to another with a guarded patch. Data classes here do no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from gatekeeper.config import RouteRef
+from gatekeeper.switches import SwitchRecord
 
 TRAEFIK_VERSION = "v1alpha1"
 TRAEFIK_GROUPS = ("traefik.io", "traefik.containo.us")
@@ -87,6 +89,8 @@ class ActiveState:
     routes: tuple[RouteView, ...]
     problem: str | None = None
     snapshots: tuple[RouteSnapshot, ...] = ()
+    last_switch: SwitchRecord | None = None
+    """The routes' record of the switch that sent traffic to `active` (see `switches`)."""
 
     @property
     def consistent(self) -> bool:
@@ -124,8 +128,10 @@ class Router(Protocol):
         """Why gatekeeper must not patch this route, or None."""
         ...
 
-    async def switch(self, snapshot: RouteSnapshot, *, source: str, target: str) -> RouteSnapshot:
-        """Point the route from `source` to `target`; RouteConflict if it changed meanwhile."""
+    async def switch(self, snapshot: RouteSnapshot, *, source: str, target: str,
+                     annotations: Mapping[str, str | None] | None = None) -> RouteSnapshot:
+        """Point the route from `source` to `target`, setting (or, for None, removing) the
+        given annotations in the same patch; RouteConflict if it changed meanwhile."""
         ...
 
 

@@ -6,6 +6,7 @@ service's current namespace, so a concurrent edit fails (409/422) instead of bei
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from kubernetes_asyncio import client
@@ -103,8 +104,10 @@ class IngressRouteRouter:
             "kind: TraefikService (docs/cluster-control.md)"
         )
 
-    async def switch(self, snapshot: RouteSnapshot, *, source: str, target: str) -> RouteSnapshot:
-        """One test-guarded JSON Patch; RouteConflict if anything moved since the read."""
+    async def switch(self, snapshot: RouteSnapshot, *, source: str, target: str,
+                     annotations: Mapping[str, str | None] | None = None) -> RouteSnapshot:
+        """One test-guarded JSON Patch (the annotations included); RouteConflict if anything
+        moved since the read."""
         reason = self.refusal(snapshot)
         if reason is not None:
             raise RouteRefused(snapshot.view.ref, reason)
@@ -113,6 +116,7 @@ class IngressRouteRouter:
                                 f" not {source}")
         ops = switch_ops(snapshot.body, source=source, target=target,
                          service=snapshot.ref.service)
+        ops += traefik.annotation_ops(snapshot.body, annotations)
         body = await traefik.patch(self.api, snapshot.ref, PLURAL, ops)
         view = view_of(snapshot.ref, body, also_in_group=snapshot.view.also_in_group)
         return RouteSnapshot(snapshot.ref, view, body)

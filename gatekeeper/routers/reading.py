@@ -7,6 +7,7 @@ import asyncio
 import structlog
 from kubernetes_asyncio import client
 
+from gatekeeper import switches
 from gatekeeper.config import PairConfig, RouteRef
 from gatekeeper.routers.base import ActiveState, Router, RouteSnapshot, RouteView
 from gatekeeper.routers.ingressroute import IngressRouteRouter
@@ -60,7 +61,10 @@ def decide(pair: PairConfig, snapshots: tuple[RouteSnapshot, ...]) -> ActiveStat
         detail = "; ".join(f"{v.ref} -> {', '.join(sorted(v.namespaces))}" for v in views)
         return ActiveState(None, views, f"routes disagree on the active namespace: {detail}",
                            snapshots)
-    return ActiveState(next(iter(pointed)), views, None, snapshots)
+    active = next(iter(pointed))
+    record = switches.latest((v.annotations for v in views), active=active,
+                             namespaces=pair.namespaces)
+    return ActiveState(active, views, None, snapshots, last_switch=record)
 
 
 async def read_active(api: client.ApiClient, pair: PairConfig) -> ActiveState:

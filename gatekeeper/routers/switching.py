@@ -1,14 +1,18 @@
 """Switch every route of a pair, or none: a failure on route k flips routes 0..k-1 back.
 
 Each patch (forward and back) is test-guarded, so neither direction overwrites a concurrent
-edit. A patch that failed without a clear answer (timeout, 5xx) may still have been applied:
-that route is re-read and, if it was switched, reverted with the others. The routes are
-re-read afterwards to verify what users actually get.
+edit. A patch refused because the route changed is re-read: a route someone else (a person,
+Flux, Argo CD) already pointed at the target is done; any other change stops the switch. A
+patch that failed without a clear answer (timeout, 5xx) may still have been applied: that
+route is re-read and, if it was switched, reverted with the others. The patch that moves a
+route also writes the switch record (`gatekeeper.switches`). The routes are re-read
+afterwards to verify what users actually get.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +20,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
+from gatekeeper import switches
 from gatekeeper.config import PairConfig
 from gatekeeper.routers import reading
 from gatekeeper.routers.base import (
@@ -38,7 +43,9 @@ class SwitchOutcome:
     source: str
     target: str
     switched: tuple[str, ...] = ()
-    """Routes now pointing at `target` (all of them on success)."""
+    """Routes this switch moved to `target`."""
+    already: tuple[str, ...] = ()
+    """Routes someone else had pointed at `target` (before the switch or during it)."""
     failed: str | None = None
     """The route whose patch failed, and why."""
     conflict: bool = False
@@ -68,6 +75,7 @@ class SwitchOutcome:
             "from": self.source,
             "to": self.target,
             "switched": list(self.switched),
+            "already": list(self.already),
             "failed": self.failed,
             "conflict": self.conflict,
             "reverted": list(self.reverted),
@@ -93,22 +101,38 @@ def refusals(api: client.ApiClient, live: ActiveState) -> list[str]:
     return found
 
 
+def _points(snapshot: RouteSnapshot, namespace: str) -> bool:
+    return snapshot.view.namespaces == frozenset({namespace})
+
+
 async def switch_all(api: client.ApiClient, pair: PairConfig, live: ActiveState, *,
-                     target: str) -> SwitchOutcome:
-    """Point every route from `live.active` to `target`, all or none, then verify."""
-    if not live.consistent or live.active is None:
-        raise ValueError(f"routes are not consistent: {live.problem}")
-    source = live.active
+                     target: str, source: str | None = None,
+                     record: switches.SwitchRecord | None = None) -> SwitchOutcome:
+    """Point every route from `source` (default: `live.active`) to `target`, all or none,
+    then verify. Routes already at `target` are left as they are: split routes (each at
+    `source` or `target`) are finished this way. `record` is written on every moved route."""
+    if source is None:
+        if not live.consistent or live.active is None:
+            raise ValueError(f"routes are not consistent: {live.problem}")
+        source = live.active
+    stray = [s.view.ref for s in live.snapshots
+             if not _points(s, source) and not _points(s, target)]
+    if stray or source == target:
+        raise ValueError(f"routes point neither at {source} nor at {target}: {', '.join(stray)}")
     bound = log.bind(pair=pair.name, source=source, target=target)
     reasons = refusals(api, live)
     if reasons:
         return SwitchOutcome(source, target, failed="; ".join(reasons), refused=True)
+    notes = {switches.ANNOTATION: record.to_annotation()} if record is not None else None
     done: list[RouteSnapshot] = []
+    already = [s.view.ref for s in live.snapshots if _points(s, target)]
+    original = {s.view.ref: s.view.annotations.get(switches.ANNOTATION)
+                for s in live.snapshots}
     for snapshot in live.snapshots:
-        router = reading.router_for(api, snapshot.ref)
+        if _points(snapshot, target):
+            continue
         try:
-            done.append(await router.switch(snapshot, source=source, target=target))
-            bound.info("route switched", route=snapshot.view.ref)
+            moved = await _switch_one(api, snapshot, source=source, target=target, notes=notes)
         except SWITCH_ERRORS as exc:
             bound.warning("route switch failed; reverting", route=snapshot.view.ref,
                           error=_reason(exc), switched=[d.view.ref for d in done])
@@ -116,10 +140,12 @@ async def switch_all(api: client.ApiClient, pair: PairConfig, live: ActiveState,
                 landed = await _landed(api, snapshot, target)
                 if landed is not None:
                     done.append(landed)
-            reverted, failures = await _revert(api, done, source=source, target=target)
+            reverted, failures = await _revert(api, done, source=source, target=target,
+                                               original=original)
             outcome = SwitchOutcome(
                 source, target,
                 switched=tuple(d.view.ref for d in done),
+                already=tuple(already),
                 failed=_reason(exc),
                 conflict=isinstance(exc, RouteConflict),
                 refused=isinstance(exc, RouteRefused),
@@ -127,8 +153,31 @@ async def switch_all(api: client.ApiClient, pair: PairConfig, live: ActiveState,
                 revert_failures=failures,
             )
             return await _verify(api, pair, outcome, expected=source)
-    outcome = SwitchOutcome(source, target, switched=tuple(d.view.ref for d in done))
+        if moved is None:
+            already.append(snapshot.view.ref)
+            bound.info("route already pointed at the target (someone else switched it)",
+                       route=snapshot.view.ref)
+            continue
+        done.append(moved)
+        bound.info("route switched", route=snapshot.view.ref)
+    outcome = SwitchOutcome(source, target, switched=tuple(d.view.ref for d in done),
+                            already=tuple(already))
     return await _verify(api, pair, outcome, expected=target)
+
+
+async def _switch_one(api: client.ApiClient, snapshot: RouteSnapshot, *, source: str,
+                      target: str, notes: Mapping[str, str | None] | None
+                      ) -> RouteSnapshot | None:
+    """Move one route; None when someone else pointed it at `target` meanwhile (that route
+    is done). RouteConflict when it changed in any other way (a person is at work on it)."""
+    try:
+        return await reading.router_for(api, snapshot.ref).switch(
+            snapshot, source=source, target=target, annotations=notes)
+    except RouteConflict:
+        fresh = await _reread(api, snapshot)
+        if fresh is not None and _points(fresh, target):
+            return None
+        raise
 
 
 async def _reread(api: client.ApiClient, snapshot: RouteSnapshot) -> RouteSnapshot | None:
@@ -159,11 +208,14 @@ route still points where this switch sent it (someone may have edited another fi
 
 
 async def _revert(api: client.ApiClient, done: list[RouteSnapshot], *, source: str,
-                  target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Flip already-switched routes back, last first, with the same guarded patches."""
+                  target: str, original: dict[str, str | None]
+                  ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Flip already-switched routes back, last first, with the same guarded patches (the
+    switch record restored to what the route carried before)."""
     reverted, failures = [], []
     for snapshot in reversed(done):
-        failure = await _revert_one(api, snapshot, source=source, target=target)
+        notes = {switches.ANNOTATION: original.get(snapshot.view.ref)}
+        failure = await _revert_one(api, snapshot, source=source, target=target, notes=notes)
         if failure is None:
             reverted.append(snapshot.view.ref)
         else:
@@ -174,14 +226,14 @@ async def _revert(api: client.ApiClient, done: list[RouteSnapshot], *, source: s
 
 
 async def _revert_one(api: client.ApiClient, snapshot: RouteSnapshot, *, source: str,
-                      target: str) -> str | None:
+                      target: str, notes: dict[str, str | None]) -> str | None:
     """Point one route back at `source`; None when it does, else why not."""
     router = reading.router_for(api, snapshot.ref)
     current = snapshot
     failure = ""
     for _attempt in range(REVERT_ATTEMPTS):
         try:
-            await router.switch(current, source=target, target=source)
+            await router.switch(current, source=target, target=source, annotations=notes)
             return None
         except SWITCH_ERRORS as exc:
             failure = _reason(exc)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -186,7 +187,10 @@ def applied(body: Body, ops: list[Op]) -> bool:
     for op in ops:
         if op.get("op") not in ("add", "replace"):
             continue
-        if _pointer(body, str(op["path"]), missing) != op.get("value"):
+        found = _pointer(body, str(op["path"]), missing)
+        if op.get("value") == {} and isinstance(found, dict):
+            continue  # the map an annotation goes into: created, and filled since
+        if found != op.get("value"):
             return False
     return True
 
@@ -203,6 +207,25 @@ def _pointer(body: Any, path: str, default: Any) -> Any:
         else:
             return default
     return node
+
+
+def annotation_ops(body: Body, changes: Mapping[str, str | None] | None) -> list[Op]:
+    """JSON Patch ops setting each annotation (None: removing it, when present)."""
+    if not changes:
+        return []
+    current = (body.get("metadata") or {}).get("annotations")
+    ops: list[Op] = []
+    if not isinstance(current, dict):
+        current = {}
+        if any(value is not None for value in changes.values()):
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+    for key, value in changes.items():
+        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        if value is not None:
+            ops.append({"op": "add", "path": path, "value": value})
+        elif key in current:
+            ops.append({"op": "remove", "path": path})
+    return ops
 
 
 def guard(body: Body) -> list[Op]:

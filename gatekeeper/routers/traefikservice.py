@@ -144,20 +144,24 @@ class TraefikServiceRouter:
             return f"{snapshot.view.ref} is not a weighted TraefikService (spec.weighted)"
         return None
 
-    async def set_weights(self, snapshot: RouteSnapshot, weights: Mapping[str, int]
+    async def set_weights(self, snapshot: RouteSnapshot, weights: Mapping[str, int], *,
+                          annotations: Mapping[str, str | None] | None = None
                           ) -> RouteSnapshot:
         """Progressive weights, e.g. {"production-green": 10, "production-blue": 90}."""
         reason = self.refusal(snapshot)
         if reason is not None:
             raise RouteRefused(snapshot.view.ref, reason)
         ops = weight_ops(snapshot.body, weights, service=snapshot.ref.service)
+        ops += traefik.annotation_ops(snapshot.body, annotations)
         body = await traefik.patch(self.api, snapshot.ref, PLURAL, ops)
         view = view_of(snapshot.ref, body, also_in_group=snapshot.view.also_in_group)
         return RouteSnapshot(snapshot.ref, view, body)
 
-    async def switch(self, snapshot: RouteSnapshot, *, source: str, target: str) -> RouteSnapshot:
+    async def switch(self, snapshot: RouteSnapshot, *, source: str, target: str,
+                     annotations: Mapping[str, str | None] | None = None) -> RouteSnapshot:
         """All weight to `target` (100/0), and the `source` entry dropped."""
         if snapshot.view.namespaces != frozenset({source}):
             raise RouteConflict(snapshot.view.ref, f"points at {sorted(snapshot.view.namespaces)},"
                                 f" not {source}")
-        return await self.set_weights(snapshot, {target: FULL_WEIGHT, source: 0})
+        return await self.set_weights(snapshot, {target: FULL_WEIGHT, source: 0},
+                                      annotations=annotations)

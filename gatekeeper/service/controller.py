@@ -576,6 +576,9 @@ class Controller:
             pair.other(to)  # ValueError for a namespace outside the pair
         policy = self.policy(pair)
         if kind == "flip":
+            if to is not None and observation is not None and observation.active is None \
+                    and observation.route_problem.startswith("routes disagree"):
+                return None  # split routes: the named target finishes them (Operations.flip)
             if to is not None and to == active:
                 return ActionOutcome("flip", False, False, (f"nothing to do: {to} is already "
                                                             "active",), state.phase, active,
