@@ -186,7 +186,7 @@ def create_service(
                             lease=str(getattr(leadership, "identity", None) or "gatekeeper"))
     notifier = Notifier(config.notifications)
     controller = Controller(config, evaluator, operations, recorder=recorder,
-                            leadership=leadership, notifier=notifier, clock=clock)
+                            leadership=leadership, notifier=notifier, wall=clock)
     if watch:
         watcher = _watcher(api, config, controller)
         if watcher is not None:

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from gatekeeper import environments, lifecycle
+from gatekeeper.clocks import SteadyClock
 from gatekeeper.config import Config, PairConfig, PolicyConfig
 from gatekeeper.environments import Readiness
 from gatekeeper.evaluating import Assignment, Evaluator
@@ -109,8 +110,12 @@ class Controller:
         leadership: LeaderView,
         notifier: Notifier | None = None,
         store: StateStore | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """`clock` times the lifecycle (soak, observation, cooldown): by default a
+        SteadyClock over `wall`, so a step of the wall clock never shortens a duration.
+        `wall` stamps the audit trail and notifications people read."""
         self.config = config
         self.evaluator = evaluator
         self.judged_window = max(
@@ -125,7 +130,8 @@ class Controller:
             recorder.record_rules(pair.name, evaluator.rule_set.rules)
         self.leadership = leadership
         self.notifier = notifier
-        self.clock = clock
+        self.wall = wall
+        self.clock: Callable[[], float] = clock or SteadyClock(wall=wall)
         self.dry_run = operations.dry_run
         self.interval = config.evaluation.interval
         self.views = {pair.name: PairView(pair) for pair in config.pairs}
@@ -400,8 +406,9 @@ class Controller:
             record.phase = state.phase
             record.extra[LIFECYCLE_KEY] = state.to_dict()
             for t in transitions:
-                record.transition("phase", at=t.at, history=history, source=t.source,
-                                  target=t.target, trigger=t.trigger, reason=t.reason)
+                record.transition("phase", at=self._wall_time(t.at), history=history,
+                                  source=t.source, target=t.target, trigger=t.trigger,
+                                  reason=t.reason)
 
         try:
             view.record = await self.store.update(pair, mutate)
@@ -409,6 +416,10 @@ class Controller:
         except CLUSTER_ERRORS as exc:
             view.state_error = f"state not written: {exc}"
             log.error("state not written", pair=pair.name, error=str(exc))
+
+    def _wall_time(self, reading: float) -> float:
+        """A lifecycle time (steady clock) as wall time, for the audit trail."""
+        return reading + (self.wall() - self.clock())
 
     def _record_phase(self, pair: PairConfig, state: ReleaseState) -> None:
         self.recorder.record_phase(pair.name, state.phase, state.since, lifecycle.PHASES)
@@ -515,7 +526,7 @@ class Controller:
             return
         self.notifier.notify(Notice(event=event, pair=pair.name, message=message, source=source,
                                     target=target, trigger=trigger, reason=message, phase=phase,
-                                    at=self.clock(), dry_run=self.dry_run))
+                                    at=self.wall(), dry_run=self.dry_run))
 
     # -- requests ------------------------------------------------------------------------------
 
