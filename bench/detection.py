@@ -28,7 +28,7 @@ from gatekeeper.evaluating import Assignment, Evaluator
 from gatekeeper.rules import RuleSet, load_rule_set
 from gatekeeper.sources.alertmanager import AlertmanagerSource
 from gatekeeper.sources.base import Source
-from gatekeeper.sources.prometheus import PrometheusSource
+from gatekeeper.sources.prometheus import Answer, PrometheusSource
 from telemetry_sandbox import AlertmanagerServer, PrometheusServer, ScrapeTarget, SyntheticFleet
 
 NAME = "detection"
@@ -49,11 +49,13 @@ class PastPrometheus(PrometheusSource):
 
     at: float = 0.0
 
-    async def instant(self, query: str) -> list[dict[str, Any]]:
+    def __init__(self, url: str, **options: Any) -> None:
+        # Samples are stamped `at`: judge their age against that moment, not now.
+        super().__init__(url, clock=lambda: self.at, **options)
+
+    async def instant(self, query: str) -> Answer:
         """The instant query evaluated at `self.at` (wall-clock seconds)."""
-        self.queries_sent += 1
-        return await self._pool.run(self._call, self._client.custom_query, query,
-                                    params={"time": f"{self.at:.3f}"})
+        return await self.query({"query": query, "time": f"{self.at:.3f}"})
 
 
 @dataclass

@@ -50,6 +50,9 @@ class PrometheusConfig(_Section):
     timeout: Duration = 10.0
     headers: dict[str, str] = Field(default_factory=dict)
     bearer_token_file: str | None = None
+    max_sample_age: Duration = Field(
+        300.0, gt=0,
+        description="a sample stamped further than this from gatekeeper's clock is no data")
 
 
 class AlertmanagerConfig(_Section):

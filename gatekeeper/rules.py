@@ -28,6 +28,7 @@ from gatekeeper.yamlfiles import ConfigFileError, LineMap, load_yaml_file, valid
 SourceName = Literal["prometheus", "alertmanager", "probe", "logs", "loki", "kubernetes"]
 NoDataPolicy = Literal["unknown", "fail", "pass", "ignore"]
 KubernetesCheck = Literal["pods_ready", "restarts", "config_parity", "images_differ"]
+SeriesPolicy = Literal["single", "worst"]
 BUILTIN_VARIABLES = frozenset({"namespace", "namespaces", "window", "selector", "pair"})
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]*[a-z0-9])?$")
 
@@ -170,6 +171,12 @@ class Rule(_Strict):
     no_data: NoDataPolicy = "unknown"
     min_samples: float = Field(0, ge=0)
     window: float | None = None
+    series: SeriesPolicy = Field(
+        "single", description="several series for one namespace: an error, or judge the worst"
+    )
+    accept_partial: bool = Field(
+        False, description="judge Prometheus answers that carry warnings (partial results)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -210,7 +217,26 @@ class Rule(_Strict):
             raise ValueError("'compare' (statistical comparison) works with source 'prometheus'")
         if not self.pass_criteria and self.compare is None:
             raise ValueError("a rule needs 'pass' criteria or a 'compare' section")
+        if (self.series != "single" or self.accept_partial) and self.source != "prometheus":
+            raise ValueError("'series' and 'accept_partial' work with source 'prometheus'")
+        if self.series == "worst" and self.worst_is_highest is None:
+            raise ValueError(
+                "'series: worst' needs criteria that all bound the value from one side (all "
+                "'<'/'<=' or all '>'/'>='; a compare section's direction 'increase' or "
+                "'decrease'), so the worst series is the highest or the lowest")
         return self
+
+    @property
+    def worst_is_highest(self) -> bool | None:
+        """True when a higher value is worse (upper bounds), False when lower is, else None."""
+        sides = {c.op[0] for c in (*self.pass_criteria, *self.warning_criteria)}
+        if self.compare is not None:
+            sides.add({"increase": "<", "decrease": ">"}.get(self.compare.direction, "="))
+        if sides == {"<"}:
+            return True
+        if sides == {">"}:
+            return False
+        return None
 
     @property
     def has_relative(self) -> bool:
@@ -257,6 +283,8 @@ class RuleSet(BaseModel):
     variables: dict[str, str] = Field(default_factory=dict)
     score: ScoreThresholds = Field(default_factory=lambda: ScoreThresholds())
     origins: dict[str, str] = Field(default_factory=dict, description="rule name -> file:line")
+    warnings: tuple[str, ...] = Field(
+        default=(), description="`file:line: warning: ...` lines: valid but likely wrong")
 
     def sources(self) -> set[str]:
         """The sources the rules need (the configuration must provide each)."""
@@ -318,6 +346,35 @@ def _check_templates(parsed: RuleFile, data: Any, line_map: LineMap) -> list[str
     return problems
 
 
+_BY_NAMESPACE = re.compile(r"\bby\s*\(\s*([^)]*)\)", re.IGNORECASE)
+
+
+def aggregates_by_namespace(query: str) -> bool:
+    """True when some `by (...)` clause of the query groups by `namespace`."""
+    return any("namespace" in (label.strip() for label in labels.split(","))
+               for labels in _BY_NAMESPACE.findall(query))
+
+
+def query_warnings(parsed: RuleFile, line_map: LineMap) -> list[str]:
+    """Prometheus queries without `by (namespace)`: several series per namespace likely."""
+    warnings = []
+    for index, rule in enumerate(parsed.rules):
+        if rule.source != "prometheus":
+            continue
+        for field_name in ("query", "samples_query"):
+            text = getattr(rule, field_name)
+            if text is None or aggregates_by_namespace(text):
+                continue
+            line = line_map.line_of(("rules", index, field_name))
+            then = ("the worst series is judged (series: worst)" if rule.series == "worst"
+                    else "the rule is an error (or set `series: worst`)")
+            warnings.append(
+                f"{line_map.file}:{line}: warning: rule '{rule.name}': field "
+                f"'rules[{index}].{field_name}': no `by (namespace)`: if Prometheus answers "
+                f"several series for one namespace, {then}")
+    return warnings
+
+
 def rule_files_in(paths: Iterable[str | Path]) -> list[Path]:
     """Expand directories to their *.yaml / *.yml files, sorted; keep files as given."""
     found: list[Path] = []
@@ -337,6 +394,7 @@ def load_rule_set(paths: Sequence[str | Path]) -> RuleSet:
     variables: dict[str, str] = {}
     score: ScoreThresholds | None = None
     origins: dict[str, str] = {}
+    warnings: list[str] = []
     files = rule_files_in(paths)
     if not files:
         raise ConfigFileError([f"{', '.join(map(str, paths))}:1: no rule files found"])
@@ -347,6 +405,7 @@ def load_rule_set(paths: Sequence[str | Path]) -> RuleSet:
         except ConfigFileError as exc:
             problems.extend(exc.problems)
             continue
+        warnings.extend(query_warnings(parsed, line_map))
         variables.update(parsed.variables)
         if parsed.score is not None:
             score = parsed.score
@@ -363,5 +422,6 @@ def load_rule_set(paths: Sequence[str | Path]) -> RuleSet:
     if problems:
         raise ConfigFileError(problems)
     return RuleSet(
-        rules=tuple(rules), variables=variables, score=score or ScoreThresholds(), origins=origins
+        rules=tuple(rules), variables=variables, score=score or ScoreThresholds(),
+        origins=origins, warnings=tuple(warnings),
     )

@@ -1,4 +1,8 @@
-"""`gatekeeper rules validate PATH...`: exit 0 when valid, 2 with one line per problem."""
+"""`gatekeeper rules validate PATH...`: exit 0 when valid, 2 with one line per problem.
+
+Warnings (valid but likely wrong, e.g. a Prometheus query without `by (namespace)`) go to
+stderr as `file:line: warning: ...` and do not change the exit code.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ def validate_command(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
+    for warning in rule_set.warnings:
+        print(warning, file=sys.stderr)
     print(f"ok: {len(rule_set.rules)} rules valid "
           f"({', '.join(rule.name for rule in rule_set.rules)})")
     return 0

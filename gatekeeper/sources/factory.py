@@ -31,7 +31,7 @@ def build_sources(
             headers["Authorization"] = f"Bearer {token}"
         sources["prometheus"] = PrometheusSource(
             config.prometheus.url, timeout=config.prometheus.timeout, headers=headers,
-            pool=None,
+            pool=None, max_sample_age=config.prometheus.max_sample_age,
         )
     if "alertmanager" in used and config.alertmanager is not None:
         from gatekeeper.sources.alertmanager import AlertmanagerSource

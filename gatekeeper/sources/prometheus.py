@@ -1,9 +1,12 @@
 """Prometheus source: one PromQL query per rule per evaluation, covering every namespace.
 
 Queries use `${namespaces}` (an alternation of every namespace under evaluation) and
-`by (namespace)`, so 1,000 namespaces cost one query, not 1,000. prometheus-api-client is
-blocking; its calls run in a bounded thread pool. Failures are told apart: unreachable,
-timeout, and Prometheus's own `bad_data` / `execution` / `timeout` errors.
+`by (namespace)`, so 1,000 namespaces cost one query, not 1,000. Requests are blocking; the
+calls run in a bounded thread pool. Failures are told apart: unreachable, timeout, and
+Prometheus's own `bad_data` / `execution` / `timeout` errors. Ambiguous answers fail closed:
+a partial answer (`warnings`) is an error unless the rule has `accept_partial`, several
+series for one namespace are an error unless the rule has `series: worst`, and samples
+stamped too far from gatekeeper's clock are no data.
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 import structlog
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from gatekeeper.blocking import BlockingPool
@@ -30,6 +33,8 @@ from gatekeeper.sources.base import CYCLE, Target
 from gatekeeper.templating import namespace_regex, render, template_variables
 
 log = structlog.get_logger(__name__)
+DEFAULT_MAX_SAMPLE_AGE = 300.0
+"""Seconds a sample's timestamp may be from gatekeeper's clock before it is no data."""
 
 
 class PrometheusQueryError(Exception):
@@ -79,8 +84,30 @@ def _split_selector(selector: str) -> list[str]:
     return parts
 
 
+@dataclass(frozen=True)
+class Answer:
+    """Prometheus's `data.result` and the `warnings` that came with it (a partial answer)."""
+
+    result: list[Any]
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Point:
+    """One value of one series, with its timestamp and the series' labels."""
+
+    labels: Mapping[str, str]
+    at: float
+    value: float
+
+
 class PrometheusSource:
-    """Answers `source: prometheus` rules."""
+    """Answers `source: prometheus` rules.
+
+    Instant queries carry no `time=`: Prometheus chooses the evaluation time, so
+    gatekeeper's clock cannot move the query. A sample stamped more than `max_sample_age`
+    from gatekeeper's clock (in the past or the future) is no data.
+    """
 
     name = "prometheus"
 
@@ -91,45 +118,53 @@ class PrometheusSource:
         timeout: float = 10.0,
         headers: Mapping[str, str] | None = None,
         pool: BlockingPool | None = None,
+        max_sample_age: float = DEFAULT_MAX_SAMPLE_AGE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self._client = PrometheusConnect(
-            url=self.url, headers=dict(headers or {}), disable_ssl=False, timeout=timeout,
-            method="POST",
-            # Fail fast: one quick connect retry, never a retry on an answered error; the
-            # evaluation loop is the retry, and a down server must read as `unknown` quickly.
-            retry=Retry(total=1, connect=1, read=0, status=0, backoff_factor=0.1,
-                        status_forcelist=()),
-        )
+        self.max_sample_age = max_sample_age
+        self._clock = clock
+        self._headers = dict(headers or {})
+        self._session = requests.Session()
+        # Fail fast: one quick connect retry, never a retry on an answered error; the
+        # evaluation loop is the retry, and a down server must read as `unknown` quickly.
+        self._session.mount(self.url, HTTPAdapter(max_retries=Retry(
+            total=1, connect=1, read=0, status=0, backoff_factor=0.1, status_forcelist=())))
         self._cycle = -1
-        self._answers: dict[str, asyncio.Task[list[dict[str, Any]]]] = {}
+        self._answers: dict[str, asyncio.Task[Answer]] = {}
         self._owns_pool = pool is None
         self._pool = pool or BlockingPool(max_workers=8, name="prometheus")
         self.queries_sent = 0
 
     async def close(self) -> None:
         """Release the HTTP session and, if owned, the thread pool."""
-        self._client.close()
+        self._session.close()
         if self._owns_pool:
             self._pool.shutdown()
 
     # -- querying ---------------------------------------------------------------------------
 
-    def _call(self, func: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    def _post(self, path: str, form: Mapping[str, str]) -> Answer:
+        """POST a query form; the answer with its warnings, or PrometheusQueryError."""
         try:
-            return func(*args, **kwargs)  # type: ignore[no-any-return]
+            response = self._session.post(f"{self.url}{path}", data=dict(form),
+                                          headers=self._headers, timeout=self.timeout)
         except requests.exceptions.Timeout as exc:
             raise PrometheusQueryError("timeout", f"no answer from {self.url} within "
                                        f"{self.timeout:g}s") from exc
         except requests.exceptions.ConnectionError as exc:
             raise PrometheusQueryError("unreachable", f"cannot connect to {self.url}") from exc
-        except PrometheusApiClientException as exc:
-            raise _api_error(exc) from exc
-        except (requests.exceptions.RequestException, ValueError) as exc:
+        except requests.exceptions.RequestException as exc:
             raise PrometheusQueryError("http", f"{type(exc).__name__}: {exc}") from exc
+        return parse_answer(response.status_code, response.text)
 
-    async def instant(self, query: str) -> list[dict[str, Any]]:
+    async def query(self, form: Mapping[str, str], path: str = "/api/v1/query") -> Answer:
+        """Send one query form (no sharing); PrometheusQueryError on failure."""
+        self.queries_sent += 1
+        return await self._pool.run(self._post, path, form)
+
+    async def instant(self, query: str) -> Answer:
         """Run an instant query; PrometheusQueryError on failure.
 
         Within one evaluation cycle an identical query is sent once and its answer shared
@@ -140,27 +175,20 @@ class PrometheusSource:
             self._cycle, self._answers = cycle, {}
         task = self._answers.get(query) if cycle else None
         if task is None:
-            self.queries_sent += 1
-            task = asyncio.ensure_future(
-                self._pool.run(self._call, self._client.custom_query, query))
+            task = asyncio.ensure_future(self.query({"query": query}))
             if cycle:
                 self._answers[query] = task
         return await asyncio.shield(task)
 
-    async def range(self, query: str, *, window: float, step: float) -> list[dict[str, Any]]:
-        """Run a range query over the last `window` seconds."""
-        from datetime import UTC, datetime
+    async def range(self, query: str, *, window: float, step: float) -> Answer:
+        """The last `window` of `query` every `step`, as of Prometheus's own clock.
 
-        self.queries_sent += 1
-        end = time.time()
-        return await self._pool.run(
-            self._call,
-            self._client.custom_query_range,
-            query,
-            start_time=datetime.fromtimestamp(end - window, tz=UTC),
-            end_time=datetime.fromtimestamp(end, tz=UTC),
-            step=f"{max(step, 1.0):g}s",
-        )
+        Sent as an instant subquery (`(query)[window:step]`) rather than a range query with
+        start and end: Prometheus chooses the evaluation time, so the samples' timestamps
+        are its own and a skew of gatekeeper's clock shows up in the staleness check.
+        """
+        subquery = f"({query})[{promql_duration(window)}:{promql_duration(max(step, 1.0))}]"
+        return await self.instant(subquery)
 
     # -- the Source protocol ------------------------------------------------------------------
 
@@ -186,50 +214,150 @@ class PrometheusSource:
         variables: Mapping[str, str],
     ) -> dict[str, Measurement]:
         wanted = {t.namespace for t in group}
+        samples_query = (_render_for(rule.samples_query, group, window, variables)
+                         if rule.samples_query else None)
         try:
             if rule.compare is not None:
-                series = await self.range(query, window=window, step=rule.compare.step)
-                values = _range_by_namespace(series)
+                answer = await self.range(query, window=window, step=rule.compare.step)
             else:
-                values = _instant_by_namespace(await self.instant(query))
-            counts: dict[str, float] = {}
-            if rule.samples_query:
-                samples_query = _render_for(rule.samples_query, group, window, variables)
-                counts = {ns: v[0] for ns, v in _instant_by_namespace(
-                    await self.instant(samples_query)).items() if v}
+                answer = await self.instant(query)
+            counted = await self.instant(samples_query) if samples_query else None
         except PrometheusQueryError as exc:
             log.warning("prometheus query failed", rule=rule.name, kind=exc.kind, error=str(exc))
             return {ns: Measurement.error(f"prometheus {exc}", query=query) for ns in wanted}
+        warnings = (*answer.warnings, *(counted.warnings if counted else ()))
+        if warnings and not rule.accept_partial:
+            message = (f"prometheus answered a partial result (warnings: "
+                       f"{'; '.join(warnings)[:300]}); set accept_partial to judge it")
+            log.warning("prometheus partial answer", rule=rule.name, warnings=warnings)
+            return {ns: Measurement.error(message, query=query) for ns in wanted}
+        now = self._clock()
+        # A range's points reach back one window; an instant's are stamped "now".
+        oldest = now - self.max_sample_age - (window if rule.compare is not None else 0.0)
+        youngest = now + self.max_sample_age
+        values = _points_by_namespace(answer.result)
+        counts = _points_by_namespace(counted.result) if counted else {}
         out = {}
         for namespace in wanted:
-            points = values.get(namespace)
-            count = counts.get(namespace)
-            if not points:
-                out[namespace] = Measurement.no_data(
-                    f"prometheus returned no series for namespace {namespace}", query=query,
-                    sample_count=count,
-                )
-                continue
-            finite = [p for p in points if math.isfinite(p)]
-            if rule.compare is not None:
-                if not finite:
-                    out[namespace] = Measurement.no_data("all samples are NaN/Inf", query=query)
-                    continue
-                value = sum(finite) / len(finite)
-                out[namespace] = Measurement.ok(
-                    value, query=query, samples=tuple(finite),
-                    sample_count=count if count is not None else float(len(finite)),
-                )
-                continue
-            value = points[0]
-            if not math.isfinite(value):
-                out[namespace] = Measurement.no_data(
-                    f"value is {value} (for a ratio: no traffic in the window)", query=query,
-                    sample_count=count,
-                )
-                continue
-            out[namespace] = Measurement.ok(value, query=query, sample_count=count)
+            out[namespace] = self._judgeable(
+                rule, query, samples_query or "", values.get(namespace, []),
+                counts.get(namespace), namespace=namespace, oldest=oldest, youngest=youngest)
         return out
+
+    def _judgeable(
+        self, rule: Rule, query: str, samples_query: str, points: list[Point],
+        count_points: list[Point] | None, *, namespace: str, oldest: float, youngest: float,
+    ) -> Measurement:
+        """One namespace's points as a Measurement: one series, fresh, finite."""
+        if not points:
+            return Measurement.no_data(
+                f"prometheus returned no series for namespace {namespace}", query=query)
+        fresh = [p for p in points if oldest <= p.at <= youngest]
+        if not fresh:
+            stamp = points[-1].at - self._clock()
+            when = f"{-stamp:.0f}s in the past" if stamp < 0 else f"{stamp:.0f}s in the future"
+            return Measurement.no_data(
+                f"prometheus samples for namespace {namespace} are stamped {when} (more than "
+                f"{self.max_sample_age:g}s from gatekeeper's clock): stale or clock skew",
+                query=query)
+        series = _series(fresh)
+        count: float | None = None
+        if count_points:
+            counts = _series(count_points)
+            if len(counts) > 1 and rule.series == "single":
+                return _several(samples_query, namespace, counts)
+            # The worst series is judged: the smallest count is the one that backs it at least.
+            count = min(values[-1] for values in counts.values())
+            if not math.isfinite(count):
+                count = 0.0  # NaN traffic is no traffic: min_samples must not pass on it
+        if len(series) > 1 and rule.series == "single":
+            return _several(query, namespace, series)
+        if rule.compare is not None:
+            chosen = _worst(series, rule, lambda vs: sum(vs) / len(vs) if vs else math.nan)
+            finite = [v for v in series[chosen] if math.isfinite(v)]
+            if not finite:
+                return Measurement.no_data("all samples are NaN/Inf", query=query)
+            return Measurement.ok(
+                sum(finite) / len(finite), query=query, samples=tuple(finite),
+                sample_count=count if count is not None else float(len(finite)),
+                message=_chosen_note(series, chosen))
+        chosen = _worst(series, rule, lambda vs: vs[-1])
+        value = series[chosen][-1]
+        if not math.isfinite(value):
+            return Measurement.no_data(
+                f"value is {value} (for a ratio: no traffic in the window)", query=query,
+                sample_count=count)
+        return Measurement.ok(value, query=query, sample_count=count,
+                              message=_chosen_note(series, chosen))
+
+
+def parse_answer(status: int, text: str) -> Answer:
+    """A Prometheus HTTP answer as an Answer; PrometheusQueryError for anything else."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("status") == "error":
+        raise PrometheusQueryError(str(body.get("errorType") or "http"),
+                                   str(body.get("error", ""))[:300])
+    if status != 200:
+        raise PrometheusQueryError("http", f"HTTP Status Code {status} ({text[:200]!r})")
+    data = body.get("data") if isinstance(body, dict) else None
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(
+            result, list):
+        raise PrometheusQueryError("http", f"not a Prometheus answer: {text[:200]!r}")
+    warnings = body.get("warnings") or []
+    if not isinstance(warnings, list):
+        warnings = [warnings]
+    return Answer(result=result, warnings=tuple(str(w) for w in warnings))
+
+
+SeriesKey = tuple[tuple[str, str], ...]
+
+
+def _series(points: Sequence[Point]) -> dict[SeriesKey, list[float]]:
+    """Values per distinct label set, in time order."""
+    out: dict[SeriesKey, list[float]] = {}
+    for point in points:
+        out.setdefault(tuple(sorted(point.labels.items())), []).append(point.value)
+    return out
+
+
+def _labels_text(key: SeriesKey) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in key if k != "namespace") + "}"
+
+
+def _several(query: str, namespace: str, series: Mapping[SeriesKey, list[float]]
+             ) -> Measurement:
+    shown = ", ".join(_labels_text(key) for key in list(series)[:3])
+    return Measurement.error(
+        f"query returned {len(series)} series for namespace {namespace} ({shown}), one "
+        f"expected: aggregate with `by (namespace)`, or set `series: worst` on the rule; "
+        f"query: {query[:300]}", query=query)
+
+
+def _worst(series: Mapping[SeriesKey, list[float]], rule: Rule,
+           value_of: Callable[[list[float]], float]) -> SeriesKey:
+    """The only series, or the worst one by the rule's direction (NaN counts as worst)."""
+    keys = list(series)
+    if len(keys) == 1:
+        return keys[0]
+    higher_worse = rule.worst_is_highest is not False
+
+    def badness(key: SeriesKey) -> float:
+        value = value_of(series[key])
+        if not math.isfinite(value):
+            return math.inf
+        return value if higher_worse else -value
+
+    return max(keys, key=badness)
+
+
+def _chosen_note(series: Mapping[SeriesKey, list[float]], chosen: SeriesKey) -> str:
+    if len(series) == 1:
+        return ""
+    return f"worst of {len(series)} series: {_labels_text(chosen)}"
 
 
 def _render_for(
@@ -269,44 +397,25 @@ def _group_targets(
     return {_render_for(template, group, window, variables): group for group in groups.values()}
 
 
-def _as_float(text: str) -> float:
+def _as_float(text: Any) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
         return math.nan
 
 
-def _instant_by_namespace(result: list[dict[str, Any]]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = defaultdict(list)
+def _points_by_namespace(result: list[Any]) -> dict[str, list[Point]]:
+    """Instant (`value`) or range (`values`) results as points per namespace label."""
+    out: dict[str, list[Point]] = defaultdict(list)
     for item in result:
-        namespace = item.get("metric", {}).get("namespace")
-        value = item.get("value")
-        if namespace is None or not value:
+        if not isinstance(item, dict):
             continue
-        out[namespace].append(_as_float(value[1]))
-    return dict(out)
-
-
-def _range_by_namespace(result: list[dict[str, Any]]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = defaultdict(list)
-    for item in result:
-        namespace = item.get("metric", {}).get("namespace")
-        if namespace is None:
+        labels = item.get("metric")
+        if not isinstance(labels, dict) or not isinstance(labels.get("namespace"), str):
             continue
-        out[namespace].extend(_as_float(v[1]) for v in item.get("values", []))
+        pairs = item.get("values") if "values" in item else [item.get("value")]
+        for pair in pairs or ():
+            if isinstance(pair, list | tuple) and len(pair) == 2:
+                out[labels["namespace"]].append(
+                    Point(labels, _as_float(pair[0]), _as_float(pair[1])))
     return dict(out)
-
-
-def _api_error(exc: PrometheusApiClientException) -> PrometheusQueryError:
-    """Turn `HTTP Status Code 400 (b'{"status":"error","errorType":"bad_data",...}')`."""
-    text = str(exc)
-    start, end = text.find("{"), text.rfind("}")
-    if start != -1 and end > start:
-        raw = text[start:end + 1]
-        try:
-            body = json.loads(raw.encode().decode("unicode_escape"))
-        except (ValueError, UnicodeDecodeError):
-            body = None
-        if isinstance(body, dict) and body.get("errorType"):
-            return PrometheusQueryError(str(body["errorType"]), str(body.get("error", "")))
-    return PrometheusQueryError("http", text[:300])

@@ -350,3 +350,185 @@ async def test_alertmanager_unprocessed_alerts_count_as_firing(aiohttp_server: A
     assert result[green].status == "ok" and result[green].value == 1
     assert result[blue].status == "ok" and result[blue].value == 0
     assert "1 suppressed" in result[blue].message
+
+
+# -- several series for one namespace ----------------------------------------------------------
+
+BY_SERVICE = (
+    'sum by (namespace, service) (rate(http_requests_total{namespace=~"${namespaces}", '
+    'status=~"5.."}[${window}])) / sum by (namespace, service) (rate(http_requests_total'
+    '{namespace=~"${namespaces}"}[${window}]))'
+)
+BY_JOB = ERROR_RATIO.replace("by (namespace)", "by (namespace, job)").format(
+    match='service="api"')
+
+
+async def _measure_prometheus(url: str, rule: Rule, blue: str, green: str,
+                              **options: Any) -> dict[str, Any]:
+    source = PrometheusSource(url, timeout=3, **options)
+    try:
+        return await source.measure(rule, _pair_targets(blue, green), window=10, variables={})
+    finally:
+        await source.close()
+
+
+async def test_several_series_for_one_namespace_is_an_error_naming_the_query(
+        service_exporters: ServiceExporters, shared_namespaces: tuple[str, str]) -> None:
+    """green holds api at 0 % and producer at 50 % errors; a query that keeps `service`
+    (or `job`: two jobs scrape the api exporter) gives two series for green: an error
+    naming the query and the series, not the first series' 0."""
+    blue, green = shared_namespaces
+    serve_traffic(service_exporters, blue, green, api_green=0.0, producer_green=0.5)
+    url = service_exporters.prometheus.url
+    for query, labels in ((BY_SERVICE, ('service="api"', 'service="producer"')),
+                          (BY_JOB, ('job="api-exporter"', 'job="api-exporter-copy"'))):
+        rule = Rule.model_validate({"name": "errors", "source": "prometheus", "query": query,
+                                    "pass": ["< 0.01"]})
+        result = (await _measure_prometheus(url, rule, blue, green))[green]
+        assert result.status == "error", result
+        assert result.message.startswith(f"query returned 2 series for namespace {green}")
+        assert all(label in result.message for label in labels), result.message
+        assert "by (namespace)" in result.message and "series: worst" in result.message
+        assert f'namespace=~"{blue}|{green}"' in result.message  # the query itself
+
+
+async def test_series_worst_judges_the_worst_series(
+        service_exporters: ServiceExporters, shared_namespaces: tuple[str, str]) -> None:
+    """With `series: worst` the highest error ratio (upper-bound criteria) is judged; with
+    lower-bound criteria (success ratio > 0.99) the lowest is."""
+    blue, green = shared_namespaces
+    serve_traffic(service_exporters, blue, green, api_green=0.0, producer_green=0.5)
+    url = service_exporters.prometheus.url
+    errors = Rule.model_validate({"name": "errors", "source": "prometheus", "query": BY_SERVICE,
+                                  "pass": ["< 0.01"], "series": "worst"})
+    result = (await _measure_prometheus(url, errors, blue, green))[green]
+    assert result.status == "ok" and result.value == pytest.approx(0.5, rel=0.2)
+    assert result.message == 'worst of 2 series: {service="producer"}'
+    success = Rule.model_validate({"name": "success", "source": "prometheus",
+                                   "query": f"1 - ({BY_SERVICE})", "pass": ["> 0.99"],
+                                   "series": "worst"})
+    result = (await _measure_prometheus(url, success, blue, green))[green]
+    assert result.value == pytest.approx(0.5, rel=0.2)
+    assert result.message.endswith('{service="producer"}')
+
+
+def test_series_worst_needs_a_direction() -> None:
+    """`series: worst` with criteria on both sides (or `==`) is refused: no worst exists."""
+    with pytest.raises(ValueError, match="series: worst' needs criteria"):
+        Rule.model_validate({"name": "x", "source": "prometheus", "query": "up",
+                             "pass": ["> 0.1", "< 0.9"], "series": "worst"})
+
+
+def test_rules_validate_warns_on_a_query_without_by_namespace(
+        tmp_path: Any, capsys: Any) -> None:
+    """A Prometheus query without `by (namespace)` is a warning (exit 0) naming file:line,
+    rule and field; the shipped rules give none."""
+    import yaml
+
+    from gatekeeper.cli import main
+
+    rules = [{"name": "loose", "source": "prometheus", "pass": ["< 1"],
+              "query": 'rate(http_requests_total{namespace=~"${namespaces}"}[${window}])'},
+             {"name": "tight", "source": "prometheus", "pass": ["< 1"],
+              "query": BY_SERVICE.replace("namespace, service", "namespace"),
+              "samples_query": "sum(up)"}]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"rules": rules}, sort_keys=False))
+    assert main(["rules", "validate", str(tmp_path / "rules.yaml")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith(f"{tmp_path / 'rules.yaml'}:") and "warning: rule 'loose': " \
+        "field 'rules[0].query': no `by (namespace)`" in err[0], err[0]
+    assert "rule 'tight': field 'rules[1].samples_query'" in err[1], err[1]
+    assert main(["rules", "validate", "rules"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# -- Prometheus partial answers and stale samples ------------------------------------------------
+
+
+class PartialPrometheus:
+    """A stand-in for Prometheus's query API answering `success` with `warnings`.
+
+    Real Prometheus returns warnings for partial answers (a remote-read or federated
+    backend that failed), which cannot be provoked with one local server; everything
+    else in these tests runs against real Prometheus.
+    """
+
+    def __init__(self, aiohttp_server: Any, namespace_value: dict[str, float]) -> None:
+        self._start = aiohttp_server
+        self.values = namespace_value
+        self.url = ""
+        self.forms: list[dict[str, str]] = []
+
+    async def start(self) -> PartialPrometheus:
+        async def query(request: web.Request) -> web.Response:
+            self.forms.append(dict(await request.post()))
+            now = __import__("time").time()
+            result = [{"metric": {"namespace": ns}, "value": [now, str(v)]}
+                      for ns, v in self.values.items()]
+            return web.json_response({"status": "success", "warnings": [
+                "remote_read: store eu-west unavailable, answer is partial"],
+                "data": {"resultType": "vector", "result": result}})
+
+        app = web.Application()
+        app.router.add_post("/api/v1/query", query)
+        server = await self._start(app)
+        self.url = str(server.make_url("")).rstrip("/")
+        return self
+
+
+async def test_a_partial_answer_is_unknown_unless_the_rule_accepts_it(
+        aiohttp_server: Any) -> None:
+    """`warnings` in a success answer: the rule is an error naming them, the verdict
+    unknown; with `accept_partial: true` the value is judged (stand-in: see docstring)."""
+    blue, green = names()
+    stand_in = await PartialPrometheus(aiohttp_server, {blue: 0.0, green: 0.0}).start()
+    pair = PairConfig(name="api", namespaces=(blue, green),
+                      routes=(RouteRef(name="api-live", namespace="routing"),))
+    for accept, expected in ((False, "unknown"), (True, "safe")):
+        rule = error_rule("error-rate", 'service="api"', accept_partial=accept)
+        source = PrometheusSource(stand_in.url, timeout=3)
+        try:
+            verdict = (await Evaluator(RuleSet(rules=(rule,)), {"prometheus": source},
+                                       window=10).evaluate([Assignment(pair, green, blue)]))["api"]
+        finally:
+            await source.close()
+        assert verdict.verdict == expected, verdict.reasons
+        result = verdict.candidate.results[0]
+        if not accept:
+            assert result.status == "error"
+            assert "partial result" in result.reason and "eu-west unavailable" in result.reason
+    assert all("time" not in form for form in stand_in.forms)
+
+
+async def test_samples_outside_the_staleness_bound_are_no_data(
+        service_exporters: ServiceExporters, shared_namespaces: tuple[str, str]) -> None:
+    """Real Prometheus, gatekeeper's clock an hour ahead or behind: its samples are stamped
+    an hour from gatekeeper's clock, so no data; Prometheus still chooses the evaluation
+    time (behind by an hour, `time=` would have found no series at all). Within the bound,
+    the same answers are judged, for instant and for range (compare) rules."""
+    import time
+
+    blue, green = shared_namespaces
+    serve_traffic(service_exporters, blue, green, api_green=0.0, producer_green=0.0)
+    # The range rule needs a window's worth of rate() points: at least 8 of the last 10 s.
+    service_exporters.prometheus.wait_for(
+        f'count_over_time((sum by (namespace) (rate(http_requests_total{{namespace="{green}"}}'
+        f'[10s])))[10s:1s]) >= 8', timeout_s=30)
+    url = service_exporters.prometheus.url
+    instant = error_rule("errors", 'service="api"')
+    ranged = Rule.model_validate({"name": "ranged", "source": "prometheus",
+                                  "query": ERROR_RATIO.format(match='service="api"'),
+                                  "compare": {"step": "1s", "min_samples": 3}})
+    for rule in (instant, ranged):
+        for shift, when in ((3600.0, "3600s in the past"), (-3600.0, "in the future")):
+            result = (await _measure_prometheus(
+                url, rule, blue, green, max_sample_age=60,
+                clock=lambda shift=shift: time.time() + shift))[green]
+            assert result.status == "no_data", (rule.name, shift, result)
+            assert "stamped" in result.message and when in result.message, result.message
+        fresh = (await _measure_prometheus(url, rule, blue, green, max_sample_age=60,
+                                           clock=lambda: time.time() + 30))[green]
+        assert fresh.status == "ok" and fresh.value == pytest.approx(0.0, abs=0.01), fresh
+        if rule.compare is not None:
+            assert len(fresh.samples) >= 5
