@@ -32,6 +32,7 @@ def cluster(tmp_path, unique_pair):
     finally:
         process.terminate()
         process.wait(timeout=10)
+        process.stdout.close()
 
 
 def write_config(tmp_path, prometheus, alertmanager, kubeconfig, blue, green):
