@@ -12,6 +12,8 @@ docs) without the generated models, which are slow to build for large lists.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -37,6 +39,7 @@ __all__ = [
     "describe_error",
     "in_cluster_available",
     "read_json",
+    "read_json_dated",
     "retry_delay",
     "transient",
 ]
@@ -174,6 +177,15 @@ async def read_json(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: A
     Raises `ApiException` (with `status`, `reason` and `body`) for non-2xx answers, like the
     generated methods do, so callers handle one exception family.
     """
+    body, _date = await read_json_dated(call, *args, **kwargs)
+    return body
+
+
+async def read_json_dated(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+                          ) -> tuple[Any, float | None]:
+    """`read_json`, plus the API server's clock: its `Date` header as Unix seconds (None
+    when missing or unreadable). Compare the objects' timestamps with that, not with our
+    own clock, which may be skewed from the cluster's."""
     response = await call(*args, _preload_content=False, **kwargs)
     async with response:
         body = await response.read()
@@ -181,7 +193,20 @@ async def read_json(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: A
             error = ApiException(status=response.status, reason=response.reason)
             error.body = body.decode("utf-8", errors="replace")
             raise error
-    return json.loads(body)
+        date = response.headers.get("Date")
+    return json.loads(body), _http_date(date)
+
+
+def _http_date(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # "-0000": UTC by RFC 5322, not local time
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 def describe_error(exc: BaseException, timeout: float | None = None) -> str:

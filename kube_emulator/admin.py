@@ -113,11 +113,12 @@ async def pod_restart(request: web.Request) -> web.Response:
 async def get_config(request: web.Request) -> web.Response:
     """Current tunables."""
     emu = _emulator(request)
-    return _ok({"ready_delay": emu.ready_delay, "bookmark_interval": emu.bookmark_interval})
+    return _ok({"ready_delay": emu.ready_delay, "bookmark_interval": emu.bookmark_interval,
+                "clock_offset": emu.clock_offset})
 
 
 async def set_config(request: web.Request) -> web.Response:
-    """POST {"ready_delay"?, "bookmark_interval"?}."""
+    """POST {"ready_delay"?, "bookmark_interval"?, "clock_offset"?}."""
     body = await _json(request)
     emu = _emulator(request)
     try:
@@ -125,6 +126,8 @@ async def set_config(request: web.Request) -> web.Response:
             emu.ready_delay = float(body["ready_delay"])
         if "bookmark_interval" in body:
             emu.bookmark_interval = max(0.05, float(body["bookmark_interval"]))
+        if "clock_offset" in body:
+            emu.clock_offset = float(body["clock_offset"])
     except (TypeError, ValueError) as exc:
         raise bad_request(str(exc)) from None
     return await get_config(request)

@@ -3,13 +3,14 @@ for Status errors, fault injection and the request log."""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import yaml
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from . import admin, paths, resources
 from .audit import RequestRecord
@@ -137,11 +138,14 @@ def _faulted(error: ApiError, code: int) -> web.Response:
 
 
 async def _log_response(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the status is final once headers go out."""
+    """on_response_prepare: the status is final once headers go out. The `Date` header is
+    the server's clock (a skewed API server's Date is skewed too)."""
+    emulator = request.app[EMULATOR]
+    response.headers[hdrs.DATE] = email.utils.formatdate(emulator.clock(), usegmt=True)
     if request.path.startswith("/_emulator"):
         return
     fault = response.headers.get(FAULT_HEADER)
-    request.app[EMULATOR].requests.finish(id(request), response.status,
+    emulator.requests.finish(id(request), response.status,
                                           int(fault) if fault else None)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,16 @@ class Emulator:
         request_log_size: int = 2000,
         seed: int = 0,
         system_namespaces: bool = True,
+        clock_offset: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
+        self.clock_offset = clock_offset
+        """Seconds the server's clock is ahead of this machine's (negative: behind): object
+        timestamps, log timestamps and the `Date` header all follow it, as on a real API
+        server whose node clock is skewed."""
         self.store = ObjectStore(history_size=history_size)
-        self.api = ObjectAPI(self.store, rng=self.rng)
-        self.logs = PodLogs(max_lines_per_container=log_lines_per_container)
+        self.api = ObjectAPI(self.store, rng=self.rng, clock=self.clock)
+        self.logs = PodLogs(max_lines_per_container=log_lines_per_container, clock=self.clock)
         self.kubelet = Kubelet(self.api, ready_delay=ready_delay, rng=self.rng,
                                on_container_restart=self.logs.rotate)
         self.controllers = WorkloadControllers(self.api, rng=self.rng)
@@ -71,6 +77,10 @@ class Emulator:
         if system_namespaces:  # every real cluster has them; `default` is the implicit one
             for name in SYSTEM_NAMESPACES:
                 self.api.ensure_namespace(name)
+
+    def clock(self) -> float:
+        """The server's time: this machine's plus `clock_offset`."""
+        return time.time() + self.clock_offset
 
     def _notify(self) -> None:
         if self._changed is not None:

@@ -4,9 +4,12 @@ standalone process with a kubeconfig loaded by kubernetes_asyncio."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import os
 import signal
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -118,6 +121,20 @@ async def test_request_counts_are_not_bounded_by_the_log_size(kube_emulator, kub
         async with http.delete(f"{kube_emulator.url}/_emulator/requests") as resp:
             assert (await resp.json())["total"] == 0
     assert kube_emulator.requests.total == 0
+
+
+async def test_clock_offset_moves_timestamps_and_the_date_header(kube_emulator):
+    """A skewed API server: its objects' timestamps and its `Date` header agree."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{kube_emulator.url}/_emulator/config",
+                             json={"clock_offset": -7200}) as resp:
+            assert (await resp.json())["clock_offset"] == -7200
+        async with http.post(f"{kube_emulator.url}/api/v1/namespaces",
+                             json={"metadata": {"name": "skewed"}}) as resp:
+            created = (await resp.json())["metadata"]["creationTimestamp"]
+            date = email.utils.parsedate_to_datetime(resp.headers["Date"]).timestamp()
+    assert abs(date - (time.time() - 7200)) < 5
+    assert abs(datetime.fromisoformat(created).timestamp() - date) < 2
 
 
 async def test_admin_http_endpoints(kube_bluegreen, kube_api):

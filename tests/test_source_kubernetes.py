@@ -16,7 +16,7 @@ from gatekeeper.sources.kubernetes import (
     parity_differences,
     restarts_within,
 )
-from tests.fixtures.kube import BLUE, GREEN
+from tests.fixtures.kube import BLUE, GREEN, load_bluegreen_seed
 
 NOW = 1_800_000_000.0
 
@@ -115,13 +115,35 @@ async def test_restarts_within_the_window(kube_bluegreen, kube_api):
     assert result[GREEN].value == 3 and result[BLUE].value == 0
     assert result[GREEN].message == (
         f"3 restart(s) within 300s in 1 of 2 pods: {pod} (3, api: Error)")
-    later = KubernetesSource(kube_api, clock=lambda: time.time() + 3600)
+    kube_bluegreen.clock_offset = 3600  # an hour later, by the cluster's clock
+    later = KubernetesSource(kube_api)
     result = await later.measure(_rule("restarts"), _targets(), window=300, variables={})
     assert result[GREEN].value == 0
     assert "no restarts within 300s in 2 pods" in result[GREEN].message
     result = await later.measure(_rule("restarts", window="2h"), _targets(), window=300,
                                  variables={})
     assert result[GREEN].value == 3
+
+
+@pytest.mark.parametrize("skew", [600, -3600])
+async def test_restarts_are_reckoned_on_the_api_servers_clock(kube_emulator, kube_api, skew):
+    """gatekeeper's clock 10 min ahead of the cluster's, or an hour behind: the restart of
+    the last minute still counts in a 5 min window (ahead, it used to read as 0), and the
+    restarts of an hour ago still do not (behind, they used to count)."""
+    emulator = kube_emulator
+    emulator.clock_offset = -3600  # the pods started, and pods[0] restarted, an hour ago
+    load_bluegreen_seed(emulator)
+    pods = sorted(p["metadata"]["name"] for p in emulator.pods(GREEN, "app=api"))
+    emulator.restart_container(GREEN, pods[0], count=4)
+    emulator.clock_offset = -60  # pods[1] restarted a minute ago
+    emulator.restart_container(GREEN, pods[1], count=10)
+    emulator.clock_offset = 0.0
+    skewed = KubernetesSource(kube_api, clock=lambda: time.time() + skew)
+    result = await skewed.measure(_rule("restarts"), _targets(), window=300, variables={})
+    # pods[1] started long before the window: its last termination (1 min ago) counts once
+    # (the earlier ones have no time); pods[0]'s restarts an hour ago not at all.
+    assert result[GREEN].value == 1, result[GREEN].message
+    assert pods[0] not in result[GREEN].message and pods[1] in result[GREEN].message
 
 
 def _configmap(namespace: str, name: str, data: dict) -> dict:

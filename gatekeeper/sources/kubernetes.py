@@ -5,7 +5,8 @@ Each check lists what it needs once per namespace and resource kind (raw JSON, s
 
 - `pods_ready`: ready pods / pods matching the pair's selector (Succeeded pods, finished
   jobs, are left out). No pods is no data, never a vacuous 1.
-- `restarts`: container restarts within the window (see `restarts_within`).
+- `restarts`: container restarts within the window (see `restarts_within`), the window
+  ending at the API server's time (the list answer's `Date`), not at gatekeeper's clock.
 - `config_parity`: differences between the ConfigMaps and Secrets of the namespace and the
   other one of its pair (see `parity_differences`). Secret values are only ever hashed.
 - `images_differ`: 1 when the Deployments' container images differ from the other
@@ -254,7 +255,7 @@ class KubernetesSource:
             f" in namespace {target.namespace}"
         query = f"{check} of {where}" + (f" over {window:g}s" if check == "restarts" else "")
         try:
-            listed = await kubeclient.read_json(
+            listed, server_now = await kubeclient.read_json_dated(
                 self.core.list_namespaced_pod, target.namespace, label_selector=target.selector)
         except kubeclient.API_ERRORS as exc:
             reason = kubeclient.describe_error(exc)
@@ -265,7 +266,9 @@ class KubernetesSource:
             return Measurement.no_data(f"kubernetes: no {where}", query=query)
         if check == "pods_ready":
             return _readiness(pods, query)
-        now = self.clock()
+        # The pods' timestamps are the cluster's: "within the window" is reckoned on the API
+        # server's clock (its Date header), so a skewed local clock cannot hide restarts.
+        now = server_now if server_now is not None else self.clock()
         counts = {p["metadata"]["name"]: restarts_within(p, window=window, now=now) for p in pods}
         total = sum(counts.values())
         named = []
