@@ -18,6 +18,7 @@ BENCHMARKS = {
     "verdict_api": "bench.verdict_api",
     "pod_logs": "bench.pod_logs",
     "webhook_flood": "bench.webhook_flood",
+    "long_polls": "bench.long_polls",
 }
 """Benchmark name -> module with `run(options) -> Outcome`, in the order they run."""
 
