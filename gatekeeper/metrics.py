@@ -19,6 +19,7 @@ from gatekeeper.rules import Rule
 RULE_STATUSES = ("pass", "warning", "fail", "no_data", "error")
 VERDICTS = ("safe", "unsafe", "unknown")
 TRIGGERS = ("auto", "manual", "alertmanager", "gates")
+ACTIONS = ("scale_up", "flip", "rollback", "scale_down")
 WEBHOOK_OUTCOMES = (
     "rollback", "duplicate", "ignored", "cooldown", "refused", "malformed", "unauthorized",
     "too_large",
@@ -89,6 +90,8 @@ class Recorder:
             "From trigger (webhook received, decision taken) to the route patched and verified.",
             ["action"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r)
+        for action in ACTIONS:  # exist at 0 before the first action, so rate() sees it
+            self.action_latency.labels(action)
         self.leader = Gauge("gatekeeper_leader", "1 when this replica holds the Lease.",
                             registry=r)
         self.long_polls = Gauge(
@@ -183,8 +186,9 @@ class Recorder:
     def record_source(self, source: str, *, up: bool, errors: int = 0) -> None:
         """Whether a source answered, and how many of its calls failed."""
         self.source_up.labels(source).set(1 if up else 0)
+        counter = self.source_errors.labels(source)  # exists at 0, so rate() reads 0
         if errors:
-            self.source_errors.labels(source).inc(errors)
+            counter.inc(errors)
 
     def record_webhook(self, outcome: str) -> None:
         """One Alertmanager webhook request and what became of it."""

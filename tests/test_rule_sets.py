@@ -31,7 +31,6 @@ SETS = ROOT / "rules" / "sets"
 OTEL = SETS / "opentelemetry.yaml"
 RESOURCES = SETS / "resources.yaml"
 DATABASE = ROOT / "rules" / "examples" / "database.yaml"
-STACK_JOB = "stack-exporter"
 WINDOW_S = 20.0
 _numbers = itertools.count(1)
 
@@ -42,16 +41,10 @@ WHICH_METRICS = (
 )
 
 
-@pytest.fixture(scope="module")
-def stack(prometheus: Any) -> Iterator[StackExporter]:
-    """A StackExporter scraped every second by the session's Prometheus (labels honoured)."""
-    with StackExporter() as exporter:
-        prometheus.add_scrape_target(exporter.address, job=STACK_JOB, honor_labels=True)
-        try:
-            prometheus.wait_for_scrapes(STACK_JOB, timeout_s=30)
-            yield exporter
-        finally:
-            prometheus.remove_scrape_job(STACK_JOB)
+@pytest.fixture
+def stack(stack_exporter: StackExporter) -> StackExporter:
+    """The session's StackExporter (tests/fixtures/telemetry.py)."""
+    return stack_exporter
 
 
 @pytest.fixture
