@@ -13,17 +13,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
 from gatekeeper.config import PairConfig
+from gatekeeper.errors import API_ERRORS
 from gatekeeper.kubeclient import ApiException, read_json
 
 log = structlog.get_logger()
 
 MERGE_PATCH = "application/merge-patch+json"
-API_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError)
 MAX_LISTED = 5
 
 

@@ -26,11 +26,10 @@ import structlog
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from gatekeeper import tasks
+from gatekeeper import errors, tasks
 from gatekeeper.config import KubernetesConfig
 
 __all__ = [
-    "API_ERRORS",
     "ATTEMPTS",
     "ApiException",
     "TimeoutApiClient",
@@ -46,11 +45,6 @@ __all__ = [
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 log = structlog.get_logger()
-API_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError, ValueError)
-"""What a failed API call raises: HTTP errors, connection errors, timeouts, bad JSON."""
-
-
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 ATTEMPTS = 4
 """Tries per call (the first and three retries) before a transient failure is reported."""
 RETRY_BACKOFF = tasks.Backoff(initial=0.1, maximum=2.0, jitter=0.5)
@@ -62,7 +56,7 @@ MAX_RETRY_AFTER = 2.0
 def transient(exc: BaseException) -> bool:
     """A failure worth retrying: throttled, a server-side error, a timeout, no connection."""
     if isinstance(exc, ApiException):
-        return exc.status in TRANSIENT_STATUSES
+        return isinstance(errors.api_error(exc), errors.APIUnavailableError)
     return isinstance(exc, aiohttp.ClientError | TimeoutError)
 
 
@@ -109,7 +103,7 @@ class TimeoutApiClient(client.ApiClient):
                     else type(exc).__name__
             else:
                 status = getattr(response, "status", 200)
-                if attempt >= ATTEMPTS or status not in TRANSIENT_STATUSES:
+                if attempt >= ATTEMPTS or status not in errors.APIUnavailableError.statuses:
                     return response
                 # An unread response (`_preload_content=False`): free it, then retry.
                 headers = getattr(response, "headers", None)
@@ -174,8 +168,8 @@ async def connect(settings: KubernetesConfig) -> AsyncIterator[TimeoutApiClient]
 async def read_json(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
     """Call a generated API method and return its body as raw JSON.
 
-    Raises `ApiException` (with `status`, `reason` and `body`) for non-2xx answers, like the
-    generated methods do, so callers handle one exception family.
+    Raises a `gatekeeper.errors.APIError` (an `ApiException` with `status`, `reason` and
+    `body`) for non-2xx answers: `APINotFoundError`, `APIConflictError`, ...
     """
     body, _date = await read_json_dated(call, *args, **kwargs)
     return body
@@ -189,10 +183,8 @@ async def read_json_dated(call: Callable[..., Awaitable[Any]], *args: Any, **kwa
     response = await call(*args, _preload_content=False, **kwargs)
     async with response:
         body = await response.read()
-        if not 200 <= response.status < 300:
-            error = ApiException(status=response.status, reason=response.reason)
-            error.body = body.decode("utf-8", errors="replace")
-            raise error
+        if not errors.succeeded(response.status):
+            raise errors.from_response(response.status, response.reason, body, response.headers)
         date = response.headers.get("Date")
     return json.loads(body), _http_date(date)
 

@@ -36,11 +36,12 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import kubeclient
+from gatekeeper import errors, kubeclient
 from gatekeeper.config import LeaderElectionConfig
+from gatekeeper.errors import NotLeaderError
 from gatekeeper.kubeclient import ApiException
 
-__all__ = ["Leadership", "LeadershipCallback", "NotLeaderError", "default_identity"]
+__all__ = ["Leadership", "LeadershipCallback", "default_identity"]
 
 log = structlog.get_logger()
 
@@ -52,16 +53,6 @@ class LeadershipCallback(Protocol):
     """Called when this replica starts or stops leading; keep it short (start a task)."""
 
     def __call__(self) -> Awaitable[None]: ...
-
-
-class NotLeaderError(RuntimeError):
-    """An action was attempted by a replica that does not hold the Lease."""
-
-    def __init__(self, identity: str, holder: str | None) -> None:
-        self.identity = identity
-        self.holder = holder
-        who = f"the leader is {holder}" if holder else "no leader is known"
-        super().__init__(f"{identity} is not the leader ({who}); only the leader acts")
 
 
 def default_identity(environ: Mapping[str, str] | None = None) -> str:
@@ -228,9 +219,7 @@ class Leadership:
         name, namespace = self.settings.lease_name, self.settings.namespace
         try:
             lease = await kubeclient.read_json(self._api.read_namespaced_lease, name, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        except errors.APINotFoundError:
             return await self._create(now)
         spec: dict[str, Any] = dict(lease.get("spec") or {})
         record = tuple(spec.get(key) for key in (
@@ -254,9 +243,7 @@ class Leadership:
         try:
             written = await kubeclient.read_json(
                 self._api.replace_namespaced_lease, name, namespace, body)
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        except errors.APIConflictError:
             log.info("lease conflict: another replica wrote it first", identity=self.identity,
                      status=409)
             return False
@@ -277,9 +264,7 @@ class Leadership:
         try:
             created = await kubeclient.read_json(
                 self._api.create_namespaced_lease, self.settings.namespace, body)
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        except errors.APIConflictError:
             log.info("lease conflict: another replica created it first",
                      identity=self.identity, status=409)
             return False

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
+from gatekeeper import errors
 from gatekeeper.config import PairConfig, StateConfig
 from gatekeeper.kubeclient import ApiException, read_json
 from gatekeeper.routers.base import ActiveState
@@ -184,9 +185,9 @@ class StateStore:
             body: dict[str, Any] = await read_json(
                 self.core.read_namespaced_config_map, self.settings.configmap,
                 self.settings.namespace)
+        except errors.APINotFoundError:
+            return None
         except ApiException as exc:
-            if exc.status == 404:
-                return None
             raise StateError(f"reading ConfigMap {self._where()}: HTTP {exc.status}") from exc
         return body
 
@@ -235,10 +236,10 @@ class StateStore:
                     body["data"] = {**(body.get("data") or {}), name: text}
                     await read_json(self.core.replace_namespaced_config_map,
                                     self.settings.configmap, self.settings.namespace, body)
+            except errors.APIConflictError:
+                log.debug("state write conflict; retrying", pair=name)
+                continue
             except ApiException as exc:
-                if exc.status == 409:
-                    log.debug("state write conflict; retrying", pair=name)
-                    continue
                 raise StateError(f"writing ConfigMap {self._where()}: HTTP {exc.status} "
                                  f"{exc.reason or ''}".strip()) from exc
             return state

@@ -36,7 +36,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import kubeclient, tasks
+from gatekeeper import errors, kubeclient, tasks
 from gatekeeper.config import PairConfig, RouteRef
 from gatekeeper.kubeclient import ApiException
 
@@ -435,11 +435,11 @@ class Watcher:
             _preload_content=False, _request_timeout=timeout)
         received = False
         async with response:
-            if response.status == 410:
-                raise _Gone()
-            if not 200 <= response.status < 300:
-                error = ApiException(status=response.status, reason=response.reason)
-                error.body = (await response.read()).decode("utf-8", errors="replace")
+            if not errors.succeeded(response.status):
+                error = errors.from_response(response.status, response.reason,
+                                             await response.read(), response.headers)
+                if isinstance(error, errors.APIGoneError):
+                    raise _Gone() from error
                 raise error
             buffer = bytearray()
             async for chunk in response.content.iter_any():
@@ -463,9 +463,11 @@ class Watcher:
         obj = event.get("object") or {}
         if kind == "ERROR":
             code = obj.get("code")
-            if code == 410:
-                raise _Gone()
-            raise ApiException(status=code, reason=f"{obj.get('reason')}: {obj.get('message')}")
+            error = errors.from_response(code if isinstance(code, int) else 0,
+                                         f"{obj.get('reason')}: {obj.get('message')}")
+            if isinstance(error, errors.APIGoneError):
+                raise _Gone() from error
+            raise error
         if kind == "BOOKMARK":
             rv = _rv(obj)
             if rv:

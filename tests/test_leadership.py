@@ -13,7 +13,8 @@ from structlog.testing import capture_logs
 
 from gatekeeper import tasks
 from gatekeeper.config import LeaderElectionConfig
-from gatekeeper.leadership import Leadership, NotLeaderError, default_identity
+from gatekeeper.errors import NotLeaderError
+from gatekeeper.leadership import Leadership, default_identity
 from tests.fixtures.kube import api_client_for
 
 NAMESPACE = "gatekeeper"

@@ -24,7 +24,7 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from gatekeeper import kubeclient
+from gatekeeper import errors, kubeclient
 from gatekeeper.config import RouteRef
 from gatekeeper.routers.base import (
     JSON_PATCH,
@@ -45,17 +45,22 @@ def describe(ref: RouteRef) -> str:
     return f"{ref.kind} {ref.namespace}/{ref.name}"
 
 
+def _changed(exc: ApiException) -> bool:
+    """The route changed since it was read: a conflict, or a failed `test` op (422)."""
+    return isinstance(errors.api_error(exc), errors.APIConflictError | errors.APIInvalidError)
+
+
 def _error(ref: RouteRef, exc: ApiException, doing: str) -> RouteError:
     status = exc.status
-    if status in (409, 422):
+    if _changed(exc):
         return RouteConflict(
             describe(ref),
             f"{doing} refused with HTTP {status}: the route changed since it was read "
             "(someone else edited it); nothing was overwritten",
             status=status,
         )
-    if status == 404:
-        return RouteError(describe(ref), f"{doing}: not found in {ref.api_group}", status=404)
+    if isinstance(errors.api_error(exc), errors.APINotFoundError):
+        return RouteError(describe(ref), f"{doing}: not found in {ref.api_group}", status=status)
     return RouteError(describe(ref), f"{doing} failed: HTTP {status} {exc.reason or ''}".strip(),
                       status=status)
 
@@ -81,7 +86,8 @@ async def other_group(api: client.ApiClient, ref: RouteRef, plural: str) -> str 
             other, TRAEFIK_VERSION, ref.namespace, plural, ref.name
         )
     except ApiException as exc:
-        if exc.status not in (404, 403):
+        expected = errors.APINotFoundError | errors.APIForbiddenError  # absent, or not ours
+        if not isinstance(errors.api_error(exc), expected):
             log.debug("other traefik group unreadable", route=describe(ref), group=other,
                       status=exc.status)
         return None
@@ -117,7 +123,7 @@ async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]
             return body
         except ApiException as exc:
             last_attempt = attempt >= kubeclient.ATTEMPTS or not kubeclient.transient(exc)
-            if maybe_applied and (exc.status in (409, 422) or last_attempt):
+            if maybe_applied and (_changed(exc) or last_attempt):
                 current = await landed()
                 if current is not None:
                     return current
@@ -171,7 +177,7 @@ async def fence(api: client.ApiClient, ref: RouteRef, plural: str | None = None)
             )
             return fenced
         except ApiException as exc:
-            if exc.status not in (409, 422) and not kubeclient.transient(exc):
+            if not _changed(exc) and not kubeclient.transient(exc):
                 raise _error(ref, exc, "fencing") from exc
             last = exc
         except (aiohttp.ClientError, TimeoutError) as exc:

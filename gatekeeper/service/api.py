@@ -19,13 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatekeeper import lifecycle
 from gatekeeper.config import PairConfig
+from gatekeeper.errors import NotLeaderError
 from gatekeeper.operations import ClusterError
 from gatekeeper.service import jsonbody, responses
 from gatekeeper.service.context import Services, services_of
 from gatekeeper.service.controller import (
     ActionOutcome,
     Controller,
-    NotLeader,
     PairView,
     ShuttingDown,
 )
@@ -332,7 +332,7 @@ def _action_handler(kind: Literal["approve", "flip", "rollback", "scale_down"]) 
                 back = cast(RollbackRequest, body)
                 outcome = await controller.request(view.pair.name, "rollback",
                                                    force=back.force, reason=back.reason)
-        except (NotLeader, ShuttingDown) as exc:
+        except (NotLeaderError, ShuttingDown) as exc:
             raise responses.http_error(503, str(exc), retry_after=2) from exc
         except ClusterError as exc:
             raise responses.http_error(503, f"cluster unreachable: {exc}", retry_after=5

@@ -23,8 +23,8 @@ from gatekeeper import environments, lifecycle
 from gatekeeper.clocks import SteadyClock
 from gatekeeper.config import Config, PairConfig, PolicyConfig
 from gatekeeper.environments import Readiness
+from gatekeeper.errors import NotLeaderError
 from gatekeeper.evaluating import Assignment, Evaluator
-from gatekeeper.leadership import NotLeaderError
 from gatekeeper.lifecycle import Action, Observation, ReleaseState, Step, Transition
 from gatekeeper.measurements import Verdict
 from gatekeeper.metrics import Recorder
@@ -34,7 +34,7 @@ from gatekeeper.service.notifications import Notice, Notifier
 from gatekeeper.service.observing import LiveRead, observe
 from gatekeeper.state import PairState, StateStore
 
-__all__ = ["ActionOutcome", "Controller", "LeaderView", "NotLeader", "PairView", "ShuttingDown"]
+__all__ = ["ActionOutcome", "Controller", "LeaderView", "PairView", "ShuttingDown"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,10 +50,6 @@ class LeaderView(Protocol):
     def is_leader(self) -> bool:
         """True while this replica may act."""
         ...
-
-
-class NotLeader(Exception):
-    """This replica does not hold the Lease; only the leader acts."""
 
 
 class ShuttingDown(Exception):
@@ -351,7 +347,7 @@ class Controller:
 
         try:
             result = await self._shielded(run)
-        except (NotLeader, ShuttingDown):
+        except (NotLeaderError, ShuttingDown):
             return False
         except (ClusterError, *CLUSTER_ERRORS) as exc:
             log.warning("cannot recover the pair's state; retrying on the next tick",
@@ -437,11 +433,8 @@ class Controller:
         async def run() -> OperationResult:
             if guard is None or self.dry_run:
                 return await factory()
-            try:
-                async with guard():
-                    return await factory()
-            except NotLeaderError as exc:
-                raise NotLeader(str(exc)) from exc
+            async with guard():  # NotLeaderError when the Lease was lost meanwhile
+                return await factory()
 
         task = asyncio.create_task(run(), name="gatekeeper action")
         self._inflight.add(task)
@@ -472,7 +465,7 @@ class Controller:
                          trigger=action.trigger)
         try:
             result = await self._execute(pair, action)
-        except (NotLeader, ShuttingDown) as exc:
+        except (NotLeaderError, ShuttingDown) as exc:
             bound.info("action not started", why=str(exc))
             return state, [], ""
         except (ClusterError, *CLUSTER_ERRORS) as exc:
@@ -535,8 +528,7 @@ class Controller:
         pair = self.config.pair(name)
         if not self.is_leader:
             holder = getattr(self.leadership, "holder", None)
-            raise NotLeader(f"this replica is not the leader (leader: {holder or 'unknown'}); "
-                            "only the leader acts")
+            raise NotLeaderError(None, holder)
         if self._closing:
             raise ShuttingDown("gatekeeper is shutting down; no new action starts")
         async with self._locks[pair.name]:

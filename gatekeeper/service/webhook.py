@@ -28,9 +28,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatekeeper.config import WebhookConfig
+from gatekeeper.errors import NotLeaderError
 from gatekeeper.service import jsonbody, responses
 from gatekeeper.service.context import services_of
-from gatekeeper.service.controller import Controller, NotLeader, ShuttingDown
+from gatekeeper.service.controller import Controller, ShuttingDown
 from gatekeeper.service.dedupe import AlertDeduper
 
 __all__ = [
@@ -277,7 +278,7 @@ async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPa
         reason = f"Alertmanager: {first}"[:460] + more
         try:
             outcome, answer = await controller.alert(pair, reason, received)
-        except (NotLeader, ShuttingDown) as exc:
+        except (NotLeaderError, ShuttingDown) as exc:
             _release(deduper, keys)
             raise responses.http_error(503, str(exc), retry_after=1) from exc
         except Exception as exc:

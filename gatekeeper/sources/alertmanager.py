@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from gatekeeper import errors
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
 from gatekeeper.sources.base import Target
@@ -120,9 +121,9 @@ class AlertmanagerSource:
             params=params,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
         ) as response:
-            if response.status != 200:
+            if not response.ok:
                 body = (await response.text(errors="replace"))[:_BODY_SHOWN].strip()
-                raise ValueError(f"HTTP {response.status}: {body}")
+                raise errors.source_http_error(response.status, body)
             alerts = await response.json(content_type=None)
         if not isinstance(alerts, list):
             raise ValueError(f"expected a list of alerts, got {type(alerts).__name__}")
@@ -149,7 +150,7 @@ class AlertmanagerSource:
             reason = f"no answer from {self.url} within {self.timeout:g}s"
         except aiohttp.ClientError as exc:
             reason = f"cannot reach {self.url}: {exc or type(exc).__name__}"
-        except ValueError as exc:  # bad status or JSON
+        except (errors.SourceError, ValueError) as exc:  # bad status or JSON
             reason = f"bad answer from {self.url}: {exc}"
         else:
             try:

@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import kubeclient
+from gatekeeper import errors, kubeclient
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
 from gatekeeper.sources.base import Target
@@ -257,7 +257,7 @@ class KubernetesSource:
         try:
             listed, server_now = await kubeclient.read_json_dated(
                 self.core.list_namespaced_pod, target.namespace, label_selector=target.selector)
-        except kubeclient.API_ERRORS as exc:
+        except errors.API_ERRORS as exc:
             reason = kubeclient.describe_error(exc)
             return Measurement.error(f"kubernetes: listing {where} failed: {reason}", query=query)
         pods = [p for p in listed.get("items") or []
@@ -293,7 +293,7 @@ class KubernetesSource:
         found: dict[str, Json] = {}
         failed: dict[str, str] = {}
         for ns, result in zip(unique, results, strict=True):
-            if isinstance(result, kubeclient.API_ERRORS):
+            if isinstance(result, errors.API_ERRORS):
                 failed[ns] = (f"listing {what} in namespace {ns} failed: "
                               f"{kubeclient.describe_error(result)}")
             elif isinstance(result, BaseException):

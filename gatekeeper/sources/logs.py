@@ -19,8 +19,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import kubeclient
-from gatekeeper.kubeclient import ApiException
+from gatekeeper import errors, kubeclient
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import LogSpec, Rule
 from gatekeeper.sources.base import Target
@@ -161,7 +160,7 @@ class LogSource:
         try:
             pods = await kubeclient.read_json(
                 self.core.list_namespaced_pod, target.namespace, label_selector=target.selector)
-        except kubeclient.API_ERRORS as exc:
+        except errors.API_ERRORS as exc:
             reason = kubeclient.describe_error(exc)
             return Measurement.error(f"logs: listing {where} failed: {reason}", query=query)
         items = pods.get("items") or []
@@ -187,7 +186,7 @@ class LogSource:
                 tasks = [group.create_task(bounded(p, c)) for p, c in jobs]
         except ExceptionGroup as failed:
             first = failed.exceptions[0]
-            if not isinstance(first, kubeclient.API_ERRORS):
+            if not isinstance(first, errors.API_ERRORS):
                 raise
             return Measurement.error(
                 f"logs: reading {where} failed: {kubeclient.describe_error(first)}", query=query)
@@ -212,15 +211,14 @@ class LogSource:
         counter = LineCounter(pattern, exclude)
         size = 0
         async with response:
-            if response.status != 200:
+            if not response.ok:
                 body = (await response.content.read(4096)).decode("utf-8", errors="replace")
-                # Deleted since listed (404), or not started after all (400 "waiting to start").
-                if response.status == 404 or "waiting to start" in body:
+                error = errors.from_response(response.status, response.reason, body)
+                # Deleted since listed, or not started after all (400 "waiting to start").
+                if isinstance(error, errors.APINotFoundError) or "waiting to start" in body:
                     log.info("container log not readable", namespace=namespace, pod=pod,
                              container=container, status=response.status)
                     return None
-                error = ApiException(status=response.status, reason=response.reason)
-                error.body = body  # type: ignore[assignment]  # str, as the generated code sets it
                 raise error
             async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
                 size += len(chunk)

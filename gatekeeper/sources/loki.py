@@ -28,6 +28,7 @@ import aiohttp
 import structlog
 
 from gatekeeper.durations import promql_duration
+from gatekeeper.errors import SourceError, succeeded
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import LogSpec, LokiSpec, Rule
 from gatekeeper.sources.base import Target
@@ -38,7 +39,7 @@ QUERY_PATH = "/loki/api/v1/query"
 _BODY_SHOWN = 200
 
 
-class LokiQueryError(Exception):
+class LokiQueryError(SourceError):
     """A query failed; `kind` is unreachable, timeout, bad_data, auth, http or bad_response."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -153,7 +154,7 @@ class LokiSource:
             raise LokiQueryError("unreachable", f"cannot connect to {self.url}") from exc
         except aiohttp.ClientError as exc:
             raise LokiQueryError("http", f"{type(exc).__name__}") from exc
-        if status != 200:
+        if not succeeded(status):
             raise _status_error(status, body)
         try:
             return json.loads(body)

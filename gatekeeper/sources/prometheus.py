@@ -25,6 +25,7 @@ import structlog
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from gatekeeper import errors
 from gatekeeper.blocking import BlockingPool
 from gatekeeper.durations import promql_duration
 from gatekeeper.measurements import Measurement
@@ -37,7 +38,7 @@ DEFAULT_MAX_SAMPLE_AGE = 300.0
 """Seconds a sample's timestamp may be from gatekeeper's clock before it is no data."""
 
 
-class PrometheusQueryError(Exception):
+class PrometheusQueryError(errors.SourceError):
     """A query failed; `kind` is unreachable, timeout, bad_data, execution, or http."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -300,7 +301,7 @@ def parse_answer(status: int, text: str) -> Answer:
     if isinstance(body, dict) and body.get("status") == "error":
         raise PrometheusQueryError(str(body.get("errorType") or "http"),
                                    str(body.get("error", ""))[:300])
-    if status != 200:
+    if not errors.succeeded(status):
         raise PrometheusQueryError("http", f"HTTP Status Code {status} ({text[:200]!r})")
     data = body.get("data") if isinstance(body, dict) else None
     result = data.get("result") if isinstance(data, dict) else None
