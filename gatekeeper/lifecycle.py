@@ -36,6 +36,7 @@ __all__ = [
     "failed",
     "fingerprint",
     "flip_check",
+    "rebuilt",
     "scale_down_check",
     "step",
 ]
@@ -86,6 +87,12 @@ class Observation:
     """How far back the judged data reaches (the longest rule window), in seconds. A pass
     counts only once the dark has been ready that long: until then the window still holds
     the previous release's samples from the same namespace."""
+    switch_kind: str = ""
+    """The routes' own record of the switch that sent traffic to `active` (`flip` or
+    `rollback`, written by the patch that moved them; '' when none): with `switched_from`
+    and `switched_at`, what a lost or unreadable state is rebuilt from."""
+    switched_from: str | None = None
+    switched_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -125,13 +132,49 @@ class ReleaseState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReleaseState:
-        """Inverse of `to_dict`; unknown keys are ignored and a bad phase becomes idle."""
+        """Inverse of `to_dict`; unknown keys are ignored. ValueError naming the field when
+        one holds the wrong type or a phase this version does not know (a newer version
+        wrote it, or a bad edit): such a state is rebuilt from the routes (`rebuilt`)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        if known.get("phase") not in PHASES:
-            known["phase"] = "idle"
+        if known.get("phase", "idle") not in PHASES:
+            raise ValueError(f"phase {known.get('phase')!r} is not one this version knows "
+                             f"({', '.join(PHASES)})")
         if known.get("resume") not in (*PHASES, None):
-            known["resume"] = None
+            raise ValueError(f"resume {known.get('resume')!r} is not a phase")
+        for name, value in known.items():
+            if not _STATE_TYPES[name](value):
+                raise ValueError(f"field {name!r} has the wrong type ({type(value).__name__})")
         return cls(**known)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _optional_text(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _optional_time(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_STATE_TYPES: dict[str, Any] = {
+    "phase": _text, "since": lambda v: _optional_time(v) and v is not None,
+    "reason": _text, "trigger": _text,
+    "active": _optional_text, "dark": _optional_text, "dark_seen": _optional_text,
+    "release": _text, "soak_started": _optional_time, "passes": _whole, "failures": _whole,
+    "flip_approved": lambda v: isinstance(v, bool),
+    "scale_down_approved": lambda v: isinstance(v, bool),
+    "flipped_at": _optional_time, "previous": _optional_text,
+    "scaled_down_at": _optional_time, "last_rollback_at": _optional_time,
+    "resume": _optional_text, "block_cause": _text,
+}
+"""What each stored ReleaseState field must hold."""
 
 
 @dataclass(frozen=True)
@@ -222,13 +265,16 @@ def step(state: ReleaseState, obs: Observation, policy: PolicyConfig, now: float
         return b.build()
     dark_print = fingerprint(obs.dark_images)
     if state.active is None:
+        if _from_record(b, obs):
+            return b.build()
         # First sight: the live routes are the truth; the dark's images are not a new release
         # (it may be the previous one kept at N replicas). A person can `approve` to validate.
         b.enter("idle", "watching for new images in the dark namespace", trigger="auto",
                 active=obs.active, dark=obs.dark, dark_seen=dark_print)
         return b.build()
     if obs.active != state.active:
-        _moved_outside(b, obs)
+        if not _from_record(b, obs):
+            _moved_outside(b, obs)
         return b.build()
     if b.state.dark_seen is None:
         b.set(dark_seen=dark_print)
@@ -248,6 +294,54 @@ def step(state: ReleaseState, obs: Observation, policy: PolicyConfig, now: float
     elif phase == "flipped":
         _observe(b, obs, policy)
     return b.build()
+
+
+def _from_record(b: _Builder, obs: Observation) -> bool:
+    """The routes record that gatekeeper itself moved the traffic to `obs.active` (the
+    state never heard of it: its write failed, or it was lost): follow that switch."""
+    at = obs.switched_at if obs.switched_at is not None else b.now
+    if obs.switch_kind == "flip" and obs.switched_from == obs.dark:
+        b.enter("flipped", f"flipped from {obs.dark} at {at:.0f} (recorded on the routes; "
+                "the stored state did not have it)", trigger="recorded", active=obs.active,
+                dark=obs.dark, dark_seen=fingerprint(obs.dark_images), previous=obs.dark,
+                flipped_at=at, failures=0, passes=0, scale_down_approved=False,
+                scaled_down_at=None, resume=None, block_cause="")
+        return True
+    if obs.switch_kind == "rollback" and obs.switched_from == obs.dark:
+        b.enter("rolled_back", f"rolled back from {obs.dark} at {at:.0f} (recorded on the "
+                "routes; the stored state did not have it)", trigger="recorded",
+                active=obs.active, dark=obs.dark, dark_seen=fingerprint(obs.dark_images),
+                previous=None, flipped_at=None, last_rollback_at=at, failures=0, passes=0,
+                flip_approved=False, resume=None, block_cause="")
+        return True
+    return False
+
+
+def rebuilt(obs: Observation, now: float, problem: str) -> ReleaseState:
+    """The state to carry on with when the stored one cannot be read: the live routes are
+    the truth. The pair is blocked (no automatic flip, scale-down or gate-driven rollback until
+    a person approves) but rolls back on an alert while the other namespace can take the
+    traffic back: `previous` is the routes' recorded source, else the other namespace."""
+    if obs.active is None or obs.dark is None:
+        return ReleaseState(phase="blocked", since=now, trigger="state", block_cause="state",
+                            reason=f"{problem}; the routes cannot tell the active namespace "
+                                   f"either ({obs.route_problem}): fix them, then approve")
+    if obs.switch_kind == "rollback" and obs.switched_from == obs.dark:
+        resume: Phase = "rolled_back"
+        previous, detail = None, f"rolled back from {obs.dark}"
+    else:
+        resume, previous = "flipped", obs.dark
+        detail = (f"flipped from {obs.dark}" if obs.switch_kind == "flip"
+                  and obs.switched_from == obs.dark else
+                  f"{obs.active} takes the traffic, {obs.dark} can take it back")
+    return ReleaseState(
+        phase="blocked", since=now, trigger="state", active=obs.active, dark=obs.dark,
+        dark_seen=fingerprint(obs.dark_images), previous=previous,
+        flipped_at=obs.switched_at if resume == "flipped" else None,
+        last_rollback_at=obs.switched_at if resume == "rolled_back" else None,
+        resume=resume, block_cause="state",
+        reason=f"{problem}; rebuilt from the routes ({detail}): a critical alert still "
+               "rolls back; approve to resume")
 
 
 def _moved_outside(b: _Builder, obs: Observation) -> None:

@@ -92,6 +92,10 @@ class Recorder:
             registry=r)
         for action in ACTIONS:  # exist at 0 before the first action, so rate() sees it
             self.action_latency.labels(action)
+        self.state_unreadable = Counter(
+            "gatekeeper_state_unreadable_total", "Stored state records that could not be read "
+            "(wrong JSON, wrong types, an unknown phase) and were rebuilt from the routes.",
+            ["pair"], registry=r)
         self.leader = Gauge("gatekeeper_leader", "1 when this replica holds the Lease.",
                             registry=r)
         self.long_polls = Gauge(
@@ -172,6 +176,10 @@ class Recorder:
     def record_rollback(self, pair: str, trigger: str) -> None:
         """A rollback happened."""
         self.rollbacks.labels(pair, trigger).inc()
+
+    def record_state_unreadable(self, pair: str) -> None:
+        """The pair's stored state could not be read; it was rebuilt from the routes."""
+        self.state_unreadable.labels(pair).inc()
 
     def record_refused(self, pair: str, action: str) -> None:
         """An action was refused by a precondition or the policy."""

@@ -504,12 +504,17 @@ class Operations:
 
     @_in_log_context("rollback")
     async def rollback(self, pair: PairConfig, *, force: bool = False, trigger: str = "manual",
-                       reason: str = "", scale_up_first: bool = False) -> OperationResult:
-        """Flip back to the previous active recorded in state (once: a second call is a no-op).
+                       reason: str = "", scale_up_first: bool = False,
+                       to: str | None = None) -> OperationResult:
+        """Flip back to where traffic came from (once: a second call is a no-op): the routes'
+        record of the last flip, else the previous active recorded in state, else `to` (the
+        service's lifecycle decided it, e.g. from a state rebuilt from the routes).
 
         A previous namespace that cannot take traffic is refused, unless `scale_up_first`
         (scale it up, wait until Ready, then flip) or `force`.
         """
+        if to is not None:
+            pair.other(to)
         live = await self._live(pair)
         if not live.consistent or live.active is None:
             resumed = await self._resume(pair, live)
@@ -527,6 +532,8 @@ class Operations:
                                        f"nothing to do: already rolled back to {live.active}")
         elif state.previous and state.previous != live.active:
             target = state.previous
+        elif to is not None and to != live.active:
+            target = to
         elif last.get("kind") == "rollback" and last.get("to") == live.active \
                 and last.get("status") == "done":
             return await self._nothing("rollback", pair, live,

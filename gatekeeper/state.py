@@ -59,17 +59,24 @@ class PairState:
     """The last N changes, oldest first."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this version does not know, kept so a newer writer's data survives."""
+    unreadable: str | None = None
+    """Why the stored record could not be read (this state is fresh; not stored itself)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form stored in the ConfigMap."""
         out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
-               if f.name != "extra"}
+               if f.name not in ("extra", "unreadable")}
         return {**copy.deepcopy(self.extra), **out}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairState:
-        """Parse stored JSON; unknown keys go to `extra`."""
-        known = {f.name for f in fields(cls)} - {"extra"}
+        """Parse stored JSON; unknown keys go to `extra`. ValueError naming the first field
+        of the wrong type (a bad `kubectl edit`): nothing of such a record is trusted."""
+        known = {f.name for f in fields(cls)} - {"extra", "unreadable"}
+        for name, value in data.items():
+            if name in known and not _FIELD_TYPES[name](value):
+                raise ValueError(f"field {name!r} has the wrong type "
+                                 f"({type(value).__name__}: {json.dumps(value)[:80]})")
         values = {k: copy.deepcopy(v) for k, v in data.items() if k in known}
         extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in known}
         return cls(**values, extra=extra)
@@ -123,6 +130,46 @@ class PairState:
         self.previous = source if kind == "flip" else None
         self.timestamps["flipped" if kind == "flip" else "rolled_back"] = at
         self.count(kind)
+
+
+def _text_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _map_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, dict) and all(
+        isinstance(k, str) and check(v) for k, v in value.items())
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _list_of_maps(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
+_FIELD_TYPES: dict[str, Callable[[Any], bool]] = {
+    "active": _text_or_none,
+    "dark": _text_or_none,
+    "previous": _text_or_none,
+    "phase": lambda value: isinstance(value, str),
+    "images": _map_of(_map_of(lambda value: isinstance(value, str))),
+    "timestamps": _map_of(_number),
+    "approvals": _list_of_maps,
+    "replicas": _map_of(_count),
+    "counters": _map_of(_count),
+    "last_action": lambda value: value is None or isinstance(value, dict),
+    "transitions": _list_of_maps,
+}
+"""What each stored field must hold."""
+
+UNREADABLE_KEY = "unreadable_record"
+"""Where a rebuilt record keeps the text it replaced (for a person to look at)."""
 
 
 def reconcile_state(state: PairState, pair: PairConfig, live: ActiveState, *, at: float,
@@ -200,14 +247,25 @@ class StateStore:
         return self._parse(body, _name(pair))
 
     def _parse(self, body: dict[str, Any] | None, name: str) -> PairState:
+        """The stored record; an unreadable one (not JSON, not an object, a field of the
+        wrong type) is a fresh state saying why (`unreadable`), keeping the text it replaces
+        for the next write: the live routes are the truth it is rebuilt from."""
         raw = ((body or {}).get("data") or {}).get(name)
         if not raw:
             return PairState()
         try:
-            return PairState.from_dict(json.loads(raw))
-        except (ValueError, TypeError) as exc:
-            raise StateError(f"ConfigMap {self._where()} key {name!r} is not valid state JSON: "
-                             f"{exc}") from exc
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+            return PairState.from_dict(data)
+        except (ValueError, TypeError, RecursionError) as exc:
+            problem = (f"ConfigMap {self._where()} key {name!r} is not a readable state "
+                       f"record: {exc}")
+            log.error("state record unreadable; rebuilding it from the routes", pair=name,
+                      error=problem)
+            return PairState(unreadable=problem,
+                             extra={UNREADABLE_KEY: {"error": problem, "at": self.clock(),
+                                                     "text": str(raw)[:4096]}})
 
     async def update(self, pair: PairConfig | str,
                      mutate: Callable[[PairState], object]) -> PairState:

@@ -386,10 +386,62 @@ def test_scale_down_check_protects_the_observation_window():
 
 
 def test_state_round_trips_through_a_dict():
-    """The persisted form restores the same state; junk phases fall back to idle."""
+    """The persisted form restores the same state; unknown keys are ignored."""
     state = flipped(now=3.0)
     assert ReleaseState.from_dict(state.to_dict()) == state
-    assert ReleaseState.from_dict({"phase": "bogus", "extra": 1}).phase == "idle"
+    assert ReleaseState.from_dict({"phase": "stable", "extra": 1}).phase == "stable"
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"phase": "canarying"}, "phase 'canarying' is not one this version knows"),
+        ({"phase": "blocked", "resume": "later"}, "resume 'later'"),
+        ({"phase": "flipped", "flipped_at": "yesterday"}, "'flipped_at'"),
+        ({"phase": "flipped", "previous": 3}, "'previous'"),
+        ({"phase": "flipped", "passes": True}, "'passes'"),
+        ({"phase": "flipped", "since": None}, "'since'"),
+    ],
+)
+def test_a_stored_state_this_version_cannot_read_is_refused_naming_the_field(data, needle):
+    """A newer version's phase or a wrongly typed field is never taken for `idle` (that
+    made a critical alert "ignored"): the caller rebuilds the state from the routes."""
+    with pytest.raises(ValueError, match=needle):
+        ReleaseState.from_dict(data)
+
+
+def test_a_state_rebuilt_from_the_routes_is_blocked_but_rolls_back_on_an_alert():
+    """Unreadable state, green takes traffic, blue Ready: blocked for a person, and a
+    critical alert for green rolls back to blue (recorded source or the other namespace)."""
+    for extra in ({}, {"switch_kind": "flip", "switched_from": BLUE, "switched_at": 5.0}):
+        state = lifecycle.rebuilt(flipped_obs(**extra), 10.0, "record unreadable")
+        assert state.phase == "blocked" and state.block_cause == "state"
+        assert state.previous == BLUE and "record unreadable" in state.reason
+        assert state.flipped_at == extra.get("switched_at")
+        alert = lifecycle.alert_rollback(state, flipped_obs(), POLICY, 11.0, "ApiDown")
+        assert alert.actions == (Action("rollback", BLUE, trigger="alertmanager",
+                                        reason="ApiDown"),)
+        assert lifecycle.step(state, flipped_obs(), POLICY, 12.0).actions == ()
+        assert lifecycle.approve(state, 13.0).state.phase == "flipped"
+    after_rollback = lifecycle.rebuilt(
+        flipped_obs(switch_kind="rollback", switched_from=BLUE, switched_at=5.0), 10.0, "x")
+    assert after_rollback.previous is None and after_rollback.resume == "rolled_back"
+    assert lifecycle.alert_rollback(after_rollback, flipped_obs(), POLICY, 11.0,
+                                    "a").actions == ()
+    split = lifecycle.rebuilt(obs(active=None, dark=None, route_problem="disagree"), 1.0, "x")
+    assert split.phase == "blocked" and "disagree" in split.reason
+
+
+def test_a_flip_recorded_on_the_routes_is_followed_when_the_state_never_heard_of_it():
+    """The flip's state write failed (or the state was lost): the routes' record makes the
+    pair `flipped` with the recorded source and time, so an alert can roll it back."""
+    recorded = flipped_obs(switch_kind="flip", switched_from=BLUE, switched_at=7.0)
+    for before in (ReleaseState(), ReleaseState(phase="ready", active=BLUE, dark=GREEN)):
+        state = lifecycle.step(before, recorded, POLICY, 9.0).state
+        assert (state.phase, state.previous, state.flipped_at) == ("flipped", BLUE, 7.0)
+        assert lifecycle.alert_rollback(state, recorded, POLICY, 10.0, "a").actions
+    unrecorded = lifecycle.step(ReleaseState(), flipped_obs(), POLICY, 9.0).state
+    assert unrecorded.phase == "idle"  # first sight of a pair nobody flipped
 
 
 def test_fingerprint_ignores_order_and_duplicates():

@@ -116,6 +116,7 @@ def pair_detail(view: PairView, controller: Controller) -> dict[str, Any]:
         "last_action": record.last_action if record else None,
         "history": list(record.transitions[-HISTORY_SHOWN:]) if record else [],
         "state_error": view.state_error,
+        "state_problem": state_problem(view),
         "policy": policy.model_dump(),
         "leader": controller.is_leader,
     }
@@ -214,12 +215,32 @@ async def healthz(request: web.Request) -> web.Response:
     return responses.json_response({"status": "ok"})
 
 
+def state_problem(view: PairView) -> str | None:
+    """Why the pair runs on a state rebuilt from the routes (until a person approves)."""
+    if view.state_problem:
+        return view.state_problem
+    if view.state.phase == "blocked" and view.state.block_cause == "state":
+        return view.state.reason
+    return None
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: the first evaluation is done (verdicts are cached) and not shutting down."""
+    """Ready: the first evaluation is done (verdicts are cached) and not shutting down.
+
+    A stored state that could not be read is reported in `problems` but keeps the answer
+    200: the state was rebuilt from the routes, and a replica taken out of its Service
+    would no longer receive Alertmanager's webhook, the one path that still rolls back.
+    """
     controller = services_of(request).controller
     if not controller.ready:
         raise responses.http_error(503, "not ready: no evaluation finished yet, or stopping")
-    return responses.json_response({"status": "ready", "leader": controller.is_leader})
+    problems = [f"pair {name}: {problem}" for name, view in controller.views.items()
+                if (problem := state_problem(view))]
+    body: dict[str, Any] = {"status": "degraded" if problems else "ready",
+                            "leader": controller.is_leader}
+    if problems:
+        body["problems"] = problems
+    return responses.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -247,7 +268,8 @@ def _detail_inputs(view: PairView, controller: Controller) -> tuple[object, ...]
     # objects themselves (not their ids) makes an identity comparison safe.
     return (view.state, view.observation, view.verdict, view.readiness, view.read_errors,
             view.evaluated_at, view.record, view.would, view.state_error,
-            controller.is_leader, controller.dry_run, controller.policy(view.pair))
+            view.state_problem, controller.is_leader, controller.dry_run,
+            controller.policy(view.pair))
 
 
 def _same(cached: tuple[object, ...], current: tuple[object, ...]) -> bool:

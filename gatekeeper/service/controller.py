@@ -71,6 +71,10 @@ class PairView:
     would: tuple[str, ...] = ()
     """Dry-run: the actions gatekeeper would have taken on the last tick."""
     state_error: str | None = None
+    state_problem: str | None = None
+    """Why the last stored record read could not be used (it was rebuilt from the routes)."""
+    rebuilt: bool = False
+    """`state` was rebuilt from the routes and is not stored yet."""
 
 
 @dataclass(frozen=True)
@@ -278,7 +282,8 @@ class Controller:
 
         await asyncio.gather(*(one(namespace) for namespace in pair.namespaces))
         return LiveRead(active=active_state.active if active_state.consistent else None,
-                        problem=active_state.problem or "", readiness=readiness, errors=errors)
+                        problem=active_state.problem or "", readiness=readiness, errors=errors,
+                        last_switch=active_state.last_switch)
 
     def _record_sources(self, verdicts: dict[str, Verdict]) -> None:
         """Per source: up when none of its rules errored, and how many did."""
@@ -313,15 +318,16 @@ class Controller:
             view = self.views[pair.name]
             bound = log.bind(pair=pair.name)
             if not self.is_leader or self._closing:
-                await self._load(pair)
+                await self._load(pair, observation)
                 self._record_phase(pair, view.state)
                 return
-            before = await self._load(pair) if not self.dry_run or view.record is None \
+            before = await self._load(pair, observation) if not self.dry_run \
+                or view.record is None \
                 else view.state
             if not self.dry_run and _needs_recovery(view.record, observation):
                 if await self._recover(pair):
                     return  # routes moved: the next tick reads them afresh
-                before = await self._load(pair)
+                before = await self._load(pair, observation)
             step = lifecycle.step(before, observation, self.policy(pair), self.clock())
             state, transitions = step.state, list(step.transitions)
             would = []
@@ -360,8 +366,10 @@ class Controller:
             self._generation[pair.name] += 1
         return result.changed
 
-    async def _load(self, pair: PairConfig) -> ReleaseState:
-        """The stored lifecycle state (the view's copy when the store cannot be read)."""
+    async def _load(self, pair: PairConfig, observation: Observation) -> ReleaseState:
+        """The stored lifecycle state (the view's copy when the store cannot be read). A
+        stored record this version cannot read is reported and rebuilt from the routes
+        (`lifecycle.rebuilt`); the next write replaces it."""
         view = self.views[pair.name]
         try:
             record = await self.store.load(pair)
@@ -370,12 +378,32 @@ class Controller:
             return view.state
         view.record, view.state_error = record, None
         raw = record.extra.get(LIFECYCLE_KEY)
-        if isinstance(raw, dict):
-            state = ReleaseState.from_dict(raw)
-        elif view.state.active is not None and self.is_leader:
-            state = view.state  # nothing stored (writes failing): carry on from memory
-        else:
-            state = ReleaseState()
+        problem = record.unreadable
+        state: ReleaseState | None = None
+        if problem is None and raw is not None:
+            try:
+                if not isinstance(raw, dict):
+                    raise ValueError(f"a JSON {type(raw).__name__}, not an object")
+                state = ReleaseState.from_dict(raw)
+            except (ValueError, TypeError) as exc:
+                problem = (f"state ConfigMap key {pair.name!r}: the stored lifecycle is not "
+                           f"readable: {exc}")
+        if problem is not None:
+            if view.state_problem != problem:
+                log.error("stored state unreadable; rebuilt from the routes", pair=pair.name,
+                          error=problem)
+                self.recorder.record_state_unreadable(pair.name)
+            view.state_problem = problem
+            if not (view.state.block_cause == "state"
+                    and view.state.active == observation.active):
+                view.state = lifecycle.rebuilt(observation, self.clock(), problem)
+            view.rebuilt = True  # written by the next commit, whatever the step decides
+            return view.state
+        view.state_problem = None
+        if state is None:
+            # Nothing stored (writes failing): carry on from memory.
+            keep = view.state.active is not None and self.is_leader
+            state = view.state if keep else ReleaseState()
         view.state = state
         return state
 
@@ -394,7 +422,8 @@ class Controller:
                              phase="blocked")
         if self.dry_run:
             return
-        if not transitions and replace(before, reason="") == replace(state, reason=""):
+        if not transitions and replace(before, reason="") == replace(state, reason="") \
+                and not view.rebuilt:
             return
         history = self.config.state.history
 
@@ -408,7 +437,7 @@ class Controller:
 
         try:
             view.record = await self.store.update(pair, mutate)
-            view.state_error = None
+            view.state_error, view.rebuilt = None, False
         except CLUSTER_ERRORS as exc:
             view.state_error = f"state not written: {exc}"
             log.error("state not written", pair=pair.name, error=str(exc))
@@ -449,7 +478,7 @@ class Controller:
         if action.kind == "rollback":
             return await self._shielded(lambda: ops.rollback(
                 pair, trigger=action.trigger, reason=action.reason,
-                scale_up_first=action.scale_up_first))
+                scale_up_first=action.scale_up_first, to=action.namespace or None))
         if action.kind == "scale_up":
             return await self._shielded(lambda: ops.scale_up(pair, action.namespace))
         return await self._shielded(lambda: ops.scale_down(pair, action.namespace,
@@ -560,7 +589,7 @@ class Controller:
                 scale_first = policy.rollback_when_scaled_down == "scale_up_then_flip"
                 result = await self._shielded(lambda: ops.rollback(
                     pair, force=force, trigger="manual", reason=reason,
-                    scale_up_first=scale_first))
+                    scale_up_first=scale_first, to=state.previous))
             else:
                 count = policy.scale_down_keep if keep is None else keep
                 action = Action("scale_down", state.dark or "", trigger="manual",
@@ -673,7 +702,7 @@ class Controller:
             action = step.actions[0]
             result = await self._shielded(lambda: self.operations.rollback(
                 pair, trigger="alertmanager", reason=reason,
-                scale_up_first=action.scale_up_first))
+                scale_up_first=action.scale_up_first, to=action.namespace or None))
             answer = await self._conclude(pair, state, action, result, received,
                                           automatic=True)
             if answer.refused:

@@ -14,6 +14,7 @@ from gatekeeper.config import PairConfig
 from gatekeeper.environments import Readiness
 from gatekeeper.lifecycle import Health, Observation
 from gatekeeper.measurements import NamespaceScore, Verdict, VerdictName
+from gatekeeper.switches import SwitchRecord
 
 __all__ = ["LiveRead", "active_health", "observe"]
 
@@ -27,6 +28,8 @@ class LiveRead:
     readiness: Mapping[str, Readiness | None] | None = None
     errors: Mapping[str, str] | None = None
     """namespace -> why its Deployments could not be read."""
+    last_switch: SwitchRecord | None = None
+    """The routes' record of the switch that sent traffic to `active`."""
 
 
 def active_health(score: NamespaceScore | None) -> tuple[Health, tuple[str, ...]]:
@@ -96,4 +99,7 @@ def observe(
         active_health=health,
         active_reasons=health_reasons,
         window=window,
+        switch_kind=live.last_switch.kind if live.last_switch else "",
+        switched_from=live.last_switch.source if live.last_switch else None,
+        switched_at=live.last_switch.at if live.last_switch else None,
     )

@@ -43,7 +43,8 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Status": {
         "type": "object", "required": ["status"],
-        "properties": {"status": {"type": "string"}, "leader": {"type": "boolean"}},
+        "properties": {"status": {"type": "string"}, "leader": {"type": "boolean"},
+                       "problems": {"type": "array", "items": {"type": "string"}}},
     },
     "PairSummary": {
         "type": "object",
@@ -83,6 +84,7 @@ _SCHEMAS: dict[str, Any] = {
                 "last_action": {"type": "object", "nullable": True},
                 "history": {"type": "array", "items": {"type": "object"}},
                 "state_error": _NULLABLE_STRING,
+                "state_problem": _NULLABLE_STRING,
                 "policy": {"type": "object"},
                 "leader": {"type": "boolean"},
             },

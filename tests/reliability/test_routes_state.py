@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
+import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from gatekeeper.config import PairConfig
 from gatekeeper.kubeclient import TimeoutApiClient, read_json
 from gatekeeper.operations import Operations
+from gatekeeper.service.app import create_service
 from gatekeeper.switches import ANNOTATION, SwitchRecord
 from kube_emulator import Emulator, running
 from kube_emulator.kubeconfig import DUMMY_TOKEN
+from tests import service_support as support
 from tests.fixtures.kube import BLUE, GREEN
 from tests.reliability.test_kube_faults import IR, ROUTES, pair_config, three_route_seed
 
@@ -217,3 +222,146 @@ async def test_a_flip_whose_state_write_failed_can_still_be_rolled_back(cluster)
     assert set(cluster.pointed().values()) == {BLUE}
     again = await restarted.rollback(cluster.pair)
     assert not again.changed and "already rolled back" in again.reasons[0], again.reasons
+
+
+# ---- a stored state that cannot be read --------------------------------------------------------
+
+SB, SG, SR = "state-blue", "state-green", "state-routing"
+GOOD_LIFECYCLE = {"phase": "flipped", "since": 1.0, "active": SG, "dark": SB, "previous": SB,
+                  "flipped_at": 1.0}
+CORRUPTIONS = {
+    "a JSON list": "[1, 2, 3]",
+    "a JSON string": '"flipped"',
+    "not JSON": "{'active': 'state-green'",
+    "fields of the wrong type": json.dumps({"active": 5, "transitions": "none",
+                                            "lifecycle": GOOD_LIFECYCLE}),
+    "a lifecycle of the wrong type": json.dumps({"active": SG, "lifecycle": [GOOD_LIFECYCLE]}),
+    "lifecycle fields of the wrong type": json.dumps(
+        {"active": SG, "lifecycle": {**GOOD_LIFECYCLE, "flipped_at": "yesterday"}}),
+    "a phase this version does not know": json.dumps(
+        {"active": SG, "lifecycle": {**GOOD_LIFECYCLE, "phase": "canarying"}}),
+}
+
+
+def _green_live_with(record: str) -> list[dict[str, Any]]:
+    """Green takes the traffic (moved there by hand: no switch record on the route), blue
+    still Ready, and the pair's stored state record is `record`."""
+    objects = support.seed(SB, SG, SR, green_image=support.NEW)
+    route = next(o for o in objects if o["kind"] == "IngressRoute")
+    route["spec"]["routes"][0]["services"][0]["namespace"] = SG
+    return [*objects, {"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "gatekeeper-state", "namespace": "gatekeeper"},
+                       "data": {"api": record}}]
+
+
+async def _service(tmp_path: Any, kube_api: client.ApiClient, aiohttp_server: Any
+                   ) -> tuple[Any, str]:
+    loaded = support.write_config(tmp_path, [("api", SB, SG, SR)], prometheus_url=None,
+                                  rules=[support.PODS_READY_RULE], policy={"auto_flip": False})
+    service = create_service(loaded, kube_api, token=support.TOKEN)
+    server = await aiohttp_server(service.app)
+    return service, str(server.make_url("")).rstrip("/")
+
+
+def _alert(namespace: str) -> dict[str, Any]:
+    labels = {"alertname": "ApiDown", "namespace": namespace, "severity": "critical"}
+    return {"version": "4", "status": "firing", "receiver": "gatekeeper", "groupLabels": {},
+            "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://am",
+            "groupKey": "{}", "alerts": [{"status": "firing", "labels": labels,
+                                          "annotations": {}, "fingerprint": "cafe",
+                                          "startsAt": support.rfc3339()}]}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS), ids=lambda c: c.replace(" ", "-"))
+async def test_an_unreadable_state_is_reported_rebuilt_from_the_routes_and_an_alert_rolls_back(
+        corruption, tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """The stored record is corrupt (a bad `kubectl edit`, a newer version's phase): the
+    service reports it (error log, metric, /readyz, the pair's `state_problem`), rebuilds
+    the state from the routes (green takes traffic, blue can take it back), and a critical
+    alert for green rolls back to blue. The corrupt text is kept for a person to read."""
+    kube_emulator.load(_green_live_with(CORRUPTIONS[corruption]))
+    with structlog.testing.capture_logs() as logs:
+        service, url = await _service(tmp_path, kube_api, aiohttp_server)
+        try:
+            view = service.controller.views["api"]
+            await support.wait_until(lambda: service.controller.ticks >= 2, within=10,
+                                     what="two evaluations")
+            async with aiohttp.ClientSession() as http:
+                status, ready = await support.get_json(http, f"{url}/readyz")
+                _, pair = await support.get_json(http, f"{url}/api/v1/pairs/api")
+                async with http.get(f"{url}/metrics") as response:
+                    metrics = await response.text()
+                status_alert, answer = await support.post_json(
+                    http, f"{url}/api/v1/alertmanager", _alert(SG))
+        finally:
+            await service.close()
+    assert status == 200 and ready["status"] == "degraded", ready
+    assert "pair api" in ready["problems"][0], ready
+    assert pair["phase"] == "blocked" and pair["state_problem"], pair
+    assert support.metric_value(metrics, "gatekeeper_state_unreadable_total", pair="api") == 1
+    assert any(e["log_level"] == "error" and "unreadable" in e["event"] for e in logs), logs
+    assert status_alert == 200 and answer["outcome"] == "rollback", answer
+    assert await support.route_target(kube_api, SR) == SB
+    assert view.state.phase == "rolled_back"
+    stored = kube_emulator.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper")
+    record = json.loads(stored["data"]["api"])
+    assert record["active"] == SB and record["lifecycle"]["phase"] == "rolled_back", record
+    if corruption in ("a JSON list", "a JSON string", "not JSON", "fields of the wrong type"):
+        assert record["unreadable_record"]["text"] == CORRUPTIONS[corruption]
+
+
+async def test_an_unreadable_state_still_allows_a_manual_rollback(
+        tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """The same for a person's `POST .../rollback` (it answered 500 before): it rolls back
+    to the namespace the routes say can take the traffic back."""
+    kube_emulator.load(_green_live_with("[]"))
+    service, url = await _service(tmp_path, kube_api, aiohttp_server)
+    try:
+        await support.wait_until(lambda: service.controller.ticks >= 2, within=10,
+                                 what="two evaluations")
+        async with aiohttp.ClientSession() as http:
+            status, body = await support.post_json(http, f"{url}/api/v1/pairs/api/rollback",
+                                                   {"reason": "bad release"})
+    finally:
+        await service.close()
+    assert status == 200 and body["changed"] and body["active"] == SB, body
+    assert await support.route_target(kube_api, SR) == SB
+
+
+async def test_after_a_flip_whose_state_write_failed_a_restarted_service_rolls_back_on_an_alert(
+        tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """The state ConfigMap is full: a flip through the API moves the traffic but no state
+    write lands. After a restart a critical alert for the new active rolls back (it was
+    answered "ignored"), and a manual rollback is not refused for want of a record."""
+    kube_emulator.load(support.seed(SB, SG, SR, green_image=support.NEW))
+    _fill_state_configmap(kube_emulator)
+    service, url = await _service(tmp_path, kube_api, aiohttp_server)
+    try:
+        await support.wait_until(lambda: service.controller.ticks >= 1, within=10,
+                                 what="first evaluation")
+        async with aiohttp.ClientSession() as http:
+            status, body = await support.post_json(http, f"{url}/api/v1/pairs/api/flip",
+                                                   {"force": True})
+        assert status == 200 and body["changed"], body
+        assert any("state not written" in r for r in body["reasons"]), body
+    finally:
+        await service.close()
+    assert await support.route_target(kube_api, SR) == SG
+    for restart in ("alert", "manual"):
+        service, url = await _service(tmp_path, kube_api, aiohttp_server)
+        try:
+            await support.wait_until(lambda s=service: s.controller.ticks >= 1, within=10,
+                                     what="first evaluation after the restart")
+            async with aiohttp.ClientSession() as http:
+                if restart == "alert":
+                    status, body = await support.post_json(
+                        http, f"{url}/api/v1/alertmanager", _alert(SG))
+                    assert status == 200 and body["outcome"] == "rollback", body
+                else:
+                    status, body = await support.post_json(
+                        http, f"{url}/api/v1/pairs/api/rollback", {})
+                    assert status == 200 and not body["refused"], body
+                    assert "already rolled back" in body["reasons"][0], body
+        finally:
+            await service.close()
+        assert await support.route_target(kube_api, SR) == SB
