@@ -203,6 +203,12 @@ def _fill_state_configmap(emulator: Emulator) -> None:
                     "data": {"other-pairs": "x" * (1_048_576 - 64)}}])
 
 
+LARGE_BODY = pytest.mark.filterwarnings(
+    "ignore:Sending a large body directly with raw bytes:ResourceWarning")
+"""aiohttp warns on every request body over 1 MiB: writes to the full ConfigMap are such."""
+
+
+@LARGE_BODY
 async def test_a_flip_whose_state_write_failed_can_still_be_rolled_back(cluster):
     """The state ConfigMap is full: the flip moves the traffic (its state writes refused).
     A new process (a restart, another pipeline run) rolls it back: the routes themselves
@@ -328,6 +334,7 @@ async def test_an_unreadable_state_still_allows_a_manual_rollback(
     assert await support.route_target(kube_api, SR) == SB
 
 
+@LARGE_BODY
 async def test_after_a_flip_whose_state_write_failed_a_restarted_service_rolls_back_on_an_alert(
         tmp_path, kube_emulator, kube_api, aiohttp_server):
     """The state ConfigMap is full: a flip through the API moves the traffic but no state
