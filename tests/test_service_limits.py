@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import resource
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -17,11 +20,13 @@ import pytest
 from gatekeeper.service.app import create_service, serving
 from gatekeeper.service.connections import connection_limit
 from gatekeeper.service.context import SERVICES
+from kube_emulator import running
 from tests.service_support import (
     AUTH,
     NEW,
     PODS_READY_RULE,
     TOKEN,
+    free_port,
     metric_value,
     post_json,
     route_target,
@@ -284,3 +289,65 @@ def test_the_connection_limit_fits_the_descriptor_limit():
     assert connection_limit(1024, descriptors=256) == 256 - 128
     assert connection_limit(100, descriptors=65536) == 100
     assert connection_limit(1024, descriptors=100) == 8
+
+
+async def test_serve_under_a_low_descriptor_limit_answers_the_webhook_past_slow_clients(
+        tmp_path):
+    """`gatekeeper serve` as a process with `ulimit -n 256`, 300 silent connections held
+    open (longer than the read timeout would allow is not needed: it is 30 s here): the
+    webhook and flip-check still answer, because the connection limit (256 - 128) leaves
+    descriptors to accept them and the silent connections give way. Before, accept() ran
+    out of descriptors and nothing was answered until the slow clients left."""
+    name, blue, green, routing = PAIRS[0]
+    async with running(seed(blue, green, routing, green_image=NEW), ready_delay=0.0) as emu:
+        kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
+        write_config(tmp_path, [PAIRS[0]], prometheus_url=None, rules=[PODS_READY_RULE],
+                     kubernetes={"mode": "kubeconfig", "kubeconfig": str(kubeconfig)},
+                     server={"read_timeout": "30s"})
+        port = free_port()
+
+        def low_limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gatekeeper", "serve", "--config",
+            str(tmp_path / "gatekeeper.yaml"), "--host", "127.0.0.1", "--port", str(port),
+            env={**os.environ, "GATEKEEPER_TOKEN": TOKEN}, preexec_fn=low_limit,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        slow: list[asyncio.StreamWriter] = []
+        try:
+            async def ready() -> bool:
+                try:
+                    async with aiohttp.ClientSession() as http, \
+                            http.get(f"{base}/readyz") as answer:
+                        return answer.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(ready, within=30, what="gatekeeper serve ready")
+            for _ in range(300):
+                _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                slow.append(writer)
+            await asyncio.sleep(1.0)  # let the server accept what it will
+            timeout = aiohttp.ClientTimeout(total=10)
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                status, body = await post_json(http, f"{base}/api/v1/alertmanager",
+                                               notification(storm("elsewhere", 1)))
+                assert status == 200 and body["outcome"] == "ignored", body
+                async with http.get(f"{base}/api/v1/pairs/{name}/flip-check") as answer:
+                    assert answer.status == 409
+                async with http.get(f"{base}/metrics") as answer:
+                    text = await answer.text()
+            assert metric_value(text, "gatekeeper_http_connections") <= 128
+            assert metric_value(text, "gatekeeper_http_connections_closed_total",
+                                reason="evicted") >= 300 - 128
+        finally:
+            for writer in slow:
+                writer.close()
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
