@@ -9,7 +9,8 @@ not even Alertmanager's webhook, is answered. `Listener` serves the application 
   handlers. Between requests aiohttp's own keep-alive timeout applies
   (`server.keepalive_timeout`, which also bounds a slow second request);
 - a connection limit, `server.max_connections`, lowered to fit the process's descriptor
-  limit (`ulimit -n`) with room for the Kubernetes and telemetry clients;
+  limit (`ulimit -n`) with room for what is open already, one accept burst, and the
+  Kubernetes and telemetry clients;
 - a priority order when the limit is reached: a new connection (it may be Alertmanager's)
   is always let in by closing, in this order, a connection still waiting for its first
   request, an idle keep-alive connection, or a waiting flip-check long-poll (its client
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
 import time
 from collections.abc import Awaitable, Callable
@@ -39,9 +41,12 @@ __all__ = ["CONNECTIONS", "ConnectionBook", "Listener", "connection_limit",
 
 log = structlog.get_logger(__name__)
 
-DESCRIPTORS_KEPT = 128
-"""File descriptors left to everything but the listener: the Kubernetes client's pools,
-watch streams, Prometheus, Alertmanager, notifications, logs."""
+DESCRIPTORS_KEPT = 64
+"""File descriptors left to what opens later: the Kubernetes client's pools, watch streams,
+Prometheus, Alertmanager, notifications, logs."""
+ACCEPT_BACKLOG = 100
+"""The listen backlog, which is also how many connections asyncio accepts in one go, before
+the limit can close any: they need descriptors of their own."""
 SWEEP_INTERVAL = 0.25
 """Seconds between two checks for connections past their read timeout."""
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -105,12 +110,24 @@ async def connections_middleware(
         record.idle_since = book.clock()
 
 
-def connection_limit(configured: int, *, descriptors: int | None = None) -> int:
-    """`configured`, lowered to what the descriptor limit leaves (at least 8)."""
+def connection_limit(configured: int, *, descriptors: int | None = None,
+                     in_use: int | None = None) -> int:
+    """`configured`, lowered to what the descriptor limit leaves (at least 8): minus the
+    descriptors open now, one accept burst, and `DESCRIPTORS_KEPT`."""
     if descriptors is None:
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        descriptors = soft if soft != resource.RLIM_INFINITY else configured + DESCRIPTORS_KEPT
-    return max(8, min(configured, descriptors - DESCRIPTORS_KEPT))
+        descriptors = soft if soft != resource.RLIM_INFINITY else 1 << 30
+    if in_use is None:
+        in_use = _open_descriptors()
+    spare = descriptors - in_use - ACCEPT_BACKLOG - DESCRIPTORS_KEPT
+    return max(8, min(configured, spare))
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux: assume a small process
+        return 32
 
 
 class _Refuse(asyncio.Protocol):
@@ -169,7 +186,7 @@ class Listener:
         """Listen; OSError when the address cannot be bound."""
         loop = asyncio.get_running_loop()
         self._listening = await loop.create_server(self._accept, host, port,
-                                                   reuse_address=True)
+                                                   backlog=ACCEPT_BACKLOG, reuse_address=True)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="connection sweeper")
         if self.max_connections < self.settings.max_connections:
             log.warning("connection limit lowered to fit the descriptor limit",
