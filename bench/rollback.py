@@ -17,6 +17,12 @@ more round posts all 20 webhooks at once (a burst). Then the real
 Alertmanager: alerts posted to its API, its webhook to gatekeeper, with `group_wait` 0 s and
 its default 30 s; measured to the route's verifying GET, so what Alertmanager adds beyond
 the direct webhook shows up as the difference.
+
+Last, side by side at 20, 200 and 1,000 pairs (each its own emulator and `gatekeeper serve`,
+one after the other): the seconds from start to the first evaluation of every pair, a
+sample of pairs spread over the fleet flipped through the API, then rolled back by their
+webhook one at a time, 1 s apart, measured as above; and what the service asks of the API
+server while idle (requests per second, open watch streams).
 """
 
 from __future__ import annotations
@@ -50,6 +56,14 @@ SPACING_S = 1.0
 GROUP_WAITS = ((0.0, 10), (30.0, 3))
 """(group_wait seconds, alerts) for the runs through the real Alertmanager."""
 QUICK_GROUP_WAITS = ((0.0, 3),)
+SIZES = (20, 200, 1000)
+"""Fleet sizes for the side-by-side run."""
+SIZED_ROLLBACKS = 20
+QUICK_SIZED_ROLLBACKS = 5
+"""Pairs flipped and rolled back per size (spread over the fleet)."""
+IDLE_S = 20.0
+QUICK_IDLE_S = 10.0
+"""Seconds of idle service over which its API request rate is counted."""
 _sequence = itertools.count(1)
 
 
@@ -283,7 +297,112 @@ async def _run(options: Options) -> dict[str, Any]:
                 via += await _through_alertmanager(stack, pairs, group_wait, count)
                 print(f"  rollback: through Alertmanager, group_wait {group_wait:g}s done",
                       flush=True)
-    return {**direct, "through_alertmanager": via}
+        sizes = await _sizes(rules, options)
+    return {**direct, "through_alertmanager": via, "by_size": sizes}
+
+
+async def _emulator_counts(http: aiohttp.ClientSession, stack: Stack) -> dict[str, Any]:
+    """Requests the emulated API server has answered (by verb) and its open watches."""
+    async with http.get(f"{stack.emulator_url}/_emulator/requests",
+                        params={"limit": "1"}) as response:
+        counts = await response.json()
+    async with http.get(f"{stack.emulator_url}/_emulator") as response:
+        summary = await response.json()
+    return {"total": counts["total"], "by_verb": counts["by_verb"],
+            "open_watches": summary.get("openWatches")}
+
+
+async def _at_size(stack: Stack, pairs: list[Pair], rollbacks: int,
+                   idle_s: float) -> dict[str, Any]:
+    """Idle API load, then flips and webhook rollbacks of a sample spread over the fleet."""
+    step = max(1, len(pairs) // rollbacks)
+    chosen = pairs[::step][:rollbacks]
+    async with aiohttp.ClientSession() as http:
+        before = await _emulator_counts(http, stack)
+        await asyncio.sleep(idle_s)
+        after = await _emulator_counts(http, stack)
+        flips = await _flip_all(http, stack, chosen)
+        results = []
+        for pair in chosen:
+            await asyncio.sleep(SPACING_S)
+            result = await _rollback(http, stack, pair)
+            sent = result["sent"]
+            patched, verified = await _watch_route(http, stack, pair, sent, time.time() + 10)
+            result.pop("sent")
+            results.append({**result,
+                            "patched_s": None if patched is None else patched - sent,
+                            "verified_s": None if verified is None else verified - sent})
+        evaluation = _evaluation_histogram(await _metrics_text(http, stack))
+    verbs = {verb: (after["by_verb"].get(verb, 0) - before["by_verb"].get(verb, 0)) / idle_s
+             for verb in sorted(set(after["by_verb"]) | set(before["by_verb"]))}
+    return {"pairs": len(pairs), "rollbacks": results, "flip_api_s": flips,
+            "idle_requests_per_s": (after["total"] - before["total"]) / idle_s,
+            "idle_requests_per_s_by_verb": verbs, "open_watches": after["open_watches"],
+            "evaluation": evaluation}
+
+
+async def _metrics_text(http: aiohttp.ClientSession, stack: Stack) -> str:
+    async with http.get(f"{stack.url}/metrics") as response:
+        return await response.text()
+
+
+def _evaluation_histogram(text: str) -> dict[str, float]:
+    """count, sum and mean of gatekeeper_evaluation_duration_seconds (one control-loop tick)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("count", "sum"):
+            if line.startswith(f"gatekeeper_evaluation_duration_seconds_{name} "):
+                out[name] = float(line.rsplit(" ", 1)[1])
+    if out.get("count"):
+        out["mean"] = out["sum"] / out["count"]
+    return out
+
+
+async def _sizes(rules: Path, options: Options) -> list[dict[str, Any]]:
+    """Each fleet size in its own emulator and service, one after the other."""
+    runs = []
+    for size in SIZES:
+        pairs = service_stack.pairs(f"n{size}", size)
+        started = time.monotonic()
+        with service_stack.running(pairs, rule_file=rules,
+                                   evaluation={"interval": "15s", "window": "60s"},
+                                   policy={"auto_flip": False, "cooldown": "0s"},
+                                   ready_timeout_s=900.0, request_log_size=100_000) as stack:
+            ready_s = time.monotonic() - started
+            try:
+                run = await _at_size(
+                    stack, pairs, QUICK_SIZED_ROLLBACKS if options.quick else SIZED_ROLLBACKS,
+                    QUICK_IDLE_S if options.quick else IDLE_S)
+            except Exception:
+                print(f"  rollback: {size} pairs failed; gatekeeper's log ends:\n"
+                      f"{stack.gatekeeper.log_tail(30)}", flush=True)
+                raise
+        run["ready_s"] = ready_s
+        outcomes = Counter(r["outcome"] for r in run["rollbacks"])
+        print(f"  rollback: {size} pairs: ready in {ready_s:.0f} s, webhook outcomes "
+              f"{dict(outcomes)}", flush=True)
+        runs.append(run)
+    return runs
+
+
+def _size_table(runs: list[dict[str, Any]]) -> str:
+    rows = []
+    for run in runs:
+        verified = _figures(run["rollbacks"], "verified_s")
+        response = _figures(run["rollbacks"], "response_s")
+        flips = reporting.summary(run["flip_api_s"])
+        evaluation = run["evaluation"]
+        rows.append([
+            run["pairs"], f"{run['ready_s']:.0f}", run["open_watches"],
+            f"{run['idle_requests_per_s']:.0f}", f"{evaluation.get('mean', float('nan')):.2f}",
+            flips.get("p50", float("nan")), response.get("count", 0),
+            response.get("p50", float("nan")), verified.get("p50", float("nan")),
+            verified.get("max", float("nan")),
+        ])
+    return reporting.table(
+        "Rollback latency by fleet size (webhook 1 s apart; seconds)",
+        ["pairs", "ready s", "watches", "idle req/s", "tick mean s", "flip p50", "n",
+         "answer p50", "verified p50", "verified max"], rows)
 
 
 def _figures(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -344,4 +463,13 @@ def run(options: Options) -> Outcome:
         "Alertmanager runs: alerts one second apart, each in its own group (group_by "
         "alertname, namespace), group_interval 1 s; Alertmanager's default group_wait is 30 s.",
     ]
-    return Outcome(results=results, targets=targets, tables=[text], notes=notes)
+    targets["rollback_at_200_pairs_s"] = {
+        "target": "report (issue 11: flips and rollbacks keep working past 24 pairs)",
+        **{f"verified_p50_at_{run['pairs']}": _figures(run["rollbacks"], "verified_s").get("p50")
+           for run in results["by_size"]}}
+    notes.append("By fleet size: each size runs in its own emulator and gatekeeper serve; "
+                 "'ready s' is start to the first evaluation of every pair and the Lease, "
+                 "'idle req/s' the API requests per second while nothing happens, 'tick' one "
+                 "control-loop evaluation of every pair (its histogram's mean).")
+    return Outcome(results=results, targets=targets,
+                   tables=[text, _size_table(results["by_size"])], notes=notes)

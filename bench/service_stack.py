@@ -127,10 +127,12 @@ def wait_leading(url: str, *, timeout_s: float) -> None:
 @contextmanager
 def running(all_pairs: list[Pair], *, rule_file: Path, evaluation: Mapping[str, Any],
             policy: Mapping[str, Any], sources: Mapping[str, Any] | None = None,
-            ready_timeout_s: float = 120.0, profile: Path | None = None) -> Iterator[Stack]:
+            ready_timeout_s: float = 120.0, profile: Path | None = None,
+            request_log_size: int = 2000) -> Iterator[Stack]:
     """Start the emulator, then `gatekeeper serve`; both are stopped when the block ends.
 
     With `profile`, gatekeeper runs under cProfile and writes its statistics there on exit.
+    `request_log_size` is how many requests the emulator keeps for `/_emulator/requests`.
     """
     with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch:
         work = Path(scratch)
@@ -142,6 +144,7 @@ def running(all_pairs: list[Pair], *, rule_file: Path, evaluation: Mapping[str, 
         emulator = ManagedProcess("kube-emulator", lambda port: [
             sys.executable, "-m", "kube_emulator", "--port", str(port),
             "--objects", str(work / "seed.yaml"), "--kubeconfig-out", str(kubeconfig),
+            "--request-log-size", str(request_log_size),
         ], ready_path="/readyz", env=workers.env(), ready_timeout_s=ready_timeout_s)
         with emulator:
             config = _config(all_pairs, kubeconfig=kubeconfig, token_file=token_file,

@@ -12,6 +12,7 @@ docs) without the generated models, which are slow to build for large lists.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
 import email.utils
 import json
@@ -37,6 +38,7 @@ __all__ = [
     "create_api_client",
     "describe_error",
     "in_cluster_available",
+    "own_pool",
     "read_json",
     "read_json_dated",
     "retry_delay",
@@ -153,6 +155,22 @@ async def create_api_client(settings: KubernetesConfig) -> TimeoutApiClient:
     log.info("kubernetes client ready", mode=mode, host=configuration.host,
              context=settings.context)
     return TimeoutApiClient(configuration, request_timeout=settings.request_timeout)
+
+
+def own_pool(api: client.ApiClient, *, connections: int) -> client.ApiClient:
+    """A client like `api` (same server, credentials, timeouts and retries) on a connection
+    pool of its own of at most `connections`; the caller closes it.
+
+    One pool queues its calls first come, first served: a control-loop tick over hundreds of
+    pairs queues thousands of reads, and watch streams hold their connections for minutes.
+    Giving actions, the Lease and the streams pools of their own keeps each from waiting
+    behind the others.
+    """
+    configuration = copy.deepcopy(api.configuration)
+    configuration.connection_pool_maxsize = max(connections, 1)
+    if isinstance(api, TimeoutApiClient):
+        return TimeoutApiClient(configuration, request_timeout=api.request_timeout)
+    return client.ApiClient(configuration)
 
 
 @asynccontextmanager

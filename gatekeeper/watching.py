@@ -24,7 +24,6 @@ a `kubectl patch` of a route is seen at once).
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import json
 import random
@@ -52,7 +51,6 @@ __all__ = [
     "WatchSettings",
     "Watcher",
     "route_resource",
-    "stream_client",
     "targets_for",
 ]
 
@@ -236,7 +234,7 @@ class Watcher:
             raise ValueError(f"{len(self.targets)} watch streams exceed max_streams "
                              f"{self.settings.max_streams} (scope {self.settings.scope!r})")
         self.streams: dict[Target, StreamState] = {t: StreamState() for t in self.targets}
-        self._configuration: client.Configuration = api.configuration
+        self._api = api
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
         self._custom = client.CustomObjectsApi(api)
@@ -305,7 +303,7 @@ class Watcher:
         """Run one stream per target until cancelled, on a connection pool of their own;
         each stream's crash is logged and it restarts (its own loop already retries API
         and network errors)."""
-        streams = stream_client(self._configuration, connections=len(self.targets))
+        streams = kubeclient.own_pool(self._api, connections=len(self.targets))
         self._core = client.CoreV1Api(streams)
         self._apps = client.AppsV1Api(streams)
         self._custom = client.CustomObjectsApi(streams)
@@ -521,14 +519,6 @@ class Watcher:
         metadata = obj.get("metadata") or {}
         return ObjectKey(resource.group, resource.kind, str(metadata.get("namespace") or ""),
                          str(metadata.get("name") or ""))
-
-
-def stream_client(configuration: client.Configuration, *, connections: int) -> client.ApiClient:
-    """An ApiClient on a copy of `configuration` with a pool of its own of at most
-    `connections` connections (the caller closes it)."""
-    own = copy.deepcopy(configuration)
-    own.connection_pool_maxsize = max(connections, 1)
-    return client.ApiClient(own)
 
 
 def _rv(obj: Mapping[str, Any]) -> str | None:

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pods of loaded Deployments also wait --ready-delay")
     parser.add_argument("--bookmark-interval", type=float, default=1.0,
                         help="seconds between watch BOOKMARK events")
+    parser.add_argument("--request-log-size", type=int, default=2000,
+                        help="requests kept for GET /_emulator/requests (the oldest go first)")
     parser.add_argument("--kubeconfig-out", type=Path, help="write a kubeconfig here")
     parser.add_argument("--namespace", default="default", help="kubeconfig context namespace")
     parser.add_argument("--seed", type=int, default=0, help="seed for names and faults")
@@ -45,6 +47,7 @@ async def _run(args: argparse.Namespace) -> None:
         ready_on_load=not args.not_ready_on_load,
         bookmark_interval=args.bookmark_interval,
         seed=args.seed,
+        request_log_size=args.request_log_size,
     )
     for path in args.objects:
         emulator.load(path)

@@ -55,6 +55,7 @@ async def index(request: web.Request) -> web.Response:
         "config": {"ready_delay": emu.ready_delay, "bookmark_interval": emu.bookmark_interval},
         "faults": emu.faults.counters()["total"],
         "pods": len(emu.pods()),
+        "openWatches": emu.open_watches,
     })
 
 

@@ -20,6 +20,7 @@ from aiohttp import web
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
+from gatekeeper import kubeclient
 from gatekeeper.config import LoadedConfig, ServerConfig
 from gatekeeper.evaluating import Evaluator
 from gatekeeper.leadership import Leadership
@@ -47,6 +48,8 @@ __all__ = ["Service", "build_app", "create_service", "make_runner", "serving"]
 
 log = structlog.get_logger(__name__)
 
+ACTION_CONNECTIONS = 32
+"""Connections of the pool that actions (flips, rollbacks, scaling, state) and the Lease use."""
 SHUTDOWN_DEADLINE = 25.0
 """Seconds to let in-flight actions finish on SIGTERM (Kubernetes waits 30 by default)."""
 
@@ -142,10 +145,14 @@ class Service:
     controller: Controller
     recorder: Recorder
     sources: dict[str, Source] = field(default_factory=dict)
+    clients: list[client.ApiClient] = field(default_factory=list)
+    """Kubernetes clients the service built for itself (the actions' pool)."""
 
     async def close(self) -> None:
-        """Release the sources' connections (after the application stopped)."""
+        """Release the sources' and own clients' connections (after the application stopped)."""
         await close_sources(self.sources)
+        for own in self.clients:
+            await own.close()
 
 
 def create_service(
@@ -173,27 +180,32 @@ def create_service(
                           source_timeout=config.evaluation.source_timeout,
                           max_concurrency=config.evaluation.max_concurrency, clock=clock)
     background: dict[str, CoroFactory] = {}
+    # Actions and the Lease get a pool of their own: a tick over many pairs queues thousands
+    # of reads on `api`, and a flip, a rollback or a Lease renewal must not wait behind them
+    # (at 1,000 pairs the Lease renewals timed out and the replica stopped leading).
+    actions = kubeclient.own_pool(api, connections=ACTION_CONNECTIONS)
     if leadership is None:
         settings = config.leader_election
         if dry_run:
             settings = settings.model_copy(update={"enabled": False})
-        leadership = Leadership(api, settings)
+        leadership = Leadership(actions, settings)
         if settings.enabled:
             background["leadership"] = leadership.run
     # Switches record the Lease identity they run under, so the next leader knows a switch
     # left unfinished was abandoned (see Operations.recover).
-    operations = Operations(api, config, dry_run=dry_run, clock=clock,
+    operations = Operations(actions, config, dry_run=dry_run, clock=clock,
                             lease=str(getattr(leadership, "identity", None) or "gatekeeper"))
     notifier = Notifier(config.notifications)
     controller = Controller(config, evaluator, operations, recorder=recorder,
-                            leadership=leadership, notifier=notifier, wall=clock)
+                            leadership=leadership, notifier=notifier, wall=clock, reads=api)
     if watch:
         watcher = _watcher(api, config, controller)
         if watcher is not None:
             background["watch"] = watcher.run
     app = build_app(controller, TokenAuth(token), background=background, notifier=notifier,
                     run_loop=run_loop)
-    return Service(app=app, controller=controller, recorder=recorder, sources=sources)
+    return Service(app=app, controller=controller, recorder=recorder, sources=sources,
+                   clients=[actions])
 
 
 def _watcher(api: client.ApiClient, config: Any, controller: Controller) -> Any | None:
