@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from kubernetes_asyncio import client
 
@@ -57,3 +59,30 @@ def test_in_cluster_detection(tmp_path):
     token.write_text("t")
     assert kubeclient.in_cluster_available({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, token)
     assert not kubeclient.in_cluster_available({}, token)
+
+
+async def test_own_pool_keeps_settings_and_never_waits_for_the_shared_pool(kube_emulator):
+    """A client from `own_pool` reaches the same server with the same timeout, and gets
+    through while the only connection of the original's pool is busy."""
+    configuration = client.Configuration(host=str(kube_emulator.url))
+    configuration.connection_pool_maxsize = 1
+    kube_emulator.faults.add(delay=2.0, verb="list", path="/namespaces$")
+    api = kubeclient.TimeoutApiClient(configuration, request_timeout=5.0)
+    own = kubeclient.own_pool(api, connections=2)
+    try:
+        assert isinstance(own, kubeclient.TimeoutApiClient)
+        assert own.request_timeout == 5.0 and own.configuration.host == kube_emulator.url
+        assert own.configuration.connection_pool_maxsize == 2
+        assert api.configuration.connection_pool_maxsize == 1
+        slow = asyncio.ensure_future(kubeclient.read_json(client.CoreV1Api(api).list_namespace))
+        await asyncio.sleep(0.3)  # the slow list holds the shared pool's only connection
+        queued = asyncio.ensure_future(kubeclient.read_json(
+            client.CoreV1Api(api).read_namespace, "default"))
+        answer = await asyncio.wait_for(kubeclient.read_json(
+            client.CoreV1Api(own).read_namespace, "default"), 1.5)
+        assert answer["metadata"]["name"] == "default"
+        assert not slow.done() and not queued.done()
+        await asyncio.gather(slow, queued)
+    finally:
+        await own.close()
+        await api.close()
