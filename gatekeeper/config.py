@@ -102,6 +102,16 @@ class EvaluationConfig(_Section):
     window: Duration = 300.0
     source_timeout: Duration = 10.0
     max_concurrency: int = Field(8, ge=1, le=256)
+    max_verdict_age: Duration | None = Field(
+        None, gt=0, description="a verdict older than this is unknown (default: "
+        "3 x interval + source_timeout)")
+
+    @property
+    def verdict_max_age(self) -> float:
+        """Seconds a verdict stays usable: `max_verdict_age`, or a few intervals."""
+        if self.max_verdict_age is not None:
+            return self.max_verdict_age
+        return 3 * self.interval + self.source_timeout
 
     @field_validator("interval")
     @classmethod

@@ -93,6 +93,32 @@ class Observation:
     and `switched_at`, what a lost or unreadable state is rebuilt from."""
     switched_from: str | None = None
     switched_at: float | None = None
+    verdict_at: float | None = None
+    """When the verdict was reached (the lifecycle's clock); None: no bound applies."""
+    verdict_max_age: float | None = None
+    """Seconds after `verdict_at` the verdict is `unknown` (the evaluation is late)."""
+
+
+def verdict_staleness(obs: Observation, now: float) -> str | None:
+    """Why the observation's verdict is too old to rely on at `now`, or None."""
+    if obs.verdict_at is None or obs.verdict_max_age is None:
+        return None
+    age = now - obs.verdict_at
+    if -obs.verdict_max_age <= age <= obs.verdict_max_age:
+        return None
+    return (f"the verdict is {age:.0f}s old (bound {obs.verdict_max_age:g}s): the evaluation "
+            "is late, so it is unknown")
+
+
+def aged(obs: Observation, now: float) -> Observation:
+    """The observation as of `now`: a verdict older than its bound is `unknown`, and so is
+    the active namespace's health read from it (a late evaluation neither flips nor rolls
+    back)."""
+    stale = verdict_staleness(obs, now)
+    if stale is None:
+        return obs
+    return replace(obs, verdict="unknown", reasons=(stale, *obs.reasons),
+                   active_health="unknown", active_reasons=(stale, *obs.active_reasons))
 
 
 @dataclass(frozen=True)
@@ -256,6 +282,7 @@ class _Builder:
 
 def step(state: ReleaseState, obs: Observation, policy: PolicyConfig, now: float) -> Step:
     """Fold one observation into the state; return the actions the policy asks for."""
+    obs = aged(obs, now)
     b = _Builder(state, now)
     if obs.active is None or obs.dark is None:
         problem = obs.route_problem or "the routes cannot be read"
@@ -567,6 +594,7 @@ def flip_check(
     """Why flipping to the dark namespace is not safe now (empty list: safe)."""
     if obs is None:
         return ["not evaluated yet"]
+    obs = aged(obs, now)
     if obs.active is None or obs.dark is None:
         return [f"routes: {obs.route_problem or 'cannot be read'}; to finish a split, name the "
                 "namespace that takes all traffic (flip with `to`)"]

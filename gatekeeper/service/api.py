@@ -78,9 +78,21 @@ BodyT = TypeVar("BodyT", bound=_Body)
 # -- views ---------------------------------------------------------------------------------------
 
 
+def verdict_now(view: PairView, controller: Controller) -> tuple[str, str | None]:
+    """The cached verdict as of now: `unknown` (with why) once older than its bound."""
+    if view.verdict is None:
+        return "unknown", None
+    if view.observation is not None:
+        stale = lifecycle.verdict_staleness(view.observation, controller.clock())
+        if stale is not None:
+            return "unknown", stale
+    return view.verdict.verdict, None
+
+
 def pair_summary(view: PairView, controller: Controller) -> dict[str, Any]:
     """One pair in a list: phase, active, dark, verdict, scores."""
     observation, verdict, state = view.observation, view.verdict, view.state
+    verdict_name, stale = verdict_now(view, controller)
     return {
         "pair": view.pair.name,
         "phase": state.phase,
@@ -89,7 +101,8 @@ def pair_summary(view: PairView, controller: Controller) -> dict[str, Any]:
         # The lifecycle follows our own actions at once; the observation only at the next tick.
         "active": state.active or (observation.active if observation else None),
         "dark": state.dark or (observation.dark if observation else None),
-        "verdict": verdict.verdict if verdict else "unknown",
+        "verdict": verdict_name,
+        "verdict_stale": stale,
         "dark_score": verdict.candidate.score if verdict else None,
         "active_score": verdict.baseline.score if verdict else None,
         "evaluated_at": view.evaluated_at,
@@ -127,7 +140,7 @@ def flip_check_body(view: PairView, controller: Controller) -> dict[str, Any]:
     policy = controller.policy(view.pair)
     observation = view.observation
     reasons = lifecycle.flip_check(view.state, observation, policy, controller.clock())
-    verdict = view.verdict.verdict if view.verdict else "unknown"
+    verdict, _ = verdict_now(view, controller)
     if not reasons:
         status = "safe"
     elif observation is None or observation.active is None or verdict == "unknown":

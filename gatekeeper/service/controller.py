@@ -237,7 +237,9 @@ class Controller:
         for pair, live in zip(pairs, reads, strict=True):
             view = self.views[pair.name]
             verdict = verdicts.get(pair.name)
-            observation = observe(pair, live, verdict, window=self.judged_window)
+            observation = observe(pair, live, verdict, window=self.judged_window,
+                                  verdict_at=now,
+                                  verdict_max_age=self.config.evaluation.verdict_max_age)
             view.readiness = dict(live.readiness or {})
             view.read_errors = dict(live.errors or {})
             view.verdict, view.observation, view.evaluated_at = verdict, observation, now

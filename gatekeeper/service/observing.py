@@ -58,11 +58,13 @@ def _images(readiness: Readiness | None) -> tuple[str, ...]:
 
 
 def observe(
-    pair: PairConfig, live: LiveRead, verdict: Verdict | None, *, window: float = 0.0
+    pair: PairConfig, live: LiveRead, verdict: Verdict | None, *, window: float = 0.0,
+    verdict_at: float | None = None, verdict_max_age: float | None = None,
 ) -> Observation:
     """The lifecycle's view of a pair; a missing read never looks healthy.
 
-    `window` is how far back the judged data reaches (see Observation.window).
+    `window` is how far back the judged data reaches (see Observation.window);
+    `verdict_at` and `verdict_max_age` bound how long the verdict may be relied on.
     """
     if live.active is None:
         return Observation(active=None, dark=None, route_problem=live.problem or "unreadable")
@@ -102,4 +104,6 @@ def observe(
         switch_kind=live.last_switch.kind if live.last_switch else "",
         switched_from=live.last_switch.source if live.last_switch else None,
         switched_at=live.last_switch.at if live.last_switch else None,
+        verdict_at=verdict_at,
+        verdict_max_age=verdict_max_age,
     )

@@ -57,6 +57,8 @@ _SCHEMAS: dict[str, Any] = {
             "active": _NULLABLE_STRING,
             "dark": _NULLABLE_STRING,
             "verdict": {"type": "string", "enum": ["safe", "unsafe", "unknown"]},
+            "verdict_stale": {**_NULLABLE_STRING, "description": "why the cached verdict is "
+                              "too old to rely on (then `verdict` is unknown)"},
             "dark_score": _NULLABLE_NUMBER,
             "active_score": _NULLABLE_NUMBER,
             "evaluated_at": _NULLABLE_NUMBER,

@@ -16,9 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from kubernetes_asyncio import client
 
 from gatekeeper.config import PairConfig, RouteRef
 from gatekeeper.evaluating import Assignment, Evaluator, batches, targets_for
+from gatekeeper.kubeclient import read_json
 from gatekeeper.rules import Rule, RuleSet
 from gatekeeper.service.app import create_service
 from gatekeeper.sources.alertmanager import AlertmanagerSource
@@ -198,10 +200,6 @@ async def test_flip_check_of_overlapping_pairs_answers_each_pair_on_its_own(
         service_exporters: ServiceExporters, shared_namespaces: tuple[str, str]) -> None:
     """`gatekeeper serve` with api and producer in the same namespaces, api's dark broken:
     flip-check answers 409 (unsafe, error-rate) for api and 200 for producer."""
-    from kubernetes_asyncio import client
-
-    from gatekeeper.kubeclient import read_json
-
     blue, green = shared_namespaces
     kube_emulator.load([namespace(blue), namespace(green), namespace("routing"),
                         *(_deployment(ns, s, OLD) for ns in (blue, green)
@@ -532,3 +530,110 @@ async def test_samples_outside_the_staleness_bound_are_no_data(
         assert fresh.status == "ok" and fresh.value == pytest.approx(0.0, abs=0.01), fresh
         if rule.compare is not None:
             assert len(fresh.samples) >= 5
+
+
+# -- a verdict of unbounded age --------------------------------------------------------------------
+
+
+def test_a_stale_verdict_is_unknown_to_the_lifecycle() -> None:
+    """Pure: a `safe` verdict older than its bound neither flips a ready pair nor passes
+    flip-check; a failing active health read from it rolls nothing back; fresh, it does."""
+    from dataclasses import replace
+
+    from gatekeeper import lifecycle
+    from gatekeeper.config import PolicyConfig
+    from gatekeeper.lifecycle import Observation, ReleaseState
+
+    policy = PolicyConfig(auto_flip=True, soak=0, consecutive_passes=1, observation=100,
+                          rollback_on_gate_failures=1, cooldown=0)
+    seen = Observation(active="b", dark="g", active_images=("app:1",), dark_images=("app:2",),
+                       dark_replicas=2, dark_ready=True, verdict="safe", active_health="pass",
+                       verdict_at=100.0, verdict_max_age=3.0)
+    ready = ReleaseState(phase="ready", active="b", dark="g",
+                         dark_seen=lifecycle.fingerprint(("app:2",)), passes=1)
+    assert [a.kind for a in lifecycle.step(ready, seen, policy, 102.0).actions] == ["flip"]
+    late = lifecycle.step(ready, seen, policy, 104.0)
+    assert list(late.actions) == []
+    assert late.state.phase == "validating" and "4s old (bound 3s)" in late.state.reason
+    assert lifecycle.flip_check(ready, seen, policy, 102.0) == []
+    reasons = lifecycle.flip_check(ready, seen, policy, 104.0)
+    assert reasons[:2] == ["verdict on g is unknown",
+                           "the verdict is 4s old (bound 3s): the evaluation is late, so it "
+                           "is unknown"]
+    # A clock that went back is no fresher: the verdict is unknown too.
+    assert lifecycle.flip_check(ready, seen, policy, 90.0) != []
+    flipped = lifecycle.completed(ready, lifecycle.Action("flip", "g", trigger="auto"),
+                                  100.0).state
+    failing = replace(seen, active="g", dark="b", active_images=("app:2",),
+                      dark_images=("app:1",), active_health="fail", active_reasons=("x",))
+    assert [a.kind for a in lifecycle.step(flipped, failing, policy, 101.0).actions] == [
+        "rollback"]
+    assert list(lifecycle.step(flipped, failing, policy, 110.0).actions) == []
+
+
+async def test_flip_check_stops_saying_safe_when_the_evaluation_is_late(
+        tmp_path: Any, kube_emulator: Any, kube_api: Any, aiohttp_server: Any,
+        service_exporters: ServiceExporters, shared_namespaces: tuple[str, str]) -> None:
+    """`gatekeeper serve`: the dark is ready and flip-check answers 200; then the API
+    server answers route reads 8 s late and the dark breaks: within the 3 s bound (plus
+    one tick and one poll) flip-check answers 409 `unknown` naming the verdict's age, and
+    the pair API shows the verdict unknown, instead of 200 "safe" until the read returns."""
+    import asyncio
+    import time
+
+    import yaml
+
+    from gatekeeper.config import load_config
+
+    blue, green = shared_namespaces
+    kube_emulator.load([namespace(blue), namespace(green), namespace("routing"),
+                        *(_deployment(ns, "api", OLD) for ns in (blue, green)),
+                        _route("api-live", "api", blue)])
+    serve_traffic(service_exporters, blue, green, api_green=0.0, producer_green=0.0)
+    rules = [{"name": "error-rate", "source": "prometheus", "key": True,
+              "query": ERROR_RATIO.format(match='service="api"'), "pass": ["< 0.01"]}]
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"rules": rules}))
+    (tmp_path / "gatekeeper.yaml").write_text(yaml.safe_dump({
+        "evaluation": {"interval": "1s", "window": "10s", "source_timeout": "3s",
+                       "max_verdict_age": "3s"},
+        "rule_files": ["rules.yaml"],
+        "prometheus": {"url": service_exporters.prometheus.url, "timeout": "3s"},
+        "pairs": [{"name": "api", "namespaces": [blue, green], "selector": "service=api",
+                   "routes": [{"name": "api-live", "namespace": "routing"}]}],
+        "policy": {"auto_flip": False, "soak": "1s", "consecutive_passes": 2,
+                   "observation": "1h", "cooldown": "60s", "ready_timeout": "10s"},
+        "leader_election": {"enabled": False}}))
+    service = create_service(load_config(tmp_path / "gatekeeper.yaml"), kube_api, token=TOKEN)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+    view = service.controller.views["api"]
+    try:
+        await wait_until(lambda: view.state.active == blue, within=15, what="first evaluation")
+        apps = client.AppsV1Api(kube_api)
+        body = await read_json(apps.read_namespaced_deployment, "api", green)
+        body["spec"]["template"]["spec"]["containers"][0]["image"] = NEW
+        await read_json(apps.replace_namespaced_deployment, "api", green, body)
+        await wait_until(lambda: view.state.phase == "ready", within=30, what="ready")
+        async with aiohttp.ClientSession() as http:
+            status, answer = await get_json(http, f"{url}/api/v1/pairs/api/flip-check")
+            assert status == 200 and answer["safe"], answer
+            kube_emulator.faults.configure([{"delay": 8.0, "path": "ingressroutes",
+                                             "verb": "get"}])
+            service_exporters.api.set_profile(green, error_ratio=0.5)
+            broke = time.monotonic()
+            answers = []
+            while time.monotonic() - broke < 6.0:
+                status, answer = await get_json(http, f"{url}/api/v1/pairs/api/flip-check")
+                answers.append((round(time.monotonic() - broke, 1), status, answer["status"]))
+                if status == 409:
+                    break
+                await asyncio.sleep(0.25)
+            assert status == 409 and answer["status"] == "unknown", answers
+            assert answer["verdict"] == "unknown"
+            assert any("old (bound 3s): the evaluation is late" in r
+                       for r in answer["reasons"]), answer["reasons"]
+            status, detail = await get_json(http, f"{url}/api/v1/pairs/api")
+            assert detail["verdict"] == "unknown" and "old (bound 3s)" in detail["verdict_stale"]
+    finally:
+        kube_emulator.faults.configure([])
+        await service.close()
