@@ -377,6 +377,9 @@ async def test_several_series_for_one_namespace_is_an_error_naming_the_query(
     naming the query and the series, not the first series' 0."""
     blue, green = shared_namespaces
     serve_traffic(service_exporters, blue, green, api_green=0.0, producer_green=0.5)
+    service_exporters.prometheus.wait_for(  # both jobs' rates, not only the first one's
+        f'count(sum by (job) (rate(http_requests_total{{namespace="{green}", service="api"}}'
+        f'[10s]))) == 2', timeout_s=30)
     url = service_exporters.prometheus.url
     for query, labels in ((BY_SERVICE, ('service="api"', 'service="producer"')),
                           (BY_JOB, ('job="api-exporter"', 'job="api-exporter-copy"'))):
