@@ -9,7 +9,7 @@ import pytest
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import kubeclient
+from gatekeeper import kubeclient, switches
 from gatekeeper.config import PairConfig
 from gatekeeper.routers import ingressroute, reading, switching, traefikservice
 from gatekeeper.routers.base import RouteConflict, RouteRefused
@@ -254,6 +254,53 @@ async def test_traefikservice_flip_moves_all_weight_and_drops_zero_entry(
     services = stored(seeded, "api-weighted", "TraefikService")["spec"]["weighted"]["services"]
     assert services == [{"name": SERVICE, "namespace": GREEN, "port": SERVICE_PORT,
                          "weight": 100}]
+
+
+async def test_the_patch_that_moves_a_route_records_the_switch_and_a_revert_restores_it(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """Both router kinds write gatekeeper.io/switch in the moving patch itself (one PATCH
+    per route); the routes' record then names the rollback target. A reverted switch puts
+    the route's earlier record back."""
+    seeded.put_object(traefikservice_body({BLUE: 100}))
+    pair = pair_config({"name": ROUTE_NAME, "namespace": ROUTING},
+                       {"kind": "TraefikService", "name": "api-weighted", "namespace": ROUTING})
+    live = await reading.read_active(kube_api, pair)
+    record = switches.SwitchRecord("flip", BLUE, GREEN, 12.5, "abc", "manual")
+    outcome = await switching.switch_all(kube_api, pair, live, target=GREEN, record=record)
+    assert outcome.ok, outcome
+    assert len(seeded.requests.records(method="PATCH")) == 2
+    for name, kind in ((ROUTE_NAME, "IngressRoute"), ("api-weighted", "TraefikService")):
+        text = stored(seeded, name, kind)["metadata"]["annotations"][switches.ANNOTATION]
+        assert switches.SwitchRecord.parse(text) == record
+    after = await reading.read_active(kube_api, pair)
+    assert after.last_switch == record and after.last_switch.rollback_target == BLUE
+    # The next switch fails on its second route: the first gets the flip record back.
+    seeded.faults.add(status=500, verb="patch", path="/traefikservices/")
+    back = switches.SwitchRecord("rollback", GREEN, BLUE, 20.0, "def", "manual")
+    failed = await switching.switch_all(kube_api, pair, after, target=BLUE, record=back)
+    assert not failed.ok and failed.reverted, failed
+    text = stored(seeded, ROUTE_NAME, "IngressRoute")["metadata"]["annotations"]
+    assert switches.SwitchRecord.parse(text[switches.ANNOTATION]) == record
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"kind": "flip"}',
+                                  '{"kind": "shift", "from": "a", "to": "b", "at": 1}',
+                                  '{"kind": "flip", "from": "a", "to": "a", "at": 1}',
+                                  '{"kind": "flip", "from": "a", "to": "b", "at": "x"}',
+                                  '{"kind": "flip", "from": "a", "to": "b", "at": NaN}'])
+def test_a_malformed_switch_record_is_no_record(text: str) -> None:
+    """A person's edit of the annotation never passes for a switch."""
+    assert switches.SwitchRecord.parse(text) is None
+
+
+def test_only_a_record_of_the_switch_to_the_active_namespace_counts() -> None:
+    """Traffic moved by hand since the record was written: the record is history."""
+    old = switches.SwitchRecord("flip", BLUE, GREEN, 1.0).to_annotation()
+    new = switches.SwitchRecord("rollback", GREEN, BLUE, 2.0).to_annotation()
+    notes = [{switches.ANNOTATION: old}, {switches.ANNOTATION: new}, {}]
+    assert switches.latest(notes, active=BLUE, namespaces=(BLUE, GREEN)).kind == "rollback"
+    assert switches.latest(notes, active=GREEN, namespaces=(BLUE, GREEN)).at == 1.0
+    assert switches.latest(notes, active=GREEN, namespaces=("x", GREEN)) is None
 
 
 async def test_traefikservice_progressive_weights(seeded: Any,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import json
 import random
 from collections.abc import AsyncIterator
@@ -21,10 +22,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import structlog
+import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from gatekeeper.config import PairConfig
+from gatekeeper.config import PairConfig, load_config
 from gatekeeper.kubeclient import TimeoutApiClient, read_json
 from gatekeeper.operations import Operations
 from gatekeeper.service.app import create_service
@@ -372,3 +374,38 @@ async def test_after_a_flip_whose_state_write_failed_a_restarted_service_rolls_b
         finally:
             await service.close()
         assert await support.route_target(kube_api, SR) == SB
+
+
+async def test_split_routes_are_finished_through_the_api_by_a_flip_naming_the_target(
+        tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """The service's pair has two routes, one of them pointed at green by a person: a flip
+    without a target answers 409 saying to name one; `{"to": green}` finishes the switch."""
+    objects = support.seed(SB, SG, SR, green_image=support.NEW)
+    second = copy.deepcopy(next(o for o in objects if o["kind"] == "IngressRoute"))
+    second["metadata"]["name"] = "api-live-2"
+    second["spec"]["routes"][0]["services"][0]["namespace"] = SG
+    kube_emulator.load([*objects, second])
+    support.write_config(tmp_path, [("api", SB, SG, SR)], prometheus_url=None,
+                         rules=[support.PODS_READY_RULE], policy={"auto_flip": False})
+    path = tmp_path / "gatekeeper.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["pairs"][0]["routes"].append({"name": "api-live-2", "namespace": SR})
+    path.write_text(yaml.safe_dump(document))
+    service = create_service(load_config(path), kube_api, token=support.TOKEN)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+    try:
+        await support.wait_until(lambda: service.controller.ticks >= 1, within=10,
+                                 what="first evaluation")
+        async with aiohttp.ClientSession() as http:
+            flip = f"{url}/api/v1/pairs/api/flip"
+            status, body = await support.post_json(http, flip, {})
+            assert status == 409 and any("`to`" in r for r in body["reasons"]), body
+            assert any("api-live-2" in r for r in body["reasons"]), body
+            status, body = await support.post_json(http, flip, {"to": SG})
+            assert status == 200 and body["changed"] and body["active"] == SG, body
+    finally:
+        await service.close()
+    assert await support.route_target(kube_api, SR) == SG
+    stored = kube_emulator.get_object(IR, "IngressRoute", "api-live-2", SR)
+    assert stored["spec"]["routes"][0]["services"][0]["namespace"] == SG
