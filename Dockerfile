@@ -1,8 +1,10 @@
-# gatekeeper's container image: `gatekeeper serve` as a non-root user on python:3.11-slim.
+# gatekeeper's container image: `gatekeeper serve` as a non-root user on python:3.11 slim.
+# The base tag is pinned to a patch release and Debian suite (tests/test_packaging.py); bump
+# it on purpose, e.g. for security updates, not by accident on the next build.
 #   docker build -t <registry>/gatekeeper:0.1.0 .
 # The Helm chart (helm/gatekeeper) runs it with a read-only root filesystem, uid 10001 and
 # the configuration mounted at /etc/gatekeeper/config.yaml.
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

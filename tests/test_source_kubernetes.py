@@ -73,7 +73,7 @@ def test_parity_compares_names_keys_and_hashes():
 
 @pytest.fixture
 def source(kube_api):
-    return KubernetesSource(kube_api)
+    return KubernetesSource(kube_api, read_secrets=True)
 
 
 def _rule(check: str, window: str | None = None) -> Rule:
@@ -188,6 +188,21 @@ async def test_config_parity_through_the_api(kube_bluegreen, source):
     assert sorted(r.path for r in lists) == sorted(
         f"/api/v1/namespaces/{ns}/{kind}" for ns in (BLUE, GREEN)
         for kind in ("configmaps", "secrets"))
+
+
+async def test_config_parity_reads_no_secret_unless_switched_on(kube_bluegreen, kube_api):
+    """By default (kubernetes.read_secrets off) Secrets are never listed, only ConfigMaps."""
+    for ns in (BLUE, GREEN):
+        kube_bluegreen.put_object(_configmap(ns, "app-config", {"LOG_LEVEL": "info"}))
+    kube_bluegreen.put_object(_secret_obj(BLUE, "azure-identity", {"id": "x"}))
+    kube_bluegreen.requests.clear()
+    result = await KubernetesSource(kube_api).measure(
+        _rule("config_parity"), _targets(), window=300, variables={})
+    assert result[GREEN].status == "ok" and result[GREEN].value == 0
+    assert result[GREEN].message == f"1 ConfigMaps match {BLUE}"
+    assert "ConfigMaps in" in result[GREEN].query
+    paths = [r.path for r in kube_bluegreen.requests.records(method="GET")]
+    assert paths and not any("/secrets" in path for path in paths)
 
 
 async def test_config_parity_equal_namespaces(kube_bluegreen, source):

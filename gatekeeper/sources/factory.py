@@ -61,7 +61,8 @@ def build_sources(
     if api_client is not None and "kubernetes" in used:
         from gatekeeper.sources.kubernetes import KubernetesSource
 
-        sources["kubernetes"] = KubernetesSource(api_client)
+        sources["kubernetes"] = KubernetesSource(
+            api_client, read_secrets=config.kubernetes.read_secrets)
     return sources
 
 

@@ -215,10 +215,13 @@ class KubernetesSource:
     name = "kubernetes"
 
     def __init__(
-        self, api_client: client.ApiClient, *, clock: Callable[[], float] = time.time
+        self, api_client: client.ApiClient, *, read_secrets: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
+        self.read_secrets = read_secrets
+        """config_parity compares Secrets too (kubernetes.read_secrets; off: never listed)."""
         self.clock = clock
 
     async def close(self) -> None:
@@ -304,19 +307,23 @@ class KubernetesSource:
 
     async def _config_parity(self, targets: Sequence[Target]) -> dict[str, Measurement]:
         namespaces = {t.namespace for t in targets} | {t.other for t in targets}
-        secret_filter = ",".join(f"type!={kind}" for kind in IGNORED_SECRET_TYPES)
-        (configmaps, cm_failed), (secrets, secret_failed) = await asyncio.gather(
-            self._list_each(namespaces, self.core.list_namespaced_config_map, "ConfigMaps"),
-            self._list_each(namespaces, self.core.list_namespaced_secret, "Secrets",
-                            field_selector=secret_filter),
-        )
+        configmaps, cm_failed = await self._list_each(
+            namespaces, self.core.list_namespaced_config_map, "ConfigMaps")
+        secrets: dict[str, Json] = {ns: {"items": []} for ns in namespaces}
+        secret_failed: dict[str, str] = {}
+        if self.read_secrets:
+            secret_filter = ",".join(f"type!={kind}" for kind in IGNORED_SECRET_TYPES)
+            secrets, secret_failed = await self._list_each(
+                namespaces, self.core.list_namespaced_secret, "Secrets",
+                field_selector=secret_filter)
+        compared = "ConfigMaps and Secrets" if self.read_secrets else "ConfigMaps"
         failed = {**secret_failed, **cm_failed}
         indexes = {ns: config_objects(configmaps[ns], secrets[ns])
                    for ns in namespaces if ns not in failed}
         del configmaps, secrets  # drop the listed values as soon as they are hashed
         results = {}
         for target in targets:
-            query = f"config_parity of {target.namespace} against {target.other}"
+            query = f"config_parity of {compared} in {target.namespace} against {target.other}"
             reason = failed.get(target.namespace) or failed.get(target.other)
             if reason is not None:
                 results[target.namespace] = Measurement.error(f"kubernetes: {reason}", query=query)
@@ -324,13 +331,13 @@ class KubernetesSource:
             mine, theirs = indexes[target.namespace], indexes[target.other]
             if not mine and not theirs:
                 results[target.namespace] = Measurement.no_data(
-                    f"kubernetes: no ConfigMaps or Secrets in {target.namespace} or "
+                    f"kubernetes: no {compared} in {target.namespace} or "
                     f"{target.other}", query=query)
                 continue
             problems = parity_differences(mine, theirs, other=target.other)
             message = (f"{len(problems)} difference(s) from {target.other}: "
                        f"{_listing(problems)}" if problems else
-                       f"{len(mine)} ConfigMaps and Secrets match {target.other}")
+                       f"{len(mine)} {compared} match {target.other}")
             results[target.namespace] = Measurement.ok(
                 float(len(problems)), message=message, query=query,
                 sample_count=float(len(set(mine) | set(theirs))))

@@ -78,20 +78,3 @@ release namespace for the state ConfigMap and the leader Lease).
 {{- $_ := set $config "leader_election" (mergeOverwrite (default dict $config.leader_election) $lease) -}}
 {{- toYaml $config -}}
 {{- end -}}
-
-{{/*
-Every namespace gatekeeper calls the Kubernetes API in, comma-separated: its own (state
-ConfigMap, Lease), both namespaces of every pair, the namespaces of their routes, and
-rbac.extraNamespaces.
-*/}}
-{{- define "gatekeeper.managedNamespaces" -}}
-{{- $namespaces := list .Release.Namespace -}}
-{{- range .Values.config.pairs -}}
-{{- $namespaces = concat $namespaces .namespaces -}}
-{{- range .routes -}}
-{{- $namespaces = append $namespaces .namespace -}}
-{{- end -}}
-{{- end -}}
-{{- $namespaces = concat $namespaces .Values.rbac.extraNamespaces -}}
-{{- join "," (uniq $namespaces) -}}
-{{- end -}}
