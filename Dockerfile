@@ -12,8 +12,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# Everything the wheel is built from: setup.py packs rules/ into gatekeeper/shipped_rules/.
+COPY pyproject.toml setup.py README.md ./
 COPY gatekeeper ./gatekeeper
+COPY rules ./rules
 RUN pip install . \
     && rm -rf /src \
     && groupadd --system --gid 10001 gatekeeper \

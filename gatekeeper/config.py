@@ -130,7 +130,9 @@ class RouteRef(_Section):
     kind: Literal["IngressRoute", "TraefikService"] = "IngressRoute"
     name: KubeName
     namespace: KubeName
-    api_group: Literal["traefik.io", "traefik.containo.us"] = "traefik.io"
+    api_group: Literal["traefik.io", "traefik.containo.us"] = Field(
+        "traefik.io", description="omitted: discovered at start from the cluster's API "
+        "discovery (routers/discovery.py); the default stands only where nothing is discovered")
     service: str | None = Field(
         None, description="only switch route services with this name (default: all)"
     )

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--namespace", default="default", help="kubeconfig context namespace")
     parser.add_argument("--seed", type=int, default=0, help="seed for names and faults")
     parser.add_argument("--log-level", default="warning", help="python logging level")
+    parser.add_argument("--absent-group", action="append", default=[], metavar="GROUP",
+                        help="serve as if this API group's CRDs were not installed "
+                             "(e.g. traefik.containo.us); repeatable")
     return parser
 
 
@@ -49,6 +52,7 @@ async def _run(args: argparse.Namespace) -> None:
         seed=args.seed,
         request_log_size=args.request_log_size,
     )
+    emulator.absent_groups.update(args.absent_group)
     for path in args.objects:
         emulator.load(path)
 

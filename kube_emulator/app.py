@@ -293,7 +293,9 @@ async def kube_api(request: web.Request) -> web.StreamResponse:
         host = request.host or "127.0.0.1"
         return json_response(resources.api_versions_doc(host))
     if parts == ["apis"]:
-        return json_response(resources.api_group_list_doc())
+        return json_response(resources.api_group_list_doc(frozenset(emulator.absent_groups)))
+    if len(parts) >= 2 and parts[0] == "apis" and parts[1] in emulator.absent_groups:
+        raise resource_not_found()  # as for any group the server does not serve
     if len(parts) == 2 and parts[0] == "apis":
         doc = resources.api_group_doc(parts[1])
         if doc is None:

@@ -69,6 +69,9 @@ class Emulator:
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
         self.ready_on_load = ready_on_load
+        self.absent_groups: set[str] = set()
+        """API groups served as if their CRDs were not installed (e.g. `traefik.containo.us`
+        on a Traefik v3 cluster): left out of `/apis`, and 404 for every path under them."""
         self.url: str | None = None
         self.closing = False
         self._changed: asyncio.Event | None = None

@@ -173,12 +173,12 @@ def _group_doc(group: str, versions: Iterable[str]) -> dict[str, Any]:
     return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
 
 
-def api_group_list_doc() -> dict[str, Any]:
-    """`/apis` answer (APIGroupList)."""
+def api_group_list_doc(absent: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """`/apis` answer (APIGroupList), without the groups in ABSENT (CRDs not installed)."""
     return {
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [_group_doc(g, vs) for g, vs in group_versions().items()],
+        "groups": [_group_doc(g, vs) for g, vs in group_versions().items() if g not in absent],
     }
 
 

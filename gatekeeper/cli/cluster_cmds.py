@@ -16,11 +16,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
+from kubernetes_asyncio.client.exceptions import ApiException
+
 from gatekeeper import kubeclient
 from gatekeeper.config import Config, PairConfig, parse_config
 from gatekeeper.durations import parse_duration
 from gatekeeper.environments import Readiness
 from gatekeeper.operations import ClusterError, OperationResult, Operations, PairStatus
+from gatekeeper.routers import discovery
 from gatekeeper.yamlfiles import ConfigFileError, load_yaml_file
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
@@ -149,6 +153,16 @@ async def _run(config: Config, pair: PairConfig, args: argparse.Namespace, runne
         print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        try:  # every route's Traefik API group, checked or discovered
+            config = await discovery.resolve_route_groups(api, config)
+        except discovery.RouteGroupError as exc:
+            print("\n".join(f"error: {problem}" for problem in exc.problems), file=sys.stderr)
+            return EXIT_USAGE
+        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+            print(f"error: reading the routes of pair {pair.name}: API discovery (GET /apis) "
+                  f"failed: {kubeclient.describe_error(exc)}", file=sys.stderr)
+            return EXIT_CLUSTER
+        pair = next(p for p in config.pairs if p.name == pair.name)
         ops = Operations(api, config, dry_run=bool(getattr(args, "dry_run", False)))
         return await runner(ops, pair, args)
     except ClusterError as exc:

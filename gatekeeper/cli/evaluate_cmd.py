@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from gatekeeper.cli.common import load_config_or_report
-from gatekeeper.config import LoadedConfig, PairConfig
+from gatekeeper.config import Config, LoadedConfig, PairConfig
 from gatekeeper.criteria import format_number
 from gatekeeper.evaluating import Assignment, Evaluator
 from gatekeeper.measurements import Verdict
@@ -67,7 +67,13 @@ async def _evaluate(loaded: LoadedConfig, pairs: list[PairConfig], args: argpars
                 print(f"warning: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
         assignments: list[Assignment] = []
         unresolved: dict[str, str] = {}
+        groups_problem = None
+        if api is not None and args.dark is None:
+            pairs, groups_problem = await _resolve_route_groups(api, config, pairs)
         for pair in pairs:
+            if groups_problem is not None:
+                unresolved[pair.name] = groups_problem
+                continue
             candidate, problem = await _dark_namespace(api, pair, args.dark)
             if candidate is None:
                 unresolved[pair.name] = problem or "unknown"
@@ -93,6 +99,24 @@ async def _evaluate(loaded: LoadedConfig, pairs: list[PairConfig], args: argpars
     if "unknown" in names:
         return 3
     return 0
+
+
+async def _resolve_route_groups(
+    api: Any, config: Config, pairs: list[PairConfig]
+) -> tuple[list[PairConfig], str | None]:
+    """PAIRS with their routes' Traefik API groups checked or discovered, or the problem."""
+    from gatekeeper import kubeclient
+    from gatekeeper.routers import discovery
+
+    try:
+        resolved = await discovery.resolve_route_groups(api, config)
+    except discovery.RouteGroupError as exc:
+        return pairs, "; ".join(exc.problems)
+    except kubeclient.API_ERRORS as exc:
+        return pairs, ("cannot read the route: API discovery (GET /apis) failed: "
+                       f"{kubeclient.describe_error(exc)}")
+    by_name = {pair.name: pair for pair in resolved.pairs}
+    return [by_name[pair.name] for pair in pairs], None
 
 
 async def _dark_namespace(

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import signal
 import sys
 from typing import Any
 
+import aiohttp
 import structlog
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from gatekeeper.cli.common import load_config_or_report
 from gatekeeper.config import LoadedConfig
@@ -64,6 +67,21 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
     except Exception as exc:  # noqa: BLE001 - any configuration failure is reported and fatal
         print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
         return 2
+    from gatekeeper.routers import discovery
+
+    try:  # every route's Traefik API group, checked or discovered, before anything starts
+        config = await discovery.resolve_route_groups(api, loaded.config)
+    except discovery.RouteGroupError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        await api.close()
+        return 2
+    except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+        print("error: cannot reach the Kubernetes API for API discovery: "
+              f"{kubeclient.describe_error(exc)}", file=sys.stderr)
+        await api.close()
+        return 3
+    loaded = dataclasses.replace(loaded, config=config)
     service = create_service(loaded, api, token=token, dry_run=dry_run)
     settings = loaded.config.server
     stop = asyncio.Event()
