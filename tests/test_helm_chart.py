@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 import gatekeeper
-from gatekeeper import permissions
+from gatekeeper import permissions, watching
 from gatekeeper.config import Config, LoadedConfig, PairConfig, PolicyConfig, RouteRef, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -372,8 +372,13 @@ def test_rbac_grants_exactly_the_calls_gatekeeper_makes_per_namespace(name, rend
     """For each namespace: granted - called == {} and called - granted == {}."""
     chart = rendered[name]
     config = _load_rendered_config(chart, tmp_path).config
+    cluster = chart.values["rbac"]["scope"] == "cluster"
     granted = _granted_to_gatekeeper(chart)
-    expected = _expected(config, cluster=chart.values["rbac"]["scope"] == "cluster")
+    expected = _expected(config, cluster=cluster)
+    streams = watching.targets_for(config.pairs, scope=config.kubernetes.watch.scope,
+                                   max_streams=config.kubernetes.watch.max_streams)
+    if not cluster:  # cluster-wide list/watch calls would need the ClusterRoleBinding
+        assert not [t for t in streams if t.cluster_wide], "cluster-wide watches, namespaced RBAC"
     assert set(granted) == set(expected), "bound in the wrong namespaces"
     for namespace, triples in expected.items():
         assert granted[namespace] - triples == set(), f"{namespace}: granted but never called"

@@ -63,13 +63,19 @@ app.kubernetes.io/part-of: gatekeeper
 
 {{/*
 The configuration file: .Values.config with the settings the chart owns forced in (the paths
-of the mounted rules and token, in-cluster Kubernetes access, the listening port, and the
-release namespace for the state ConfigMap and the leader Lease).
+of the mounted rules and token, in-cluster Kubernetes access, the listening port, the
+release namespace for the state ConfigMap and the leader Lease, and watch streams per
+namespace unless rbac.scope is cluster).
 */}}
 {{- define "gatekeeper.config" -}}
 {{- $config := deepCopy .Values.config -}}
 {{- $_ := set $config "rule_files" (list (printf "%s/" (include "gatekeeper.rulesDir" .))) -}}
 {{- $_ := set $config "kubernetes" (mergeOverwrite (default dict $config.kubernetes) (dict "mode" "in_cluster")) -}}
+{{- /* Namespaced Roles cannot serve cluster-wide watch streams: keep them per namespace. */ -}}
+{{- if ne .Values.rbac.scope "cluster" -}}
+{{- $watch := mergeOverwrite (default dict $config.kubernetes.watch) (dict "scope" "namespaces") -}}
+{{- $_ := set $config.kubernetes "watch" $watch -}}
+{{- end -}}
 {{- $_ := set $config "server" (dict "host" "0.0.0.0" "port" (int .Values.containerPort)) -}}
 {{- $token := printf "%s/%s" (include "gatekeeper.tokenDir" .) .Values.auth.secretKey -}}
 {{- $_ := set $config "auth" (mergeOverwrite (default dict $config.auth) (dict "token_file" $token)) -}}
