@@ -157,6 +157,8 @@ def v3_cluster(tmp_path: Path) -> Iterator[Path]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _config_file(folder: Path, kubeconfig: Path, group: str | None) -> Path:
