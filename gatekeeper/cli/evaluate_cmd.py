@@ -105,14 +105,14 @@ async def _resolve_route_groups(
     api: Any, config: Config, pairs: list[PairConfig]
 ) -> tuple[list[PairConfig], str | None]:
     """PAIRS with their routes' Traefik API groups checked or discovered, or the problem."""
-    from gatekeeper import kubeclient
+    from gatekeeper import errors, kubeclient
     from gatekeeper.routers import discovery
 
     try:
         resolved = await discovery.resolve_route_groups(api, config)
     except discovery.RouteGroupError as exc:
         return pairs, "; ".join(exc.problems)
-    except kubeclient.API_ERRORS as exc:
+    except errors.API_ERRORS as exc:
         return pairs, ("cannot read the route: API discovery (GET /apis) failed: "
                        f"{kubeclient.describe_error(exc)}")
     by_name = {pair.name: pair for pair in resolved.pairs}

@@ -10,15 +10,12 @@ and the key to set, raised before anything starts, not a 404 or "cluster unreach
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from gatekeeper import kubeclient
+from gatekeeper import errors, kubeclient
 from gatekeeper.config import Config, PairConfig, RouteRef
 from gatekeeper.routers.base import TRAEFIK_GROUPS, TRAEFIK_VERSION
 
@@ -91,29 +88,19 @@ def choose_groups(config: Config, served: frozenset[str],
 async def served_groups(api: client.ApiClient) -> frozenset[str]:
     """The Traefik groups the API server lists in discovery with version v1alpha1.
 
-    Transient failures are retried (kubeclient.ATTEMPTS tries). RouteGroupError when
-    discovery is refused (HTTP 4xx); other failures propagate as the client raised them
-    (the cluster is unreachable or failing).
+    RouteGroupError when discovery is refused (403, 404, ...); a transient failure (which
+    kubeclient's client has already retried), no connection or no answer propagates as the
+    client raised it: the cluster is unreachable or failing.
     """
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            listing: dict[str, Any] = await kubeclient.read_json(
-                client.ApisApi(api).get_api_versions)
-            break
-        except ApiException as exc:
-            if exc.status is not None and 400 <= exc.status < 500 and exc.status != 429:
-                raise RouteGroupError([
-                    f"API discovery (GET /apis) refused: {kubeclient.describe_error(exc)}; "
-                    "set api_group on every route (pairs[].routes[].api_group)"]) from exc
-            if attempt >= kubeclient.ATTEMPTS or not kubeclient.transient(exc):
-                raise
-            await asyncio.sleep(kubeclient.retry_delay(attempt, exc.headers))
-        except (aiohttp.ClientError, TimeoutError):
-            if attempt >= kubeclient.ATTEMPTS:
-                raise
-            await asyncio.sleep(kubeclient.retry_delay(attempt))
+    try:
+        listing: dict[str, Any] = await kubeclient.read_json(
+            client.ApisApi(api).get_api_versions)
+    except errors.APIError as exc:
+        if kubeclient.transient(exc):
+            raise
+        raise RouteGroupError([
+            f"API discovery (GET /apis) refused: {kubeclient.describe_error(exc)}; set "
+            "api_group on every route (pairs[].routes[].api_group)"]) from exc
     served = set()
     for group in listing.get("groups") or []:
         versions = {v.get("version") for v in group.get("versions") or []}
@@ -130,10 +117,8 @@ async def _holder(api: client.ApiClient, route: RouteRef) -> str | None:
             await kubeclient.read_json(objects.get_namespaced_custom_object, group,
                                        TRAEFIK_VERSION, route.namespace, _PLURALS[route.kind],
                                        route.name)
-        except ApiException as exc:
-            if exc.status == 404:
-                continue
-            raise
+        except errors.APINotFoundError:
+            continue
         return group
     return None
 
