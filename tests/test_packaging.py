@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gatekeeper import shipped
@@ -31,6 +32,8 @@ def _run(command: list[str], *, cwd: Path, timeout: float) -> subprocess.Complet
                           timeout=timeout, check=False)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a wheel build and a dependency install; minutes on a busy machine
 def test_pip_install_ships_the_rules_and_rules_validate_works(tmp_path):
     """In a clean venv, `pip install .` gives `gatekeeper rules validate` on the shipped
     rules (default.yaml among them) from inside the installed package, no checkout."""
