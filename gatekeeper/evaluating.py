@@ -36,16 +36,23 @@ class Assignment:
     pair: PairConfig
     candidate: str
     baseline: str
+    since: float | None = None
+    """When the candidate became ready (Unix seconds): sequential count comparisons judge the
+    counts since then, so their false-alarm bound holds over the whole soak. None: the
+    rule's window (a one-off evaluation)."""
 
 
 TargetKey = tuple[str, str]
 """(pair, namespace): what one measurement is about."""
 
 
-def targets_for(assignments: Sequence[Assignment]) -> list[Target]:
-    """Both namespaces of every pair, each knowing the other."""
+def targets_for(assignments: Sequence[Assignment], *, now: float | None = None) -> list[Target]:
+    """Both namespaces of every pair, each knowing the other and the pair's judged span."""
     targets = []
     for item in assignments:
+        span = None
+        if item.since is not None and now is not None:
+            span = max(now - item.since, 1.0)
         for namespace in (item.candidate, item.baseline):
             targets.append(Target(
                 pair=item.pair.name,
@@ -53,6 +60,7 @@ def targets_for(assignments: Sequence[Assignment]) -> list[Target]:
                 other=item.pair.other(namespace),
                 selector=item.pair.selector,
                 variables=item.pair.variables,
+                span=span,
             ))
     return targets
 
@@ -144,7 +152,7 @@ class Evaluator:
 
     async def evaluate(self, assignments: Sequence[Assignment]) -> dict[str, Verdict]:
         """One verdict per pair, each from its own pair's measurements only."""
-        per_pair = by_pair(await self.measure(targets_for(assignments)))
+        per_pair = by_pair(await self.measure(targets_for(assignments, now=self._clock())))
         now = self._clock()
         return {
             item.pair.name: judge_pair(

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
+from gatekeeper import comparing
 from gatekeeper.criteria import Criterion, all_hold, format_number
 from gatekeeper.measurements import (
     Grade,
@@ -29,6 +30,8 @@ _STATUS_POINTS = {"pass": 1.0, "warning": 0.5, "fail": 0.0}
 
 
 def _target_text(rule: Rule, baseline_value: float | None, role: Role) -> str:
+    if rule.count_comparison is not None:
+        return comparing.target_text(rule) if role == "candidate" else "reference"
     criteria = _applicable(rule.pass_criteria, role)
     parts = [c.describe(baseline_value) for c in criteria]
     if rule.compare is not None and role == "candidate":
@@ -111,6 +114,9 @@ def judge_rule(
     if not math.isfinite(value):
         return _missing(rule, namespace, measurement, f"value is {format_number(value)}", target,
                         baseline_value)
+    if rule.count_comparison is not None:
+        return _judge_counts(rule, namespace, measurement, role=role, baseline=baseline,
+                             target=target, baseline_value=baseline_value)
     if rule.min_samples and (measurement.sample_count or 0) < rule.min_samples:
         return _missing(
             rule, namespace, measurement,
@@ -181,6 +187,35 @@ def judge_rule(
     return _result(rule, namespace, "fail", measurement,
                    f"{shown} misses {_describe(failing, effective_baseline)}{comparison_note}",
                    target=target, counted=True, baseline_value=baseline_value)
+
+
+def _judge_counts(
+    rule: Rule, namespace: str, measurement: Measurement, *, role: Role,
+    baseline: Measurement | None, target: str, baseline_value: float | None,
+) -> RuleResult:
+    """A sequential count comparison (gatekeeper.comparing): fail, pass, or pending.
+
+    Pending is not a pass whatever the rule's no_data policy: it leaves the verdict unknown.
+    """
+    if role == "baseline":
+        return _result(rule, namespace, "pass", measurement,
+                       f"{format_number(measurement.value)} (reference for the comparison)",
+                       target=target, counted=False, baseline_value=baseline_value)
+    if baseline is None or baseline.status != "ok":
+        why = "the active namespace has no counts to compare with"
+        if baseline is not None and baseline.message:
+            why += f" ({baseline.message})"
+        return _missing(rule, namespace, measurement, why, target, baseline_value)
+    try:
+        outcome, reason, details = comparing.compare(rule, measurement.counts, baseline.counts)
+    except ValueError as exc:
+        return _result(rule, namespace, "error", measurement, f"cannot compare counts: {exc}",
+                       target=target, counted=False, baseline_value=baseline_value)
+    if outcome == "pending":
+        return _result(rule, namespace, "no_data", measurement, reason, target=target,
+                       counted=False, baseline_value=baseline_value, **details)
+    return _result(rule, namespace, outcome, measurement, reason, target=target, counted=True,
+                   baseline_value=baseline_value, **details)
 
 
 def _describe(criterion: Criterion | None, baseline_value: float | None) -> str:

@@ -20,6 +20,9 @@ class Measurement:
 
     `value` is None unless status is `ok`. `samples` are range samples for statistical
     comparisons; `sample_count` is how much traffic (requests, lines) backs the value.
+    `counts` are event counts for sequential comparisons (gatekeeper.sequential): `bad` and
+    `total` over the judged span, histogram buckets as `le:<bound>`, and the same over the
+    rule's baseline window prefixed `baseline.`.
     """
 
     status: MeasurementStatus
@@ -28,6 +31,7 @@ class Measurement:
     query: str = ""
     samples: tuple[float, ...] = ()
     sample_count: float | None = None
+    counts: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def ok(cls, value: float, **extra: Any) -> Measurement:

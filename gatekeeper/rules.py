@@ -67,6 +67,84 @@ class StatisticalComparison(_Strict):
         return parse_duration(value)
 
 
+_COUNTER_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
+_METRIC_NAME = re.compile(r"^(\$\{[A-Za-z_][A-Za-z0-9_]*\}|[a-zA-Z_:][a-zA-Z0-9_:]*)+$")
+
+
+class _CountComparison(_Strict):
+    """What every count comparison (rate, latency) shares: allowed degradation and certainty."""
+
+    allowed_ratio: float = Field(1.5, gt=1.0, description="dark / active rate tolerated")
+    allowed_margin: float = Field(0.0, ge=0.0, lt=1.0,
+                                  description="absolute rate difference that never fails")
+    confidence: float = Field(0.99, gt=0.5, lt=1.0)
+    detect: float = Field(5.0, gt=1.0, description="regression to be caught before a pass")
+    power: float = Field(0.8, gt=0.0, lt=1.0)
+    baseline_window: float | None = Field(
+        None, description="span of the active's counts; default: the dark's judged span")
+
+    @field_validator("baseline_window", mode="before")
+    @classmethod
+    def _baseline_window(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _detectable(self) -> _CountComparison:
+        if self.detect <= self.allowed_ratio:
+            raise ValueError(
+                f"detect (x{self.detect:g}) must be above allowed_ratio "
+                f"(x{self.allowed_ratio:g}): a regression inside the allowed degradation "
+                "is never caught")
+        return self
+
+
+class RateComparison(_CountComparison):
+    """Dark's bad events per event against the active's (sequential, anytime-valid)."""
+
+    bad: str = Field(description="PromQL template: bad events per namespace over ${window}")
+    total: str = Field(description="PromQL template: all events per namespace over ${window}")
+
+    @field_validator("bad", "total")
+    @classmethod
+    def _counts_over_window(cls, value: str) -> str:
+        try:
+            used = template_variables(value)
+        except ValueError:
+            return value  # reported with its line by the template check
+        if "window" not in used:
+            raise ValueError("the query must count over ${window} (e.g. increase(...[${window}])): "
+                             "the judged span is put there")
+        return value
+
+
+class LatencyComparison(_CountComparison):
+    """Dark's latency histogram against the active's: share of requests slower than a
+    bucket boundary near the pooled quantile, compared as a rate."""
+
+    histogram: str = Field(description="histogram metric name, without _bucket")
+    quantile: float = Field(0.99, gt=0.5, lt=1.0)
+    matchers: str = Field("", description="extra PromQL label matchers, e.g. 'route!=\"/health\"'")
+
+    @field_validator("histogram")
+    @classmethod
+    def _histogram(cls, value: str) -> str:
+        if not _METRIC_NAME.match(value):
+            raise ValueError(f"{value!r} is not a metric name (give the histogram's base name, "
+                             "e.g. http_request_duration_seconds)")
+        if value.endswith(_COUNTER_SUFFIXES):
+            raise ValueError(
+                f"{value!r} is not a histogram's base name: a latency comparison reads "
+                "<name>_bucket, so give the name without _bucket/_count/_sum (a counter "
+                "ending in _total is no histogram)")
+        return value
+
+    def bucket_query(self) -> str:
+        """The PromQL template of the bucket increases over ${window}, per namespace and le."""
+        extra = f", {self.matchers}" if self.matchers else ""
+        return (f'sum by (namespace, le) (increase({self.histogram}_bucket'
+                f'{{namespace=~"${{namespaces}}"{extra}}}[${{window}}]))')
+
+
 class ProbeSpec(_Strict):
     """An HTTP check against a namespace's service (the seed's integration-test suite)."""
 
@@ -163,6 +241,8 @@ class Rule(_Strict):
     pass_criteria: CriteriaList = Field(default=(), alias="pass")
     warning_criteria: CriteriaList = Field(default=(), alias="warning")
     compare: StatisticalComparison | None = None
+    rate: RateComparison | None = None
+    latency: LatencyComparison | None = None
     relative_floor: float | None = Field(
         None, description="relative criteria pass while the dark value is at or below this"
     )
@@ -199,6 +279,19 @@ class Rule(_Strict):
 
     @model_validator(mode="after")
     def _source_fields(self) -> Rule:
+        counts = self.count_comparison
+        if (self.rate is not None) + (self.latency is not None) + (self.compare is not None) > 1:
+            raise ValueError("a rule has at most one of 'rate', 'latency' and 'compare'")
+        if counts is not None:
+            if self.source != "prometheus":
+                raise ValueError("'rate' and 'latency' comparisons work with source 'prometheus'")
+            if self.query is not None or self.samples_query is not None:
+                raise ValueError("a 'rate' or 'latency' rule has no 'query'/'samples_query': "
+                                 "its counts come from its own section")
+            if self.pass_criteria or self.warning_criteria or self.relative_floor is not None:
+                raise ValueError("a 'rate' or 'latency' rule is judged by its test alone: "
+                                 "put absolute limits (pass/warning) in a rule of their own")
+            return self
         needs = {
             "prometheus": ("query",),
             "probe": ("probe",),
@@ -237,6 +330,11 @@ class Rule(_Strict):
         if sides == {">"}:
             return False
         return None
+
+    @property
+    def count_comparison(self) -> RateComparison | LatencyComparison | None:
+        """The rule's sequential count comparison, if it is one."""
+        return self.rate if self.rate is not None else self.latency
 
     @property
     def has_relative(self) -> bool:
@@ -325,19 +423,24 @@ def _check_templates(parsed: RuleFile, data: Any, line_map: LineMap) -> list[str
     problems = []
     known = BUILTIN_VARIABLES | set(parsed.variables)
     for index, rule in enumerate(parsed.rules):
-        for field_name in ("query", "samples_query"):
-            text = getattr(rule, field_name)
+        templates: list[tuple[str, str | None]] = [
+            ("query", rule.query), ("samples_query", rule.samples_query)]
+        if rule.rate is not None:
+            templates += [("rate.bad", rule.rate.bad), ("rate.total", rule.rate.total)]
+        if rule.latency is not None:
+            templates += [("latency.histogram", rule.latency.bucket_query())]
+        for field_name, text in templates:
             if text is None:
                 continue
             try:
                 used = template_variables(text)
             except ValueError as exc:
-                line = line_map.line_of(("rules", index, field_name))
+                line = line_map.line_of(("rules", index, *field_name.split(".")))
                 problems.append(f"{line_map.file}:{line}: rule '{rule.name}': field "
                                 f"'rules[{index}].{field_name}': {exc}")
                 continue
             for missing in sorted(used - known):
-                line = line_map.line_of(("rules", index, field_name))
+                line = line_map.line_of(("rules", index, *field_name.split(".")))
                 problems.append(
                     f"{line_map.file}:{line}: rule '{rule.name}': field 'rules[{index}]."
                     f"{field_name}': unknown variable '${{{missing}}}' (define it under "

@@ -79,9 +79,11 @@ async def test_green_with_5_percent_errors_is_unsafe_and_safe_the_other_way(
     assert dark["error-rate"].baseline_value == pytest.approx(0.001, rel=0.3)
     assert verdict.reasons[0].startswith(f"error-rate [key] on {green}")
     assert by_rule(verdict.baseline)["error-rate"].status == "pass"
-    # Four Prometheus rules, two pairs of identical queries each with a samples query: the
-    # shared answers keep it at one query per distinct PromQL expression.
-    assert prom.queries_sent == 4
+    # The absolute rules send a query and a samples query each (4); the rate comparison counts
+    # bad and all requests over the judged span and the baseline window (4, one shared with
+    # error-rate's samples query), the latency comparison buckets over both (2): identical
+    # queries are sent once per evaluation.
+    assert prom.queries_sent == 9
 
     reverse, _ = await evaluate(rules, prometheus.url, alertmanager.url, blue, green, dark=blue)
     assert reverse.verdict == "safe", reverse.reasons

@@ -150,3 +150,73 @@ def test_all_pass_is_safe_with_score_reason():
     verdict = verdict_for([rule(name="a", key=True)], {"a": (ok(0.001), ok(0.002))})
     assert verdict.verdict == "safe"
     assert verdict.reasons[-1].startswith("score 100%")
+
+
+def rate_rule(**fields) -> Rule:
+    base = {"name": "errors-vs-active", "source": "prometheus", "key": True,
+            "rate": {"bad": "increase(bad[${window}])", "total": "increase(all[${window}])",
+                     "allowed_ratio": 1.5, "confidence": 0.99, "detect": 5}}
+    base.update(fields)
+    return Rule.model_validate(base)
+
+
+def counted(bad, total, baseline_bad=None, baseline_total=None):
+    counts = {"bad": float(bad), "total": float(total)}
+    if baseline_total is not None:
+        counts.update({"baseline.bad": float(baseline_bad),
+                       "baseline.total": float(baseline_total)})
+    return ok(bad / total, sample_count=total, counts=counts)
+
+
+@pytest.mark.parametrize(
+    ("dark", "active", "status", "verdict"),
+    [
+        (counted(14, 2400), counted(1, 2400, 6, 12000), "fail", "unsafe"),
+        (counted(7, 2400), counted(7, 2400, 36, 12000), "pass", "safe"),
+        (counted(7, 2400), counted(7, 2400), "no_data", "unknown"),  # pending
+        (counted(7, 2400), Measurement.error("prometheus down"), "no_data", "unknown"),
+        (ok(0.1), counted(7, 2400), "error", "unknown"),  # no counts: cannot compare
+    ],
+)
+def test_count_comparison_outcomes_and_verdicts(dark, active, status, verdict):
+    """fail is unsafe (key), pass is safe, pending or missing counts leave the verdict unknown;
+    the active side is judged over its baseline-window counts when it has them."""
+    rules = RuleSet(rules=(rate_rule(),))
+    result = judge_rule(rules.rules[0], "green", dark, role="candidate", baseline=active)
+    assert result.status == status, result.reason
+    got = judge_pair("p", rules, candidate="green", baseline="blue",
+                     measurements={"errors-vs-active": {"green": dark, "blue": active}},
+                     evaluated_at=0.0)
+    assert got.verdict == verdict, got.reasons
+
+
+def test_pending_is_never_ignored_whatever_the_no_data_policy():
+    """`no_data: ignore` or `pass` does not turn "not enough evidence" into a pass."""
+    for policy in ("ignore", "pass"):
+        rules = RuleSet(rules=(rate_rule(no_data=policy),))
+        got = judge_pair("p", rules, candidate="green", baseline="blue",
+                         measurements={"errors-vs-active": {"green": counted(7, 2400),
+                                                            "blue": counted(7, 2400)}},
+                         evaluated_at=0.0)
+        assert got.verdict == "unknown"
+        assert any("pending:" in reason for reason in got.reasons)
+
+
+def test_latency_comparison_reason_has_both_quantiles():
+    """A latency rule's reason reads `p99 x s [lo, hi] vs active y s [lo, hi]`."""
+    latency = Rule.model_validate({
+        "name": "latency-vs-active", "source": "prometheus",
+        "latency": {"histogram": "h", "quantile": 0.99, "allowed_ratio": 1.25, "detect": 3}})
+    bounds = (0.1, 0.25, 0.5, 1.0)
+
+    def buckets(shares, total):
+        return {f"le:{b}": s * total for b, s in zip(bounds, shares, strict=True)} | {
+            "le:+Inf": float(total)}
+
+    dark = ok(0.75, counts=buckets((0.5, 0.9, 0.98, 1.0), 12000))
+    active = ok(0.5, counts=buckets((0.5, 0.9, 0.99, 1.0), 60000))
+    result = judge_rule(latency, "green", dark, role="candidate", baseline=active)
+    assert result.status == "fail", result.reason
+    assert result.reason.startswith("worse: p99 0.75 s [")
+    assert "vs active 0.5 s [" in result.reason
+    assert result.details["boundary"] == 0.5

@@ -80,3 +80,56 @@ def test_console_script_runs():
     done = subprocess.run([sys.executable, "-m", "gatekeeper", "rules", "validate",
                            str(ROOT / "rules")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+RATE = ("rules:\n  - name: r\n    source: prometheus\n    rate:\n"
+        "      bad: increase(bad{namespace=~\"${namespaces}\"}[${window}])\n"
+        "      total: increase(all{namespace=~\"${namespaces}\"}[${window}])\n")
+LATENCY = "rules:\n  - name: l\n    source: prometheus\n    latency:\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        (RATE + "      confidence: 1.2\n", 7, "field 'rules[0].rate.confidence': Input should "
+         "be less than 1"),
+        (RATE + "      confidence: 0.5\n", 7, "field 'rules[0].rate.confidence': Input should "
+         "be greater than 0.5"),
+        (RATE + "      allowed_ratio: 1\n", 7, "field 'rules[0].rate.allowed_ratio': Input "
+         "should be greater than 1"),
+        (RATE + "      allowed_ratio: 0.8\n", 7, "field 'rules[0].rate.allowed_ratio'"),
+        (RATE + "      allowed_ratio: 3\n      detect: 2\n", 4,
+         "detect (x2) must be above allowed_ratio (x3)"),
+        (RATE.replace("[${window}])\n      total", "[5m])\n      total"), 5,
+         "field 'rules[0].rate.bad': the query must count over ${window}"),
+        (RATE + "    pass: ['< 0.01']\n", 2, "judged by its test alone"),
+        (RATE + "    query: up\n", 2, "has no 'query'/'samples_query'"),
+        (RATE.replace("source: prometheus", "source: logs"), 2, "work with source 'prometheus'"),
+        (LATENCY + "      histogram: http_requests_total\n", 5,
+         "field 'rules[0].latency.histogram': 'http_requests_total' is not a histogram"),
+        (LATENCY + "      histogram: http_request_duration_seconds_bucket\n", 5,
+         "is not a histogram's base name"),
+        (LATENCY + "      histogram: 'rate(x[5m])'\n", 5, "is not a metric name"),
+        (LATENCY + "      histogram: ${latency_metric}\n", 5,
+         "unknown variable '${latency_metric}'"),
+        (LATENCY + "      histogram: h\n      quantile: 1.5\n", 6,
+         "field 'rules[0].latency.quantile'"),
+    ],
+)
+def test_nonsense_count_comparisons_name_file_line_and_field(tmp_path, text, line, fragment):
+    """Impossible confidence, a ratio that allows nothing, a latency test on a counter..."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigFileError) as caught:
+        load_rule_set([path])
+    problems = caught.value.problems
+    assert any(p.startswith(f"{path}:{line}:") and fragment in p for p in problems), problems
+
+
+def test_shipped_key_comparisons_are_sequential():
+    """The shipped relative rules are the sequential count comparisons, and they are key."""
+    rule_set = load_rule_set([ROOT / "rules"])
+    by_name = {rule.name: rule for rule in rule_set.rules}
+    assert by_name["error-rate-vs-active"].rate is not None
+    assert by_name["latency-vs-active"].latency is not None
+    assert by_name["error-rate-vs-active"].key and by_name["latency-vs-active"].key
+    assert all(rule.relative_floor is None for rule in rule_set.rules)

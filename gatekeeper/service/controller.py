@@ -226,7 +226,8 @@ class Controller:
         generations = dict(self._generation)
         reads = await asyncio.gather(*(self._read_bounded(pair) for pair in pairs))
         assignments = [
-            Assignment(pair, pair.other(live.active), live.active)
+            Assignment(pair, pair.other(live.active), live.active,
+                       since=self._soak_started(pair, pair.other(live.active)))
             for pair, live in zip(pairs, reads, strict=True) if live.active is not None
         ]
         verdicts = await self.evaluator.evaluate(assignments) if assignments else {}
@@ -276,6 +277,17 @@ class Controller:
         API server, not the client's own queue (1,000 pairs queued 5,000 reads at once)."""
         async with self._reading:
             return await self._read(pair)
+
+    def _soak_started(self, pair: PairConfig, dark: str) -> float | None:
+        """When the dark became ready for the release being validated (persisted with the
+        pair's state, so a restart judges the same span): the start of the counts that
+        sequential comparisons judge, as wall time (Prometheus's clock). None outside
+        validation."""
+        state = self.views[pair.name].state
+        if state.phase in ("validating", "ready") and state.dark == dark and (
+                state.soak_started is not None):
+            return self._wall_time(state.soak_started)
+        return None
 
     async def _read(self, pair: PairConfig) -> LiveRead:
         """Live routes and both namespaces' Deployments; failures become problems."""

@@ -25,6 +25,9 @@ class Target:
     other: str
     selector: str | None = None
     variables: Mapping[str, str] = field(default_factory=dict)
+    span: float | None = None
+    """Seconds of counts the pair's sequential comparisons judge (since the dark became ready);
+    None: the rule's window. Only count comparisons (`rate`, `latency`) use it."""
 
 
 class Source(Protocol):

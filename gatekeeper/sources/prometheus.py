@@ -25,7 +25,7 @@ import structlog
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from gatekeeper import errors
+from gatekeeper import comparing, errors, sequential
 from gatekeeper.blocking import BlockingPool
 from gatekeeper.durations import promql_duration
 from gatekeeper.measurements import Measurement
@@ -202,12 +202,84 @@ class PrometheusSource:
         variables: Mapping[str, str],
     ) -> dict[str, Measurement]:
         """One query per group of targets that render the same query (normally one)."""
+        window = rule.window or window
+        if rule.count_comparison is not None:
+            return await self._measure_counts(rule, targets, window, variables)
         if rule.query is None:
             return {t.namespace: Measurement.error("rule has no query") for t in targets}
-        window = rule.window or window
         out: dict[str, Measurement] = {}
         for query, group in _group_targets(rule.query, targets, window, variables).items():
             out.update(await self._measure_group(rule, query, group, window, variables))
+        return out
+
+    async def _measure_counts(
+        self, rule: Rule, targets: Sequence[Target], window: float,
+        variables: Mapping[str, str],
+    ) -> dict[str, Measurement]:
+        """Counts for a sequential comparison: one query per count and span for all namespaces
+        (targets judged over the same span share it), plus the baseline window's counts."""
+        spans: dict[float, list[Target]] = defaultdict(list)
+        for target in targets:
+            spans[_whole_seconds(target.span if target.span is not None else window)].append(
+                target)
+        out: dict[str, Measurement] = {}
+        answers = await asyncio.gather(*(
+            self._counts_over(rule, group, span, variables) for span, group in spans.items()))
+        for answer in answers:
+            out.update(answer)
+        return out
+
+    async def _counts_over(
+        self, rule: Rule, group: list[Target], span: float, variables: Mapping[str, str],
+    ) -> dict[str, Measurement]:
+        spec = rule.count_comparison
+        if spec is None:
+            return {}
+        templates = ({"bad": rule.rate.bad, "total": rule.rate.total} if rule.rate is not None
+                     else {"le": rule.latency.bucket_query()} if rule.latency is not None
+                     else {})
+        spans = {"": span}
+        if spec.baseline_window is not None:
+            spans[comparing.BASELINE] = _whole_seconds(max(spec.baseline_window, span))
+        jobs = [(prefix, name, _render_for(template, group, length, variables))
+                for prefix, length in spans.items() for name, template in templates.items()]
+        wanted = {t.namespace for t in group}
+        shown = "; ".join(query for prefix, _, query in jobs if not prefix)
+        try:
+            answers = await asyncio.gather(*(self.instant(query) for _, _, query in jobs))
+        except PrometheusQueryError as exc:
+            log.warning("prometheus query failed", rule=rule.name, kind=exc.kind, error=str(exc))
+            return {ns: Measurement.error(f"prometheus {exc}", query=shown) for ns in wanted}
+        warnings = tuple(w for answer in answers for w in answer.warnings)
+        if warnings and not rule.accept_partial:
+            message = (f"prometheus answered a partial result (warnings: "
+                       f"{'; '.join(warnings)[:300]}); set accept_partial to judge it")
+            log.warning("prometheus partial answer", rule=rule.name, warnings=warnings)
+            return {ns: Measurement.error(message, query=shown) for ns in wanted}
+        now = self._clock()
+        counts: dict[str, dict[str, float]] = {ns: {} for ns in wanted}
+        stale: set[str] = set()
+        for (prefix, name, _), answer in zip(jobs, answers, strict=True):
+            for namespace, points in _points_by_namespace(answer.result).items():
+                if namespace not in counts:
+                    continue
+                for point in points:
+                    if abs(point.at - now) > self.max_sample_age:
+                        stale.add(namespace)
+                        continue
+                    # Several series of one namespace (by pod, by route...) add up: counts.
+                    key = (f"{prefix}{name}" if name != "le"
+                           else f"{prefix}le:{point.labels.get('le')}")
+                    counts[namespace][key] = counts[namespace].get(key, 0.0) + point.value
+        out = {}
+        for namespace in wanted:
+            if namespace in stale:
+                out[namespace] = Measurement.no_data(
+                    f"prometheus counts for namespace {namespace} are stamped more than "
+                    f"{self.max_sample_age:g}s from gatekeeper's clock: stale or clock skew",
+                    query=shown)
+                continue
+            out[namespace] = _count_measurement(rule, counts[namespace], shown, span)
         return out
 
     async def _measure_group(
@@ -359,6 +431,40 @@ def _chosen_note(series: Mapping[SeriesKey, list[float]], chosen: SeriesKey) -> 
     if len(series) == 1:
         return ""
     return f"worst of {len(series)} series: {_labels_text(chosen)}"
+
+
+def _whole_seconds(seconds: float) -> float:
+    """Spans round down to whole seconds (never reaching back before the dark was ready)."""
+    return float(max(1, math.floor(seconds)))
+
+
+def _count_measurement(
+    rule: Rule, counts: dict[str, float], query: str, span: float
+) -> Measurement:
+    """A namespace's counts as a Measurement; value is its rate or quantile estimate."""
+    if rule.rate is not None:
+        for prefix in ("", comparing.BASELINE):
+            # No series of bad events (no 5xx ever) is zero bad events when events exist.
+            if f"{prefix}total" in counts:
+                counts.setdefault(f"{prefix}bad", 0.0)
+        total = counts.get("total")
+        if total is None:
+            return Measurement.no_data(f"prometheus returned no event counts over "
+                                       f"{promql_duration(span)}", query=query)
+        value = counts["bad"] / total if total > 0 else math.nan
+        return Measurement.ok(value, query=query, sample_count=total, counts=counts)
+    own = {k: v for k, v in counts.items() if not k.startswith(comparing.BASELINE)}
+    if not own:
+        return Measurement.no_data(f"prometheus returned no histogram buckets over "
+                                   f"{promql_duration(span)}", query=query)
+    try:
+        hist = comparing.histogram(own)
+    except ValueError as exc:
+        return Measurement.error(f"not a usable histogram: {exc}", query=query, counts=counts)
+    quantile = rule.latency.quantile if rule.latency is not None else 0.99
+    value = sequential.quantile_at_rank(hist, quantile * hist.total) if hist.total > 0 else (
+        math.nan)
+    return Measurement.ok(value, query=query, sample_count=hist.total, counts=counts)
 
 
 def _render_for(
