@@ -19,6 +19,7 @@ BENCHMARKS = {
     "pod_logs": "bench.pod_logs",
     "webhook_flood": "bench.webhook_flood",
     "long_polls": "bench.long_polls",
+    "judgment": "bench.judgment",
 }
 """Benchmark name -> module with `run(options) -> Outcome`, in the order they run."""
 

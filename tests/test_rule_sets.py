@@ -154,10 +154,16 @@ def test_opentelemetry_set_judges_like_the_default_set() -> None:
     otel = load_rule_set([OTEL])
     assert [r.name for r in otel.rules] == [r.name for r in default.rules]
     assert otel.score == default.score
-    ignored = {"query", "samples_query", "description"}
+    ignored = {"query": True, "samples_query": True, "description": True,
+               "rate": {"bad", "total"}}
     for mine, theirs in zip(otel.rules, default.rules, strict=True):
         assert mine.model_dump(exclude=ignored) == theirs.model_dump(exclude=ignored), mine.name
-        if mine.source == "prometheus":
+        if mine.rate is not None:
+            for query in (mine.rate.bad, mine.rate.total):
+                assert "${duration_metric}_count" in query and "requests_metric" not in query
+        elif mine.latency is not None:
+            assert mine.latency.histogram == "${duration_metric}"
+        elif mine.source == "prometheus":
             assert mine.query is not None
             assert "${duration_metric}" in mine.query and "requests_metric" not in mine.query
         else:
@@ -184,7 +190,8 @@ async def test_opentelemetry_set_on_an_aspnetcore_histogram(
     assert dark_results["latency-p99"].status == "warning"
     assert dark_results["latency-p99"].value == pytest.approx(2.5, rel=0.2)
     assert active_results["latency-p99"].status == "pass"
-    assert dark_results["latency-p99-vs-active"].status == "fail"
+    assert dark_results["latency-vs-active"].status == "fail"
+    assert dark_results["error-rate-vs-active"].status == "fail"
 
     def families(namespace: str) -> set[str]:
         result = prometheus.query_result(WHICH_METRICS.format(namespace=namespace))
