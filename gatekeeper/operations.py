@@ -491,6 +491,16 @@ class Operations:
         # Reconciled: a flip whose process died after patching still counts as done.
         state, error = await self._state(pair, live)
         last = state.last_action or {}
+        switch = live.last_switch
+        if switch is not None and switch.source == dark and last.get("id") != switch.id:
+            # The routes say gatekeeper just moved the traffic away from the dark namespace,
+            # and the stored state does not know that switch (its write failed, or it was
+            # lost): whether a new release runs there now cannot be told. Flipping would
+            # most likely send users back to the release they just left.
+            return (f"nothing to do: the routes record that {switch.kind} {switch.id} sent "
+                    f"traffic from {dark} to {live.active}, and the stored state does not "
+                    f"know it, so a new release in {dark} cannot be told from the old one; "
+                    f"use --to {dark} to send traffic there anyway")
         recorded = state.images.get(dark)
         if error or not recorded or last.get("kind") not in ("flip", "rollback") \
                 or last.get("to") != live.active or last.get("status") != "done":

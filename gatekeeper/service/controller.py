@@ -673,6 +673,11 @@ class Controller:
         if result.changed and not result.refused:
             if action.kind in ("flip", "rollback"):
                 action = replace(action, namespace=result.active or action.namespace)
+                source = result.details.get("from")
+                if state.active is None and isinstance(source, str):
+                    # Requested before the first tick saw the pair: without this the flip
+                    # would record no `previous`, and an alert could not roll it back.
+                    state = replace(state, active=source, dark=action.namespace)
                 self.recorder.observe_action_latency(action.kind, time.monotonic() - started)
                 self._after_switch(pair, state, action, result)
             step = lifecycle.completed(state, action, self.clock())

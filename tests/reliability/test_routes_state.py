@@ -213,8 +213,8 @@ LARGE_BODY = pytest.mark.filterwarnings(
 @LARGE_BODY
 async def test_a_flip_whose_state_write_failed_can_still_be_rolled_back(cluster):
     """The state ConfigMap is full: the flip moves the traffic (its state writes refused).
-    A new process (a restart, another pipeline run) rolls it back: the routes themselves
-    say where the traffic came from."""
+    A new process (a restart, another pipeline run) does not flip back on a retried plain
+    flip, and rolls it back on request: the routes themselves say where traffic came from."""
     _fill_state_configmap(cluster.emulator)
     flipped = await cluster.ops.flip(cluster.pair)
     assert flipped.changed and flipped.active == GREEN, flipped.reasons
@@ -225,6 +225,9 @@ async def test_a_flip_whose_state_write_failed_can_still_be_rolled_back(cluster)
         assert record is not None and (record.kind, record.source, record.target) == \
             ("flip", BLUE, GREEN)
     restarted = Operations(cluster.ops.api, pair_config())
+    retried = await restarted.flip(cluster.pair)  # a pipeline's retry must not flip back
+    assert not retried.changed and "nothing to do" in retried.reasons[0], retried.reasons
+    assert set(cluster.pointed().values()) == {GREEN}
     back = await restarted.rollback(cluster.pair, trigger="alertmanager")
     assert back.changed and not back.refused and back.active == BLUE, back.reasons
     assert set(cluster.pointed().values()) == {BLUE}
@@ -409,3 +412,24 @@ async def test_split_routes_are_finished_through_the_api_by_a_flip_naming_the_ta
     assert await support.route_target(kube_api, SR) == SG
     stored = kube_emulator.get_object(IR, "IngressRoute", "api-live-2", SR)
     assert stored["spec"]["routes"][0]["services"][0]["namespace"] == SG
+
+
+async def test_a_flip_requested_before_the_first_evaluation_can_still_be_rolled_back(
+        tmp_path, kube_emulator, kube_api):
+    """A flip requested before the service's first tick saw the pair (the control loop not
+    started yet): the lifecycle still records where traffic came from, so an alert rolls it
+    back (it answered "phase flipped: no release to roll back": a flaky two-replica test)."""
+    kube_emulator.load(support.seed(SB, SG, SR, green_image=support.NEW))
+    loaded = support.write_config(tmp_path, [("api", SB, SG, SR)], prometheus_url=None,
+                                  rules=[support.PODS_READY_RULE], policy={"auto_flip": False})
+    service = create_service(loaded, kube_api, token=support.TOKEN)
+    controller = service.controller
+    try:
+        assert controller.ticks == 0
+        flipped = await controller.request("api", "flip", force=True)
+        assert flipped.changed and controller.views["api"].state.previous == SB, flipped
+        outcome, answer = await controller.alert("api", "ApiDown", 0.0)
+        assert outcome == "rollback", answer
+    finally:
+        await service.close()
+    assert await support.route_target(kube_api, SR) == SB
