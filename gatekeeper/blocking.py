@@ -1,4 +1,4 @@
-"""A bounded thread pool for the blocking clients we must use (prometheus-api-client).
+"""A bounded thread pool for the blocking clients we use (requests, for Prometheus).
 
 Nothing blocks the event loop: blocking calls go through `run_blocking`, and at most
 `max_workers` of them run at once, so a slow server cannot exhaust threads.
