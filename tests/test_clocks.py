@@ -123,6 +123,32 @@ async def test_a_wall_clock_step_does_not_end_a_cooldown(tmp_path, kube_emulator
         await service.close()
 
 
+async def test_a_backward_wall_clock_step_does_not_make_new_alerts_stale(
+        tmp_path, kube_emulator, kube_api, aiohttp_server, stepped):
+    """Flipped, then the wall clock steps 2 h back (NTP correcting a fast clock): an alert
+    that starts now, by that clock, concerns the new release and rolls it back. (Compared
+    with the flip's steady-clock time, it looked 2 h older than the release: stale.)"""
+    kube_emulator.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
+    loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING)], prometheus_url=None,
+                          rules=[PODS_READY_RULE], policy={"auto_flip": False})
+    service = create_service(loaded, kube_api, token=TOKEN, run_loop=False, watch=False,
+                             clock=stepped)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+    try:
+        await service.controller.tick()
+        async with aiohttp.ClientSession() as http:
+            flip = f"{url}/api/v1/pairs/api/flip"
+            assert (await post_json(http, flip, {"force": True}))[0] == 200
+            stepped.offset = -TWO_HOURS
+            status, body = await post_json(http, f"{url}/api/v1/alertmanager",
+                                           _alert("after-step", stepped))
+        assert status == 200 and body["outcome"] == "rollback", body
+        assert await route_target(kube_api, ROUTING) == BLUE
+    finally:
+        await service.close()
+
+
 def _alert(fingerprint: str, wall: SteppedWall) -> dict[str, object]:
     from datetime import UTC, datetime
 

@@ -286,7 +286,7 @@ class Controller:
         state = self.views[pair.name].state
         if state.phase in ("validating", "ready") and state.dark == dark and (
                 state.soak_started is not None):
-            return self._wall_time(state.soak_started)
+            return self.wall_time(state.soak_started)
         return None
 
     async def _read(self, pair: PairConfig) -> LiveRead:
@@ -458,7 +458,7 @@ class Controller:
             record.phase = state.phase
             record.extra[LIFECYCLE_KEY] = state.to_dict()
             for t in transitions:
-                record.transition("phase", at=self._wall_time(t.at), history=history,
+                record.transition("phase", at=self.wall_time(t.at), history=history,
                                   source=t.source, target=t.target, trigger=t.trigger,
                                   reason=t.reason)
 
@@ -469,8 +469,9 @@ class Controller:
             view.state_error = f"state not written: {exc}"
             log.error("state not written", pair=pair.name, error=str(exc))
 
-    def _wall_time(self, reading: float) -> float:
-        """A lifecycle time (steady clock) as wall time, for the audit trail."""
+    def wall_time(self, reading: float) -> float:
+        """A lifecycle time (steady clock) as wall time: for the audit trail, and to compare
+        with times other hosts stamp (an alert's `startsAt`)."""
         return reading + (self.wall() - self.clock())
 
     def _record_phase(self, pair: PairConfig, state: ReleaseState) -> None:

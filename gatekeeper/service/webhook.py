@@ -255,7 +255,9 @@ async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPa
     for alert in payload.alerts:
         for pair in match_pairs(alert, settings, actives):
             release = controller.views[pair].state.flipped_at
-            stale = predates_release(alert, release, settings.stale_alert_grace)
+            # flipped_at is on the lifecycle's steady clock; startsAt is Alertmanager's wall.
+            live_since = controller.wall_time(release) if release is not None else None
+            stale = predates_release(alert, live_since, settings.stale_alert_grace)
             if stale is not None:
                 stale_alerts.setdefault(pair, []).append((alert, stale))
                 continue
