@@ -205,19 +205,24 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     minutes = np.arange(0, results["looks"], 4) * LOOK / 60 + LOOK / 60
-    for key, value in results["rates"].items():
-        axes[0].plot(minutes, value["curve"], label=key)
-    for key, value in results["latency"].items():
-        axes[1].plot(minutes, value["curve"], label=key)
+    styles = {"1": ":", "10": "--", "100": "-"}
+    colours = {"x1": "black", "x2": "tab:blue", "x5": "tab:orange", "x10": "tab:red",
+               "+0%": "black", "+25%": "tab:blue", "+60%": "tab:red"}
+    for axis, group in zip(axes, ("rates", "latency"), strict=True):
+        for key, value in results[group].items():
+            rps, effect = key.split(" rps ")
+            effect = effect.removeprefix("p99 ")
+            axis.plot(minutes[:len(value["curve"])], value["curve"], label=key,
+                      linestyle=styles[rps], color=colours[effect])
     for axis, title in zip(axes, ("5xx rate (active 0.1 %)", "latency (active p99 0.5 s)"),
                            strict=True):
         axis.set_xlabel("minutes since the dark became ready")
         axis.set_title(title)
         axis.set_xscale("log")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, ncol=2)
     axes[0].set_ylabel("share of soaks failed so far (sequential rule)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
