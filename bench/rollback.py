@@ -63,6 +63,8 @@ QUICK_SIZED_ROLLBACKS = 5
 """Pairs flipped and rolled back per size (spread over the fleet)."""
 IDLE_S = 20.0
 QUICK_IDLE_S = 10.0
+FLIP_TIMEOUT_S = 120.0
+"""A flip through the API that takes longer is reported as failed (the table's n drops)."""
 """Seconds of idle service over which its API request rate is counted."""
 _sequence = itertools.count(1)
 
@@ -312,18 +314,46 @@ async def _emulator_counts(http: aiohttp.ClientSession, stack: Stack) -> dict[st
             "open_watches": summary.get("openWatches")}
 
 
+async def _recorded(http: aiohttp.ClientSession, stack: Stack, pairs: list[Pair],
+                    timeout_s: float) -> float:
+    """Wait until the state ConfigMap holds every pair (the first tick's writes); seconds."""
+    started = time.monotonic()
+    url = (f"{stack.emulator_url}/api/v1/namespaces/{service_stack.STATE_NAMESPACE}"
+           "/configmaps/gatekeeper-state")
+    names = {pair.name for pair in pairs}
+    while time.monotonic() - started < timeout_s:
+        async with http.get(url) as response:
+            data = (await response.json()).get("data") or {} if response.status == 200 else {}
+        if names <= set(data):
+            return time.monotonic() - started
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"not every pair's state was written within {timeout_s:g} s")
+
+
 async def _at_size(stack: Stack, pairs: list[Pair], rollbacks: int,
                    idle_s: float) -> dict[str, Any]:
     """Idle API load, then flips and webhook rollbacks of a sample spread over the fleet."""
     step = max(1, len(pairs) // rollbacks)
     chosen = pairs[::step][:rollbacks]
+    started = time.monotonic()
     async with aiohttp.ClientSession() as http:
+        recorded_s = await _recorded(http, stack, pairs, timeout_s=900.0)
+        # The Lease may have lapsed meanwhile (at 1,000 pairs it did): lead again first.
+        await asyncio.to_thread(service_stack.wait_leading, stack.url, timeout_s=300.0)
+        leading_s = time.monotonic() - started - recorded_s
         before = await _emulator_counts(http, stack)
         await asyncio.sleep(idle_s)
         after = await _emulator_counts(http, stack)
-        flips = await _flip_all(http, stack, chosen)
+        flips, flipped, failures = [], [], []
+        for pair in chosen:  # a flip that fails is reported, and its pair not rolled back
+            try:
+                flips.append(await asyncio.wait_for(_flip(http, stack, pair), FLIP_TIMEOUT_S))
+                flipped.append(pair)
+            except (RuntimeError, TimeoutError, aiohttp.ClientError) as exc:
+                failures.append(f"flip of {pair.name}: {exc!r}"[:300])
+                print(f"  rollback: {len(pairs)} pairs: {failures[-1]}", flush=True)
         results = []
-        for pair in chosen:
+        for pair in flipped:
             await asyncio.sleep(SPACING_S)
             result = await _rollback(http, stack, pair)
             sent = result["sent"]
@@ -336,9 +366,20 @@ async def _at_size(stack: Stack, pairs: list[Pair], rollbacks: int,
     verbs = {verb: (after["by_verb"].get(verb, 0) - before["by_verb"].get(verb, 0)) / idle_s
              for verb in sorted(set(after["by_verb"]) | set(before["by_verb"]))}
     return {"pairs": len(pairs), "rollbacks": results, "flip_api_s": flips,
+            "state_recorded_s": recorded_s, "leading_again_s": leading_s,
+            "failures": failures,
+            "lease_lost": _lease_losses(lease_log := stack.gatekeeper.log_tail(400)),
+            "lease_failures": lease_log.count('"lease request failed"'),
             "idle_requests_per_s": (after["total"] - before["total"]) / idle_s,
             "idle_requests_per_s_by_verb": verbs, "open_watches": after["open_watches"],
             "evaluation": evaluation}
+
+
+def _lease_losses(log: str) -> int:
+    """How often gatekeeper's log says it stopped leading (its last 400 lines; the info
+    line when logged, else the warning about actions in flight)."""
+    return max(log.count('"event": "stopped leading"'),
+               log.count('"stopped leading with actions in flight"'))
 
 
 async def _metrics_text(http: aiohttp.ClientSession, stack: Stack) -> str:
@@ -377,6 +418,9 @@ async def _sizes(rules: Path, options: Options) -> list[dict[str, Any]]:
                 print(f"  rollback: {size} pairs failed; gatekeeper's log ends:\n"
                       f"{stack.gatekeeper.log_tail(30)}", flush=True)
                 raise
+            if run["failures"]:
+                print(f"  rollback: {size} pairs: gatekeeper's log ends:\n"
+                      f"{stack.gatekeeper.log_tail(12)}", flush=True)
         run["ready_s"] = ready_s
         outcomes = Counter(r["outcome"] for r in run["rollbacks"])
         print(f"  rollback: {size} pairs: ready in {ready_s:.0f} s, webhook outcomes "
@@ -393,7 +437,8 @@ def _size_table(runs: list[dict[str, Any]]) -> str:
         flips = reporting.summary(run["flip_api_s"])
         evaluation = run["evaluation"]
         rows.append([
-            run["pairs"], f"{run['ready_s']:.0f}", run["open_watches"],
+            run["pairs"], f"{run['ready_s']:.0f}", f"{run['state_recorded_s']:.0f}",
+            run["open_watches"], run["lease_lost"],
             f"{run['idle_requests_per_s']:.0f}", f"{evaluation.get('mean', float('nan')):.2f}",
             flips.get("p50", float("nan")), response.get("count", 0),
             response.get("p50", float("nan")), verified.get("p50", float("nan")),
@@ -401,8 +446,8 @@ def _size_table(runs: list[dict[str, Any]]) -> str:
         ])
     return reporting.table(
         "Rollback latency by fleet size (webhook 1 s apart; seconds)",
-        ["pairs", "ready s", "watches", "idle req/s", "tick mean s", "flip p50", "n",
-         "answer p50", "verified p50", "verified max"], rows)
+        ["pairs", "ready s", "+state s", "watches", "lease lost", "idle req/s", "tick mean s",
+         "flip p50", "n", "answer p50", "verified p50", "verified max"], rows)
 
 
 def _figures(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -469,6 +514,9 @@ def run(options: Options) -> Outcome:
            for run in results["by_size"]}}
     notes.append("By fleet size: each size runs in its own emulator and gatekeeper serve; "
                  "'ready s' is start to the first evaluation of every pair and the Lease, "
+                 "'+state s' the further wait until every pair's first state write is done "
+                 "(one ConfigMap holds them all; writes are serialised), 'lease lost' how often "
+                 "the replica stopped leading (the bench waits until it leads again), "
                  "'idle req/s' the API requests per second while nothing happens, 'tick' one "
                  "control-loop evaluation of every pair (its histogram's mean).")
     return Outcome(results=results, targets=targets,

@@ -49,7 +49,9 @@ __all__ = ["Service", "build_app", "create_service", "make_runner", "serving"]
 log = structlog.get_logger(__name__)
 
 ACTION_CONNECTIONS = 32
-"""Connections of the pool that actions (flips, rollbacks, scaling, state) and the Lease use."""
+"""Connections of the pool that actions (flips, rollbacks, scaling, state writes) use."""
+LEASE_CONNECTIONS = 2
+"""Connections of the Lease's own pool (one renewal at a time, one spare)."""
 SHUTDOWN_DEADLINE = 25.0
 """Seconds to let in-flight actions finish on SIGTERM (Kubernetes waits 30 by default)."""
 
@@ -146,7 +148,7 @@ class Service:
     recorder: Recorder
     sources: dict[str, Source] = field(default_factory=dict)
     clients: list[client.ApiClient] = field(default_factory=list)
-    """Kubernetes clients the service built for itself (the actions' pool)."""
+    """Kubernetes clients the service built for itself (the actions' and the Lease's pools)."""
 
     async def close(self) -> None:
         """Release the sources' and own clients' connections (after the application stopped)."""
@@ -180,15 +182,19 @@ def create_service(
                           source_timeout=config.evaluation.source_timeout,
                           max_concurrency=config.evaluation.max_concurrency, clock=clock)
     background: dict[str, CoroFactory] = {}
-    # Actions and the Lease get a pool of their own: a tick over many pairs queues thousands
-    # of reads on `api`, and a flip, a rollback or a Lease renewal must not wait behind them
-    # (at 1,000 pairs the Lease renewals timed out and the replica stopped leading).
+    # Actions and the Lease get pools of their own: a tick over many pairs queues thousands
+    # of reads on `api`, the first tick over 1,000 pairs queues 1,000 state writes, and a
+    # flip, a rollback or a Lease renewal must not wait behind them (at 1,000 pairs the
+    # Lease renewals timed out behind both and the replica stopped leading).
     actions = kubeclient.own_pool(api, connections=ACTION_CONNECTIONS)
+    clients = [actions]
     if leadership is None:
         settings = config.leader_election
         if dry_run:
             settings = settings.model_copy(update={"enabled": False})
-        leadership = Leadership(actions, settings)
+        lease = kubeclient.own_pool(api, connections=LEASE_CONNECTIONS)
+        clients.append(lease)
+        leadership = Leadership(lease, settings)
         if settings.enabled:
             background["leadership"] = leadership.run
     # Switches record the Lease identity they run under, so the next leader knows a switch
@@ -205,7 +211,7 @@ def create_service(
     app = build_app(controller, TokenAuth(token), background=background, notifier=notifier,
                     run_loop=run_loop)
     return Service(app=app, controller=controller, recorder=recorder, sources=sources,
-                   clients=[actions])
+                   clients=clients)
 
 
 def _watcher(api: client.ApiClient, config: Any, controller: Controller) -> Any | None:

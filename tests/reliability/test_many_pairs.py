@@ -92,13 +92,15 @@ async def start(tmp_path, kube_emulator, aiohttp_server) -> AsyncIterator[Start]
     opened: list[tuple[Service, kubeclient.TimeoutApiClient]] = []
 
     async def run(count: int, prefix: str, *, interval: str = "2s",
-                  watch: dict[str, Any] | None = None) -> tuple[Service, str, Any]:
+                  watch: dict[str, Any] | None = None,
+                  lease: bool = False) -> tuple[Service, str, Any]:
         pairs = names(count, prefix)
         kube_emulator.load(cluster(pairs))
         loaded = write_config(tmp_path, pairs, prometheus_url=None, rules=[PODS_READY_RULE],
                               evaluation={"interval": interval},
                               policy={"auto_flip": False, "cooldown": "0s"},
-                              kubernetes={"watch": watch or {}})
+                              kubernetes={"watch": watch or {}},
+                              leader_election={"enabled": lease, "namespace": "gatekeeper"})
         api = serve_client(kube_emulator)
         service = create_service(loaded, api, token=TOKEN)
         opened.append((service, api))
@@ -152,9 +154,10 @@ async def test_thirty_pairs_still_act_while_every_namespace_is_watched(
 
 
 async def test_two_hundred_pairs_flip_and_roll_back(start, kube_emulator, kube_api):
-    """200 pairs (400 namespaces, 200 routes): every pair's first-sight state is written,
-    and flips through the API and alert rollbacks through the webhook still complete."""
-    service, url, pairs = await start(200, "h", interval="5s")
+    """200 pairs (400 namespaces, 200 routes), leader election on: every pair's first-sight
+    state is written, and flips through the API and alert rollbacks through the webhook
+    still complete (each needs the Lease, renewed meanwhile on its own connections)."""
+    service, url, pairs = await start(200, "h", interval="5s", lease=True)
     await first_sight(service, pairs, within=180)
     chosen = pairs[::40] + pairs[-1:]
     await flip_and_roll_back(url, kube_api, chosen)
