@@ -90,19 +90,25 @@ def compare(
     latency = sequential.compare_latency(histogram(dark_counts), histogram(active_counts),
                                          q=rule.latency.quantile, test=test)
     details = _rate_details(latency.rate)
-    details.update(boundary=latency.boundary, dark_quantile=list(latency.dark_quantile),
-                   active_quantile=list(latency.active_quantile))
+    details.update(boundary=latency.boundary,
+                   dark_quantile=[_finite(v) for v in latency.dark_quantile],
+                   active_quantile=[_finite(v) for v in latency.active_quantile])
     return latency.outcome, latency.reason, details
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: such figures are shown as null."""
+    return value if math.isfinite(value) else None
 
 
 def _rate_details(decision: sequential.RateDecision) -> dict[str, Any]:
     return {
         "outcome": decision.outcome,
-        "e_value": decision.e_value,
+        "e_value": _finite(decision.e_value),
         "reject_at": decision.threshold,
         "power": decision.power,
-        "dark_rate": decision.dark_rate,
-        "active_rate": decision.active_rate,
+        "dark_rate": _finite(decision.dark_rate),
+        "active_rate": _finite(decision.active_rate),
         "dark_interval": list(decision.dark_interval),
         "active_interval": list(decision.active_interval),
     }

@@ -220,3 +220,13 @@ def test_latency_comparison_reason_has_both_quantiles():
     assert result.reason.startswith("worse: p99 0.75 s [")
     assert "vs active 0.5 s [" in result.reason
     assert result.details["boundary"] == 0.5
+
+
+def test_count_details_are_json_safe_when_the_active_served_nothing():
+    """An active with no requests gives pending, and no NaN reaches the JSON details."""
+    import json
+
+    result = judge_rule(rate_rule(), "green", counted(3, 1000), role="candidate",
+                        baseline=ok(0.0, counts={"bad": 0.0, "total": 0.0}))
+    assert result.status == "no_data" and "pending" in result.reason
+    json.dumps(result.to_dict(), allow_nan=False)
