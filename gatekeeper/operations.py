@@ -602,6 +602,15 @@ class Operations:
         if blocked:
             return await self._refuse(kind, pair, live, blocked, reason=refused_reason,
                                       trigger=trigger, **extra)
+        if not force:
+            capacity = await self._capacity_before_traffic(pair, target)
+            if capacity is not None:
+                extra.setdefault("scale_up", capacity.to_dict())
+                if capacity.refused:
+                    reasons = [f"{target} is below its production size and could not be "
+                               "brought to it before taking traffic", *capacity.reasons]
+                    return await self._refuse(kind, pair, live, reasons, reason=refused_reason,
+                                              trigger=trigger, **extra)
         readiness = await self._readiness(pair, target)
         if not readiness.ready and not force:
             reasons = [f"{target} cannot take traffic{hint}", *readiness.reasons]
@@ -692,6 +701,35 @@ class Operations:
         return _result(kind, active=after, changed=outcome.changed, refused=True,
                        reasons=[p for p in problems if p] + warnings,
                        conflict=outcome.conflict, **details)
+
+    async def _capacity_before_traffic(self, pair: PairConfig, target: str
+                                       ) -> OperationResult | None:
+        """Scale a warm target (every Deployment at >= 1) up to its production size and wait
+        until Ready (policy.ready_timeout) before it takes traffic; None when already there.
+
+        A target with a Deployment at 0 is left to the readiness refusal (and to
+        `rollback --scale-up-first` / `rollback_when_scaled_down`): starting a cold namespace
+        is a decision of its own, not a side effect of a switch.
+        """
+        current = await self._readiness(pair, target)
+        if not current.deployments or any(d.replicas < 1 for d in current.deployments):
+            return None
+        scaled = await self.scale_up(pair, target)
+        if scaled.refused or scaled.details.get("dry_run"):
+            return scaled
+        if scaled.details.get("failed"):
+            return _result("scale_up", active=scaled.active, refused=True, namespace=target,
+                           reasons=scaled.reasons)
+        if not scaled.changed:
+            return None
+        timeout = self.config.policy_for(pair).ready_timeout
+        waited = await self.wait_ready(pair, target, timeout=timeout)
+        if waited.refused:
+            return _result("scale_up", active=waited.active, refused=True, namespace=target,
+                           reasons=[*scaled.reasons, *waited.reasons])
+        return _result("scale_up", active=waited.active, changed=True, namespace=target,
+                       reasons=[*scaled.reasons, *waited.reasons],
+                       scaled=scaled.details.get("scaled"))
 
     async def _restore_capacity(self, pair: PairConfig, namespace: str
                                 ) -> OperationResult | None:

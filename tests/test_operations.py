@@ -203,16 +203,52 @@ async def test_rollback_to_a_scaled_down_namespace(seeded: Any, ops: Operations)
     assert result.details["scale_up"]["refused"] is False
 
 
-async def test_rollback_to_a_kept_namespace_restores_its_production_replicas(
+async def test_rollback_to_a_kept_namespace_waits_for_its_production_size(
         seeded: Any, ops: Operations) -> None:
-    """keep=1 rolls back instantly, then the new active is scaled back to production."""
+    """keep=1: the target is scaled to production and Ready before it takes the traffic."""
     pair = ops.config.pairs[0]
     await ops.flip(pair)
     await ops.scale_down(pair, keep=1)
     await seeded.wait_for(lambda: len(seeded.pods(BLUE)) == 1, within=5)
+    seeded.ready_delay = 0.3
     result = await ops.rollback(pair)
     assert result.changed and pointed(seeded) == BLUE
     assert replicas(seeded, BLUE) == 2 and "scale_up" in result.details
+    # The readiness read just before the routes were patched: both pods Ready.
+    assert result.details["readiness"]["pods_ready"] == 2
+
+
+async def test_no_flip_or_rollback_to_a_namespace_that_cannot_reach_production_size(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """Pods that do not turn Ready within ready_timeout: refused, traffic stays where it is."""
+    ops = Operations(kube_api, make_config(policy={"ready_timeout": "1s"}))
+    pair = ops.config.pairs[0]
+    await ops.flip(pair)
+    await ops.scale_down(pair, keep=1)
+    await seeded.wait_for(lambda: len(seeded.pods(BLUE)) == 1, within=5)
+    seeded.ready_delay = 60  # the second pod will not be Ready within the 1 s ready_timeout
+    result = await ops.rollback(pair)
+    assert result.refused and not result.changed, result.reasons
+    assert pointed(seeded) == GREEN
+    assert "below its production size" in result.reasons[0]
+    assert any("not ready after 1s" in r for r in result.reasons)
+    assert replicas(seeded, BLUE) == 2  # scaled, so a retry finds it warming up
+    again = await ops.flip(pair, to=BLUE)  # at size now, still not Ready: refused as well
+    assert again.refused and pointed(seeded) == GREEN
+    assert "Deployment api: 1/2 pods Ready" in again.reasons
+
+
+async def test_flip_to_a_kept_namespace_scales_it_to_production_first(
+        seeded: Any, ops: Operations) -> None:
+    """A person's flip --to a dark kept at 1 replica: scaled to 2 and Ready, then switched."""
+    pair = ops.config.pairs[0]
+    await ops.flip(pair)
+    await ops.scale_down(pair, keep=1)
+    await seeded.wait_for(lambda: len(seeded.pods(BLUE)) == 1, within=5)
+    seeded.ready_delay = 0.3
+    result = await ops.flip(pair, to=BLUE)
+    assert result.changed and pointed(seeded) == BLUE
+    assert result.details["readiness"]["pods_ready"] == 2
 
 
 async def test_dry_run_decides_but_changes_nothing(seeded: Any, kube_api: client.ApiClient,
