@@ -542,6 +542,12 @@ class Operations:
                                        f"nothing to do: already rolled back to {live.active}")
         elif state.previous and state.previous != live.active:
             target = state.previous
+        elif state.phase == "rolled_back":
+            # The record followed the routes (`reconcile_state`): traffic is back where a
+            # rollback would send it, e.g. a person rolled back with kubectl.
+            return await self._nothing(
+                "rollback", pair, live, f"nothing to do: already rolled back to {live.active} "
+                f"({state.release.reason if state.release else 'recorded'})")
         elif to is not None and to != live.active:
             target = to
         elif last.get("kind") == "rollback" and last.get("to") == live.active \
@@ -648,7 +654,8 @@ class Operations:
 
         def finish(state: PairState) -> None:
             if outcome.ok:
-                state.switched(kind, source=source, target=target, at=done)
+                state.switched(kind, source=source, target=target, at=done, trigger=trigger,
+                               reason=reason)
                 state.images[target] = images
                 state.images[source] = serving.images()
                 state.replicas.update(production)

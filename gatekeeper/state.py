@@ -16,20 +16,23 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import errors
+from gatekeeper import errors, lifecycle
 from gatekeeper.config import PairConfig, StateConfig
 from gatekeeper.kubeclient import ApiException, read_json
+from gatekeeper.lifecycle import Observation, ReleaseState
 from gatekeeper.routers.base import ActiveState
 
 log = structlog.get_logger()
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gatekeeper"}
 SWITCH_KINDS = ("flip", "rollback")
+LIFECYCLE_KEY = "lifecycle"
+"""Where the record keeps the lifecycle's state (`lifecycle.ReleaseState`)."""
 
 
 class StateError(Exception):
@@ -38,13 +41,17 @@ class StateError(Exception):
 
 @dataclass
 class PairState:
-    """One pair's lifecycle state and audit trail. Times are Unix seconds."""
+    """One pair's persisted record: the release state and the audit trail. Times are Unix
+    seconds.
 
-    active: str | None = None
-    dark: str | None = None
-    previous: str | None = None
-    """The namespace a rollback returns to (set by a flip, cleared by a rollback)."""
-    phase: str = "idle"
+    The one copy of phase, previous and the rest of the lifecycle's memory is `release`
+    (a `lifecycle.ReleaseState`, stored under `lifecycle`); `phase`, `previous`, `active` and
+    `dark` read it. Where traffic goes is the live routes' answer: `active` is only where
+    the record last saw it, and every write first follows the routes (`reconcile_state`).
+    """
+
+    release: ReleaseState | None = None
+    """The lifecycle's state; None when none was stored yet."""
     images: dict[str, dict[str, str]] = field(default_factory=dict)
     """namespace -> `deployment/container` -> image."""
     timestamps: dict[str, float] = field(default_factory=dict)
@@ -62,24 +69,64 @@ class PairState:
     unreadable: str | None = None
     """Why the stored record could not be read (this state is fresh; not stored itself)."""
 
+    @property
+    def phase(self) -> str:
+        """The release phase (`idle` before the first observation)."""
+        return self.release.phase if self.release else "idle"
+
+    @property
+    def previous(self) -> str | None:
+        """Where a rollback returns traffic, as the lifecycle knows it (the routes' own
+        switch record comes first: `routers.base.ActiveState.last_switch`)."""
+        return self.release.previous if self.release else None
+
+    @property
+    def active(self) -> str | None:
+        """Where the record last saw the traffic (the live routes are the truth)."""
+        return self.release.active if self.release else None
+
+    @property
+    def dark(self) -> str | None:
+        """The other namespace, as last seen."""
+        return self.release.dark if self.release else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form stored in the ConfigMap."""
-        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
-               if f.name not in ("extra", "unreadable")}
+        out: dict[str, Any] = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+                               if f.name not in ("extra", "unreadable", "release")}
+        if self.release is not None:
+            out[LIFECYCLE_KEY] = self.release.to_dict()
         return {**copy.deepcopy(self.extra), **out}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PairState:
         """Parse stored JSON; unknown keys go to `extra`. ValueError naming the first field
-        of the wrong type (a bad `kubectl edit`): nothing of such a record is trusted."""
-        known = {f.name for f in fields(cls)} - {"extra", "unreadable"}
+        of the wrong type (a bad `kubectl edit`): nothing of such a record is trusted.
+
+        A record from before the one-record change kept `active`, `dark`, `previous` and
+        `phase` beside the lifecycle's own: they are dropped (the lifecycle's copy, or the
+        routes, replace them), never kept as a second copy."""
+        known = {f.name for f in fields(cls)} - {"extra", "unreadable", "release"}
         for name, value in data.items():
             if name in known and not _FIELD_TYPES[name](value):
                 raise ValueError(f"field {name!r} has the wrong type "
                                  f"({type(value).__name__}: {json.dumps(value)[:80]})")
+        release = None
+        raw = data.get(LIFECYCLE_KEY)
+        if raw is not None:
+            if not isinstance(raw, dict):
+                raise ValueError(f"field {LIFECYCLE_KEY!r} is a JSON {type(raw).__name__}, "
+                                 "not an object")
+            try:
+                release = ReleaseState.from_dict(raw)
+            except TypeError as exc:
+                raise ValueError(f"field {LIFECYCLE_KEY!r}: {exc}") from exc
+            except ValueError as exc:
+                raise ValueError(f"field {LIFECYCLE_KEY!r}: {exc}") from exc
         values = {k: copy.deepcopy(v) for k, v in data.items() if k in known}
-        extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in known}
-        return cls(**values, extra=extra)
+        extra = {k: copy.deepcopy(v) for k, v in data.items()
+                 if k not in known and k != LIFECYCLE_KEY and k not in _LEGACY_KEYS}
+        return cls(**values, release=release, extra=extra)
 
     def transition(self, kind: str, *, at: float, history: int, source: str | None = None,
                    target: str | None = None, **details: Any) -> dict[str, Any]:
@@ -124,10 +171,14 @@ class PairState:
         if self.last_action and self.last_action.get("id") == action_id:
             self.last_action = {**self.last_action, "status": status, "finished": at}
 
-    def switched(self, kind: str, *, source: str, target: str, at: float) -> None:
-        """The routes now point at `target`: flips remember `source` for a rollback."""
-        self.active, self.dark = target, source
-        self.previous = source if kind == "flip" else None
+    def switched(self, kind: str, *, source: str, target: str, at: float,
+                 trigger: str = "manual", reason: str = "") -> None:
+        """The routes now point at `target`: the lifecycle's step for a switch (a flip
+        remembers `source` for a rollback, a rollback clears it)."""
+        switch_kind: Literal["flip", "rollback"] = "flip" if kind == "flip" else "rollback"
+        self.release = lifecycle.switched(self.release or ReleaseState(), switch_kind,
+                                          source=source, target=target, trigger=trigger,
+                                          reason=reason, now=at).state
         self.timestamps["flipped" if kind == "flip" else "rolled_back"] = at
         self.count(kind)
 
@@ -154,10 +205,6 @@ def _list_of_maps(value: Any) -> bool:
 
 
 _FIELD_TYPES: dict[str, Callable[[Any], bool]] = {
-    "active": _text_or_none,
-    "dark": _text_or_none,
-    "previous": _text_or_none,
-    "phase": lambda value: isinstance(value, str),
     "images": _map_of(_map_of(lambda value: isinstance(value, str))),
     "timestamps": _map_of(_number),
     "approvals": _list_of_maps,
@@ -167,6 +214,9 @@ _FIELD_TYPES: dict[str, Callable[[Any], bool]] = {
     "transitions": _list_of_maps,
 }
 """What each stored field must hold."""
+
+_LEGACY_KEYS = ("active", "dark", "previous", "phase")
+"""Copies of the lifecycle's fields a record kept before it had one copy of them."""
 
 UNREADABLE_KEY = "unreadable_record"
 """Where a rebuilt record keeps the text it replaced (for a person to look at)."""
@@ -191,13 +241,24 @@ def reconcile_state(state: PairState, pair: PairConfig, live: ActiveState, *, at
             state.last_action = {**action, "status": "interrupted", "finished": at}
     if not live.consistent or live.active is None:
         return
-    if state.active != live.active:
-        if state.active is not None:
-            state.previous = state.active
-            state.transition("reconciled", at=at, history=history, source=state.active,
-                             target=live.active, note="routes changed outside gatekeeper")
-        state.active = live.active
-    state.dark = pair.other(live.active)
+    last = live.last_switch
+    seen = Observation(active=live.active, dark=pair.other(live.active),
+                       switch_kind=last.kind if last else "",
+                       switched_from=last.source if last else None,
+                       switched_at=last.at if last else None)
+    before = state.active
+    if state.release is None and state.unreadable is not None:
+        # The same rebuild the control loop makes: blocked until a person approves, the
+        # other namespace able to take the traffic back.
+        state.release = lifecycle.rebuilt(seen, at, state.unreadable)
+    step = lifecycle.follow_routes(state.release or ReleaseState(), seen, at)
+    if step is None:
+        return
+    state.release = step.state
+    if before is not None:
+        state.transition("reconciled", at=at, history=history, source=before,
+                         target=live.active, note="routes changed outside gatekeeper"
+                         if step.state.trigger == "manual" else step.state.reason)
 
 
 def _name(pair: PairConfig | str) -> str:

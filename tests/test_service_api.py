@@ -363,7 +363,8 @@ async def test_shutdown_finishes_a_flip_in_flight(api_service, kube_emulator, ku
     state = await read_json(_core(kube_api).read_namespaced_config_map, "gatekeeper-state",
                             "gatekeeper")
     stored = json.loads(state["data"]["api"])
-    assert stored["last_action"]["status"] == "done" and stored["active"] == GREEN
+    assert stored["last_action"]["status"] == "done" \
+        and stored["lifecycle"]["active"] == GREEN
 
 
 def _core(api):

@@ -10,6 +10,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from gatekeeper.config import PairConfig, StateConfig
+from gatekeeper.lifecycle import ReleaseState
 from gatekeeper.routers import reading
 from gatekeeper.state import PairState, StateStore, reconcile_state
 from tests.fixtures.kube import BLUE, GREEN, ROUTE_NAME, ROUTING, load_bluegreen_seed
@@ -47,12 +48,31 @@ def patch_route(emulator: Any, namespace: str) -> None:
 
 def test_round_trip_keeps_unknown_keys() -> None:
     """A newer writer's keys survive an older reader's write."""
-    data = {"active": BLUE, "phase": "validating", "future_field": {"x": 1},
-            "counters": {"flip": 2}}
+    data = {"lifecycle": {"phase": "validating", "active": BLUE, "dark": GREEN},
+            "future_field": {"x": 1}, "counters": {"flip": 2}}
     state = PairState.from_dict(data)
     assert state.phase == "validating" and state.extra == {"future_field": {"x": 1}}
     assert state.to_dict()["future_field"] == {"x": 1}
     assert PairState.from_dict(state.to_dict()) == state
+
+
+def test_the_lifecycle_fields_are_stored_once() -> None:
+    """Phase, active, dark and previous live in the lifecycle's record only: the copies an
+    older version kept beside it are dropped on read, never written back."""
+    old = {"active": GREEN, "dark": BLUE, "previous": GREEN, "phase": "flipped",
+           "lifecycle": {"phase": "rolled_back", "active": BLUE, "dark": GREEN,
+                         "previous": None}}
+    state = PairState.from_dict(old)
+    assert (state.phase, state.active, state.previous) == ("rolled_back", BLUE, None)
+    assert set(state.to_dict()) & {"active", "dark", "previous", "phase"} == set()
+
+
+def test_a_lifecycle_of_the_wrong_type_makes_the_record_unreadable() -> None:
+    """Nothing of a record whose lifecycle is corrupt is trusted (it is rebuilt)."""
+    with pytest.raises(ValueError, match="lifecycle"):
+        PairState.from_dict({"lifecycle": {"phase": "canarying"}})
+    with pytest.raises(ValueError, match="lifecycle"):
+        PairState.from_dict({"lifecycle": [1]})
 
 
 def test_transitions_are_bounded() -> None:
@@ -69,11 +89,11 @@ async def test_update_creates_then_updates_with_json_per_pair(
     """data[<pair>] holds JSON; other pairs' keys are left alone."""
     store = StateStore(kube_api, SETTINGS, clock=lambda: 100.0)
     assert (await store.load("api")).active is None
-    await store.update("api", lambda s: setattr(s, "phase", "validating"))
-    await store.update("web", lambda s: setattr(s, "phase", "ready"))
+    await store.update("api", lambda s: setattr(s, "release", ReleaseState(phase="validating")))
+    await store.update("web", lambda s: setattr(s, "release", ReleaseState(phase="ready")))
     stored = configmap(seeded)
     assert stored["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gatekeeper"
-    assert json.loads(stored["data"]["api"])["phase"] == "validating"
+    assert json.loads(stored["data"]["api"])["lifecycle"]["phase"] == "validating"
     assert set(stored["data"]) == {"api", "web"}
     assert (await store.load("api")).phase == "validating"
 
@@ -119,7 +139,7 @@ async def test_restart_after_patch_before_state_write_reconciles_to_the_routes(
     pair = pair_config()
 
     def started(state: PairState) -> None:
-        state.active, state.dark = BLUE, GREEN
+        state.release = ReleaseState(active=BLUE, dark=GREEN)
         state.begin("flip", at=10.0, source=BLUE, target=GREEN, trigger="auto")
 
     await store.update(pair, started)
@@ -154,6 +174,21 @@ async def test_manual_route_change_is_adopted_with_previous(
     state = await reconcile(store, pair)
     assert (state.active, state.previous) == (GREEN, BLUE)
     assert state.transitions[-1]["note"] == "routes changed outside gatekeeper"
+    assert state.phase == "flipped"
+
+
+async def test_manual_route_change_back_is_a_rollback_with_nothing_to_return_to(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """Flipped to green, then a person points the route back at blue: the record follows
+    the lifecycle's rule (rolled back; previous is cleared, not set to green)."""
+    store = StateStore(kube_api, SETTINGS)
+    pair = pair_config()
+    await reconcile(store, pair)
+    patch_route(seeded, GREEN)
+    await reconcile(store, pair)
+    patch_route(seeded, BLUE)
+    state = await reconcile(store, pair)
+    assert (state.phase, state.active, state.previous) == ("rolled_back", BLUE, None)
 
 
 async def test_inconsistent_routes_leave_active_alone(seeded: Any,
@@ -161,7 +196,7 @@ async def test_inconsistent_routes_leave_active_alone(seeded: Any,
     """Routes that disagree are not the truth about anything."""
     pair = pair_config()
     live = await reading.read_active(kube_api, pair)
-    state = PairState(active=BLUE, dark=GREEN)
+    state = PairState(release=ReleaseState(active=BLUE, dark=GREEN))
     broken = type(live)(None, live.routes, "routes disagree", live.snapshots)
     reconcile_state(state, pair, broken, at=1.0, history=3)
     assert (state.active, state.dark) == (BLUE, GREEN)

@@ -39,7 +39,6 @@ __all__ = ["ActionOutcome", "Controller", "LeaderView", "PairView", "ShuttingDow
 
 log = structlog.get_logger(__name__)
 
-LIFECYCLE_KEY = "lifecycle"  # the ReleaseState inside the pair's stored JSON
 MIN_GAP = 1.0  # seconds between tick starts when woken early (the minimum interval)
 PAIR_READS = 16
 """Pairs whose routes and Deployments a tick reads at once (each pair is 3-5 requests)."""
@@ -404,17 +403,8 @@ class Controller:
             view.state_error = f"cannot read state: {exc}"
             return view.state
         view.record, view.state_error = record, None
-        raw = record.extra.get(LIFECYCLE_KEY)
         problem = record.unreadable
-        state: ReleaseState | None = None
-        if problem is None and raw is not None:
-            try:
-                if not isinstance(raw, dict):
-                    raise ValueError(f"a JSON {type(raw).__name__}, not an object")
-                state = ReleaseState.from_dict(raw)
-            except (ValueError, TypeError) as exc:
-                problem = (f"state ConfigMap key {pair.name!r}: the stored lifecycle is not "
-                           f"readable: {exc}")
+        state = record.release
         if problem is not None:
             if view.state_problem != problem:
                 log.error("stored state unreadable; rebuilt from the routes", pair=pair.name,
@@ -455,8 +445,7 @@ class Controller:
         history = self.config.state.history
 
         def mutate(record: PairState) -> None:
-            record.phase = state.phase
-            record.extra[LIFECYCLE_KEY] = state.to_dict()
+            record.release = state
             for t in transitions:
                 record.transition("phase", at=self.wall_time(t.at), history=history,
                                   source=t.source, target=t.target, trigger=t.trigger,
@@ -788,10 +777,10 @@ class Controller:
 
 
 def _needs_recovery(record: PairState | None, observation: Observation) -> bool:
-    """Routes split, a switch left `started`, or a stored active the routes contradict."""
+    """Routes split, or a switch left `started`. (A route change the record has not seen
+    is followed by the lifecycle's own step: `lifecycle.follow_routes`.)"""
     if observation.active is None:
         return True
     if record is None:
         return False
-    started = (record.last_action or {}).get("status") == "started"
-    return started or record.active != observation.active
+    return (record.last_action or {}).get("status") == "started"

@@ -146,8 +146,9 @@ def assert_agree(cluster: Cluster, expected: str) -> dict[str, Any]:
     pointed = cluster.pointed()
     assert set(pointed.values()) == {expected}, f"routes: {pointed}"
     state = cluster.state()
-    assert state.get("active") == expected, state
-    assert state.get("dark") == (BLUE if expected == GREEN else GREEN), state
+    release = state.get("lifecycle") or {}
+    assert release.get("active") == expected, state
+    assert release.get("dark") == (BLUE if expected == GREEN else GREEN), state
     return state
 
 
@@ -164,7 +165,7 @@ async def test_a_flip_killed_at_any_step_completes_exactly_once_on_retry(
     code, output = await cli(cluster, "flip", "--output", "json")
     assert code == 0, output
     state = assert_agree(cluster, GREEN)
-    assert state.get("previous") == BLUE, state
+    assert (state.get("lifecycle") or {}).get("previous") == BLUE, state
     assert state.get("counters", {}).get("flip") == 1, state
     assert cluster.moves(GREEN, held=rule) == {name: 1 for _, name in ROUTES}, point
     code, output = await cli(cluster, "flip", "--output", "json")
@@ -251,7 +252,7 @@ async def test_a_switch_from_another_host_is_resumed_only_once_stale(cluster):
         assert resumed.changed and not resumed.refused, resumed.reasons
         assert "finished after its process died" in resumed.reasons[0]
         state = assert_agree(cluster, GREEN)
-        assert state["counters"]["flip"] == 1 and state["previous"] == BLUE
+        assert state["counters"]["flip"] == 1 and state["lifecycle"]["previous"] == BLUE
         assert state["last_action"]["status"] == "done"
         again = await later.flip(pair)
         assert not again.changed and "nothing to do" in again.reasons[0], again.reasons

@@ -316,7 +316,8 @@ async def test_an_unreadable_state_is_reported_rebuilt_from_the_routes_and_an_al
     assert view.state.phase == "rolled_back"
     stored = kube_emulator.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper")
     record = json.loads(stored["data"]["api"])
-    assert record["active"] == SB and record["lifecycle"]["phase"] == "rolled_back", record
+    assert record["lifecycle"]["active"] == SB and record["lifecycle"]["phase"] == "rolled_back", \
+        record
     if corruption in ("a JSON list", "a JSON string", "not JSON", "fields of the wrong type"):
         assert record["unreadable_record"]["text"] == CORRUPTIONS[corruption]
 

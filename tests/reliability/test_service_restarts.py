@@ -158,7 +158,7 @@ async def agreed(cluster: Cluster, replica: Replica, expected: str) -> bool:
         return False
     state = cluster.state()
     lifecycle = state.get("lifecycle") or {}
-    if state.get("active") != expected or lifecycle.get("active") != expected:
+    if lifecycle.get("active") != expected:
         return False
     if (state.get("last_action") or {}).get("status") == "started":
         return False
