@@ -53,6 +53,7 @@ Health = Literal["pass", "fail", "unknown"]
 VerdictName = Literal["safe", "unsafe", "unknown"]
 
 _BLOCK_ROUTES = "routes"  # a block that clears itself once the routes agree again
+_BLOCK_READY = "ready_timeout"  # the dark was not Ready within policy.ready_timeout
 
 
 def fingerprint(images: Iterable[str]) -> str:
@@ -81,6 +82,10 @@ class Observation:
     """Desired replicas summed over the dark's Deployments; None when unreadable."""
     dark_ready: bool = False
     dark_problem: str = ""
+    dark_short: tuple[str, ...] = ()
+    """Deployments of the dark below their production count (configuration, else the
+    active's), e.g. `api 1/2`: validating scales them up first, so the release is validated
+    at the size that will take traffic."""
     verdict: VerdictName = "unknown"
     reasons: tuple[str, ...] = ()
     active_health: Health = "unknown"
@@ -153,6 +158,8 @@ class ReleaseState:
     resume: Phase | None = None
     """The phase to return to when a block is cleared."""
     block_cause: str = ""
+    waiting_since: float | None = None
+    """While validating: since when the dark has not been Ready (bounded by ready_timeout)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (persisted and shown by the API)."""
@@ -200,7 +207,7 @@ _STATE_TYPES: dict[str, Any] = {
     "scale_down_approved": lambda v: isinstance(v, bool),
     "flipped_at": _optional_time, "previous": _optional_text,
     "scaled_down_at": _optional_time, "last_rollback_at": _optional_time,
-    "resume": _optional_text, "block_cause": _text,
+    "resume": _optional_text, "block_cause": _text, "waiting_since": _optional_time,
 }
 """What each stored ReleaseState field must hold."""
 
@@ -378,7 +385,7 @@ def _from_record(b: _Builder, obs: Observation) -> bool:
                 "the stored state did not have it)", trigger="recorded", active=obs.active,
                 dark=obs.dark, dark_seen=_seen(obs), previous=obs.dark,
                 flipped_at=at, failures=0, passes=0, scale_down_approved=False,
-                scaled_down_at=None, resume=None, block_cause="")
+                scaled_down_at=None, resume=None, block_cause="", waiting_since=None)
         return True
     if obs.switch_kind == "rollback" and obs.switched_from == obs.dark:
         b.enter("rolled_back", f"rolled back from {obs.dark} at {at:.0f} (recorded on the "
@@ -445,15 +452,19 @@ def _start_validating(b: _Builder, release: str, reason: str) -> None:
 
 
 def _validate(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> None:
-    """Count consecutive safe verdicts once the dark can serve; soak while it stays ready."""
-    if obs.dark_replicas == 0:
-        b.act(Action("scale_up", dark, reason="validate the new release"))
-        b.set(passes=0, soak_started=None, reason=f"scaling up {dark}")
+    """Count consecutive safe verdicts once the dark can serve at production size; soak
+    while it stays ready. A dark not Ready within `ready_timeout` blocks the pair."""
+    if obs.dark_replicas == 0 or obs.dark_short:
+        b.act(Action("scale_up", dark, reason="validate the new release at production size"))
+        short = f" ({', '.join(obs.dark_short)})" if obs.dark_short else ""
+        _wait_for_dark(b, policy, f"scaling up {dark} to production size{short}")
         return
     if not obs.dark_ready:
-        b.set(passes=0, soak_started=None, reason=f"waiting for {dark} to be ready: "
-                               f"{obs.dark_problem or 'pods not ready'}")
+        _wait_for_dark(b, policy, f"waiting for {dark} to be ready: "
+                                  f"{obs.dark_problem or 'pods not ready'}")
         return
+    if b.state.waiting_since is not None:
+        b.set(waiting_since=None)
     soak_started = b.state.soak_started if b.state.soak_started is not None else b.now
     soaked = b.now - soak_started
     if soaked < obs.window:
@@ -477,6 +488,16 @@ def _validate(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) ->
     else:
         b.set(reason=f"{passes}/{policy.consecutive_passes} consecutive passes, soaked "
                      f"{soaked:.0f}s of {policy.soak:.0f}s")
+
+
+def _wait_for_dark(b: _Builder, policy: PolicyConfig, why: str) -> None:
+    """The dark cannot serve yet: no passes count; past `ready_timeout` the pair is blocked
+    (a person fixes the release and approves, or a new release starts over)."""
+    since = b.state.waiting_since if b.state.waiting_since is not None else b.now
+    b.set(passes=0, soak_started=None, waiting_since=since, reason=why)
+    if b.now - since >= policy.ready_timeout:
+        b.enter("blocked", f"not ready after ready_timeout {policy.ready_timeout:g}s: {why}",
+                resume="validating", block_cause=_BLOCK_READY, waiting_since=None)
 
 
 def _ready(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gatekeeper import environments
 from gatekeeper.config import PairConfig
 from gatekeeper.environments import Readiness
 from gatekeeper.lifecycle import Health, Observation
@@ -75,11 +76,19 @@ def observe(
     if dark_read is None:
         dark_replicas: int | None = None
         dark_ready = False
+        dark_short: tuple[str, ...] = ()
         dark_problem = errors.get(dark, "Deployments could not be read")
     else:
         dark_replicas = sum(d.replicas for d in dark_read.deployments)
         dark_ready = dark_read.ready
         dark_problem = "; ".join(dark_read.reasons[:3])
+        active_read = readiness.get(live.active)
+        plans = environments.production_replicas(
+            pair, dark_read.deployments,
+            active=active_read.deployments if active_read else (),
+            active_namespace=live.active)
+        dark_short = tuple(f"{p.name} {p.current}/{p.target}" for p in plans
+                           if p.current < p.target)
     verdict_name: VerdictName
     reasons: tuple[str, ...]
     if verdict is None or verdict.candidate.namespace != dark:
@@ -96,6 +105,7 @@ def observe(
         dark_replicas=dark_replicas,
         dark_ready=dark_ready,
         dark_problem=dark_problem,
+        dark_short=dark_short,
         verdict=verdict_name,
         reasons=tuple(reasons),
         active_health=health,

@@ -1,0 +1,96 @@
+"""Validating a release through the running service against the emulated cluster: the dark
+is validated at the size that will take traffic, and a dark that never turns Ready ends in
+`blocked` (with a notification) after `policy.ready_timeout` instead of waiting forever."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from gatekeeper.service.app import create_service
+from tests.service_support import (
+    NEW,
+    PODS_READY_RULE,
+    TOKEN,
+    post_json,
+    replicas,
+    seed,
+    wait_until,
+    write_config,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+BLUE, GREEN, ROUTING = "api-blue", "api-green", "api-routing"
+
+
+@pytest.fixture
+async def start_service(tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """Starts `gatekeeper serve`'s app for pair `api` (blue live, green dark on new images at
+    `green_replicas`); judged on pod readiness only."""
+    started = []
+
+    async def start(*, green_replicas: int = 2, policy: dict[str, Any] | None = None,
+                    notifications: dict[str, Any] | None = None) -> Any:
+        kube_emulator.load(seed(BLUE, GREEN, ROUTING, green_image=NEW,
+                                green_replicas=green_replicas))
+        loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING)], prometheus_url=None,
+                              rules=[PODS_READY_RULE],
+                              policy={"auto_flip": False, **(policy or {})},
+                              notifications=notifications or {})
+        service = create_service(loaded, kube_api, token=TOKEN)
+        server = await aiohttp_server(service.app)
+        started.append(service)
+        await wait_until(lambda: service.controller.ticks > 0, within=10, what="first tick")
+        return service, str(server.make_url("")).rstrip("/")
+
+    yield start
+    for service in started:
+        await service.close()
+
+
+async def test_a_dark_kept_at_one_replica_is_validated_at_production_size(
+        start_service: Any, kube_api: client.ApiClient) -> None:
+    """scale_down_keep: 1 left the dark at 1 pod: validating scales it to the active's 2
+    first, and no pass counts before both pods are Ready."""
+    service, url = await start_service(green_replicas=1, policy={"soak": "1s"})
+    async with aiohttp.ClientSession() as http:
+        status, body = await post_json(http, f"{url}/api/v1/pairs/api/approve", {})
+        assert status == 200 and body["phase"] == "validating", body
+    view = service.controller.views["api"]
+    await wait_until(lambda: view.state.phase == "ready", within=20, what="ready")
+    assert await replicas(kube_api, GREEN) == 2
+
+
+async def test_a_dark_that_never_turns_ready_is_blocked_after_ready_timeout(
+        start_service: Any, kube_emulator: Any, aiohttp_server: Any) -> None:
+    """Pods that never pass their readiness probe: `blocked` naming ready_timeout and the
+    pods, and the notifier tells the configured webhook."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = await aiohttp_server(app)
+    service, url = await start_service(
+        policy={"ready_timeout": "2s"},
+        notifications={"webhooks": [str(receiver.make_url("/hook"))]})
+    for pod in kube_emulator.pods(GREEN):
+        kube_emulator.set_pod_ready(GREEN, pod["metadata"]["name"], False)
+    async with aiohttp.ClientSession() as http:
+        status, body = await post_json(http, f"{url}/api/v1/pairs/api/approve", {})
+        assert status == 200 and body["phase"] == "validating", body
+    view = service.controller.views["api"]
+    await wait_until(lambda: view.state.phase == "blocked", within=15, what="blocked")
+    assert "ready_timeout 2s" in view.state.reason and "api-green" in view.state.reason
+    await wait_until(lambda: received, within=10, what="a notification")
+    assert any("ready_timeout" in str(notice) for notice in received), received
+
+
