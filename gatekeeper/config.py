@@ -199,10 +199,15 @@ class WebhookConfig(_Section):
 
 
 class AuthConfig(_Section):
-    """Bearer token for mutating endpoints and the webhook (never logged)."""
+    """Bearer tokens for mutating endpoints and the webhook (never logged), each with the
+    name the audit trail records: `tokens_file` holds `name: token` entries; the single
+    shared token (`token_file`, else `$token_env`) authenticates as `token_name`."""
 
     token_file: str | None = None
     token_env: str = "GATEKEEPER_TOKEN"
+    token_name: str = Field("api-token", min_length=1, max_length=128,
+                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]*$")
+    tokens_file: str | None = None
     webhook_requires_token: bool = True
 
 

@@ -38,6 +38,8 @@ SCALED_UP = "ScaledUp"
 SCALED_DOWN = "ScaledDown"
 SCALE_REFUSED = "ScaleRefused"
 RECONCILED = "Reconciled"
+APPROVED = "Approved"
+UNAPPROVED = "Unapproved"
 
 EventType = Literal["Normal", "Warning"]
 

@@ -24,6 +24,7 @@ from gatekeeper.config import PolicyConfig
 __all__ = [
     "PHASES",
     "Action",
+    "Decision",
     "Health",
     "Observation",
     "Phase",
@@ -41,6 +42,7 @@ __all__ = [
     "scale_down_check",
     "step",
     "switched",
+    "unapprove",
 ]
 
 Phase = Literal["idle", "validating", "ready", "flipped", "stable", "rolled_back", "blocked"]
@@ -51,6 +53,8 @@ ActionKind = Literal["scale_up", "flip", "rollback", "scale_down"]
 Trigger = Literal["auto", "manual", "alertmanager", "gates"]
 Health = Literal["pass", "fail", "unknown"]
 VerdictName = Literal["safe", "unsafe", "unknown"]
+Decision = Literal["flip", "scale_down"]
+"""What a person approves: the flip (validating, ready) or the scale-down go/no-go (flipped)."""
 
 _BLOCK_ROUTES = "routes"  # a block that clears itself once the routes agree again
 _BLOCK_READY = "ready_timeout"  # the dark was not Ready within policy.ready_timeout
@@ -240,32 +244,38 @@ class Transition:
     target: Phase
     trigger: str
     reason: str
+    by: str = ""
+    """Who asked for it (an approver's name), '' for gatekeeper's own decisions."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"at": self.at, "from": self.source, "to": self.target,
-                "trigger": self.trigger, "reason": self.reason}
+        out = {"at": self.at, "from": self.source, "to": self.target,
+               "trigger": self.trigger, "reason": self.reason}
+        return {**out, "by": self.by} if self.by else out
 
 
 @dataclass(frozen=True)
 class Step:
     """The outcome of a lifecycle function: the new state, actions to take, phase changes.
 
-    `refusal` holds the reasons when a request (approve, alert) could not be acted on.
+    `refusal` holds the reasons when a request (approve, alert) could not be acted on;
+    `note` says what a request did (or why it changed nothing), for the audit trail.
     """
 
     state: ReleaseState
     actions: tuple[Action, ...] = ()
     transitions: tuple[Transition, ...] = ()
     refusal: tuple[str, ...] = ()
+    note: str = ""
 
 
 class _Builder:
     """Accumulates one Step; keeps the transition bookkeeping out of the rules below."""
 
-    def __init__(self, state: ReleaseState, now: float) -> None:
+    def __init__(self, state: ReleaseState, now: float, by: str = "") -> None:
         self.state = state
         self.now = now
+        self.by = by
         self.actions: list[Action] = []
         self.transitions: list[Transition] = []
 
@@ -277,13 +287,15 @@ class _Builder:
         self.state = replace(self.state, phase=phase, since=self.now, reason=reason,
                              trigger=trigger, **changes)
         if before != phase:
-            self.transitions.append(Transition(self.now, before, phase, trigger, reason))
+            self.transitions.append(Transition(self.now, before, phase, trigger, reason,
+                                               self.by))
 
     def act(self, action: Action) -> None:
         self.actions.append(action)
 
-    def build(self, refusal: Iterable[str] = ()) -> Step:
-        return Step(self.state, tuple(self.actions), tuple(self.transitions), tuple(refusal))
+    def build(self, refusal: Iterable[str] = (), note: str = "") -> Step:
+        return Step(self.state, tuple(self.actions), tuple(self.transitions), tuple(refusal),
+                    note)
 
 
 # -- the tick ----------------------------------------------------------------------------------
@@ -445,10 +457,10 @@ def _unblock(b: _Builder, reason: str) -> None:
             failures=0)
 
 
-def _start_validating(b: _Builder, release: str, reason: str) -> None:
-    b.enter("validating", reason, release=release, soak_started=None, passes=0, failures=0,
-            flip_approved=False, scale_down_approved=False, previous=None, flipped_at=None,
-            scaled_down_at=None, resume=None, block_cause="")
+def _start_validating(b: _Builder, release: str, reason: str, trigger: str = "auto") -> None:
+    b.enter("validating", reason, trigger=trigger, release=release, soak_started=None,
+            passes=0, failures=0, flip_approved=False, scale_down_approved=False,
+            previous=None, flipped_at=None, scaled_down_at=None, resume=None, block_cause="")
 
 
 def _validate(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> None:
@@ -620,24 +632,69 @@ def failed(state: ReleaseState, action: Action, reasons: Iterable[str], now: flo
 # -- requests from people and from Alertmanager -------------------------------------------------
 
 
-def approve(state: ReleaseState, now: float) -> Step:
-    """A person's go-ahead; what it means depends on the phase (idempotent)."""
-    b = _Builder(state, now)
+def approve(state: ReleaseState, now: float, decision: Decision | None = None, *,
+            by: str = "") -> Step:
+    """A person's go-ahead; idempotent. Without `decision` it means what the phase needs:
+    validate and flip (idle, rolled_back), flip (validating, ready), scale down (flipped),
+    resume (blocked). With one, it approves only that decision and is refused in a phase
+    where it does not apply (a pipeline's go/no-go step never approves a flip, nor
+    unblocks a pair, by accident). `by` names the approver on the transitions."""
+    b = _Builder(state, now, by)
     phase = state.phase
-    if phase in ("idle", "rolled_back"):
+    if decision is not None and phase == "blocked":
+        return b.build([f"blocked: {state.reason}; approve without a decision to resume"])
+    wants_flip = decision in (None, "flip")
+    wants_scale_down = decision in (None, "scale_down")
+    if phase in ("idle", "rolled_back") and wants_flip:
         if state.dark is None:
             return b.build(["the pair has not been observed yet"])
-        _start_validating(b, state.dark_seen or "", "approved: validate the dark namespace")
+        _start_validating(b, state.dark_seen or "", "approved: validate the dark namespace",
+                          trigger="manual")
         b.set(flip_approved=True)
-    elif phase in ("validating", "ready"):
+        return b.build(note="flip approved: validating the dark namespace")
+    if phase in ("validating", "ready") and wants_flip:
+        if state.flip_approved:
+            return b.build(note="the flip was already approved")
         b.set(flip_approved=True)
-    elif phase == "flipped":
+        return b.build(note=f"flip approved ({phase})")
+    if phase == "flipped" and wants_scale_down:
+        if state.scale_down_approved:
+            return b.build(note="the scale-down was already approved")
         b.set(scale_down_approved=True)
-    elif phase == "blocked":
+        return b.build(note=f"scale-down of {state.previous} approved (go/no-go)")
+    if phase == "blocked":
         _unblock(b, "approved: resume")
-    else:
-        return b.build([f"nothing to approve in phase {phase}"])
-    return b.build()
+        return b.build(note=f"unblocked: resumed {b.state.phase}")
+    if decision == "scale_down" and phase in ("idle", "rolled_back", "validating", "ready"):
+        return b.build([f"phase {phase}: the scale-down go/no-go comes after the flip"])
+    if decision == "flip" and phase == "flipped":
+        return b.build([f"phase flipped: the flip to {state.active} is done (use rollback)"])
+    return b.build([f"nothing to approve in phase {phase}"])
+
+
+def unapprove(state: ReleaseState, now: float, decision: Decision | None = None, *,
+              by: str = "") -> Step:
+    """Withdraw an approval not acted on yet (the flip before it happens, the scale-down
+    before it happens); idempotent: nothing to withdraw changes nothing. Without
+    `decision`, both approvals are withdrawn. Refused for a flip that already happened."""
+    b = _Builder(state, now, by)
+    if decision == "flip" and state.phase in ("flipped", "stable"):
+        return b.build([f"phase {state.phase}: the flip to {state.active} is done "
+                        "(use rollback)"])
+    if decision == "scale_down" and state.phase == "stable":
+        return b.build(["phase stable: the scale-down is done"])
+    withdrawn = []
+    if decision in (None, "flip") and state.flip_approved:
+        b.set(flip_approved=False)
+        withdrawn.append("flip")
+    if decision in (None, "scale_down") and state.scale_down_approved:
+        b.set(scale_down_approved=False)
+        withdrawn.append("scale-down")
+    if not withdrawn:
+        return b.build(note=f"nothing approved to withdraw (phase {state.phase})")
+    if state.phase == "ready" and "flip" in withdrawn:
+        b.set(reason="ready: approval withdrawn")
+    return b.build(note=" and ".join(withdrawn) + " approval withdrawn")
 
 
 def alert_rollback(

@@ -293,6 +293,18 @@ class Operations:
 
     # -- recording -----------------------------------------------------------------------------
 
+    async def announce(self, pair: PairConfig, *, reason: str, message: str, action: str,
+                       warning: bool = False) -> int:
+        """An Event on each of the pair's routes for something a person did that moves no
+        route (an approval): `kubectl describe ingressroute` shows who. Returns how many
+        were written (0 in dry-run); ClusterError when the routes cannot be read."""
+        if self.dry_run:
+            return 0
+        live = await self._live(pair)
+        return await self.events.emit(live.routes, reason=reason, message=message,
+                                      action=action, warning=warning)
+
+
     async def _write(self, pair: PairConfig, live: ActiveState | None,
                      mutate: Callable[[PairState], None], *, running: str | None = None
                      ) -> str | None:

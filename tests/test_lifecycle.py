@@ -459,3 +459,109 @@ def test_passes_count_only_once_the_window_holds_just_the_new_release():
     assert "window still holds data" in state.reason
     state, _ = run(state, [obs(window=15.0)] * 3, policy=policy, start=16.0)
     assert state.phase == "ready"
+
+
+# -- approvals for one decision, and their withdrawal (unapprove) ------------------------------
+
+_RESUME = {"phase": "blocked", "resume": "ready", "block_cause": "flip",
+           "reason": "flip failed: 409"}
+
+
+@pytest.mark.parametrize(
+    ("phase", "decision", "refused", "expected_phase", "flip_ok", "scale_ok"),
+    [
+        ("idle", "flip", False, "validating", True, False),
+        ("idle", "scale_down", True, "idle", False, False),
+        ("rolled_back", "flip", False, "validating", True, False),
+        ("validating", "flip", False, "validating", True, False),
+        ("validating", "scale_down", True, "validating", False, False),
+        ("ready", "flip", False, "ready", True, False),
+        ("ready", "scale_down", True, "ready", False, False),
+        ("flipped", "scale_down", False, "flipped", False, True),
+        ("flipped", "flip", True, "flipped", False, False),
+        ("stable", "scale_down", True, "stable", False, False),
+        ("stable", None, True, "stable", False, False),
+        ("blocked", "flip", True, "blocked", False, False),
+        ("blocked", "scale_down", True, "blocked", False, False),
+        ("blocked", None, False, "ready", False, False),
+    ],
+)
+def test_approve_one_decision_only_where_it_applies(phase, decision, refused, expected_phase,
+                                                    flip_ok, scale_ok):
+    """`--for flip` / `--for scale-down` approve that decision or are refused; a decision
+    never unblocks a pair (only a plain approve resumes it)."""
+    extra = _RESUME if phase == "blocked" else {}
+    state = ReleaseState(**{"phase": phase, "active": BLUE, "dark": GREEN, "dark_seen": "x",
+                            "previous": GREEN if phase == "flipped" else None, **extra})
+    result = lifecycle.approve(state, 1.0, decision, by="alice")
+    assert bool(result.refusal) is refused
+    assert result.state.phase == expected_phase
+    assert (result.state.flip_approved, result.state.scale_down_approved) == (flip_ok, scale_ok)
+    if refused:
+        assert result.state == state and result.transitions == ()
+    else:
+        assert result.note
+    assert all(t.by == "alice" for t in result.transitions)
+
+
+def test_approval_transitions_name_the_approver():
+    """A phase change caused by an approval says who: in the record and its JSON form."""
+    result = lifecycle.approve(ReleaseState(phase="idle", active=BLUE, dark=GREEN,
+                                            dark_seen="x"), 1.0, by="ci:deployer")
+    [transition] = result.transitions
+    assert (transition.source, transition.target, transition.trigger) == (
+        "idle", "validating", "manual")
+    assert transition.to_dict()["by"] == "ci:deployer"
+    plain = lifecycle.step(validating(), obs(), POLICY, 1.0).transitions
+    assert all("by" not in t.to_dict() for t in plain)
+
+
+def test_approving_twice_changes_nothing_the_second_time():
+    state = ReleaseState(phase="ready", active=BLUE, dark=GREEN)
+    once = lifecycle.approve(state, 1.0, "flip", by="a")
+    twice = lifecycle.approve(once.state, 2.0, "flip", by="b")
+    assert once.state != state and twice.state == once.state and not twice.refusal
+    assert "already" in twice.note
+
+
+@pytest.mark.parametrize(
+    ("phase", "flip_ok", "scale_ok", "decision", "refused", "after_flip", "after_scale"),
+    [
+        ("ready", True, False, None, False, False, False),
+        ("ready", True, False, "flip", False, False, False),
+        ("ready", True, False, "scale_down", False, True, False),
+        ("validating", True, False, "flip", False, False, False),
+        ("validating", False, False, None, False, False, False),
+        ("flipped", False, True, None, False, False, False),
+        ("flipped", False, True, "scale_down", False, False, False),
+        ("flipped", False, True, "flip", True, False, True),
+        ("stable", False, False, "flip", True, False, False),
+        ("stable", False, False, "scale_down", True, False, False),
+        ("idle", False, False, None, False, False, False),
+        ("blocked", True, True, "flip", False, False, True),
+    ],
+)
+def test_unapprove_withdraws_what_was_not_acted_on(phase, flip_ok, scale_ok, decision, refused,
+                                                    after_flip, after_scale):
+    """Withdraw the flip before it happens, the scale-down before it happens; nothing to
+    withdraw changes nothing; a done flip is refused (use rollback)."""
+    state = ReleaseState(phase=phase, active=BLUE, dark=GREEN, flip_approved=flip_ok,
+                         scale_down_approved=scale_ok)
+    result = lifecycle.unapprove(state, 1.0, decision, by="bob")
+    assert bool(result.refusal) is refused
+    assert result.state.phase == phase and result.transitions == ()
+    assert (result.state.flip_approved, result.state.scale_down_approved) == (
+        after_flip, after_scale)
+    if not refused:
+        assert result.note
+
+
+def test_a_withdrawn_flip_approval_stops_the_flip():
+    """require_approval: ready + approved flips on the next tick; withdrawn, it does not."""
+    policy = POLICY.model_copy(update={"require_approval": True})
+    state = ReleaseState(phase="ready", active=BLUE, dark=GREEN,
+                         dark_seen=lifecycle.fingerprint(NEW), passes=3)
+    approved = lifecycle.approve(state, 1.0, "flip", by="a").state
+    assert [a.kind for a in lifecycle.step(approved, obs(), policy, 2.0).actions] == ["flip"]
+    withdrawn = lifecycle.unapprove(approved, 2.0, "flip", by="a").state
+    assert lifecycle.step(withdrawn, obs(), policy, 3.0).actions == ()

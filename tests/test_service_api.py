@@ -36,7 +36,7 @@ from tests.service_support import (
 pytestmark = pytest.mark.timeout(60)
 
 BLUE, GREEN, ROUTING = "api-blue", "api-green", "api-routing"
-ACTIONS = ("approve", "flip", "rollback", "scale-down")
+ACTIONS = ("approve", "unapprove", "flip", "rollback", "scale-down")
 
 
 class _NotLeading:

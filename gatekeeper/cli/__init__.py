@@ -11,7 +11,14 @@ import sys
 from collections.abc import Sequence
 
 from gatekeeper import __version__
-from gatekeeper.cli import check_cmd, cluster_cmds, evaluate_cmd, rules_cmd, serve_cmd
+from gatekeeper.cli import (
+    approve_cmd,
+    check_cmd,
+    cluster_cmds,
+    evaluate_cmd,
+    rules_cmd,
+    serve_cmd,
+)
 from gatekeeper.logs import configure_logging
 
 EXIT_OK = 0
@@ -19,7 +26,7 @@ EXIT_UNSAFE = 1
 EXIT_USAGE = 2
 EXIT_UNKNOWN = 3
 
-_COMMAND_MODULES = [rules_cmd, evaluate_cmd, cluster_cmds, serve_cmd, check_cmd]
+_COMMAND_MODULES = [rules_cmd, evaluate_cmd, cluster_cmds, serve_cmd, check_cmd, approve_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,23 +41,30 @@ def serve_command(args: argparse.Namespace) -> int:
     loaded = load_config_or_report(args.config)
     if loaded is None:
         return 2
-    from gatekeeper.service.auth import load_token
+    from gatekeeper.service.auth import load_tokens
+    from gatekeeper.yamlfiles import ConfigFileError
 
     try:
-        token = load_token(loaded.config.auth)
+        tokens = load_tokens(loaded.config.auth)
     except OSError as exc:
-        print(f"error: cannot read auth.token_file: {exc.strerror or exc}", file=sys.stderr)
+        print(f"error: cannot read auth.token_file or auth.tokens_file: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ConfigFileError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
         return 2
     host = args.host or loaded.config.server.host
     port = loaded.config.server.port if args.port is None else args.port
     if not 0 <= port <= 65535:
         print(f"error: --port must be 0..65535, got {port}", file=sys.stderr)
         return 2
-    return asyncio.run(serve(loaded, host=host, port=port, dry_run=args.dry_run, token=token))
+    return asyncio.run(serve(loaded, host=host, port=port, dry_run=args.dry_run,
+                             tokens=tokens))
 
 
 async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
-                token: str | None) -> int:
+                tokens: dict[str, str]) -> int:
     """Run until SIGTERM or SIGINT."""
     from gatekeeper import kubeclient
     from gatekeeper.service.app import create_service, serving
@@ -82,7 +89,7 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
         await api.close()
         return 3
     loaded = dataclasses.replace(loaded, config=config)
-    service = create_service(loaded, api, token=token, dry_run=dry_run)
+    service = create_service(loaded, api, token=None, tokens=tokens, dry_run=dry_run)
     settings = loaded.config.server
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

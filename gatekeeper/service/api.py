@@ -22,6 +22,7 @@ from gatekeeper.config import PairConfig
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.operations import ClusterError
 from gatekeeper.service import jsonbody, responses
+from gatekeeper.service.auth import Identity
 from gatekeeper.service.context import Services, services_of
 from gatekeeper.service.controller import (
     ActionOutcome,
@@ -49,7 +50,11 @@ class _Body(BaseModel):
 
 
 class ApproveRequest(_Body):
-    """POST .../approve."""
+    """POST .../approve and .../unapprove."""
+
+    decision: Literal["flip", "scale-down"] | None = Field(
+        None, alias="for", description="approve only this decision (default: what the phase "
+        "needs); refused in a phase where it does not apply")
 
 
 class FlipRequest(_Body):
@@ -175,11 +180,12 @@ def _pair(services: Services, request: web.Request) -> PairView:
                                    ) from None
 
 
-def _authorize(services: Services, request: web.Request) -> None:
-    problem = services.auth.problem(request.headers.get("Authorization"))
-    if problem is not None:
+def _authorize(services: Services, request: web.Request) -> Identity:
+    who, problem = services.auth.identify(request.headers.get("Authorization"))
+    if who is None:
         log.warning("unauthorized request", path=request.path, remote=request.remote)
-        raise responses.http_error(401, problem)
+        raise responses.http_error(401, problem or "unauthorized")
+    return who
 
 
 async def _body(request: web.Request, model: type[BodyT]) -> BodyT:
@@ -339,20 +345,29 @@ async def flip_check(request: web.Request) -> web.Response:
     return responses.json_response(body, status=200 if body["safe"] else 409)
 
 
-def _action_handler(kind: Literal["approve", "flip", "rollback", "scale_down"]) -> Any:
-    models: dict[str, type[_Body]] = {"approve": ApproveRequest, "flip": FlipRequest,
+ActionKind = Literal["approve", "unapprove", "flip", "rollback", "scale_down"]
+
+
+def _action_handler(kind: ActionKind) -> Any:
+    models: dict[str, type[_Body]] = {"approve": ApproveRequest, "unapprove": ApproveRequest,
+                                      "flip": FlipRequest,
                                       "rollback": RollbackRequest,
                                       "scale_down": ScaleDownRequest}
 
     async def handler(request: web.Request) -> web.Response:
         services = services_of(request)
-        _authorize(services, request)
+        who = _authorize(services, request)
         view = _pair(services, request)
         body = await _body(request, models[kind])
         controller = services.controller
         try:
-            if kind == "approve":
-                outcome = await controller.approve(view.pair.name, reason=body.reason)
+            if kind in ("approve", "unapprove"):
+                approval = cast(ApproveRequest, body)
+                decision: lifecycle.Decision | None = (
+                    "scale_down" if approval.decision == "scale-down" else approval.decision)
+                outcome = await controller.approve(view.pair.name, reason=body.reason,
+                                                   by=who.name, decision=decision,
+                                                   withdraw=kind == "unapprove")
             elif kind == "flip":
                 flip = cast(FlipRequest, body)
                 _check_namespace(view.pair, flip.to)
@@ -373,7 +388,7 @@ def _action_handler(kind: Literal["approve", "flip", "rollback", "scale_down"]) 
             raise responses.http_error(503, f"cluster unreachable: {exc}", retry_after=5
                                        ) from exc
         log.info("request handled", pair=view.pair.name, action=kind, changed=outcome.changed,
-                 refused=outcome.refused)
+                 refused=outcome.refused, by=who.name)
         return _answer(outcome)
 
     handler.__name__ = f"post_{kind}"
@@ -402,9 +417,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/pairs", list_pairs, allow_head=False)
     app.router.add_get("/api/v1/pairs/{pair}", get_pair, allow_head=False)
     app.router.add_get("/api/v1/pairs/{pair}/flip-check", flip_check, allow_head=False)
-    actions: tuple[tuple[Literal["approve", "flip", "rollback", "scale_down"], str], ...] = (
-        ("approve", "approve"), ("flip", "flip"), ("rollback", "rollback"),
-        ("scale_down", "scale-down"))
+    actions: tuple[tuple[ActionKind, str], ...] = (
+        ("approve", "approve"), ("unapprove", "unapprove"), ("flip", "flip"),
+        ("rollback", "rollback"), ("scale_down", "scale-down"))
     for kind, path in actions:
         app.router.add_post(f"/api/v1/pairs/{{pair}}/{path}", _action_handler(kind))
     app.router.add_post("/api/v1/alertmanager", handle_alertmanager)

@@ -162,6 +162,7 @@ def create_service(
     api: client.ApiClient,
     *,
     token: str | None,
+    tokens: dict[str, str] | None = None,
     dry_run: bool = False,
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry | None = None,
@@ -171,7 +172,9 @@ def create_service(
 ) -> Service:
     """Everything `gatekeeper serve` runs, against the given Kubernetes API client.
 
-    Dry-run never writes to the cluster, so it does not campaign for the Lease either.
+    `token` is the single shared token (named `auth.token_name`), `tokens` the names file's
+    entries ({name: token}). Dry-run never writes to the cluster, so it does not campaign
+    for the Lease either.
     `watch` streams route and Deployment changes so a change is evaluated at once.
     """
     config, rule_set = loaded.config, loaded.rule_set
@@ -208,7 +211,8 @@ def create_service(
         watcher = _watcher(api, config, controller)
         if watcher is not None:
             background["watch"] = watcher.run
-    app = build_app(controller, TokenAuth(token), background=background, notifier=notifier,
+    auth = TokenAuth(token, tokens=tokens, token_name=config.auth.token_name)
+    app = build_app(controller, auth, background=background, notifier=notifier,
                     run_loop=run_loop)
     return Service(app=app, controller=controller, recorder=recorder, sources=sources,
                    clients=clients)

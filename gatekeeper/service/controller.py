@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import environments, lifecycle
+from gatekeeper import environments, events, lifecycle
 from gatekeeper.clocks import SteadyClock
 from gatekeeper.config import Config, PairConfig, PolicyConfig
 from gatekeeper.environments import Readiness
@@ -425,31 +425,40 @@ class Controller:
         return state
 
     async def _commit(self, pair: PairConfig, before: ReleaseState, state: ReleaseState,
-                      transitions: list[Transition]) -> None:
-        """Persist (skipped in dry-run and when only the reason changed), notify, record."""
+                      transitions: list[Transition], *, audit: dict[str, Any] | None = None
+                      ) -> None:
+        """Persist (skipped in dry-run and when only the reason changed, unless an `audit`
+        entry must be written), notify, record."""
         view = self.views[pair.name]
         view.state = state
         self._record_phase(pair, state)
         for transition in transitions:
             log.info("phase changed", pair=pair.name, source=transition.source,
                      target=transition.target, trigger=transition.trigger,
-                     reason=transition.reason)
+                     reason=transition.reason, by=transition.by or None)
             if transition.target == "blocked":
                 self._notify(pair, "blocked", transition.reason, trigger=transition.trigger,
                              phase="blocked")
         if self.dry_run:
             return
         if not transitions and replace(before, reason="") == replace(state, reason="") \
-                and not view.rebuilt:
+                and not view.rebuilt and audit is None:
             return
         history = self.config.state.history
 
         def mutate(record: PairState) -> None:
             record.release = state
+            if audit is not None:
+                at = self.wall()
+                record.transition("approval", at=at, history=history, **audit)
+                record.approvals.append({"at": at, **audit})
+                del record.approvals[:-history]
+                if audit["outcome"] == "changed" and audit["action"] == "approve":
+                    record.timestamps["approved"] = at
             for t in transitions:
                 record.transition("phase", at=self.wall_time(t.at), history=history,
                                   source=t.source, target=t.target, trigger=t.trigger,
-                                  reason=t.reason)
+                                  reason=t.reason, by=t.by or None)
 
         try:
             view.record = await self.store.update(pair, mutate)
@@ -683,21 +692,55 @@ class Controller:
                              bool(result.details.get("dry_run")) or self.dry_run,
                              result.to_dict())
 
-    async def approve(self, name: str, *, reason: str = "") -> ActionOutcome:
-        """A person's go-ahead (validate, flip, scale down or unblock, by phase)."""
+    async def approve(self, name: str, *, reason: str = "", by: str = "",
+                      decision: lifecycle.Decision | None = None, withdraw: bool = False
+                      ) -> ActionOutcome:
+        """A person's go-ahead (validate, flip, scale down or unblock, by phase), or with
+        `withdraw` its withdrawal (`unapprove`). Every request, also one that changes nothing
+        or is refused, leaves an `approval` entry naming `by` in the pair's history and an
+        Event on the routes."""
+        kind = "unapprove" if withdraw else "approve"
         async with self._acting(name) as pair:
             state = self.views[pair.name].state
-            step = lifecycle.approve(state, self.clock())
-            if step.refusal:
-                return ActionOutcome("approve", False, True, step.refusal, state.phase,
-                                     state.active, self.dry_run)
-            await self._commit(pair, state, step.state, list(step.transitions))
+            decide = lifecycle.unapprove if withdraw else lifecycle.approve
+            step = decide(state, self.clock(), decision, by=by)
+            new_state = state if step.refusal else step.state
+            outcome = ("refused" if step.refusal else
+                       "changed" if new_state != state else "unchanged")
+            what = decision.replace("_", "-") if decision else "by phase"
+            said = "; ".join(step.refusal) if step.refusal else step.note
+            entry = {"action": kind, "by": by or "unknown", "decision": what,
+                     "phase": state.phase, "outcome": outcome, "note": said,
+                     "reason": reason or None}
+            await self._commit(pair, state, new_state, list(step.transitions), audit=entry)
             self._generation[pair.name] += 1
-            log.info("approved", pair=pair.name, phase=step.state.phase, reason=reason)
-            return ActionOutcome("approve", step.state != state, False,
-                                 (f"approved in phase {state.phase}: now {step.state.phase}"
-                                  f" ({step.state.reason})",),
-                                 step.state.phase, step.state.active, self.dry_run)
+            log.info("approval", pair=pair.name, action=kind, by=by, decision=what,
+                     phase=state.phase, outcome=outcome, note=said)
+            await self._announce_approval(pair, kind, by, outcome, said, state.phase, reason)
+            verb = "unapproved" if withdraw else "approved"
+            if step.refusal:
+                return ActionOutcome(kind, False, True, step.refusal, state.phase,
+                                     state.active, self.dry_run, {"by": by})
+            return ActionOutcome(kind, new_state != state, False,
+                                 (f"{verb} by {by or 'unknown'} in phase {state.phase}: "
+                                  f"{said}; now {new_state.phase} ({new_state.reason})",),
+                                 new_state.phase, new_state.active, self.dry_run, {"by": by})
+
+    async def _announce_approval(self, pair: PairConfig, kind: str, by: str, outcome: str,
+                                 said: str, phase: str, reason: str) -> None:
+        """The Kubernetes Event of an approval (none in dry-run; never fails the request)."""
+        if self.dry_run:
+            return
+        verb = "unapproved" if kind == "unapprove" else "approved"
+        message = f"{verb} by {by or 'unknown'} in phase {phase}: {said}"
+        if reason:
+            message += f" (reason: {reason})"
+        try:
+            await self.operations.announce(pair, reason=events.UNAPPROVED if kind == "unapprove"
+                                           else events.APPROVED, message=message, action=kind,
+                                           warning=outcome == "refused")
+        except (ClusterError, *CLUSTER_ERRORS) as exc:
+            log.warning("approval Event not written", pair=pair.name, error=str(exc)[:200])
 
     async def alert(self, name: str, reason: str, received: float
                     ) -> tuple[AlertOutcomeName, ActionOutcome]:

@@ -125,7 +125,10 @@ _SCHEMAS: dict[str, Any] = {
     },
     "ApproveRequest": {
         "type": "object", "additionalProperties": False,
-        "properties": {"reason": {"type": "string", "maxLength": 1024}},
+        "properties": {"reason": {"type": "string", "maxLength": 1024},
+                       "for": {"type": "string", "enum": ["flip", "scale-down"],
+                               "nullable": True,
+                               "description": "approve only this decision"}},
     },
     "FlipRequest": {
         "type": "object", "additionalProperties": False,
@@ -245,7 +248,11 @@ def _paths() -> dict[str, Any]:
                           "409": _json(_ref("FlipCheck"), "not safe; reasons say why")}}},
         "/api/v1/pairs/{pair}/approve": {"post": _action(
             "approve: validate the dark (idle), allow the flip (ready), allow the scale-down "
-            "(flipped) or resume (blocked)", "ApproveRequest")},
+            "(flipped) or resume (blocked); `for` approves only the flip or the scale-down "
+            "go/no-go. The caller's token name is recorded as the approver", "ApproveRequest")},
+        "/api/v1/pairs/{pair}/unapprove": {"post": _action(
+            "withdraw an approval not acted on yet (`for`: only the flip or the scale-down)",
+            "ApproveRequest")},
         "/api/v1/pairs/{pair}/flip": {"post": _action("send traffic to the dark namespace",
                                                       "FlipRequest")},
         "/api/v1/pairs/{pair}/rollback": {"post": _action(

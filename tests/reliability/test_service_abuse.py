@@ -57,7 +57,7 @@ from tests.service_support import (
 pytestmark = pytest.mark.timeout(180)
 
 BLUE, GREEN, ROUTING = "abuse-blue", "abuse-green", "abuse-routing"
-_MUTATING = ["approve", "flip", "rollback", "scale-down"]
+_MUTATING = ["approve", "unapprove", "flip", "rollback", "scale-down"]
 FLOOD = 1000
 LIMIT = 1_048_576
 """The documented default `webhook.max_body_bytes` (docs/configuration.md)."""
@@ -434,7 +434,7 @@ async def test_every_mutating_endpoint_and_the_webhook_refuse_bad_tokens_and_nev
     `hmac.compare_digest`. The token never appears in a log event (structlog or stdlib),
     a response, or /metrics."""
     _service, url = flipped
-    source = inspect.getsource(auth_module.TokenAuth.problem)
+    source = inspect.getsource(auth_module.TokenAuth.identify)
     assert "hmac.compare_digest(" in source and "== self._token" not in source
     before = len(writes(kube_emulator))
     targets = [f"{url}/api/v1/pairs/api/{a}" for a in _MUTATING] + [f"{url}/api/v1/alertmanager"]
