@@ -585,6 +585,15 @@ def _rollback(
     return [why]
 
 
+def _reflipped(state: ReleaseState) -> bool:
+    """Traffic was sent to the current release after the last rollback. No automatic flip
+    happens within the cooldown, so this was a person's deliberate new release (API, CLI,
+    kubectl): the cooldown, which stops automatic actions from flapping, does not hide a
+    critical alert about it."""
+    return (state.flipped_at is not None and state.last_rollback_at is not None
+            and state.flipped_at > state.last_rollback_at)
+
+
 def _cooldown_left(state: ReleaseState, policy: PolicyConfig, now: float) -> float:
     if state.last_rollback_at is None:
         return 0.0
@@ -706,7 +715,7 @@ def alert_rollback(
     if phase not in ("flipped", "stable") or state.previous is None:
         return b.build([f"phase {state.phase}: no release to roll back"])
     cooldown_left = _cooldown_left(state, policy, now)
-    if cooldown_left > 0:
+    if cooldown_left > 0 and not _reflipped(state):
         return b.build([f"cooldown: last rollback {policy.cooldown - cooldown_left:.0f}s ago"])
     refusal = _rollback(b, obs, policy, "alertmanager", reason)
     return b.build(refusal)

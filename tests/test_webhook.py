@@ -216,9 +216,11 @@ async def test_webhook_answers_for_no_action_and_bad_requests(flipped_service, k
     assert metric_value(text, "gatekeeper_webhook_requests_total", outcome="too_large") == 1
 
 
-async def test_cooldown_after_a_rollback(flipped_service, kube_api):
-    """A flip right after a rollback, then another alert: the cooldown stops the flapping."""
-    _service, url = flipped_service
+async def test_a_critical_alert_after_a_deliberate_reflip_rolls_back_within_the_cooldown(
+        flipped_service, kube_api):
+    """Rollback, a person re-flips to the release at once, a new critical alert fires on it:
+    the cooldown (against flapping automatic actions) does not swallow it, it rolls back."""
+    service, url = flipped_service
     hook = f"{url}/api/v1/alertmanager"
     async with aiohttp.ClientSession() as http:
         status, body = await post_json(http, hook, payload(fingerprint="one"))
@@ -226,9 +228,12 @@ async def test_cooldown_after_a_rollback(flipped_service, kube_api):
         status, body = await post_json(http, f"{url}/api/v1/pairs/api/flip",
                                        {"force": True, "to": GREEN})
         assert status == 200 and body["changed"], body
+        assert await route_target(kube_api, ROUTING) == GREEN
+        await asyncio.sleep(0.01)
         status, body = await post_json(http, hook, payload(fingerprint="two"))
-        assert status == 200 and body["outcome"] == "cooldown", body
-    assert await route_target(kube_api, ROUTING) == GREEN
+        assert status == 200 and body["outcome"] == "rollback", body
+    assert await route_target(kube_api, ROUTING) == BLUE
+    assert service.controller.views["api"].state.phase == "rolled_back"
 
 
 async def test_after_scale_down_the_alert_scales_up_then_flips(
