@@ -250,6 +250,11 @@ class Operations:
         self.store = StateStore(api, config.state, clock=clock)
         self.events = events.EventRecorder(api, clock=clock)
 
+    def dry_run_for(self, pair: PairConfig) -> bool:
+        """Dry-run for this pair: everywhere (`--dry-run`, the global policy) or by the
+        pair's own `policy.dry_run`."""
+        return self.dry_run or self.config.policy_for(pair).dry_run
+
     # -- reading -------------------------------------------------------------------------------
 
     async def _live(self, pair: PairConfig) -> ActiveState:
@@ -333,7 +338,7 @@ class Operations:
                       ) -> OperationResult:
         """Report a refusal: a Warning Event and an audit record (not in dry-run)."""
         log.warning("action refused", pair=pair.name, action=action, reasons=reasons)
-        if not self.dry_run:
+        if not self.dry_run_for(pair):
             now, history = self.clock(), self.config.state.history
 
             def mutate(state: PairState) -> None:
@@ -345,7 +350,7 @@ class Operations:
             await self.events.emit(live.routes, reason=reason, message="; ".join(reasons),
                                    action=action, warning=True)
         return _result(action, active=live.active, refused=True, reasons=reasons,
-                       dry_run=self.dry_run, **details)
+                       dry_run=self.dry_run_for(pair), **details)
 
     async def recover(self, pair: PairConfig) -> OperationResult | None:
         """Bring a pair back to a consistent picture after a restart: finish or undo a switch
@@ -356,7 +361,7 @@ class Operations:
             live = await self._live(pair)
             if not live.consistent or live.active is None:
                 return await self._resume(pair, live)
-            if not self.dry_run:
+            if not self.dry_run_for(pair):
                 await self._write(pair, live, _unchanged)
             return None
 
@@ -364,7 +369,7 @@ class Operations:
                        reason: str) -> OperationResult:
         """A no-op answer; the stored state is first brought in line with the routes (a
         switch whose process died after patching is recorded as done)."""
-        if not self.dry_run:
+        if not self.dry_run_for(pair):
             await self._write(pair, live, _unchanged)
         return _result(action, active=live.active, reasons=[reason])
 
@@ -385,7 +390,7 @@ class Operations:
         still take traffic gets the remaining routes; otherwise the switched ones go back.
         None when no such switch is found (the routes disagree for another reason).
         """
-        if self.dry_run:
+        if self.dry_run_for(pair):
             return None
         try:
             stored = await self.store.load(pair)
@@ -583,7 +588,7 @@ class Operations:
                         "rollback", pair, live,
                         [f"{target} could not be made ready: {'; '.join(prepared.reasons)}"],
                         reason=events.ROLLBACK_REFUSED, trigger=trigger, **details)
-                if self.dry_run:
+                if self.dry_run_for(pair):
                     return _result("rollback", active=live.active, dry_run=True,
                                    reasons=[f"dry-run: would scale up {target}, wait until "
                                             f"Ready, then roll back {live.active} -> {target}"],
@@ -601,7 +606,7 @@ class Operations:
     async def _prepare_rollback(self, pair: PairConfig, target: str) -> OperationResult:
         """Scale the rollback target up and wait until Ready (policy.ready_timeout)."""
         scaled = await self.scale_up(pair, target)
-        if scaled.refused or self.dry_run:
+        if scaled.refused or self.dry_run_for(pair):
             return scaled
         timeout = self.config.policy_for(pair).ready_timeout
         return await self.wait_ready(pair, target, timeout=timeout)
@@ -636,7 +641,7 @@ class Operations:
                                       trigger=trigger, readiness=readiness.to_dict(), **extra)
         plan = {"from": source, "to": target, "routes": [r.ref for r in live.routes],
                 "forced": force and not readiness.ready}
-        if self.dry_run:
+        if self.dry_run_for(pair):
             return _result(kind, active=source, dry_run=True, would=plan,
                            readiness=readiness.to_dict(),
                            reasons=[f"dry-run: would {kind} {source} -> {target}"], **extra)
@@ -802,7 +807,7 @@ class Operations:
             return _result("scale_up", active=live.active, namespace=target, replicas=counts,
                            reasons=[f"nothing to do: every Deployment in {target} is at "
                                     "production replicas"])
-        if self.dry_run:
+        if self.dry_run_for(pair):
             return _result("scale_up", active=live.active, dry_run=True, namespace=target,
                            would=planned, reasons=[f"dry-run: would scale up {target}: " +
                                                    ", ".join(f"{p.name} {p.current}->{p.target}"
@@ -898,7 +903,7 @@ class Operations:
                  "rollback path (--force to scale it down anyway)", *active.reasons],
                 reason=events.SCALE_REFUSED, trigger="manual")
         planned = [{"deployment": d.name, "from": d.replicas, "to": keep} for d in todo]
-        if self.dry_run:
+        if self.dry_run_for(pair):
             return _result("scale_down", active=live.active, dry_run=True, namespace=target,
                            would=planned, reasons=[f"dry-run: would scale down {target} to "
                                                    f"{keep}: " + ", ".join(d.name for d in todo)])

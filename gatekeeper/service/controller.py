@@ -347,10 +347,11 @@ class Controller:
                 await self._load(pair, observation)
                 self._record_phase(pair, view.state)
                 return
-            before = await self._load(pair, observation) if not self.dry_run \
+            dry = self.operations.dry_run_for(pair)
+            before = await self._load(pair, observation) if not dry \
                 or view.record is None \
                 else view.state
-            if not self.dry_run and _needs_recovery(view.record, observation):
+            if not dry and _needs_recovery(view.record, observation):
                 if await self._recover(pair):
                     return  # routes moved: the next tick reads them afresh
                 before = await self._load(pair, observation)
@@ -439,7 +440,7 @@ class Controller:
             if transition.target == "blocked":
                 self._notify(pair, "blocked", transition.reason, trigger=transition.trigger,
                              phase="blocked")
-        if self.dry_run:
+        if self.operations.dry_run_for(pair):
             return
         if not transitions and replace(before, reason="") == replace(state, reason="") \
                 and not view.rebuilt and audit is None:
@@ -530,7 +531,8 @@ class Controller:
             bound.error("action failed; retrying on the next tick", error=str(exc)[:300])
             return replace(state, reason=f"{action.describe()} failed, retrying: "
                                          f"{type(exc).__name__}: {str(exc)[:200]}"), [], ""
-        if result.details.get("dry_run") or (self.dry_run and not result.changed):
+        if result.details.get("dry_run") or (self.operations.dry_run_for(pair)
+                                             and not result.changed):
             note = f"would {action.describe()}: " + "; ".join(result.reasons)
             if result.refused:
                 note = f"would try {action.describe()}, refused: " + "; ".join(result.reasons)
@@ -574,7 +576,8 @@ class Controller:
             return
         self.notifier.notify(Notice(event=event, pair=pair.name, message=message, source=source,
                                     target=target, trigger=trigger, reason=message, phase=phase,
-                                    at=self.wall(), dry_run=self.dry_run))
+                                    at=self.wall(),
+                                    dry_run=self.operations.dry_run_for(pair)))
 
     # -- requests ------------------------------------------------------------------------------
 
