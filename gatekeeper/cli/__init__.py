@@ -15,6 +15,7 @@ from gatekeeper.cli import (
     approve_cmd,
     check_cmd,
     cluster_cmds,
+    completion,
     evaluate_cmd,
     rules_cmd,
     serve_cmd,
@@ -26,7 +27,8 @@ EXIT_UNSAFE = 1
 EXIT_USAGE = 2
 EXIT_UNKNOWN = 3
 
-_COMMAND_MODULES = [rules_cmd, evaluate_cmd, cluster_cmds, serve_cmd, check_cmd, approve_cmd]
+_COMMAND_MODULES = [rules_cmd, evaluate_cmd, cluster_cmds, serve_cmd, check_cmd, approve_cmd,
+                    completion]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMAND_MODULES:
         module.register(subcommands)
+    completion.add_examples(parser)
     return parser
 
 
