@@ -109,6 +109,10 @@ class Recorder:
             "Connections the server closed: read_timeout (no request in time), evicted (to "
             "make room at the connection limit), refused (every connection busy).",
             ["reason"], registry=r)
+        self.notifications = Counter(
+            "gatekeeper_notifications_total", "Notification messages by receiver and outcome: "
+            "sent, failed (after the retries), dropped (its queue was full).",
+            ["receiver", "kind", "outcome"], registry=r)
         self.actions_blocked = Counter(
             "gatekeeper_actions_refused_total", "Actions refused by a precondition or policy.",
             ["pair", "action"], registry=r)
@@ -176,6 +180,10 @@ class Recorder:
     def record_rollback(self, pair: str, trigger: str) -> None:
         """A rollback happened."""
         self.rollbacks.labels(pair, trigger).inc()
+
+    def record_notification(self, receiver: str, kind: str, outcome: str) -> None:
+        """A message sent, failed after its retries, or dropped (labels: never the URL)."""
+        self.notifications.labels(receiver, kind, outcome).inc()
 
     def record_state_unreadable(self, pair: str) -> None:
         """The pair's stored state could not be read; it was rebuilt from the routes."""

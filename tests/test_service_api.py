@@ -12,11 +12,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gatekeeper.config import NotificationsConfig
 from gatekeeper.kubeclient import read_json
 from gatekeeper.service.app import create_service
 from gatekeeper.service.auth import TokenAuth, load_token
-from gatekeeper.service.notifications import Notice, Notifier, render
 from tests.service_support import (
     AUTH,
     NEW,
@@ -395,53 +393,13 @@ def test_token_sources_and_checks(tmp_path):
     assert "s3cret" not in repr(auth)
 
 
-def test_notification_bodies():
-    """Slack text, a Teams MessageCard, and the full notice as generic JSON."""
-    notice = Notice(event="rollback", pair="api", message="ApiDown firing", source=GREEN,
-                    target=BLUE, trigger="alertmanager")
-    assert "rollback api-green -> api-blue (alertmanager)" in render("slack", notice)["text"]
-    teams = render("teams", notice)
-    assert teams["@type"] == "MessageCard" and teams["themeColor"] == "E01E5A"
-    generic = render("webhook", notice)
-    assert generic["pair"] == "api" and generic["trigger"] == "alertmanager"
+async def test_a_flip_and_a_rollback_notify_once_each(api_service, aiohttp_server):
+    """A flip, then a rollback, through the API: one generic message each (valid against the
+    shipped schema), with links; the receiver's URL is in no answer and not in /metrics."""
+    import jsonschema_rs
 
+    from gatekeeper.service.notifications import Receiver, schema
 
-async def test_notifications_are_retried_in_the_background(aiohttp_server):
-    """A receiver failing twice gets the notice on the third try; notify never waits."""
-    received: list[dict[str, Any]] = []
-    failures = {"left": 2}
-
-    async def hook(request: web.Request) -> web.Response:
-        if failures["left"]:
-            failures["left"] -= 1
-            return web.Response(status=503)
-        received.append(await request.json())
-        return web.Response(status=200)
-
-    async def gone(_request: web.Request) -> web.Response:
-        return web.Response(status=404)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    app.router.add_post("/gone", gone)
-    server = await aiohttp_server(app)
-    settings = NotificationsConfig(webhooks=(str(server.make_url("/hook")),),
-                                   slack=(str(server.make_url("/gone")),), retries=3)
-    notifier = Notifier(settings, backoff=0.01)
-    task = asyncio.create_task(notifier.run())
-    try:
-        notifier.notify(Notice(event="flip", pair="api", message="released"))
-        await wait_until(lambda: received, within=5, what="delivery")
-        await notifier.drain(2)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    assert received[0]["event"] == "flip" and received[0]["pair"] == "api"
-    assert notifier.sent == 1 and notifier.failed == 1  # 404 is not retried
-
-
-async def test_a_flip_notifies(api_service, aiohttp_server):
-    """A flip through the API sends the configured generic webhook."""
     received: list[dict[str, Any]] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -449,14 +407,72 @@ async def test_a_flip_notifies(api_service, aiohttp_server):
         return web.Response(status=204)
 
     app = web.Application()
-    app.router.add_post("/hook", hook)
+    app.router.add_post("/hook-secret-path", hook)
     receiver = await aiohttp_server(app)
+    hook_url = str(receiver.make_url("/hook-secret-path"))
     _service, url, _ = await api_service(
-        notifications={"webhooks": [str(receiver.make_url("/hook"))]})
+        notifications={"api_url": "https://gk.example.com"},
+        receivers=[Receiver("webhook", "ops", hook_url)])
+    texts = []
     async with aiohttp.ClientSession() as http:
-        assert (await post_json(http, f"{url}/api/v1/pairs/api/flip", {"force": True}))[0] == 200
-    await wait_until(lambda: received, within=5, what="notification")
-    assert received[0]["event"] == "flip" and received[0]["target"] == GREEN
+        for path, body in (("flip", {"force": True}), ("rollback", {})):
+            status, answer = await post_json(http, f"{url}/api/v1/pairs/api/{path}", body)
+            assert status == 200, answer
+            texts.append(json.dumps(answer))
+        await wait_until(lambda: len(received) >= 2, within=5, what="notifications")
+        for path in ("/api/v1/pairs/api", "/api/v1/pairs", "/metrics"):
+            async with http.get(f"{url}{path}", headers=AUTH) as response:
+                texts.append(await response.text())
+    validator = jsonschema_rs.validator_for(schema())
+    for body in received:
+        validator.validate(body)
+    assert [b["event"] for b in received] == ["flipped", "rolled_back"]
+    assert received[0]["active"] == GREEN and received[1]["active"] == BLUE
+    assert received[1]["links"]["api"] == "https://gk.example.com/api/v1/pairs/api"
+    assert 'gatekeeper_notifications_total{kind="webhook",outcome="sent",receiver="ops"} 2.0' \
+        in texts[-1]
+    assert not any("hook-secret-path" in text or hook_url in text for text in texts)
+
+
+async def test_a_hung_or_failing_receiver_never_holds_up_a_rollback(api_service, kube_api,
+                                                                    aiohttp_server):
+    """Receivers that never answer or always fail: the flip and the rollback still complete
+    and are recorded; the messages are still in flight (hung) or counted failed."""
+    from gatekeeper.service.notifications import Receiver
+
+    hanging: list[int] = []
+    failing: list[int] = []
+
+    async def hang(_request: web.Request) -> web.Response:
+        hanging.append(1)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def fail(_request: web.Request) -> web.Response:
+        failing.append(1)
+        return web.Response(status=500)
+
+    app = web.Application()
+    app.router.add_post("/hang", hang)
+    app.router.add_post("/fail", fail)
+    receiver = await aiohttp_server(app)
+    service, url, _ = await api_service(
+        notifications={"timeout": "60s", "retries": 10, "backoff": "30s"},
+        receivers=[Receiver("teams", "hung", str(receiver.make_url("/hang"))),
+                   Receiver("slack", "failing", str(receiver.make_url("/fail")))])
+    async with aiohttp.ClientSession() as http:
+        status, answer = await post_json(http, f"{url}/api/v1/pairs/api/flip", {"force": True})
+        assert status == 200 and answer["changed"], answer
+        await wait_until(lambda: hanging and failing, within=5, what="first deliveries")
+        status, answer = await post_json(http, f"{url}/api/v1/pairs/api/rollback", {})
+    assert status == 200 and answer["changed"] and answer["active"] == BLUE, answer
+    assert await route_target(kube_api, ROUTING) == BLUE
+    record = await service.controller.store.load(service.controller.config.pair("api"))
+    assert record.last_action is not None and record.last_action["kind"] == "rollback"
+    assert record.last_action["status"] == "done"
+    assert service.controller.views["api"].state.phase == "rolled_back"
+    assert service.controller.notifier is not None
+    assert service.controller.notifier.queued() >= 1  # the hung receiver still holds them
 
 
 # -- the OpenAPI contract ----------------------------------------------------------------------

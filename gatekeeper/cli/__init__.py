@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Monitoring-driven release gatekeeper for blue/green namespaces.",
     )
     parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
-    parser.add_argument("--log-level", default="warning", help="debug, info, warning, error")
+    parser.add_argument("--log-level", default=None,
+                        help="debug, info, warning, error (default: info for serve, which "
+                        "logs every action and decision; warning for the other commands)")
     parser.add_argument("--log-format", default="auto", choices=["auto", "json", "console"])
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMAND_MODULES:
@@ -54,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    configure_logging(level=args.log_level, fmt=args.log_format)
+    level = args.log_level or ("info" if args.command == "serve" else "warning")
+    configure_logging(level=level, fmt=args.log_format)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

@@ -20,10 +20,17 @@ import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from gatekeeper import kubeclient
+from gatekeeper.cli import announce
 from gatekeeper.config import Config, PairConfig, parse_config
 from gatekeeper.durations import parse_duration
 from gatekeeper.environments import Readiness
-from gatekeeper.operations import ClusterError, OperationResult, Operations, PairStatus
+from gatekeeper.operations import (
+    CLUSTER_ERRORS,
+    ClusterError,
+    OperationResult,
+    Operations,
+    PairStatus,
+)
 from gatekeeper.routers import discovery
 from gatekeeper.yamlfiles import ConfigFileError, load_yaml_file
 
@@ -283,16 +290,30 @@ async def _wait_ready(ops: Operations, pair: PairConfig, args: argparse.Namespac
 
 async def _flip(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
     result = await ops.flip(pair, to=args.to, force=args.force, reason=args.reason)
+    await _announce(ops, pair, result)
     return report(result, pair, args)
+
+
+async def _announce(ops: Operations, pair: PairConfig, result: OperationResult) -> None:
+    """Tell the configured receivers about an action that changed the cluster."""
+    if not result.changed or not ops.config.notifications.receivers:
+        return
+    try:
+        status = await ops.status(pair)
+    except (ClusterError, *CLUSTER_ERRORS):
+        status = None  # the message goes out without the images
+    await announce.announce(ops.config, pair, result, status)
 
 
 async def _rollback(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
     result = await ops.rollback(pair, force=args.force, reason=args.reason,
                                 scale_up_first=args.scale_up_first)
+    await _announce(ops, pair, result)
     return report(result, pair, args)
 
 
 async def _scale_down(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
     keep = args.keep if args.keep is not None else ops.config.policy_for(pair).scale_down_keep
     result = await ops.scale_down(pair, args.namespace, keep=keep, force=args.force)
+    await _announce(ops, pair, result)
     return report(result, pair, args)

@@ -54,6 +54,13 @@ def serve_command(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    from gatekeeper.service.notifications import ReceiverError, load_receivers
+
+    try:
+        load_receivers(loaded.config.notifications)
+    except ReceiverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     host = args.host or loaded.config.server.host
     port = loaded.config.server.port if args.port is None else args.port
     if not 0 <= port <= 65535:
@@ -101,8 +108,6 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
             log.info("gatekeeper serving", url=f"http://{host}:{port}", dry_run=dry_run,
                      pairs=[p.name for p in loaded.config.pairs],
                      max_connections=listener.max_connections)
-            print(f"gatekeeper listening on http://{host}:{port}"
-                  + (" (dry-run)" if service.controller.dry_run else ""), file=sys.stderr)
             await stop.wait()
             log.info("stopping: finishing actions in flight")
     except OSError as exc:

@@ -38,7 +38,7 @@ from gatekeeper.service.context import SERVICES, Services
 from gatekeeper.service.controller import Controller
 from gatekeeper.service.dedupe import AlertDeduper
 from gatekeeper.service.longpoll import LongPolls
-from gatekeeper.service.notifications import Notifier
+from gatekeeper.service.notifications import Notifier, Receiver, load_receivers
 from gatekeeper.service.responses import error_middleware
 from gatekeeper.sources.base import Source
 from gatekeeper.sources.factory import build_sources, close_sources
@@ -169,12 +169,15 @@ def create_service(
     run_loop: bool = True,
     leadership: Any | None = None,
     watch: bool = True,
+    receivers: list[Receiver] | None = None,
 ) -> Service:
     """Everything `gatekeeper serve` runs, against the given Kubernetes API client.
 
     `token` is the single shared token (named `auth.token_name`), `tokens` the names file's
     entries ({name: token}). Dry-run never writes to the cluster, so it does not campaign
     for the Lease either.
+    `receivers` default to the configured ones, their URLs read from the Secret now
+    (ReceiverError when one cannot be read).
     `watch` streams route and Deployment changes so a change is evaluated at once.
     """
     config, rule_set = loaded.config, loaded.rule_set
@@ -204,7 +207,9 @@ def create_service(
     # left unfinished was abandoned (see Operations.recover).
     operations = Operations(actions, config, dry_run=dry_run, clock=clock,
                             lease=str(getattr(leadership, "identity", None) or "gatekeeper"))
-    notifier = Notifier(config.notifications)
+    if receivers is None:
+        receivers = load_receivers(config.notifications)
+    notifier = Notifier(config.notifications, receivers, recorder=recorder)
     controller = Controller(config, evaluator, operations, recorder=recorder,
                             leadership=leadership, notifier=notifier, wall=clock, reads=api)
     if watch:

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import environments, events, lifecycle
+from gatekeeper import environments, events, lifecycle, notices
 from gatekeeper.clocks import SteadyClock
 from gatekeeper.config import Config, PairConfig, PolicyConfig
 from gatekeeper.environments import Readiness
@@ -31,7 +31,7 @@ from gatekeeper.measurements import Verdict
 from gatekeeper.metrics import Recorder
 from gatekeeper.operations import CLUSTER_ERRORS, ClusterError, OperationResult, Operations
 from gatekeeper.routers import reading
-from gatekeeper.service.notifications import Notice, Notifier
+from gatekeeper.service.notifications import Notifier
 from gatekeeper.service.observing import LiveRead, observe
 from gatekeeper.state import PairState, StateStore
 
@@ -77,6 +77,10 @@ class PairView:
     """Why the last stored record read could not be used (it was rebuilt from the routes)."""
     rebuilt: bool = False
     """`state` was rebuilt from the routes and is not stored yet."""
+    announced: notices.Snapshot | None = None
+    """What people were last told about (notifications are derived from its changes)."""
+    evidence_problem: str = ""
+    """Why the evidence for the release does not come (`Controller.report_evidence`)."""
 
 
 @dataclass(frozen=True)
@@ -437,9 +441,8 @@ class Controller:
             log.info("phase changed", pair=pair.name, source=transition.source,
                      target=transition.target, trigger=transition.trigger,
                      reason=transition.reason, by=transition.by or None)
-            if transition.target == "blocked":
-                self._notify(pair, "blocked", transition.reason, trigger=transition.trigger,
-                             phase="blocked")
+        by = (audit or {}).get("by") or next((t.by for t in transitions if t.by), "")
+        self._announce(pair, before, state, by=str(by))
         if self.operations.dry_run_for(pair):
             return
         if not transitions and replace(before, reason="") == replace(state, reason="") \
@@ -563,21 +566,34 @@ class Controller:
             self.recorder.record_rollback(pair.name, action.trigger)
         self.recorder.forget_namespace_roles(pair.name, pair.namespaces)
         self.recorder.record_active(pair.name, action.namespace, pair.namespaces)
-        message = action.reason or (result.reasons[0] if result.reasons else action.describe())
-        event: Literal["flip", "rollback"] = "flip" if action.kind == "flip" else "rollback"
-        self._notify(pair, event, message, source=state.active, target=action.namespace,
-                     trigger=action.trigger,
-                     phase="flipped" if action.kind == "flip" else "rolled_back")
 
-    def _notify(self, pair: PairConfig, event: Literal["flip", "rollback", "blocked"],
-                message: str, *, source: str | None = None, target: str | None = None,
-                trigger: str = "", phase: str = "") -> None:
-        if self.notifier is None:
-            return
-        self.notifier.notify(Notice(event=event, pair=pair.name, message=message, source=source,
-                                    target=target, trigger=trigger, reason=message, phase=phase,
-                                    at=self.wall(),
-                                    dry_run=self.operations.dry_run_for(pair)))
+    def _announce(self, pair: PairConfig, before: ReleaseState, state: ReleaseState, *,
+                  by: str = "") -> None:
+        """Tell people what changed for the pair since they were last told (one message per
+        change: `notices.derive`). Called wherever a lifecycle state is committed."""
+        view = self.views[pair.name]
+
+        def seen(of: ReleaseState, previous: notices.Snapshot | None) -> notices.Snapshot:
+            return notices.snapshot(
+                pair.name, pair.namespaces, of, view.observation, self.policy(pair),
+                self.clock(), previous=previous, at=self.wall(),
+                stuck_after=self.config.notifications.evidence_stuck_after, would=view.would,
+                evidence_problem=view.evidence_problem,
+                approver=by, dry_run=self.operations.dry_run_for(pair))
+
+        previous = view.announced or seen(before, None)
+        current = seen(state, previous)
+        view.announced = current
+        for notice in notices.derive(previous, current):
+            log.info("announced", pair=pair.name, notice_event=notice.event,
+                     summary=notice.summary)
+            if self.notifier is not None:
+                self.notifier.notify(notice)
+
+    def report_evidence(self, name: str, problem: str) -> None:
+        """The hook for the evidence work: the release's evidence does not come (`problem`,
+        '' once it does). Announced once, at the pair's next commit, while validating."""
+        self.view(name).evidence_problem = problem
 
     # -- requests ------------------------------------------------------------------------------
 
