@@ -162,7 +162,13 @@ class PairConfig(_Section):
     name: KubeName
     namespaces: tuple[KubeName, KubeName]
     routes: tuple[RouteRef, ...] = Field(min_length=1)
-    selector: str | None = Field(None, description="pod label selector, e.g. app=api-all")
+    selector: str | None = Field(None, description="pod label selector, e.g. app=api-all "
+                                 "(pods for logs and rules; it does not pick Deployments)")
+    deployments: tuple[KubeName, ...] = Field(
+        (), description="the Deployments gatekeeper scales and checks, by name (default: "
+        "those `deployment_selector` finds, else every Deployment in the namespace)")
+    deployment_selector: str | None = Field(
+        None, description="label selector of the Deployments (when `deployments` is empty)")
     variables: dict[str, str] = Field(default_factory=dict)
     replicas: dict[str, int] = Field(
         default_factory=dict, description="production replica counts per Deployment"

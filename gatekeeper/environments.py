@@ -162,27 +162,56 @@ def _selector_kwargs(selector: str | None) -> dict[str, str]:
     return {"label_selector": selector} if selector else {}
 
 
-async def list_deployments(api: client.ApiClient, namespace: str, *, selector: str | None = None
-                           ) -> list[DeploymentView]:
-    """The namespace's Deployments (those labelled `selector` when given), by name."""
-    readiness = await read_readiness(api, namespace, selector=selector)
+async def list_deployments(api: client.ApiClient, namespace: str, *, selector: str | None = None,
+                           pair: PairConfig | None = None) -> list[DeploymentView]:
+    """The namespace's Deployments (see `read_readiness` for which), by name."""
+    readiness = await read_readiness(api, namespace, selector=selector, pair=pair)
     return list(readiness.deployments)
 
 
-async def read_readiness(api: client.ApiClient, namespace: str, *, selector: str | None = None
-                         ) -> Readiness:
-    """Can `namespace` take traffic? Reads its Deployments and pods once."""
+def _scope_problems(pair: PairConfig | None, namespace: str,
+                    views: Sequence[DeploymentView]) -> list[str]:
+    """Named Deployments that are missing, and `replicas` entries that match none."""
+    if pair is None:
+        return []
+    found = {v.name for v in views}
+    problems = [f"Deployment {name} (pairs.{pair.name}.deployments) not found in {namespace}"
+                for name in pair.deployments if name not in found]
+    problems += [f"replicas entry {name!r} (pairs.{pair.name}.replicas) matches no Deployment "
+                 f"gatekeeper manages in {namespace}" for name in sorted(pair.replicas)
+                 if name not in found]
+    return problems
+
+
+async def read_readiness(api: client.ApiClient, namespace: str, *, selector: str | None = None,
+                         pair: PairConfig | None = None) -> Readiness:
+    """Can `namespace` take traffic? Reads its Deployments and pods once.
+
+    With `pair`, the Deployments are the pair's own: named in `deployments`, else found by
+    `deployment_selector`, else every Deployment of the namespace; each counts the pods its
+    own selector matches (the pair's pod `selector`, for logs and rules, picks nothing here).
+    A named Deployment that is missing or a `replicas` entry matching none is a reason.
+    Without `pair`, `selector` filters Deployments and pods (the older, narrower form).
+    """
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    deployment_selector = selector if pair is None else pair.deployment_selector
+    pod_selector = selector if pair is None else None
     deployments, pods = await asyncio.gather(
-        read_json(apps.list_namespaced_deployment, namespace, **_selector_kwargs(selector)),
-        read_json(core.list_namespaced_pod, namespace, **_selector_kwargs(selector)),
+        read_json(apps.list_namespaced_deployment, namespace,
+                  **_selector_kwargs(deployment_selector)),
+        read_json(core.list_namespaced_pod, namespace, **_selector_kwargs(pod_selector)),
     )
     serving = [p for p in pods.get("items") or [] if _counted(p)]
-    views = tuple(sorted((_deployment(d, serving) for d in deployments.get("items") or []),
-                         key=lambda d: d.name))
-    reasons: list[str] = []
-    where = f"{namespace}" + (f" (selector {selector})" if selector else "")
-    if not views:
+    items = deployments.get("items") or []
+    if pair is not None and pair.deployments:
+        items = [d for d in items if (d.get("metadata") or {}).get("name") in pair.deployments]
+    views = tuple(sorted((_deployment(d, serving) for d in items), key=lambda d: d.name))
+    if pair is not None:
+        serving = [p for p in serving if any(
+            matches(v.selector, (p.get("metadata") or {}).get("labels") or {}) for v in views)]
+    reasons: list[str] = _scope_problems(pair, namespace, views)
+    where = f"{namespace}" + (f" (selector {deployment_selector})" if deployment_selector else "")
+    if not views and not (pair is not None and pair.deployments):
         reasons.append(f"no Deployments in {where}")
     for view in views:
         if view.replicas < 1:
@@ -248,6 +277,7 @@ async def wait_ready(
     *,
     timeout: float,  # noqa: ASYNC109 - a deadline for the pods, reported with the last reading
     selector: str | None = None,
+    pair: PairConfig | None = None,
     progress: Progress | None = None,
     interval: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
@@ -263,7 +293,7 @@ async def wait_ready(
     pause = 0.05
     while True:
         try:
-            readiness = await read_readiness(api, namespace, selector=selector)
+            readiness = await read_readiness(api, namespace, selector=selector, pair=pair)
         except API_ERRORS as exc:
             detail = f"HTTP {exc.status}" if isinstance(exc, ApiException) else repr(exc)
             readiness = Readiness(namespace, (), 0, 0, (f"cannot read {namespace}: {detail}",))

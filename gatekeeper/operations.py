@@ -263,7 +263,7 @@ class Operations:
 
     async def _readiness(self, pair: PairConfig, namespace: str) -> Readiness:
         async with _cluster_errors(f"reading namespace {namespace}"):
-            return await environments.read_readiness(self.api, namespace, selector=pair.selector)
+            return await environments.read_readiness(self.api, namespace, pair=pair)
 
     async def _state(self, pair: PairConfig, live: ActiveState | None
                      ) -> tuple[PairState, str | None]:
@@ -285,8 +285,7 @@ class Operations:
             role = "active" if namespace == live.active else "dark" if namespace == dark \
                 else "unknown"
             try:
-                readiness = await environments.read_readiness(self.api, namespace,
-                                                              selector=pair.selector)
+                readiness = await environments.read_readiness(self.api, namespace, pair=pair)
             except CLUSTER_ERRORS as exc:
                 return NamespaceStatus(namespace, role, None, f"{type(exc).__name__}: {exc}")
             return NamespaceStatus(namespace, role, readiness)
@@ -858,7 +857,7 @@ class Operations:
             return _result("wait_ready", active=live.active, refused=True, reasons=[str(why)])
         async with _cluster_errors(f"waiting for {target}"):
             readiness = await environments.wait_ready(
-                self.api, target, timeout=timeout, selector=pair.selector, progress=progress)
+                self.api, target, timeout=timeout, pair=pair, progress=progress)
         if readiness.ready:
             return _result("wait_ready", active=live.active, namespace=target,
                            readiness=readiness.to_dict(), reasons=[readiness.summary()])

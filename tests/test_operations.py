@@ -365,3 +365,50 @@ async def test_status_reports_routes_namespaces_and_state(seeded: Any, ops: Oper
     assert green["role"] == "dark" and green["ready"] and green["pods_ready"] == 2
     assert green["images"] == {"api/api": "registry.example.com/api:1.5.0"}
     assert data["routes"][0]["pointsTo"] == [BLUE]
+
+
+def worker(namespace: str, replicas: int) -> dict[str, Any]:
+    """A second Deployment `worker` whose pods the pair's pod selector (app=api) misses."""
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "worker", "namespace": namespace, "labels": {"app": "worker"}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "worker"}},
+                 "template": {"metadata": {"labels": {"app": "worker"}},
+                              "spec": {"containers": [{"name": "w", "image": "w:1"}]}}},
+    }
+
+
+async def test_the_pod_selector_does_not_hide_a_deployment_at_zero(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """The log selector app=api misses `worker`; at 0 in the dark it still blocks the flip."""
+    seeded.load([worker(BLUE, 1), worker(GREEN, 0)])
+    ops = Operations(kube_api, make_config(selector="app=api"))
+    result = await ops.flip(ops.config.pairs[0])
+    assert result.refused and pointed(seeded) == BLUE
+    assert "Deployment worker is scaled to 0" in result.reasons
+
+
+async def test_named_deployments_missing_or_unmatched_replicas_are_named(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """`deployments: [api, worker]` without a worker, and `replicas: {apii: 3}` (a typo):
+    errors naming each, never a silently Ready namespace."""
+    ops = Operations(kube_api, make_config(deployments=[DEPLOYMENT, "worker"],
+                                           replicas={"apii": 3}))
+    pair = ops.config.pairs[0]
+    status = await ops.status(pair)
+    green = next(n for n in status.namespaces if n.namespace == GREEN)
+    assert green.readiness is not None and not green.readiness.ready
+    assert f"Deployment worker (pairs.api.deployments) not found in {GREEN}" \
+        in green.readiness.reasons
+    assert any("replicas entry 'apii'" in r for r in green.readiness.reasons)
+    result = await ops.flip(pair)
+    assert result.refused and pointed(seeded) == BLUE
+
+
+async def test_named_deployments_are_the_ones_checked(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """`deployments: [api]`: an unrelated Deployment at 0 in the namespace is not ours."""
+    seeded.load([worker(GREEN, 0)])
+    ops = Operations(kube_api, make_config(deployments=[DEPLOYMENT]))
+    result = await ops.flip(ops.config.pairs[0])
+    assert result.changed and pointed(seeded) == GREEN

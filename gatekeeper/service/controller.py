@@ -305,7 +305,7 @@ class Controller:
         async def one(namespace: str) -> None:
             try:
                 readiness[namespace] = await environments.read_readiness(
-                    self.api, namespace, selector=pair.selector)
+                    self.api, namespace, pair=pair)
             except CLUSTER_ERRORS as exc:
                 readiness[namespace] = None
                 errors[namespace] = f"{type(exc).__name__}: {exc}"[:300]
@@ -806,7 +806,7 @@ class Controller:
             return base
         try:
             readiness = await environments.read_readiness(self.operations.api, target,
-                                                          selector=pair.selector)
+                                                          pair=pair)
         except CLUSTER_ERRORS as exc:
             return replace(base, active=state.active, dark=target, dark_ready=False,
                            dark_problem=f"cannot read {target}: {type(exc).__name__}")
