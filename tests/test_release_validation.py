@@ -67,7 +67,7 @@ async def test_a_dark_kept_at_one_replica_is_validated_at_production_size(
 
 
 async def test_a_dark_that_never_turns_ready_is_blocked_after_ready_timeout(
-        start_service: Any, kube_emulator: Any, aiohttp_server: Any) -> None:
+        start_service: Any, kube_emulator: Any, aiohttp_server: Any, tmp_path: Any) -> None:
     """Pods that never pass their readiness probe: `blocked` naming ready_timeout and the
     pods, and the notifier tells the configured webhook."""
     received: list[dict[str, Any]] = []
@@ -79,9 +79,11 @@ async def test_a_dark_that_never_turns_ready_is_blocked_after_ready_timeout(
     app = web.Application()
     app.router.add_post("/hook", hook)
     receiver = await aiohttp_server(app)
+    url_file = tmp_path / "webhook-url"
+    url_file.write_text(str(receiver.make_url("/hook")))
     service, url = await start_service(
         policy={"ready_timeout": "2s"},
-        notifications={"webhooks": [str(receiver.make_url("/hook"))]})
+        notifications={"receivers": [{"kind": "webhook", "url_file": str(url_file)}]})
     for pod in kube_emulator.pods(GREEN):
         kube_emulator.set_pod_ready(GREEN, pod["metadata"]["name"], False)
     async with aiohttp.ClientSession() as http:
