@@ -19,6 +19,7 @@ SEED = ROOT / "kube_emulator" / "examples" / "bluegreen.yaml"
 BLUE, GREEN = "production-blue", "production-green"
 
 CONFIG = """\
+rule_files: [rules.yaml]
 kubernetes:
   mode: kubeconfig
   kubeconfig: {kubeconfig}
@@ -31,10 +32,21 @@ pairs:
       - name: api-live
         namespace: routing
 """
+RULES = """\
+rules:
+  - name: pods-ready
+    description: Every pod Ready.
+    source: kubernetes
+    check: pods_ready
+    pass: ["== 1"]
+    key: true
+"""
+"""The gate `gatekeeper flip` evaluates (as `gatekeeper evaluate` would)."""
 
 
 def write_config(folder: Path, kubeconfig: Path, *, extra: str = "") -> Path:
     """A gatekeeper configuration naming `kubeconfig`."""
+    (folder / "rules.yaml").write_text(RULES)
     path = folder / "gatekeeper.yaml"
     path.write_text(CONFIG.format(kubeconfig=kubeconfig) + extra)
     return path
@@ -116,14 +128,16 @@ def test_release_end_to_end(cluster: Path, capsys: pytest.CaptureFixture[str]) -
 
     code, out, _ = run(capsys, "flip", "--reason", "release 1.5.0", *cfg)
     assert (code, out) == (0, f"flip: {BLUE} -> {GREEN}\n")
-    code, out, _ = run(capsys, "flip", *cfg)
+    code, out, err = run(capsys, "flip", *cfg)  # nothing moved: a pipeline must not pass
+    assert code == 1 and out.startswith("nothing to do") and "--if-needed" in err
+    code, out, _ = run(capsys, "flip", "--if-needed", *cfg)
     assert code == 0 and out.startswith("nothing to do")
 
     code, out, _ = run(capsys, "scale-down", "--keep", "1", *cfg)
     assert code == 0 and f"scaled down {BLUE} to 1: api" in out
     code, out, _ = run(capsys, "scale-down", "--keep", "1", *cfg)
     assert code == 0 and out.startswith("nothing to do")
-    code, out, _ = run(capsys, "flip", *cfg)  # a re-run pipeline 2 must not flip back
+    code, out, _ = run(capsys, "flip", "--if-needed", *cfg)  # a re-run must not flip back
     assert code == 0 and out.startswith("nothing to do")
 
     code, out, err = run(capsys, "scale-down", "--namespace", GREEN, *cfg)
@@ -184,3 +198,26 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as exited:
         main(["wait-ready", "--config", str(config), "--timeout", "soon"])
     assert exited.value.code == 2
+
+
+def test_flip_refuses_an_unsafe_verdict_and_force_is_recorded(
+        cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`gatekeeper flip` evaluates the gates like `POST .../flip` does: a dark whose key
+    rule fails is refused (exit 1, the reasons), traffic stays; `--force` flips and the
+    history says it was forced."""
+    cfg = ("--config", str(cluster))
+    (cluster.parent / "rules.yaml").write_text(RULES.replace('"== 1"', '">= 2"'))
+    assert run(capsys, "scale-up", *cfg)[0] == 0
+    assert run(capsys, "wait-ready", "--timeout", "10s", *cfg)[0] == 0
+
+    code, out, err = run(capsys, "flip", *cfg)
+    assert code == 1 and "refused: flip" in err, (out, err)
+    assert f"gates: verdict on {GREEN} is unsafe" in err and "pods-ready" in err, err
+    assert status(capsys, cluster)["active"] == BLUE
+
+    code, out, err = run(capsys, "flip", "--force", "--reason", "hotfix", *cfg)
+    assert (code, out) == (0, f"flip: {BLUE} -> {GREEN}\n"), err
+    data = status(capsys, cluster)
+    assert data["active"] == GREEN
+    last = data["state"]["transitions"][-1]
+    assert (last["kind"], last.get("forced"), last.get("reason")) == ("flip", True, "hotfix")

@@ -20,8 +20,8 @@ import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from gatekeeper import kubeclient
-from gatekeeper.cli import announce
-from gatekeeper.config import Config, PairConfig, parse_config
+from gatekeeper.cli import announce, gates
+from gatekeeper.config import Config, PairConfig, load_config, parse_config
 from gatekeeper.durations import parse_duration
 from gatekeeper.environments import Readiness
 from gatekeeper.operations import (
@@ -91,7 +91,10 @@ def register(subcommands: Any) -> None:
 
     flip = add("flip", "send all traffic to the dark namespace (all routes or none)", _flip)
     flip.add_argument("--to", metavar="NAMESPACE", help="target namespace (default: the dark one)")
-    flip.add_argument("--force", action="store_true", help="skip the readiness precondition")
+    flip.add_argument("--force", action="store_true",
+                      help="skip the gates and the readiness precondition (recorded as forced)")
+    flip.add_argument("--if-needed", action="store_true",
+                      help="exit 0 when traffic is already there (default: exit 1)")
     flip.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
     flip.add_argument("--reason", default="", help="recorded in the state and the Event")
 
@@ -289,6 +292,37 @@ async def _wait_ready(ops: Operations, pair: PairConfig, args: argparse.Namespac
 
 
 async def _flip(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
+    """Checked like `POST .../flip`: first what a flip would do (nothing: exit 1 unless
+    `--if-needed`), then the gates (unless `--force`), then the flip."""
+    probe = await Operations(ops.api, ops.config, dry_run=True, clock=ops.clock).flip(
+        pair, to=args.to, force=args.force, reason=args.reason)
+    if not probe.changed and not probe.refused and not probe.details.get("dry_run"):
+        # Nothing to do: said by the real operation, which also records what the routes
+        # show (a switch whose process died after patching is completed).
+        done = await ops.flip(pair, to=args.to, force=args.force, reason=args.reason)
+        await _announce(ops, pair, done)
+        code = report(done, pair, args)
+        if done.changed or done.refused:
+            return code
+        if args.if_needed:
+            return code
+        print(f"flip: traffic is already where it was asked to go (pair {pair.name}); "
+              "--if-needed accepts that", file=sys.stderr)
+        return EXIT_REFUSED
+    if probe.refused:  # refused again for real: recorded in the history and an Event
+        return report(await ops.flip(pair, to=args.to, force=args.force, reason=args.reason),
+                      pair, args)
+    target = (probe.details.get("would") or {}).get("to")
+    if not args.force and isinstance(target, str):
+        try:
+            loaded = load_config(args.config)
+        except ConfigFileError as exc:
+            print("\n".join(f"error: {p}" for p in exc.problems), file=sys.stderr)
+            return EXIT_USAGE
+        reasons = await gates.flip_refusals(ops.api, loaded, pair, target)
+        if reasons:
+            refused = OperationResult("flip", False, True, tuple(reasons), probe.active)
+            return report(refused, pair, args)
     result = await ops.flip(pair, to=args.to, force=args.force, reason=args.reason)
     await _announce(ops, pair, result)
     return report(result, pair, args)

@@ -39,6 +39,7 @@ HOLD = 20.0
 STATE = ("gatekeeper", "gatekeeper-state")
 
 CONFIG = """\
+rule_files: [rules.yaml]
 kubernetes:
   mode: kubeconfig
   kubeconfig: {kubeconfig}
@@ -51,6 +52,12 @@ pairs:
     routes:
 """ + "".join(f"      - {{{{name: {name}, namespace: {namespace}}}}}\n"
               for namespace, name in ROUTES)
+
+RULES = """\
+rules:
+  - {name: pods-ready, description: Every pod Ready., source: kubernetes, check: pods_ready,
+     pass: ["== 1"], key: true}
+"""
 
 
 @dataclass
@@ -100,6 +107,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         kubeconfig = emu.write_kubeconfig(tmp_path / "kubeconfig")
         config = tmp_path / "gatekeeper.yaml"
         config.write_text(CONFIG.format(kubeconfig=kubeconfig))
+        (tmp_path / "rules.yaml").write_text(RULES)  # the gate `gatekeeper flip` evaluates
         yield Cluster(emu, config)
 
 
@@ -162,13 +170,13 @@ async def test_a_flip_killed_at_any_step_completes_exactly_once_on_retry(
     rule = hold(cluster.emulator, verb=verb, path=path, applied=applied)
     code, output = await cli(cluster, "flip", kill_on=rule)
     assert code == -signal.SIGKILL, output
-    code, output = await cli(cluster, "flip", "--output", "json")
+    code, output = await cli(cluster, "flip", "--if-needed", "--output", "json")
     assert code == 0, output
     state = assert_agree(cluster, GREEN)
     assert (state.get("lifecycle") or {}).get("previous") == BLUE, state
     assert state.get("counters", {}).get("flip") == 1, state
     assert cluster.moves(GREEN, held=rule) == {name: 1 for _, name in ROUTES}, point
-    code, output = await cli(cluster, "flip", "--output", "json")
+    code, output = await cli(cluster, "flip", "--if-needed", "--output", "json")
     assert code == 0 and json.loads(output)["changed"] is False, output
     assert_agree(cluster, GREEN)
     assert cluster.moves(BLUE) == {name: 0 for _, name in ROUTES}, "flipped back"
