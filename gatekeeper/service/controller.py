@@ -244,10 +244,17 @@ class Controller:
             observation = observe(pair, live, verdict, window=self.judged_window,
                                   verdict_at=now,
                                   verdict_max_age=self.config.evaluation.verdict_max_age)
+            observations[pair.name] = observation
+            if self._generation[pair.name] != generations[pair.name]:
+                # An action (a webhook's rollback, a person's flip) ran while these reads
+                # were in flight: they may show the routes before it. Publishing them would
+                # undo the action in the view a person's request is checked against ("X is
+                # already active" right after a rollback away from X); `_advance` skips the
+                # step, and the next tick reads afresh.
+                continue
             view.readiness = dict(live.readiness or {})
             view.read_errors = dict(live.errors or {})
             view.verdict, view.observation, view.evaluated_at = verdict, observation, now
-            observations[pair.name] = observation
             if verdict is not None:
                 self.recorder.record_verdict(verdict)
             else:
@@ -617,7 +624,9 @@ class Controller:
             state = view.state
             policy = self.policy(pair)
             now = self.clock()
-            refusal = self._refusal(pair, kind, state, to=to, force=force, now=now)
+            routed = await self._routed(pair) if kind == "flip" and to is not None else None
+            refusal = self._refusal(pair, kind, state, to=to, force=force, now=now,
+                                    routed=routed)
             if refusal is not None:
                 return refusal
             ops = self.operations
@@ -643,9 +652,17 @@ class Controller:
                     pair, None, keep=count, force=force))
             return await self._conclude(pair, state, action, result, started, automatic=False)
 
+    async def _routed(self, pair: PairConfig) -> str | None:
+        """The namespace the routes send traffic to now (None: split or unreadable)."""
+        try:
+            return (await reading.read_active(self.api, pair)).active
+        except CLUSTER_ERRORS:
+            return None
+
     def _refusal(self, pair: PairConfig, kind: str, state: ReleaseState, *, to: str | None,
-                 force: bool, now: float) -> ActionOutcome | None:
-        """The lifecycle's objections (409 unless forced), and idempotent no-ops."""
+                 force: bool, now: float, routed: str | None = None) -> ActionOutcome | None:
+        """The lifecycle's objections (409 unless forced), and idempotent no-ops. `routed`:
+        where the routes send traffic, read just now (for a flip naming `to`)."""
         view = self.views[pair.name]
         observation = view.observation
         active = observation.active if observation else state.active
@@ -656,9 +673,11 @@ class Controller:
             if to is not None and observation is not None and observation.active is None \
                     and observation.route_problem.startswith("routes disagree"):
                 return None  # split routes: the named target finishes them (Operations.flip)
-            if to is not None and to == active:
+            if to is not None and to == routed:
+                # From the routes read now, not the tick's picture: that may predate an
+                # action that just moved them (a webhook's rollback away from `to`).
                 return ActionOutcome("flip", False, False, (f"nothing to do: {to} is already "
-                                                            "active",), state.phase, active,
+                                                            "active",), state.phase, routed,
                                      self.dry_run)
             if to is None and state.phase in ("flipped", "stable"):
                 return ActionOutcome("flip", False, False, (

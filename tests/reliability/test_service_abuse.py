@@ -246,6 +246,36 @@ async def test_thousand_flapping_webhooks_roll_back_once_and_the_cooldown_holds(
     assert growth < 16 * 2**20, f"the second flood grew the process by {growth} bytes"
 
 
+async def test_a_tick_whose_route_read_straddles_a_rollback_does_not_undo_it_for_a_flip(
+        flipped, kube_emulator, kube_api):
+    """The interleaving behind the flapping flood's rare failure, forced with delays: a tick
+    reads the route (green), its answer is held back while a webhook rolls back to blue,
+    then the tick publishes what it read. A person's forced flip to green right after must
+    be a real flip (it moves the route back to green), not "nothing to do: green is
+    already active" from that tick's picture of the routes before the rollback."""
+    service, url = flipped
+    view = service.controller.views["api"]
+    await wait_until(lambda: view.observation is not None and view.observation.active == GREEN,
+                     within=10, what="a tick seeing the flip")
+    route = "/apis/traefik.io/.*/ingressroutes/"
+    # The next read of the route is answered 2 s after it was read.
+    held = kube_emulator.faults.add(delay=2.0, verb="get", after=True, times=1, path=route)
+    await wait_until(lambda: held.injected == 1, within=10, what="a tick reading the route")
+    async with aiohttp.ClientSession() as http:
+        status, body = await post_json(http, f"{url}/api/v1/alertmanager", payload())
+        assert status == 200 and body["outcome"] == "rollback", body
+        assert await route_target(kube_api, ROUTING) == BLUE
+        # The tick after the held one reads slowly too: the flip below comes while the
+        # held tick's picture is the latest one.
+        slow = kube_emulator.faults.add(delay=3.0, verb="get", after=True, times=1,
+                                        path=route)
+        await wait_until(lambda: slow.injected == 1, within=10, what="the next tick")
+        status, body = await post_json(http, f"{url}/api/v1/pairs/api/flip",
+                                       {"force": True, "to": GREEN})
+    assert status == 200 and body["changed"], body
+    assert await route_target(kube_api, ROUTING) == GREEN
+
+
 async def test_a_rollback_the_api_keeps_refusing_blocks_the_pair_with_the_reason(
         flipped, kube_emulator, kube_api):
     """Every route patch answered 500: the webhook's rollback cannot converge. The routes
