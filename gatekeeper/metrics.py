@@ -122,6 +122,7 @@ class Recorder:
     def record_verdict(self, verdict: Verdict) -> None:
         """Rule statuses and values, namespace scores and the verdict of one pair."""
         pair = verdict.pair
+        self._drop_stale(verdict)
         for ns_score in (verdict.candidate, verdict.baseline):
             role = "dark" if ns_score.role == "candidate" else "active"
             score = ns_score.score
@@ -137,6 +138,23 @@ class Recorder:
         for name in VERDICTS:
             self.verdict.labels(pair, name).set(1 if verdict.verdict == name else 0)
         self.last_evaluation.labels(pair).set(verdict.evaluated_at)
+
+    def _drop_stale(self, verdict: Verdict) -> None:
+        """Remove the pair's per-namespace series this verdict does not write: a namespace
+        under its former role (traffic moved, by gatekeeper or outside it: CLI, kubectl) or
+        a rule no longer judged. Each rule then shows once per namespace, in its current role."""
+        roles = {verdict.candidate.namespace: "dark", verdict.baseline.namespace: "active"}
+        rules = {ns.namespace: {r.rule for r in ns.results}
+                 for ns in (verdict.candidate, verdict.baseline)}
+        for collector in (self.rule_status, self.rule_value, self.score):
+            for labels in list(collector._metrics):  # prometheus_client has no public lister
+                if labels[0] != verdict.pair:
+                    continue
+                namespace, role = labels[1], labels[2]
+                stale = roles.get(namespace) != role or (
+                    collector is not self.score and labels[3] not in rules.get(namespace, ()))
+                if stale:
+                    collector.remove(*labels)
 
     def record_rules(self, pair: str, rules: Iterable[Rule]) -> None:
         """The rules a pair is judged by, with their targets (for the dashboards' rule table)."""

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from gatekeeper.operations import Operations
 from gatekeeper.service.app import create_service
 from tests.service_support import (
     NEW,
@@ -96,3 +97,36 @@ async def test_a_dark_that_never_turns_ready_is_blocked_after_ready_timeout(
     assert any("ready_timeout" in str(notice) for notice in received), received
 
 
+
+
+async def _series(url: str, name: str) -> set[tuple[str, str, str]]:
+    """(namespace, role, rule) of every `name` sample of pair `api` on /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return {(s.labels["namespace"], s.labels["role"], s.labels.get("rule", ""))
+            for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == name and s.labels.get("pair") == "api"}
+
+
+async def test_after_a_flip_outside_the_service_metrics_show_each_rule_once_per_namespace(
+        start_service: Any, kube_api: client.ApiClient) -> None:
+    """A flip made by the CLI (Operations on the cluster, not the service): once the service
+    has evaluated again, every rule appears once per namespace, under its current role."""
+    service, url = await start_service()
+    view = service.controller.views["api"]
+    assert await _series(url, "gatekeeper_rule_value") == {
+        (BLUE, "active", "pods-ready"), (GREEN, "dark", "pods-ready")}
+    cli = Operations(kube_api, service.controller.config)
+    flipped = await cli.flip(service.controller.config.pairs[0], force=True)
+    assert flipped.changed, flipped.reasons
+    await wait_until(lambda: view.state.active == GREEN, within=10, what="the flip seen")
+    expected = {(GREEN, "active", "pods-ready"), (BLUE, "dark", "pods-ready")}
+    evaluated = service.controller.ticks
+    await wait_until(lambda: service.controller.ticks > evaluated + 1, within=10,
+                     what="two more evaluations")
+    for name in ("gatekeeper_rule_value", "gatekeeper_rule_status"):
+        assert await _series(url, name) == expected, name
+    assert {(ns, role) for ns, role, _ in await _series(
+        url, "gatekeeper_namespace_score_ratio")} == {(GREEN, "active"), (BLUE, "dark")}
