@@ -59,6 +59,9 @@ def register(subcommands: Any) -> None:
     parser.add_argument("--wait", default="0", help="wait up to this long for safe (e.g. 30m)")
     parser.add_argument("--output", choices=["text", "json"], default="text")
     parser.add_argument("--quiet", action="store_true", help="no progress lines while waiting")
+    parser.add_argument("--approval-pending-ok", action="store_true",
+                        help="exit 0 also when the gates pass and only the approval is "
+                             "missing (policy.require_approval: the step before approve)")
     parser.set_defaults(handler=check_command)
 
 
@@ -73,9 +76,18 @@ def check_command(args: argparse.Namespace) -> int:
     stream = sys.stderr if args.output == "json" else sys.stdout
     progress = Progress(stream=None if args.quiet else stream)
     started = time.monotonic()
-    status, body = asyncio.run(_ask(client, args.pair, wait=wait, progress=progress))
+    status, body = asyncio.run(_ask(client, args.pair, wait=wait, progress=progress,
+                                    pending_ok=args.approval_pending_ok))
     waited = time.monotonic() - started
-    return report(status, body, output=args.output, progress=progress, waited=waited)
+    return report(status, body, output=args.output, progress=progress, waited=waited,
+                  pending_ok=args.approval_pending_ok)
+
+
+def only_approval_missing(status: int | None, body: dict[str, Any]) -> bool:
+    """A 409 whose one reason is the missing approval of a `ready` pair (gates pass)."""
+    reasons = body.get("reasons") or []
+    return (status == 409 and body.get("phase") == "ready" and body.get("verdict") == "safe"
+            and len(reasons) == 1 and str(reasons[0]).startswith("awaiting approval"))
 
 
 # -- progress ----------------------------------------------------------------------------------
@@ -150,8 +162,8 @@ async def ask(url: str, pair: str, *, wait: float, slack: float,
                       progress=None)
 
 
-async def _ask(client: ApiClient, pair: str, *, wait: float, progress: Progress | None
-               ) -> tuple[int | None, dict[str, Any]]:
+async def _ask(client: ApiClient, pair: str, *, wait: float, progress: Progress | None,
+               pending_ok: bool = False) -> tuple[int | None, dict[str, Any]]:
     deadline = time.monotonic() + wait
     chunk_limit = PROGRESS_CHUNK if progress is not None else POLL_CHUNK
     first = progress is not None
@@ -167,14 +179,18 @@ async def _ask(client: ApiClient, pair: str, *, wait: float, progress: Progress 
                 progress.update(body, detail.body if detail.status == 200 else None)
             if status == 200 or time.monotonic() >= deadline or status not in (409, None):
                 return status, body
+            if pending_ok and only_approval_missing(status, body):
+                return status, body
             if status is None:
                 await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 def report(status: int | None, body: dict[str, Any], *, output: str = "text",
-           progress: Progress | None = None, waited: float | None = None) -> int:
+           progress: Progress | None = None, waited: float | None = None,
+           pending_ok: bool = False) -> int:
     """Print the answer (and, after a wait, a summary line); return the exit code."""
-    if status == 200 and body.get("safe") is True:
+    pending = pending_ok and only_approval_missing(status, body)
+    if (status == 200 and body.get("safe") is True) or pending:
         code = EXIT_SAFE
     elif status == 409:
         code = EXIT_UNKNOWN if body.get("status") == "unknown" else EXIT_UNSAFE
@@ -192,7 +208,10 @@ def report(status: int | None, body: dict[str, Any], *, output: str = "text",
         print(json.dumps(document, indent=2))
         return code
     pair = body.get("pair", "?")
-    if code == EXIT_SAFE:
+    if pending:
+        print(f"SAFE: pair {pair}: the gates pass; flipping to {body.get('dark')} awaits "
+              "the approval")
+    elif code == EXIT_SAFE:
         print(f"SAFE: pair {pair}: flipping to {body.get('dark')} is safe now")
     elif code in (EXIT_UNSAFE, EXIT_UNKNOWN) and "reasons" in body:
         label = "UNKNOWN" if code == EXIT_UNKNOWN else "NOT SAFE"
