@@ -20,7 +20,7 @@ import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from gatekeeper import kubeclient
-from gatekeeper.cli import announce, gates
+from gatekeeper.cli import announce, gates, remote
 from gatekeeper.config import Config, PairConfig, load_config, parse_config
 from gatekeeper.durations import parse_duration
 from gatekeeper.environments import Readiness
@@ -59,7 +59,7 @@ def _count(text: str) -> int:
 
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--config", required=True, help="configuration file (YAML)")
+    parent.add_argument("--config", help="configuration file (YAML); required unless --url")
     parent.add_argument("--pair", help="the pair (optional when only one is configured)")
     parent.add_argument("--kubeconfig", help="kubeconfig file (overrides kubernetes.kubeconfig)")
     parent.add_argument("--context", help="kubeconfig context (overrides kubernetes.context)")
@@ -97,6 +97,8 @@ def register(subcommands: Any) -> None:
                       help="exit 0 when traffic is already there (default: exit 1)")
     flip.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
     flip.add_argument("--reason", default="", help="recorded in the state and the Event")
+    remote.add_remote_arguments(flip)
+    flip.set_defaults(remote_command="flip")
 
     back = add("rollback", "flip back to the previous active namespace", _rollback)
     back.add_argument("--force", action="store_true", help="skip the readiness precondition")
@@ -104,6 +106,8 @@ def register(subcommands: Any) -> None:
     back.add_argument("--reason", default="", help="recorded in the state and the Event")
     back.add_argument("--scale-up-first", action="store_true",
                       help="scale the previous namespace up and wait until Ready, then flip")
+    remote.add_remote_arguments(back)
+    back.set_defaults(remote_command="rollback")
 
     down = add("scale-down", "scale the dark (old) namespace down", _scale_down)
     down.add_argument("--namespace", help="scale this namespace instead of the dark one")
@@ -112,6 +116,8 @@ def register(subcommands: Any) -> None:
     down.add_argument("--force", action="store_true",
                       help="even when the active namespace is not fully Ready")
     down.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    remote.add_remote_arguments(down)
+    down.set_defaults(remote_command="scale-down")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -147,6 +153,13 @@ def _pick(config: Config, name: str | None) -> PairConfig:
 
 
 def _main(args: argparse.Namespace, runner: Runner) -> int:
+    command = getattr(args, "remote_command", None)
+    if getattr(args, "url", None) and command:
+        return remote.run_remote(command, args)
+    if not args.config:
+        print("error: --config is required (or --url for flip, rollback, scale-down)",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         config = _load(args)
         pair = _pick(config, args.pair)
