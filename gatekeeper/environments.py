@@ -39,11 +39,14 @@ class DeploymentView:
     selector: dict[str, Any] = field(default_factory=dict)
     pods_ready: int = 0
     """Ready, non-terminating pods matching the selector (counted from the pods)."""
+    warning: str = ""
+    """Why gatekeeper's scaling of this Deployment will not last ('' when nothing is known)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for status output."""
         return {"name": self.name, "replicas": self.replicas, "ready": self.pods_ready,
-                "images": dict(self.images)}
+                "images": dict(self.images), **({"warning": self.warning} if self.warning
+                                                 else {})}
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ class Readiness:
         text = f"{self.pods_ready}/{self.pods_total} pods Ready in {self.namespace}"
         return text + (f" (waiting: {', '.join(waiting)})" if waiting else "")
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Problems that do not stop traffic but undo gatekeeper's work (Flux owning replicas)."""
+        return tuple(d.warning for d in self.deployments if d.warning)
+
     def images(self) -> dict[str, str]:
         """`deployment/container` -> image, for the state's record of what runs where."""
         return {f"{d.name}/{c}": image for d in self.deployments for c, image in d.images.items()}
@@ -81,6 +89,7 @@ class Readiness:
             "pods_ready": self.pods_ready,
             "deployments": [d.to_dict() for d in self.deployments],
             "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
         }
 
 
@@ -141,6 +150,29 @@ def _why_not_ready(pod: Mapping[str, Any]) -> str:
     return str(status.get("phase") or "not Ready")
 
 
+FLUX_LABELS = ("kustomize.toolkit.fluxcd.io/name", "helm.toolkit.fluxcd.io/name")
+FLUX_MANAGERS = ("kustomize-controller", "helm-controller")
+_warned: set[tuple[str, str]] = set()
+
+
+def flux_warning(meta: Mapping[str, Any]) -> str:
+    """A Deployment Flux applies whose manifest sets `replicas` (Flux's field manager owns
+    spec.replicas): Flux puts its count back at every reconcile, undoing gatekeeper's scaling."""
+    labels = meta.get("labels") or {}
+    label = next((key for key in FLUX_LABELS if key in labels), None)
+    if label is None:
+        return ""
+    for entry in meta.get("managedFields") or []:
+        fields = ((entry.get("fieldsV1") or {}).get("f:spec") or {})
+        if entry.get("manager") in FLUX_MANAGERS and "f:replicas" in fields:
+            return (f"Deployment {meta.get('name')} is managed by Flux ({label}="
+                    f"{labels[label]}) and its manifest sets replicas (owned by "
+                    f"{entry['manager']}): Flux will undo gatekeeper's scaling at its next "
+                    "reconcile; drop replicas from the overlay or let an HPA own them "
+                    "(docs/install.md, Flux)")
+    return ""
+
+
 def _deployment(body: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> DeploymentView:
     meta, spec = body.get("metadata") or {}, body.get("spec") or {}
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
@@ -155,7 +187,17 @@ def _deployment(body: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> D
         images={str(c.get("name")): str(c.get("image")) for c in containers},
         selector=dict(selector),
         pods_ready=ready,
+        warning=_logged_once(meta, flux_warning(meta)),
     )
+
+
+def _logged_once(meta: Mapping[str, Any], warning: str) -> str:
+    key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+    if warning and key not in _warned:
+        _warned.add(key)
+        log.warning("scaling will be undone by Flux", namespace=key[0], deployment=key[1],
+                    reason=warning)
+    return warning
 
 
 def _selector_kwargs(selector: str | None) -> dict[str, str]:

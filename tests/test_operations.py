@@ -412,3 +412,34 @@ async def test_named_deployments_are_the_ones_checked(
     ops = Operations(kube_api, make_config(deployments=[DEPLOYMENT]))
     result = await ops.flip(ops.config.pairs[0])
     assert result.changed and pointed(seeded) == GREEN
+
+
+def flux_managed(emulator: Any, namespace: str, *, owns_replicas: bool) -> None:
+    """Make the seed's Deployment look applied by Flux's kustomize-controller (its labels and
+    its server-side-apply field ownership, as the API server records them)."""
+    body = copy.deepcopy(emulator.get_object("apps/v1", "Deployment", DEPLOYMENT, namespace))
+    body["metadata"].setdefault("labels", {}).update({
+        "kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace":
+        "flux-system"})
+    spec: dict[str, Any] = {"f:template": {}}
+    if owns_replicas:
+        spec["f:replicas"] = {}
+    body["metadata"]["managedFields"] = [{
+        "manager": "kustomize-controller", "operation": "Apply", "apiVersion": "apps/v1",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": spec}}]
+    emulator.put_object(body)
+
+
+async def test_flux_owning_replicas_of_the_dark_is_a_warning_in_status(
+        seeded: Any, ops: Operations) -> None:
+    """Flux applies the dark's Deployment with replicas in the overlay: it would undo every
+    scale; status says so (and why), but the namespace still serves."""
+    flux_managed(seeded, GREEN, owns_replicas=True)
+    flux_managed(seeded, BLUE, owns_replicas=False)  # a replicas-free overlay: fine
+    status = await ops.status(ops.config.pairs[0])
+    by_ns = {n.namespace: n.to_dict() for n in status.namespaces}
+    green = by_ns[GREEN]
+    assert green["ready"] is True
+    assert len(green["warnings"]) == 1 and "Flux will undo" in green["warnings"][0]
+    assert "kustomize-controller" in green["warnings"][0]
+    assert by_ns[BLUE]["warnings"] == []

@@ -17,6 +17,7 @@ from tests.service_support import (
     NEW,
     PODS_READY_RULE,
     TOKEN,
+    get_json,
     post_json,
     replicas,
     seed,
@@ -130,3 +131,23 @@ async def test_after_a_flip_outside_the_service_metrics_show_each_rule_once_per_
         assert await _series(url, name) == expected, name
     assert {(ns, role) for ns, role, _ in await _series(
         url, "gatekeeper_namespace_score_ratio")} == {(GREEN, "active"), (BLUE, "dark")}
+
+
+async def test_flux_owning_the_darks_replicas_is_a_warning_in_the_api(
+        start_service: Any, kube_emulator: Any) -> None:
+    """GET /api/v1/pairs/api names the Flux-managed Deployment whose overlay sets replicas."""
+    from tests.test_operations import flux_managed
+
+    service, url = await start_service()
+    flux_managed(kube_emulator, GREEN, owns_replicas=True)
+    async with aiohttp.ClientSession() as http:
+        async def warned() -> bool:
+            status, body = await get_json(http, f"{url}/api/v1/pairs/api")
+            return status == 200 and bool(body["readiness"][GREEN].get("warnings"))
+
+        ticks = service.controller.ticks
+        await wait_until(lambda: service.controller.ticks > ticks + 1, within=10, what="ticks")
+        assert await warned()
+        _, body = await get_json(http, f"{url}/api/v1/pairs/api")
+    assert "Flux will undo" in body["readiness"][GREEN]["warnings"][0]
+    assert body["readiness"][BLUE]["warnings"] == []
