@@ -214,6 +214,10 @@ class AuthConfig(_Section):
     token_name: str = Field("api-token", min_length=1, max_length=128,
                             pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]*$")
     tokens_file: str | None = None
+    token_review: bool = False
+    """Also accept Kubernetes service-account tokens, authenticated by a TokenReview; the
+    caller is recorded as system:serviceaccount:NAMESPACE:NAME."""
+    token_review_audiences: list[str] = Field(default_factory=list)
     webhook_requires_token: bool = True
 
 

@@ -8,7 +8,9 @@ Each call targets one kind of namespace (`Scope`):
 - `own`: gatekeeper's own namespace (the state ConfigMap, the leader Lease);
 - `routes`: the namespaces of the pairs' routes (the Traefik objects, Events on them);
 - `pairs`: both namespaces of every pair, i.e. the production namespaces (Deployments,
-  Pods, their logs, and the ConfigMaps compared by the config-parity rule).
+  Pods, their logs, and the ConfigMaps compared by the config-parity rule);
+- `cluster`: cluster-scoped resources (a ClusterRole): only TokenReviews, with
+  `auth.token_review: true`.
 
 Reading Secrets (config parity) is only granted with `kubernetes.read_secrets: true`: a
 `list` of Secrets returns their values, so the default is not to read them at all.
@@ -28,8 +30,8 @@ from gatekeeper.routers.base import TRAEFIK_GROUPS
 __all__ = ["PERMISSIONS", "SCOPES", "Permission", "Scope", "granted", "namespace_scopes",
            "rbac_rules", "required", "switches_on"]
 
-Scope = Literal["own", "routes", "pairs"]
-SCOPES: tuple[Scope, ...] = ("own", "routes", "pairs")
+Scope = Literal["own", "routes", "pairs", "cluster"]
+SCOPES: tuple[Scope, ...] = ("own", "routes", "pairs", "cluster")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ PERMISSIONS: tuple[Permission, ...] = (
                "the state ConfigMap (optimistic concurrency)"),
     Permission("coordination.k8s.io", "leases", ("get", "create", "update"), "own",
                "leadership", "leader election: only the Lease holder acts"),
+    Permission("authentication.k8s.io", "tokenreviews", ("create",), "cluster",
+               "service.auth", "who a service-account bearer token belongs to (the approver's "
+               "name)", switch="auth.token_review"),
 )
 
 Triple = tuple[str, str, str]
@@ -104,7 +109,10 @@ def granted(scopes: Iterable[Scope], *, switches: Iterable[str] = ()) -> frozens
 
 def switches_on(config: Config) -> frozenset[str]:
     """The configuration switches of `Permission.switch` that are on in CONFIG."""
-    return frozenset({"kubernetes.read_secrets"} if config.kubernetes.read_secrets else ())
+    on = {"kubernetes.read_secrets"} if config.kubernetes.read_secrets else set()
+    if config.auth.token_review:
+        on.add("auth.token_review")
+    return frozenset(on)
 
 
 def namespace_scopes(config: Config) -> dict[str, frozenset[Scope]]:

@@ -301,6 +301,10 @@ async def kube_api(request: web.Request) -> web.StreamResponse:
         if doc is None:
             raise resource_not_found()
         return json_response(doc)
+    if parts == ["apis", "authentication.k8s.io", "v1", "tokenreviews"]:
+        if request.method != "POST":
+            raise method_not_allowed(request.method)
+        return json_response(emulator.tokens.review(await _body(request)), 201)
     target = paths.parse(request.path)
     if target.is_discovery:
         if request.method != "GET":

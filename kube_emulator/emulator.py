@@ -12,6 +12,7 @@ from typing import Any
 
 from . import resources
 from .audit import RequestLog
+from .authentication import ServiceAccountTokens
 from .controllers import WorkloadControllers
 from .errors import bad_request
 from .faults import FaultInjector
@@ -66,6 +67,8 @@ class Emulator:
         self.store.add_listener(self._on_event)
         self.faults = FaultInjector(seed)
         self.requests = RequestLog(request_log_size)
+        self.tokens = ServiceAccountTokens()
+        """Service-account tokens a TokenReview authenticates (`tokens.issue`)."""
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
         self.ready_on_load = ready_on_load

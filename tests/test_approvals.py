@@ -189,3 +189,71 @@ def test_every_named_token_is_compared_in_constant_time():
         assert who is None and problem == "invalid token" and compared.call_count == 8
     assert auth.identify("Bearer shared")[0].name == "api-token"
     assert "t-a" not in repr(auth)
+
+
+# -- service-account tokens, authenticated by the cluster's TokenReview -------------------------
+
+
+async def test_kube_emulator_answers_token_review_like_the_api_server(kube_emulator, kube_api):
+    """201 with the request echoed and `status` filled in: a known service-account token is
+    authenticated with its username, uid and groups; an unknown one or a wrong audience is
+    not (user {}, an error); a body without spec.token is 422."""
+    kube_emulator.tokens.issue("sa-tok-1", "ci", "deployer", audiences=("gatekeeper",))
+    api = client.AuthenticationV1Api(kube_api)
+
+    def review(token: str, audiences: list[str] | None = None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"token": token}
+        if audiences is not None:
+            spec["audiences"] = audiences
+        return {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+
+    known = await read_json(api.create_token_review, review("sa-tok-1"))
+    assert known["kind"] == "TokenReview" and known["spec"]["token"] == "sa-tok-1"
+    status = known["status"]
+    assert status["authenticated"] is True and status["audiences"] == ["gatekeeper"]
+    assert status["user"]["username"] == "system:serviceaccount:ci:deployer"
+    assert "system:serviceaccounts:ci" in status["user"]["groups"] and status["user"]["uid"]
+    unknown = await read_json(api.create_token_review, review("nope"))
+    assert "authenticated" not in unknown["status"] and unknown["status"]["user"] == {}
+    wrong = await read_json(api.create_token_review, review("sa-tok-1", ["other"]))
+    assert "authenticated" not in wrong["status"] and "audiences" in wrong["status"]["error"]
+    [record] = [r for r in kube_emulator.requests.records() if r.path.endswith("tokenreviews")
+                and r.body["spec"]["token"] == "nope"]
+    assert record.status == 201
+    with pytest.raises(client.ApiException) as caught:
+        await read_json(api.create_token_review, {"apiVersion": "authentication.k8s.io/v1",
+                                                  "kind": "TokenReview", "spec": {}})
+    assert caught.value.status == 422
+
+
+async def test_a_service_account_token_approves_under_its_own_name(
+        tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """auth.token_review: a pipeline's service-account token (unknown to the names file) is
+    authenticated by TokenReview and recorded as system:serviceaccount:NS:NAME; a token the
+    cluster does not know, or one for another audience, is 401 and nothing is recorded."""
+    kube_emulator.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
+    kube_emulator.tokens.issue("sa-pipeline-tok", "ci", "deployer", audiences=("gatekeeper",))
+    kube_emulator.tokens.issue("sa-other-tok", "ci", "other", audiences=("vault",))
+    loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING)], prometheus_url=None,
+                          rules=[PODS_READY_RULE], policy={"auto_flip": False},
+                          auth={"token_review": True, "token_review_audiences": ["gatekeeper"]})
+    service = create_service(loaded, kube_api, token=None, tokens=TOKENS)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+    try:
+        await wait_until(lambda: service.controller.views["api"].state.active == BLUE,
+                         within=10, what="first tick")
+        for token in ("sa-unknown", "sa-other-tok"):
+            code, out = await cli("approve", "--url", url, "--pair", "api", token=token,
+                                  tmp_path=tmp_path)
+            assert code == 2 and "invalid token" in out
+        code, out = await cli("approve", "--url", url, "--pair", "api", "--for", "flip",
+                              token="sa-pipeline-tok", tmp_path=tmp_path)
+        assert code == 0, out
+        [approval] = [h for h in await _history(url) if h["kind"] == "approval"]
+        assert approval["by"] == "system:serviceaccount:ci:deployer"
+        code, _ = await cli("approve", "--url", url, "--pair", "api", token=TOKENS["alice"],
+                            tmp_path=tmp_path)
+        assert code == 0  # named tokens still work, without asking the cluster
+    finally:
+        await service.close()

@@ -78,6 +78,9 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
         "auth": {"existingSecret": "ci-gatekeeper-token", "secretKey": "bearer"}}),
     "secret-parity": ("gatekeeper", {"config": {"kubernetes": {"read_secrets": True}}}),
     "cluster-scope": ("gatekeeper", {"rbac": {"scope": "cluster"}}),
+    "token-review": ("gatekeeper", {"config": {"auth": {"token_review": True}}}),
+    "token-review-cluster-scope": ("gatekeeper", {"rbac": {"scope": "cluster"},
+                                                  "config": {"auth": {"token_review": True}}}),
 }
 
 
@@ -360,11 +363,16 @@ def _granted_to_gatekeeper(chart: Rendered) -> Grants:
 def _expected(config: Config, *, cluster: bool) -> Grants:
     """permissions.py's calls, placed in the namespaces the configuration makes them in."""
     switches = permissions.switches_on(config)
+    cluster_scoped = set(permissions.granted(("cluster",), switches=switches))
     if cluster:  # the routes' and pairs' calls everywhere, gatekeeper's own in its namespace
-        return {"*": set(permissions.granted(("routes", "pairs"), switches=switches)),
+        return {"*": set(permissions.granted(("routes", "pairs"), switches=switches))
+                | cluster_scoped,
                 config.state.namespace: set(permissions.granted(("own",), switches=switches))}
-    return {namespace: set(permissions.granted(scopes, switches=switches))
-            for namespace, scopes in permissions.namespace_scopes(config).items()}
+    expected = {namespace: set(permissions.granted(scopes, switches=switches))
+                for namespace, scopes in permissions.namespace_scopes(config).items()}
+    if cluster_scoped:  # cluster-scoped resources (TokenReviews) need a ClusterRole
+        expected["*"] = cluster_scoped
+    return expected
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -495,8 +503,8 @@ def test_every_values_path_used_in_templates_exists():
         for match in re.finditer(r"\$?\.Values((?:\.[A-Za-z_]\w*)+)", path.read_text()):
             node: Any = values
             for key in match.group(1).strip(".").split("."):
-                if key == "kubernetes" and node is values.get("config"):
-                    break  # config.kubernetes is optional: templates read it with `default dict`
+                if key in ("kubernetes", "auth") and node is values.get("config"):
+                    break  # config.kubernetes and .auth are optional: read with `default dict`
                 if not isinstance(node, dict) or key not in node:
                     missing.append(f"{path.name}: .Values{match.group(1)}")
                     break

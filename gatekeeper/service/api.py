@@ -180,8 +180,8 @@ def _pair(services: Services, request: web.Request) -> PairView:
                                    ) from None
 
 
-def _authorize(services: Services, request: web.Request) -> Identity:
-    who, problem = services.auth.identify(request.headers.get("Authorization"))
+async def _authorize(services: Services, request: web.Request) -> Identity:
+    who, problem = await services.auth.authenticate(request.headers.get("Authorization"))
     if who is None:
         log.warning("unauthorized request", path=request.path, remote=request.remote)
         raise responses.http_error(401, problem or "unauthorized")
@@ -356,7 +356,7 @@ def _action_handler(kind: ActionKind) -> Any:
 
     async def handler(request: web.Request) -> web.Response:
         services = services_of(request)
-        who = _authorize(services, request)
+        who = await _authorize(services, request)
         view = _pair(services, request)
         body = await _body(request, models[kind])
         controller = services.controller

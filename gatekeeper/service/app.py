@@ -27,7 +27,7 @@ from gatekeeper.leadership import Leadership
 from gatekeeper.metrics import Recorder
 from gatekeeper.operations import Operations
 from gatekeeper.service.api import add_routes
-from gatekeeper.service.auth import TokenAuth
+from gatekeeper.service.auth import TokenAuth, TokenReviewer
 from gatekeeper.service.connections import (
     CONNECTIONS,
     ConnectionBook,
@@ -216,7 +216,9 @@ def create_service(
         watcher = _watcher(api, config, controller)
         if watcher is not None:
             background["watch"] = watcher.run
-    auth = TokenAuth(token, tokens=tokens, token_name=config.auth.token_name)
+    reviewer = (TokenReviewer(actions, audiences=config.auth.token_review_audiences)
+                if config.auth.token_review else None)
+    auth = TokenAuth(token, tokens=tokens, token_name=config.auth.token_name, reviewer=reviewer)
     app = build_app(controller, auth, background=background, notifier=notifier,
                     run_loop=run_loop)
     return Service(app=app, controller=controller, recorder=recorder, sources=sources,

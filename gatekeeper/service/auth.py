@@ -15,14 +15,17 @@ import hashlib
 import hmac
 import os
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gatekeeper.config import AuthConfig
 from gatekeeper.yamlfiles import ConfigFileError, load_yaml_text
 
-__all__ = ["DEFAULT_TOKEN_NAME", "Identity", "TokenAuth", "load_token", "load_tokens"]
+__all__ = ["DEFAULT_TOKEN_NAME", "Identity", "TokenAuth", "TokenReviewer", "load_token",
+           "load_tokens"]
 
 DEFAULT_TOKEN_NAME = "api-token"
 """The name the single shared token authenticates as (`auth.token_name`)."""
@@ -111,7 +114,10 @@ class TokenAuth:
     """Checks `Authorization: Bearer <token>` headers against the named tokens."""
 
     def __init__(self, token: str | None = None, *, tokens: Mapping[str, str] | None = None,
-                 token_name: str = DEFAULT_TOKEN_NAME) -> None:
+                 token_name: str = DEFAULT_TOKEN_NAME,
+                 reviewer: TokenReviewer | None = None) -> None:
+        self.reviewer = reviewer
+        """Asked about a token none of the named ones matches (auth.token_review)."""
         named = dict(tokens or {})
         if token:
             named.setdefault(token_name, token)
@@ -122,7 +128,7 @@ class TokenAuth:
     @property
     def configured(self) -> bool:
         """Whether a token is set at all (without one, protected endpoints are closed)."""
-        return bool(self._tokens)
+        return bool(self._tokens) or self.reviewer is not None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -132,7 +138,7 @@ class TokenAuth:
     def identify(self, header: str | None) -> tuple[Identity | None, str | None]:
         """(who, None) when the header carries a configured token; else (None, a message safe
         to show the caller)."""
-        if not self._tokens:
+        if not self.configured:
             return None, ("no API token is configured on the server: protected endpoints are "
                           "disabled")
         if not header:
@@ -149,6 +155,19 @@ class TokenAuth:
             return None, "invalid token"
         return Identity(found), None
 
+    async def authenticate(self, header: str | None) -> tuple[Identity | None, str | None]:
+        """`identify`, then (auth.token_review) the cluster's TokenReview for a token none
+        of the named ones matches. An API server that cannot be asked fails closed."""
+        who, problem = self.identify(header)
+        if who is not None or self.reviewer is None or problem != "invalid token":
+            return who, problem
+        supplied = (header or "").partition(" ")[2].strip()
+        try:
+            reviewed = await self.reviewer.review(supplied)
+        except Exception as exc:  # noqa: BLE001 - every failure to ask means "not known"
+            return None, f"invalid token (TokenReview failed: {type(exc).__name__})"
+        return (reviewed, None) if reviewed is not None else (None, "invalid token")
+
     def problem(self, header: str | None) -> str | None:
         """None when the header carries a configured token; else a message safe to show."""
         _who, problem = self.identify(header)
@@ -156,3 +175,48 @@ class TokenAuth:
 
     def __repr__(self) -> str:
         return f"<TokenAuth configured={self.configured} names={len(self._tokens)}>"
+
+
+class TokenReviewer:
+    """Authenticates a bearer token with the Kubernetes TokenReview API (a service-account
+    token, e.g. a pipeline's projected token). Answers are cached for `ttl` seconds by the
+    token's digest (never the token); the cache is bounded."""
+
+    MAX_CACHED = 1024
+
+    def __init__(self, api: Any, *, audiences: list[str] | None = None, ttl: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.api = api
+        self.audiences = list(audiences or [])
+        self.ttl = ttl
+        self.clock = clock
+        self._cache: dict[bytes, tuple[float, Identity | None]] = {}
+
+    async def review(self, token: str) -> Identity | None:
+        """Who the token belongs to, or None when the cluster does not authenticate it.
+        Raises the API error family when the API server cannot be asked (fail closed)."""
+        from kubernetes_asyncio import client
+
+        from gatekeeper.kubeclient import read_json
+
+        key = _digest(token)
+        cached = self._cache.get(key)
+        now = self.clock()
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        spec: dict[str, Any] = {"token": token}
+        if self.audiences:
+            spec["audiences"] = self.audiences
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+        answer = await read_json(client.AuthenticationV1Api(self.api).create_token_review, body)
+        status = answer.get("status") if isinstance(answer, dict) else None
+        who: Identity | None = None
+        if isinstance(status, dict) and status.get("authenticated") is True:
+            user = status.get("user") or {}
+            name = user.get("username") if isinstance(user, dict) else None
+            if isinstance(name, str) and name:
+                who = Identity(name, "token_review")
+        if len(self._cache) >= self.MAX_CACHED:
+            self._cache.clear()
+        self._cache[key] = (now, who)
+        return who

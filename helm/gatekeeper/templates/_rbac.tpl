@@ -71,3 +71,12 @@ namespaces of every pair, the namespace of every route.
 {{- end -}}
 {{- toYaml $scopes -}}
 {{- end -}}
+
+
+{{/* Cluster-scoped: TokenReviews, only with config.auth.token_review (approvers by their
+service-account token). */}}
+{{- define "gatekeeper.rbac.cluster" -}}
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]
+{{- end -}}
