@@ -199,7 +199,7 @@ async def test_thousand_identical_webhooks_roll_back_once_in_bounded_memory(
     assert service.controller.views["api"].state.phase == "rolled_back"
 
 
-async def test_thousand_flapping_webhooks_roll_back_once_and_the_cooldown_holds(
+async def test_thousand_flapping_webhooks_roll_back_once_per_release(
         flipped, kube_emulator, kube_api):
     """1,000 notifications of an alert flapping firing/resolved (each firing a new instance):
     one rollback. The release is flipped again by hand; 1,000 more flapping notifications
