@@ -188,7 +188,7 @@ class Story:
                              "the pipeline's check is refused")
         self.deploy(BLUE, "1.6.0", "release N+2")
         command = ["gatekeeper", "check", "--url", self.stack.gatekeeper_url, "--pair", PAIR,
-                   "--wait", self.timing.check_wait]
+                   "--wait", self.timing.check_wait, "--quiet"]
         self.narrator.say("pipeline", "$ " + " ".join(command) + "   # go only on a safe answer")
         process = subprocess.Popen([sys.executable, "-m", "gatekeeper", *command[1:]],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
