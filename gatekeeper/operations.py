@@ -734,9 +734,14 @@ class Operations:
         `rollback --scale-up-first` / `rollback_when_scaled_down`): starting a cold namespace
         is a decision of its own, not a side effect of a switch.
         """
-        current = await self._readiness(pair, target)
+        current, serving = await asyncio.gather(self._readiness(pair, target),
+                                                self._readiness(pair, pair.other(target)))
         if not current.deployments or any(d.replicas < 1 for d in current.deployments):
             return None
+        plans = environments.production_replicas(pair, current.deployments,
+                                                 active=serving.deployments)
+        if all(p.current >= p.target for p in plans):
+            return None  # at size: no further reads (each is one more call that can fail)
         scaled = await self.scale_up(pair, target)
         if scaled.refused or scaled.details.get("dry_run"):
             return scaled
