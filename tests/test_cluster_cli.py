@@ -221,3 +221,132 @@ def test_flip_refuses_an_unsafe_verdict_and_force_is_recorded(
     assert data["active"] == GREEN
     last = data["state"]["transitions"][-1]
     assert (last["kind"], last.get("forced"), last.get("reason")) == ("flip", True, "hotfix")
+
+
+class ThreadedReceiver:
+    """A loopback webhook receiver on its own thread and event loop (the CLI runs its own
+    `asyncio.run`): records each JSON body; `/hang` never answers."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        self.bodies: list[dict[str, Any]] = []
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        async def hook(request: web.Request) -> web.Response:
+            if request.path == "/hang":
+                await self.release.wait()
+                return web.Response(status=204)
+            self.bodies.append(await request.json())
+            return web.Response(status=204)
+
+        async def serve() -> None:
+            self.release = asyncio.Event()
+            app = web.Application()
+            app.router.add_post("/{name}", hook)
+            self.runner = web.AppRunner(app)
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            started.set()
+
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self.loop)
+        started.wait(10)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def close(self) -> None:
+        import asyncio
+
+        self.loop.call_soon_threadsafe(self.release.set)
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_cli_actions_notify(cluster: Path, capsys: pytest.CaptureFixture[str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's flip, rollback and scale-down send the service's events (trigger `cli`,
+    valid against the shipped schema) before exiting; a hung receiver delays only the
+    exit (bounded), and a no-op sends nothing."""
+    import jsonschema_rs
+
+    from gatekeeper.service.notifications import schema
+
+    receiver = ThreadedReceiver()
+    try:
+        monkeypatch.setenv("GK_TEST_HOOK", receiver.url("hook"))
+        monkeypatch.setenv("GK_TEST_HANG", receiver.url("hang"))
+        config = write_config(cluster.parent, cluster.parent / "kubeconfig", extra=(
+            "notifications:\n  timeout: 1s\n  retries: 0\n  receivers:\n"
+            "    - {kind: webhook, url_env: GK_TEST_HOOK}\n"
+            "    - {kind: webhook, name: hung, url_env: GK_TEST_HANG}\n"))
+        cfg = ("--config", str(config))
+        assert run(capsys, "scale-up", *cfg)[0] == 0
+        assert run(capsys, "wait-ready", "--timeout", "10s", *cfg)[0] == 0
+        assert run(capsys, "flip", *cfg)[0] == 0
+        run(capsys, "flip", *cfg)  # nothing to do (or refused): no message either way
+        assert run(capsys, "rollback", *cfg)[0] == 0
+        assert run(capsys, "scale-down", *cfg)[0] == 0
+        events = [(b["event"], b["active"], b["trigger"]) for b in receiver.bodies]
+        assert events == [("flipped", GREEN, "cli"), ("rolled_back", BLUE, "cli"),
+                          ("scaled_down", BLUE, "cli")], events
+        validator = jsonschema_rs.validator_for(schema())
+        for body in receiver.bodies:
+            validator.validate(body)
+        assert receiver.bodies[0]["images"][GREEN]
+    finally:
+        receiver.close()
+
+
+def test_serve_logs_decisions_at_info_as_json_only(cluster: Path) -> None:
+    """`gatekeeper serve --log-format json` with no --log-level: info lines (its start and
+    its shutdown) and nothing but JSON on stderr (no plain-text "listening" line)."""
+    import os
+    import signal
+
+    import yaml
+
+    from tests.service_support import PODS_READY_RULE
+
+    folder = cluster.parent
+    (folder / "rules.yaml").write_text(yaml.safe_dump({"rules": [PODS_READY_RULE]}))
+    config = write_config(folder, folder / "kubeconfig", extra=(
+        "leader_election: {enabled: false}\n"
+        "evaluation: {interval: 1s}\nauth: {token_env: GK_TEST_NO_TOKEN}\n"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper", "--log-format", "json", "serve", "--config",
+         str(config), "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "GATEKEEPER_LOG_FORMAT": "json"})
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            if '"gatekeeper serving"' in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=30)
+        lines.extend(rest.splitlines())
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+    records = [json.loads(line) for line in lines if line.strip()]  # fails on plain text
+    events = {(r["event"], r["level"]) for r in records}
+    assert ("gatekeeper serving", "info") in events, events
+    assert ("stopping: finishing actions in flight", "info") in events, events

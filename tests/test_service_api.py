@@ -532,3 +532,41 @@ async def test_openapi_contract_holds_under_fuzzing(api_service):
         _, document = await get_json(http, f"{url}/api/v1/openapi.json")
     failures = await asyncio.to_thread(_fuzz, url, document, 12)
     assert not failures, "\n".join(failures[:10])
+
+
+async def test_a_release_through_the_loop_is_one_message_per_change(api_service,
+                                                                     aiohttp_server):
+    """Approve (by name), validate, ready, flip, roll back, with the control loop ticking
+    every second meanwhile: each change is one message, none repeats per evaluation, and
+    the approval carries the approver's name."""
+    from gatekeeper.service.notifications import Receiver
+
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = await aiohttp_server(app)
+    service, url, _ = await api_service(
+        policy={"consecutive_passes": 2, "soak": "1s"},
+        receivers=[Receiver("webhook", "ops", str(receiver.make_url("/hook")))])
+    pair = f"{url}/api/v1/pairs/api"
+    async with aiohttp.ClientSession(headers=AUTH) as http:
+        status, body = await post_json(http, f"{pair}/approve", {})
+        assert status == 200, body
+        await wait_until(lambda: service.controller.views["api"].state.phase == "ready",
+                         within=30, what="ready")
+        ticks = service.controller.ticks
+        await wait_until(lambda: service.controller.ticks >= ticks + 2, within=10,
+                         what="two more ticks")
+        assert (await post_json(http, f"{pair}/flip", {}))[0] == 200
+        assert (await post_json(http, f"{pair}/rollback", {}))[0] == 200
+        await wait_until(lambda: len(received) >= 5, within=5, what="five messages")
+    events = [body["event"] for body in received]
+    assert events == ["validating", "approved", "ready", "flipped", "rolled_back"], events
+    approved = received[1]
+    assert approved["approver"] and approved["approver"] in approved["summary"]
+    assert all(body["images"][GREEN] == [NEW] for body in received)
