@@ -63,4 +63,4 @@ clean:
 	rm -rf $(VENV) demo-output .pytest_cache
 
 # Copy rules/, alerts/ and dashboards/ into the Helm chart (tests/test_helm_chart.py checks they match).
-sync-chart: ; rm -rf helm/gatekeeper/files && mkdir -p helm/gatekeeper/files/rules helm/gatekeeper/files/alerts helm/gatekeeper/files/dashboards && cp rules/*.yaml helm/gatekeeper/files/rules/ && cp alerts/*.rules.yaml helm/gatekeeper/files/alerts/ && cp dashboards/*.json helm/gatekeeper/files/dashboards/
+sync-chart: ; rm -rf helm/gatekeeper/files && mkdir -p helm/gatekeeper/files/rules/sets helm/gatekeeper/files/alerts helm/gatekeeper/files/dashboards && cp rules/*.yaml helm/gatekeeper/files/rules/ && cp rules/sets/*.yaml helm/gatekeeper/files/rules/sets/ && cp alerts/*.rules.yaml helm/gatekeeper/files/alerts/ && cp dashboards/*.json helm/gatekeeper/files/dashboards/

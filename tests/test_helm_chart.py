@@ -43,6 +43,7 @@ RELEASE = "gatekeeper"
 # Source folder -> (glob of the files the chart embeds, copy under files/).
 EMBEDDED = {
     "rules": ("*.yaml", CHART / "files" / "rules"),
+    "rules/sets": ("*.yaml", CHART / "files" / "rules" / "sets"),
     "alerts": ("*.rules.yaml", CHART / "files" / "alerts"),
     "dashboards": ("*.json", CHART / "files" / "dashboards"),
 }
@@ -78,6 +79,8 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
         "auth": {"existingSecret": "ci-gatekeeper-token", "secretKey": "bearer"}}),
     "secret-parity": ("gatekeeper", {"config": {"kubernetes": {"read_secrets": True}}}),
     "cluster-scope": ("gatekeeper", {"rbac": {"scope": "cluster"}}),
+    "opentelemetry-resources": ("gatekeeper", {"rules": {"httpSet": "opentelemetry",
+                                                         "resources": True}}),
     "token-review": ("gatekeeper", {"config": {"auth": {"token_review": True}}}),
     "token-review-cluster-scope": ("gatekeeper", {"rbac": {"scope": "cluster"},
                                                   "config": {"auth": {"token_review": True}}}),
@@ -299,6 +302,10 @@ def test_value_sets_render_what_they_ask_for(rendered):
     assert dashboards["metadata"]["labels"]["grafana_dashboard_custom"] == "yes"
     assert "grafana_dashboard" not in dashboards["metadata"]["labels"]
     assert dashboards["metadata"]["annotations"] == {"grafana_folder": "Releases"}
+    rules = rendered["opentelemetry-resources"].one("ConfigMap", "gatekeeper-rules")["data"]
+    assert set(rules) == {"opentelemetry.yaml", "resources.yaml", "preflight.yaml"}
+    assert rules["opentelemetry.yaml"].strip() == (
+        ROOT / "rules" / "sets" / "opentelemetry.yaml").read_text().strip()
     default = rendered["default"].one("ConfigMap", "gatekeeper-dashboards")
     assert default["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert set(default["data"]) == {p.name for p in (ROOT / "dashboards").glob("*.json")}
