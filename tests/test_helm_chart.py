@@ -84,6 +84,21 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
     "token-review": ("gatekeeper", {"config": {"auth": {"token_review": True}}}),
     "token-review-cluster-scope": ("gatekeeper", {"rbac": {"scope": "cluster"},
                                                   "config": {"auth": {"token_review": True}}}),
+    # A Slack channel from the mounted Secret, a webhook from an environment variable.
+    "notification-receivers": ("gatekeeper", {
+        "notifications": {"existingSecret": "gatekeeper-notification-urls"},
+        "extraEnv": [{"name": "GATEKEEPER_WEBHOOK_URL", "valueFrom": {"secretKeyRef": {
+            "name": "gatekeeper-notification-urls", "key": "webhook-url"}}}],
+        "config": {"notifications": {
+            "receivers": [
+                {"kind": "slack", "name": "releases",
+                 "url_file": "/etc/gatekeeper/notifications/slack-url"},
+                {"kind": "webhook", "name": "audit", "url_env": "GATEKEEPER_WEBHOOK_URL"},
+            ],
+            "api_url": "https://gatekeeper.example.com",
+            "dashboard_url": "https://grafana.example.com/d/gatekeeper-deployment-validation",
+            "timeout": "5s", "retries": 3, "backoff": "500ms", "queue_size": 200,
+            "overflow": "drop_oldest", "evidence_stuck_after": "45m"}}}),
 }
 
 
@@ -311,6 +326,30 @@ def test_value_sets_render_what_they_ask_for(rendered):
     assert set(default["data"]) == {p.name for p in (ROOT / "dashboards").glob("*.json")}
 
 
+def test_notification_secret_is_mounted_where_receivers_read_it(rendered, tmp_path):
+    """notifications.existingSecret is mounted read-only at the url_file directory, and only
+    when set; the rendered receivers load with gatekeeper's loader."""
+    chart = rendered["notification-receivers"]
+    config = _load_rendered_config(chart, tmp_path).config
+    pod = chart.one("Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "notification-urls")
+    assert volume["secret"]["secretName"] == "gatekeeper-notification-urls"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"]
+                 if m["name"] == "notification-urls")
+    assert mount["readOnly"] is True
+    slack, webhook = config.notifications.receivers
+    assert (slack.kind, slack.url_file) == ("slack", f"{mount['mountPath']}/slack-url")
+    assert (webhook.kind, webhook.url_env) == ("webhook", "GATEKEEPER_WEBHOOK_URL")
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["GATEKEEPER_WEBHOOK_URL"]["valueFrom"]["secretKeyRef"]["key"] == "webhook-url"
+    assert (config.notifications.queue_size, config.notifications.backoff) == (200, 0.5)
+    assert config.notifications.evidence_stuck_after == 2700.0
+    default = rendered["default"].one("Deployment")["spec"]["template"]["spec"]
+    assert not any(v["name"] == "notification-urls" for v in default["volumes"])
+    assert not any(m["name"] == "notification-urls"
+                   for m in default["containers"][0]["volumeMounts"])
+
+
 def test_deployment_is_hardened_and_highly_available(rendered):
     """2 replicas with leader election, probes, resources, non-root, read-only, no caps."""
     spec = rendered["default"].one("Deployment")["spec"]
@@ -468,6 +507,14 @@ def test_values_validate_against_the_schema():
     (("config", "pairs", 0, "routes", 0, "api_group"), "traefik.example"),
     (("config", "evaluaton"), {}),
     (("replicas",), 2),
+    (("config", "notifications", "slack"), ["https://hooks.slack.com/services/T0/B0/x"]),
+    (("config", "notifications", "receivers"), [
+        {"kind": "slack", "url": "https://hooks.slack.com/services/T0/B0/x"}]),
+    (("config", "notifications", "receivers"), [
+        {"kind": "slack", "url_file": "/a", "url_env": "B"}]),
+    (("config", "notifications", "receivers"), [{"kind": "email", "url_env": "B"}]),
+    (("config", "notifications", "overflow"), "drop_all"),
+    (("notifications", "secret"), "x"),
 ])
 def test_schema_rejects_mistakes(path, bad):
     """Typos, wrong types and impossible values fail at `helm install`, not in the pod."""

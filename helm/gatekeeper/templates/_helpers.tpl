@@ -60,6 +60,7 @@ app.kubernetes.io/part-of: gatekeeper
 {{- define "gatekeeper.configDir" -}}/etc/gatekeeper{{- end -}}
 {{- define "gatekeeper.rulesDir" -}}/etc/gatekeeper/rules{{- end -}}
 {{- define "gatekeeper.tokenDir" -}}/var/run/secrets/gatekeeper{{- end -}}
+{{- define "gatekeeper.notificationsDir" -}}/etc/gatekeeper/notifications{{- end -}}
 
 {{/*
 The configuration file: .Values.config with the settings the chart owns forced in (the paths
