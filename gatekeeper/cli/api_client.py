@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import aiohttp
 from gatekeeper.durations import parse_duration
 
 __all__ = ["TOKEN_ENV", "Answer", "ApiClient", "UsageError", "add_connection_arguments",
-           "client_from_args", "exit_code", "pair_path"]
+           "client_from_args", "exit_code", "pair_path", "report_action"]
 
 TOKEN_ENV = "GATEKEEPER_TOKEN"
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
@@ -139,3 +140,22 @@ def exit_code(answer: Answer) -> int:
     if answer.status in (400, 401, 403, 404, 413):
         return EXIT_USAGE
     return EXIT_UNKNOWN
+
+
+def report_action(answer: Answer, verb: str, pair: str, *, output: str = "text") -> int:
+    """Print an action's answer (reasons on stdout; a refusal or an error on stderr, or one
+    JSON document with `--output json`) and return its exit code."""
+    code = exit_code(answer)
+    if output == "json":
+        print(json.dumps({"http_status": answer.status, **answer.body}, indent=2))
+        return code
+    if answer.status == 200:
+        for reason in answer.body.get("reasons") or []:
+            print(reason)
+    elif answer.status == 409:
+        print(f"refused: {verb} (pair {pair})", file=sys.stderr)
+        for reason in answer.body.get("reasons") or []:
+            print(f"  - {reason}", file=sys.stderr)
+    else:
+        print(f"error: {answer.error}", file=sys.stderr)
+    return code

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from typing import Any
 
@@ -22,8 +21,8 @@ from gatekeeper.cli.api_client import (
     UsageError,
     add_connection_arguments,
     client_from_args,
-    exit_code,
     pair_path,
+    report_action,
 )
 
 APPROVE_EXAMPLES = """\
@@ -77,22 +76,4 @@ def approve_command(args: argparse.Namespace, verb: str) -> int:
             return await client.request("POST", pair_path(args.pair, verb), body=body)
 
     answer = asyncio.run(run())
-    return report(answer, verb, args.pair, output=args.output)
-
-
-def report(answer: Answer, verb: str, pair: str, *, output: str = "text") -> int:
-    """Print the answer; return the exit code."""
-    code = exit_code(answer)
-    if output == "json":
-        print(json.dumps({"http_status": answer.status, **answer.body}, indent=2))
-        return code
-    if answer.status == 200:
-        for reason in answer.body.get("reasons") or []:
-            print(reason)
-    elif answer.status == 409:
-        print(f"refused: {verb} (pair {pair})", file=sys.stderr)
-        for reason in answer.body.get("reasons") or []:
-            print(f"  - {reason}", file=sys.stderr)
-    else:
-        print(f"error: {answer.error}", file=sys.stderr)
-    return code
+    return report_action(answer, verb, args.pair, output=args.output)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from typing import Any
 
@@ -19,9 +18,9 @@ from gatekeeper.cli.api_client import (
     Answer,
     ApiClient,
     UsageError,
-    exit_code,
     pair_path,
     read_token,
+    report_action,
 )
 
 __all__ = ["add_remote_arguments", "run_remote"]
@@ -70,18 +69,7 @@ def run_remote(command: str, args: argparse.Namespace) -> int:
                                         body=_body(command, args))
 
     answer = asyncio.run(send())
-    code = exit_code(answer)
-    if args.output == "json":
-        print(json.dumps({"http_status": answer.status, **answer.body}, indent=2))
-    elif answer.status == 200:
-        for reason in answer.body.get("reasons") or []:
-            print(reason)
-    elif answer.status == 409:
-        print(f"refused: {command} (pair {args.pair})", file=sys.stderr)
-        for reason in answer.body.get("reasons") or []:
-            print(f"  - {reason}", file=sys.stderr)
-    else:
-        print(f"error: {answer.error}", file=sys.stderr)
+    code = report_action(answer, command, args.pair, output=args.output)
     moved = bool(answer.body.get("changed")) or bool(answer.body.get("dry_run"))
     if code == 0 and command == "flip" and not moved and not args.if_needed:
         print(f"flip: traffic is already where it was asked to go (pair {args.pair}); "
