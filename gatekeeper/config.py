@@ -153,6 +153,9 @@ class PolicyConfig(_Section):
     rollback_when_scaled_down: Literal["refuse", "scale_up_then_flip"] = "refuse"
     cooldown: Duration = 300.0
     ready_timeout: Duration = 600.0
+    validation_timeout: Duration = Field(
+        14400.0, ge=0, description="how long a Ready dark may stay without a verdict "
+        "(unknown: no traffic, no data, a source down) before the pair is blocked; 0: never")
     dry_run: bool = False
 
 

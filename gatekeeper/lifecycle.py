@@ -58,6 +58,9 @@ Decision = Literal["flip", "scale_down"]
 
 _BLOCK_ROUTES = "routes"  # a block that clears itself once the routes agree again
 _BLOCK_READY = "ready_timeout"  # the dark was not Ready within policy.ready_timeout
+_BLOCK_EVIDENCE = "validation_timeout"  # a Ready dark stayed unknown past validation_timeout
+EVIDENCE_HINT = "enable load or mirroring for the dark, or fix the source"
+"""What to do when the dark has no evidence (said in the block's reason)."""
 
 
 def fingerprint(images: Iterable[str]) -> str:
@@ -164,6 +167,9 @@ class ReleaseState:
     block_cause: str = ""
     waiting_since: float | None = None
     """While validating: since when the dark has not been Ready (bounded by ready_timeout)."""
+    unknown_since: float | None = None
+    """While validating a Ready dark: since when the verdict has been unknown (bounded by
+    validation_timeout)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (persisted and shown by the API)."""
@@ -212,6 +218,7 @@ _STATE_TYPES: dict[str, Any] = {
     "flipped_at": _optional_time, "previous": _optional_text,
     "scaled_down_at": _optional_time, "last_rollback_at": _optional_time,
     "resume": _optional_text, "block_cause": _text, "waiting_since": _optional_time,
+    "unknown_since": _optional_time,
 }
 """What each stored ReleaseState field must hold."""
 
@@ -460,7 +467,8 @@ def _unblock(b: _Builder, reason: str) -> None:
 def _start_validating(b: _Builder, release: str, reason: str, trigger: str = "auto") -> None:
     b.enter("validating", reason, trigger=trigger, release=release, soak_started=None,
             passes=0, failures=0, flip_approved=False, scale_down_approved=False,
-            previous=None, flipped_at=None, scaled_down_at=None, resume=None, block_cause="")
+            previous=None, flipped_at=None, scaled_down_at=None, resume=None, block_cause="",
+            unknown_since=None)
 
 
 def _validate(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> None:
@@ -477,6 +485,8 @@ def _validate(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) ->
         return
     if b.state.waiting_since is not None:
         b.set(waiting_since=None)
+    if _evidence_timed_out(b, obs, policy):
+        return
     soak_started = b.state.soak_started if b.state.soak_started is not None else b.now
     soaked = b.now - soak_started
     if soaked < obs.window:
@@ -502,11 +512,33 @@ def _validate(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) ->
                      f"{soaked:.0f}s of {policy.soak:.0f}s")
 
 
+def _evidence_timed_out(b: _Builder, obs: Observation, policy: PolicyConfig) -> bool:
+    """A Ready dark whose verdict stays unknown (too little evidence: no traffic, no data, a
+    source down) past `validation_timeout` blocks the pair with the verdict's first reason and
+    what to do; True when it did. The clock restarts whenever the verdict is known."""
+    if obs.verdict != "unknown":
+        if b.state.unknown_since is not None:
+            b.set(unknown_since=None)
+        return False
+    since = b.state.unknown_since if b.state.unknown_since is not None else b.now
+    if b.state.unknown_since is None:
+        b.set(unknown_since=since)
+    timeout = policy.validation_timeout
+    if timeout <= 0 or b.now - since < timeout:
+        return False
+    first = obs.reasons[0] if obs.reasons else "no reason given"
+    b.enter("blocked", f"no verdict after validation_timeout {timeout:g}s: {first}; "
+                       f"{EVIDENCE_HINT}",
+            resume="validating", block_cause=_BLOCK_EVIDENCE, unknown_since=None, passes=0,
+            soak_started=None)
+    return True
+
+
 def _wait_for_dark(b: _Builder, policy: PolicyConfig, why: str) -> None:
     """The dark cannot serve yet: no passes count; past `ready_timeout` the pair is blocked
     (a person fixes the release and approves, or a new release starts over)."""
     since = b.state.waiting_since if b.state.waiting_since is not None else b.now
-    b.set(passes=0, soak_started=None, waiting_since=since, reason=why)
+    b.set(passes=0, soak_started=None, waiting_since=since, unknown_since=None, reason=why)
     if b.now - since >= policy.ready_timeout:
         b.enter("blocked", f"not ready after ready_timeout {policy.ready_timeout:g}s: {why}",
                 resume="validating", block_cause=_BLOCK_READY, waiting_since=None)

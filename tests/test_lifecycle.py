@@ -565,3 +565,48 @@ def test_a_withdrawn_flip_approval_stops_the_flip():
     assert [a.kind for a in lifecycle.step(approved, obs(), policy, 2.0).actions] == ["flip"]
     withdrawn = lifecycle.unapprove(approved, 2.0, "flip", by="a").state
     assert lifecycle.step(withdrawn, obs(), policy, 3.0).actions == ()
+
+
+NO_EVIDENCE = "error-rate: 0 samples in 300s < min_samples 100"
+
+
+@pytest.mark.parametrize(
+    ("timeline", "timeout", "expected_phase"),
+    [
+        (["unknown"] * 10, 5, "blocked"),                   # unknown 9s > 5s: blocked
+        (["unknown"] * 5, 5, "validating"),                 # unknown 4s: still waiting
+        (["unknown"] * 4 + ["unsafe"] + ["unknown"] * 4, 5, "validating"),  # known resets it
+        (["unknown"] * 3 + ["not_ready"] + ["unknown"] * 4, 5, "validating"),  # so does not Ready
+        (["unknown"] * 30, 0, "validating"),                # 0: never blocks
+    ],
+)
+def test_a_ready_dark_without_evidence_is_blocked_after_validation_timeout(
+        timeline, timeout, expected_phase):
+    """A Ready dark whose verdict stays unknown longer than validation_timeout is blocked with
+    the verdict's reason and what to do; a known verdict or a not-Ready dark restarts the
+    clock (not Ready is bounded by ready_timeout instead)."""
+    policy = POLICY.model_copy(update={"validation_timeout": timeout, "ready_timeout": 1000})
+    observations = [obs(dark_ready=False, dark_problem="0/2 ready") if v == "not_ready"
+                    else obs(verdict=v, reasons=(NO_EVIDENCE,)) for v in timeline]
+    state, actions = run(validating(), observations, policy, start=1.0)
+    assert state.phase == expected_phase
+    assert not [a for a in actions if a.kind == "flip"]
+    if expected_phase == "blocked":
+        assert state.block_cause == "validation_timeout" and state.resume == "validating"
+        assert f"validation_timeout {timeout}s" in state.reason
+        assert NO_EVIDENCE in state.reason and lifecycle.EVIDENCE_HINT in state.reason
+        assert state.unknown_since is None
+
+
+def test_approving_a_pair_blocked_for_evidence_resumes_with_a_fresh_clock():
+    """After the block, approval resumes validating; the timeout counts again from there."""
+    policy = POLICY.model_copy(update={"validation_timeout": 5})
+    unknown = obs(verdict="unknown", reasons=(NO_EVIDENCE,))
+    state, _ = run(validating(), [unknown] * 8, policy, start=1.0)
+    assert state.phase == "blocked"
+    state = lifecycle.approve(state, 20.0).state
+    assert state.phase == "validating" and state.unknown_since is None
+    state, _ = run(state, [unknown] * 3, policy, start=21.0)
+    assert state.phase == "validating"
+    state, _ = run(state, [unknown] * 4, policy, start=24.0)
+    assert state.phase == "blocked"
