@@ -251,3 +251,30 @@ async def test_dry_run_decides_and_reports_but_changes_nothing(
     assert writes(kube_emulator) == []
     assert await route_target(kube_api, routing) == blue
     assert kube_emulator.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper") is None
+
+
+async def test_a_dark_without_evidence_is_blocked_after_validation_timeout(
+    tmp_path, kube_emulator, kube_api, prometheus, synthetic_fleet, unique_pair, start
+):
+    """The dark gets no traffic at all (no series in Prometheus): the verdict stays unknown,
+    and after validation_timeout the pair is blocked naming the rule's missing data and what
+    to do, instead of validating forever; the API shows the block."""
+    blue, green, routing = _names(unique_pair)
+    kube_emulator.load(seed(blue, green, routing, green_image=OLD))
+    synthetic_fleet.set_profile(blue, **HEALTHY)
+    loaded = write_config(tmp_path, [("api", blue, green, routing)],
+                          prometheus_url=prometheus.url, policy={"validation_timeout": "3s"})
+    service, url = await start(loaded)
+    view = service.controller.views["api"]
+    async with aiohttp.ClientSession() as http:
+        await wait_until(lambda: view.state.active == blue, within=10, what="first evaluation")
+        await set_image(kube_api, green, NEW)
+        await wait_until(lambda: view.state.phase == "validating", within=10,
+                         what="validating")
+        await wait_until(lambda: view.state.phase == "blocked", within=30, what="blocked")
+        status, body = await get_json(http, f"{url}/api/v1/pairs/api")
+    assert status == 200 and body["phase"] == "blocked", body
+    assert view.state.block_cause == "validation_timeout"
+    assert "no verdict after validation_timeout 3s" in body["reason"], body["reason"]
+    assert "error-rate" in body["reason"] and "enable load or mirroring" in body["reason"]
+    assert await route_target(kube_api, routing) == blue
