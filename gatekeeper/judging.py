@@ -68,6 +68,7 @@ def _result(
         counted=counted,
         query=measurement.query,
         baseline_value=baseline_value,
+        source=rule.source, samples=measurement.sample_count, min_samples=rule.min_samples,
         # What the source said about a value it measured (e.g. alerts suppressed, not counted).
         details={**({"measured": measurement.message}
                     if measurement.status == "ok" and measurement.message else {}), **details},

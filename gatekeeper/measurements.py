@@ -65,6 +65,11 @@ class RuleResult:
     query: str = ""
     baseline_value: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    samples: float | None = None
+    """How much traffic (requests, lines, pods) backs the value, where the source says."""
+    min_samples: float = 0.0
+    """The rule's minimum of `samples` (0: none)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from gatekeeper.cli import check_cmd, main
 from gatekeeper.service.app import create_service
@@ -254,16 +255,30 @@ async def test_dry_run_decides_and_reports_but_changes_nothing(
 
 
 async def test_a_dark_without_evidence_is_blocked_after_validation_timeout(
-    tmp_path, kube_emulator, kube_api, prometheus, synthetic_fleet, unique_pair, start
+    tmp_path, kube_emulator, kube_api, prometheus, synthetic_fleet, unique_pair, start,
+    aiohttp_server
 ):
     """The dark gets no traffic at all (no series in Prometheus): the verdict stays unknown,
     and after validation_timeout the pair is blocked naming the rule's missing data and what
     to do, instead of validating forever; the API shows the block."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = await aiohttp_server(app)
+    url_file = tmp_path / "webhook-url"
+    url_file.write_text(str(receiver.make_url("/hook")))
     blue, green, routing = _names(unique_pair)
     kube_emulator.load(seed(blue, green, routing, green_image=OLD))
     synthetic_fleet.set_profile(blue, **HEALTHY)
     loaded = write_config(tmp_path, [("api", blue, green, routing)],
-                          prometheus_url=prometheus.url, policy={"validation_timeout": "3s"})
+                          prometheus_url=prometheus.url, policy={"validation_timeout": "3s"},
+                          notifications={"receivers": [{"kind": "webhook",
+                                                        "url_file": str(url_file)}]})
     service, url = await start(loaded)
     view = service.controller.views["api"]
     async with aiohttp.ClientSession() as http:
@@ -275,6 +290,13 @@ async def test_a_dark_without_evidence_is_blocked_after_validation_timeout(
         status, body = await get_json(http, f"{url}/api/v1/pairs/api")
     assert status == 200 and body["phase"] == "blocked", body
     assert view.state.block_cause == "validation_timeout"
+    evidence = body["evidence"]
+    assert evidence["enough"] is False and "enable load or mirroring" in evidence["hint"]
+    by_rule = {r["rule"]: r for r in evidence["rules"]}
+    assert by_rule["error-rate"]["enough"] is False and by_rule["pods-ready"]["enough"]
+    assert by_rule["error-rate"]["source"] == "prometheus"
     assert "no verdict after validation_timeout 3s" in body["reason"], body["reason"]
     assert "error-rate" in body["reason"] and "enable load or mirroring" in body["reason"]
     assert await route_target(kube_api, routing) == blue
+    await wait_until(lambda: any("validation_timeout" in str(n) for n in received), within=10,
+                     what="the blocked notification")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gatekeeper import lifecycle
 from gatekeeper.config import PairConfig
 from gatekeeper.errors import NotLeaderError
+from gatekeeper.evidence import dark_evidence
 from gatekeeper.operations import ClusterError
 from gatekeeper.service import jsonbody, responses
 from gatekeeper.service.auth import Identity
@@ -126,6 +127,9 @@ def pair_detail(view: PairView, controller: Controller) -> dict[str, Any]:
         "previous": view.state.previous,
         "routes_problem": observation.route_problem if observation else None,
         "result": view.verdict.to_dict() if view.verdict else None,
+        "evidence": dark_evidence(
+            view.verdict, {r.name: r.window for r in controller.evaluator.rule_set.rules
+                           if r.window is not None}, controller.evaluator.window),
         "readiness": {ns: (r.to_dict() if r is not None else {"error": view.read_errors.get(
             ns, "not read yet")}) for ns, r in view.readiness.items()},
         "lifecycle": view.state.to_dict(),

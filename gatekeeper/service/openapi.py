@@ -79,6 +79,10 @@ _SCHEMAS: dict[str, Any] = {
                 "routes_problem": _NULLABLE_STRING,
                 "result": {"type": "object", "nullable": True,
                            "description": "the verdict with every rule result (docs/cli.md)"},
+                "evidence": {"type": "object", "description": (
+                    "how much evidence backs the dark's verdict: per rule its source, status, "
+                    "samples seen in the judged window and minimum; `enough`, and a `hint` "
+                    "when there are too few (docs/lifecycle.md)")},
                 "readiness": {"type": "object"},
                 "lifecycle": {"type": "object"},
                 "would": {"type": "array", "items": {"type": "string"}},
