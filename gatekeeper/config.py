@@ -244,6 +244,24 @@ class LeaderElectionConfig(_Section):
     identity: str | None = None
 
 
+class ShardingConfig(_Section):
+    """Replicas share the pairs: a Lease per shard, each replica acts on the pairs of the
+    shards it holds (docs/configuration.md, "Sharding"). Off: one leader acts on all pairs.
+
+    The Leases live in `leader_election.namespace` with its durations; their names start
+    with `leader_election.lease_name`.
+    """
+
+    enabled: bool = False
+    shards: int = Field(16, ge=1, le=1024)
+    """Fixed number of shards; more shards than replicas spreads the pairs evenly."""
+    address: str | None = None
+    """The URL other replicas forward this replica's requests to; by default
+    http://$POD_IP:<server.port> (the chart sets POD_IP from the downward API)."""
+    forward_timeout: Duration = Field(30.0, gt=0, le=600)
+    """Seconds a forwarded request may take at the owner (a flip waits for readiness)."""
+
+
 ReceiverKind = Literal["slack", "teams", "teams_connector", "webhook"]
 
 _URL_IN_CONFIG = (
@@ -366,6 +384,7 @@ class Config(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
+    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
 

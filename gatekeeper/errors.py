@@ -27,6 +27,7 @@ __all__ = [
     "APINotFoundError",
     "APIUnavailableError",
     "NotLeaderError",
+    "NotOwnerError",
     "SourceAnswerError",
     "SourceError",
     "SourceUnavailableError",
@@ -124,6 +125,22 @@ class NotLeaderError(RuntimeError):
         who = f"the leader is {holder}" if holder else "no leader is known"
         super().__init__(f"{identity or 'this replica'} is not the leader ({who}); "
                          "only the leader acts")
+
+
+class NotOwnerError(NotLeaderError):
+    """Sharded replicas: this replica does not hold the shard of the pair acted on. `holder`
+    and `address` name the owner as last seen (None while the shard moves), so the API can
+    forward the request there."""
+
+    def __init__(self, identity: str | None, holder: str | None, *, key: str,
+                 address: str | None = None) -> None:
+        RuntimeError.__init__(
+            self, f"{identity or 'this replica'} does not own pair {key!r} "
+                  f"({f'its owner is {holder}' if holder else 'its shard is moving'})")
+        self.identity = identity
+        self.holder = holder
+        self.key = key
+        self.address = address
 
 
 class SourceError(Exception):

@@ -41,7 +41,7 @@ from gatekeeper.config import LeaderElectionConfig
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.kubeclient import ApiException
 
-__all__ = ["Leadership", "LeadershipCallback", "default_identity"]
+__all__ = ["Leadership", "LeadershipCallback", "LeaseLock", "default_identity"]
 
 log = structlog.get_logger()
 
@@ -65,6 +65,157 @@ def default_identity(environ: Mapping[str, str] | None = None) -> str:
 def _micro_time(moment: datetime) -> str:
     """Kubernetes MicroTime: RFC 3339 in UTC with microseconds."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+_RECORD = ("holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime",
+           "leaseTransitions")
+
+
+class LeaseLock:
+    """One coordination.k8s.io/v1 Lease as client-go's resourcelock sees it.
+
+    `acquire_or_renew` is client-go's tryAcquireOrRenew: it reads the Lease, takes it when it
+    is free (empty holder) or when the same record stayed unchanged for
+    `leaseDurationSeconds` by *our* clock, renews it when it is ours, and writes with the
+    resourceVersion it read (409: someone else wrote first, we do not hold it). The timing
+    of who may act is the caller's (Leadership, sharding.ShardLeases); this class only
+    keeps the record. `labels` and `annotations` go onto the Lease when it is created or
+    taken (a shard's ring, a replica's address).
+    """
+
+    def __init__(self, api: client.CoordinationV1Api, namespace: str, name: str,
+                 identity: str, lease_seconds: int, *,
+                 labels: Mapping[str, str] | None = None,
+                 annotations: Mapping[str, str] | None = None) -> None:
+        self.api, self.namespace, self.name = api, namespace, name
+        self.identity, self.lease_seconds = identity, lease_seconds
+        self.labels = dict(labels or {})
+        self.annotations = dict(annotations or {})
+        self.holder: str | None = None
+        """The holder as last read or written (None: free or never read)."""
+        self.held_record: dict[str, Any] | None = None
+        """The Lease as we last wrote it while holding it (None when not ours)."""
+        self._observed: tuple[Any, ...] | None = None  # the last lease record seen
+        self._observed_at = 0.0  # monotonic time it was first seen
+        self._expires_in = 0.0
+
+    @property
+    def available(self) -> bool:
+        """The Lease as last read could be taken now: free, or expired by our clock."""
+        if self.holder is None:
+            return True
+        return time.monotonic() >= self._observed_at + self._expires_in
+
+    def observe(self, lease: Mapping[str, Any]) -> None:
+        """Note the Lease as read (by us or by a list): who holds it, and since when its
+        record is unchanged, by our clock."""
+        spec = lease.get("spec") or {}
+        record = tuple(spec.get(key) for key in _RECORD)
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = time.monotonic()
+        self.holder = spec.get("holderIdentity") or None
+        self._expires_in = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
+        if self.holder != self.identity:
+            self.held_record = None
+
+    async def acquire_or_renew(self, *, take: bool = True,
+                               current: dict[str, Any] | None = None) -> bool:
+        """True when we hold the Lease after this call. With `take=False` a Lease that is
+        not ours already is only read. `current`: the Lease as just listed (no GET)."""
+        now = _micro_time(datetime.now(UTC))
+        if current is None:
+            try:
+                current = await kubeclient.read_json(self.api.read_namespaced_lease,
+                                                     self.name, self.namespace)
+            except errors.APINotFoundError:
+                if not take:
+                    self.holder = None
+                    return False
+                return await self._create(now)
+        lease = current
+        self.observe(lease)
+        spec: dict[str, Any] = dict(lease.get("spec") or {})
+        holder = self.holder
+        if holder != self.identity:
+            if not take or (holder is not None and not self.available):
+                return False  # held by a live holder, or not ours to take
+            spec["acquireTime"] = now
+            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+        spec.update(holderIdentity=self.identity, leaseDurationSeconds=self.lease_seconds,
+                    renewTime=now)
+        metadata = dict(lease.get("metadata") or {})
+        if self.labels:
+            metadata["labels"] = {**(metadata.get("labels") or {}), **self.labels}
+        if self.annotations:
+            metadata["annotations"] = {**(metadata.get("annotations") or {}),
+                                       **self.annotations}
+        body = {**lease, "metadata": metadata, "spec": spec}
+        try:
+            written = await kubeclient.read_json(
+                self.api.replace_namespaced_lease, self.name, self.namespace, body)
+        except errors.APIConflictError:
+            log.info("lease conflict: another replica wrote it first", identity=self.identity,
+                     lease=self.name, status=409)
+            return False
+        self._remember(written)
+        return True
+
+    async def _create(self, now: str) -> bool:
+        """No Lease yet: create it as its holder; 409 means another replica was faster."""
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self.labels:
+            metadata["labels"] = dict(self.labels)
+        if self.annotations:
+            metadata["annotations"] = dict(self.annotations)
+        body = {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata,
+            "spec": {"holderIdentity": self.identity,
+                     "leaseDurationSeconds": self.lease_seconds,
+                     "acquireTime": now, "renewTime": now, "leaseTransitions": 0},
+        }
+        try:
+            created = await kubeclient.read_json(
+                self.api.create_namespaced_lease, self.namespace, body)
+        except errors.APIConflictError:
+            log.info("lease conflict: another replica created it first",
+                     identity=self.identity, lease=self.name, status=409)
+            return False
+        self._remember(created)
+        return True
+
+    def _remember(self, lease: dict[str, Any]) -> None:
+        """Record the Lease as we wrote it: our own write is an observation too."""
+        spec = lease.get("spec") or {}
+        self.held_record = lease
+        self.holder = self.identity
+        self._observed = tuple(spec.get(key) for key in _RECORD)
+        self._observed_at = time.monotonic()
+        self._expires_in = float(self.lease_seconds)
+
+    async def release(self, *, budget: float) -> bool:
+        """Empty the holder (leaseDurationSeconds 1) so another replica takes the Lease at
+        its next retry instead of after a whole lease duration. The caller stopped acting
+        under it first. False when it could not be written (it then expires on its own);
+        a 409 means it was no longer ours."""
+        if self.held_record is None:
+            return False
+        body = copy.deepcopy(self.held_record)
+        now = _micro_time(datetime.now(UTC))
+        body["spec"].update(holderIdentity="", leaseDurationSeconds=1, acquireTime=now,
+                            renewTime=now)
+        try:
+            async with asyncio.timeout(budget):
+                await kubeclient.read_json(self.api.replace_namespaced_lease, self.name,
+                                           self.namespace, body)
+        except _FAILURES as error:
+            log.warning("could not release the lease; it expires on its own",
+                        identity=self.identity, lease=self.name, error=_describe(error))
+            return False
+        finally:
+            self.held_record = None
+        self.holder = None
+        log.info("released the lease", identity=self.identity, lease=self.name)
+        return True
 
 
 class Leadership:
@@ -111,9 +262,8 @@ class Leadership:
             self._leading_event.set()
         self._renewed_at = -math.inf  # monotonic time the last successful renewal started
         self._holder: str | None = self.identity if self._leading else None
-        self._observed: tuple[Any, ...] | None = None  # the last lease record seen
-        self._observed_at = 0.0  # monotonic time it was first seen
-        self._lease: dict[str, Any] | None = None  # the lease as we last wrote it
+        self._lock = LeaseLock(self._api, settings.namespace, settings.lease_name,
+                               self.identity, self._lease_seconds)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -214,72 +364,10 @@ class Leadership:
             await self._stop_leading("could not renew the lease within the renew deadline")
 
     async def _try_acquire_or_renew(self) -> bool:
-        """client-go's tryAcquireOrRenew: True when we hold the Lease after this call."""
-        now = _micro_time(datetime.now(UTC))
-        name, namespace = self.settings.lease_name, self.settings.namespace
-        try:
-            lease = await kubeclient.read_json(self._api.read_namespaced_lease, name, namespace)
-        except errors.APINotFoundError:
-            return await self._create(now)
-        spec: dict[str, Any] = dict(lease.get("spec") or {})
-        record = tuple(spec.get(key) for key in (
-            "holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime",
-            "leaseTransitions"))
-        if record != self._observed:
-            self._observed = record
-            self._observed_at = time.monotonic()
-        holder = spec.get("holderIdentity") or None
-        self._holder = holder
-        if holder is not None and holder != self.identity:
-            duration = spec.get("leaseDurationSeconds") or self._lease_seconds
-            if time.monotonic() < self._observed_at + duration:
-                return False  # held by a live leader
-        if holder != self.identity:
-            spec["acquireTime"] = now
-            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
-        spec.update(holderIdentity=self.identity, leaseDurationSeconds=self._lease_seconds,
-                    renewTime=now)
-        body = {**lease, "spec": spec}
-        try:
-            written = await kubeclient.read_json(
-                self._api.replace_namespaced_lease, name, namespace, body)
-        except errors.APIConflictError:
-            log.info("lease conflict: another replica wrote it first", identity=self.identity,
-                     status=409)
-            return False
-        self._remember(written)
-        return True
-
-    async def _create(self, now: str) -> bool:
-        """No Lease yet: create it as its holder; 409 means another replica was faster."""
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": self.settings.lease_name,
-                         "namespace": self.settings.namespace},
-            "spec": {"holderIdentity": self.identity,
-                     "leaseDurationSeconds": self._lease_seconds,
-                     "acquireTime": now, "renewTime": now, "leaseTransitions": 0},
-        }
-        try:
-            created = await kubeclient.read_json(
-                self._api.create_namespaced_lease, self.settings.namespace, body)
-        except errors.APIConflictError:
-            log.info("lease conflict: another replica created it first",
-                     identity=self.identity, status=409)
-            return False
-        self._remember(created)
-        return True
-
-    def _remember(self, lease: dict[str, Any]) -> None:
-        """Record the Lease as we wrote it: our own write is an observation too."""
-        spec = lease.get("spec") or {}
-        self._lease = lease
-        self._holder = self.identity
-        self._observed = tuple(spec.get(key) for key in (
-            "holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime",
-            "leaseTransitions"))
-        self._observed_at = time.monotonic()
+        """True when we hold the Lease after this call (LeaseLock.acquire_or_renew)."""
+        acquired = await self._lock.acquire_or_renew()
+        self._holder = self._lock.holder
+        return acquired
 
     async def _start_leading(self) -> None:
         self._leading = True
@@ -314,7 +402,7 @@ class Leadership:
         at the same time.
         A 409 means the Lease is no longer ours to release.
         """
-        if self._lease is None:
+        if self._lock.held_record is None:
             return
         deadline = time.monotonic() + self.drain_timeout
         while self._in_flight and time.monotonic() < deadline:
@@ -331,24 +419,10 @@ class Leadership:
         if self._in_flight:
             log.warning("releasing the lease with actions still in flight",
                         identity=self.identity, actions=self._in_flight)
-        if self._lease is None or self._holder != self.identity:
+        if self._lock.held_record is None or self._holder != self.identity:
             return
-        body = copy.deepcopy(self._lease)
-        now = _micro_time(datetime.now(UTC))
-        body["spec"].update(holderIdentity="", leaseDurationSeconds=1, acquireTime=now,
-                            renewTime=now)
-        try:
-            async with asyncio.timeout(self.settings.renew_deadline):
-                await kubeclient.read_json(
-                    self._api.replace_namespaced_lease, self.settings.lease_name,
-                    self.settings.namespace, body)
-        except _FAILURES as error:
-            log.warning("could not release the lease; it expires on its own",
-                        identity=self.identity, error=_describe(error))
-            return
-        self._lease = None
+        await self._lock.release(budget=self.settings.renew_deadline)
         self._holder = None
-        log.info("released the lease", identity=self.identity)
 
 
 def _describe(error: BaseException) -> str:
