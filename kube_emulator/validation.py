@@ -18,6 +18,7 @@ from .errors import bad_request
 from .resources import ResourceType
 from .selectors import LabelSelector, SelectorError
 from .timefmt import parse_rfc3339
+from .traefikservices import validate as validate_traefikservice
 
 Causes = list[tuple[str, str]]
 
@@ -294,4 +295,6 @@ def validate(rt: ResourceType, obj: Mapping[str, Any], old: Mapping[str, Any] | 
         causes += _validate_event(obj, strict=rt.group == "events.k8s.io")
     elif rt.kind == "IngressRoute":
         causes += _validate_ingressroute(obj)
+    elif rt.kind == "TraefikService":
+        causes += validate_traefikservice(obj)
     return causes

@@ -44,6 +44,11 @@ class RouteView:
     """TraefikService only: weight per namespace (entries of weight 0 included)."""
     also_in_group: str | None = None
     """The other Traefik API group holds an object of the same name too (ambiguous)."""
+    mirroring: dict[str, Any] | None = None
+    """TraefikService in gatekeeper's mirroring form: {"from", "to", "percent"}."""
+    exposure: dict[str, Any] | None = None
+    """TraefikService split by gatekeeper's progressive step: {"active", "dark", "percent",
+    "step"}; `namespaces` then holds both, yet users are mostly on `active`."""
 
     @property
     def ref(self) -> str:
@@ -69,6 +74,10 @@ class RouteView:
             out["weights"] = dict(self.weights)
         if self.also_in_group:
             out["alsoInGroup"] = self.also_in_group
+        if self.mirroring is not None:
+            out["mirroring"] = dict(self.mirroring)
+        if self.exposure is not None:
+            out["exposure"] = dict(self.exposure)
         return out
 
 
@@ -93,9 +102,44 @@ class ActiveState:
     """The routes' record of the switch that sent traffic to `active` (see `switches`)."""
 
     @property
+    def exposed(self) -> int:
+        """The largest percent of users a progressive step of gatekeeper's sends to the
+        dark on some route (0: none)."""
+        return max((int(v.exposure.get("percent", 0)) for v in self.routes
+                    if v.exposure is not None), default=0)
+
+    @property
+    def exposure_step(self) -> int:
+        """The progressive step the routes carry (0: none)."""
+        return max((int(v.exposure.get("step", 0)) for v in self.routes
+                    if v.exposure is not None), default=0)
+
+    @property
+    def mirrored(self) -> tuple[RouteView, ...]:
+        """Routes in gatekeeper's mirroring form."""
+        return tuple(v for v in self.routes if v.mirroring is not None)
+
+    @property
     def consistent(self) -> bool:
         """True when every route points at the same single namespace of the pair."""
         return self.active is not None and self.problem is None
+
+
+def at(snapshot: RouteSnapshot, namespace: str) -> bool:
+    """The route sends users to `namespace` only, or it is gatekeeper's progressive split
+    from `namespace` (users mostly still there; a flip or a rollback ends it in one patch)."""
+    view = snapshot.view
+    if view.namespaces == frozenset({namespace}):
+        return True
+    return view.exposure is not None and view.exposure.get("active") == namespace
+
+
+def users_on(view: RouteView) -> frozenset[str]:
+    """Where the route's users are, for deciding the active namespace: a split gatekeeper
+    owns counts as its active namespace (it is not an inconsistency)."""
+    if view.exposure is not None:
+        return frozenset({str(view.exposure.get("active"))})
+    return view.namespaces
 
 
 class RouteError(Exception):

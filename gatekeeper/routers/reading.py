@@ -9,7 +9,7 @@ from kubernetes_asyncio import client
 
 from gatekeeper import switches
 from gatekeeper.config import PairConfig, RouteRef
-from gatekeeper.routers.base import ActiveState, Router, RouteSnapshot, RouteView
+from gatekeeper.routers.base import ActiveState, Router, RouteSnapshot, RouteView, users_on
 from gatekeeper.routers.ingressroute import IngressRouteRouter
 from gatekeeper.routers.traefikservice import TraefikServiceRouter
 
@@ -46,10 +46,12 @@ async def read_route(api: client.ApiClient, ref: RouteRef) -> RouteView:
 
 
 def decide(pair: PairConfig, snapshots: tuple[RouteSnapshot, ...]) -> ActiveState:
-    """All routes must point at one and the same namespace of the pair."""
+    """All routes must point at one and the same namespace of the pair (a progressive split
+    gatekeeper owns counts as its active namespace)."""
     views = tuple(s.view for s in snapshots)
-    pointed: set[str] = set().union(*(view.namespaces for view in views))
-    outside = pointed - set(pair.namespaces)
+    pointed: set[str] = set().union(*(users_on(view) for view in views))
+    everywhere: set[str] = set().union(*(view.namespaces for view in views))
+    outside = everywhere - set(pair.namespaces)
     if outside:
         return ActiveState(None, views, f"routes point outside the pair: {sorted(outside)}",
                            snapshots)
@@ -58,7 +60,7 @@ def decide(pair: PairConfig, snapshots: tuple[RouteSnapshot, ...]) -> ActiveStat
         return ActiveState(None, views, f"routes point at no namespace: {', '.join(empty)}",
                            snapshots)
     if len(pointed) != 1:
-        detail = "; ".join(f"{v.ref} -> {', '.join(sorted(v.namespaces))}" for v in views)
+        detail = "; ".join(f"{v.ref} -> {', '.join(sorted(users_on(v)))}" for v in views)
         return ActiveState(None, views, f"routes disagree on the active namespace: {detail}",
                            snapshots)
     active = next(iter(pointed))

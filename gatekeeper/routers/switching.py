@@ -29,6 +29,7 @@ from gatekeeper.routers.base import (
     RouteError,
     RouteRefused,
     RouteSnapshot,
+    at,
 )
 
 log = structlog.get_logger()
@@ -116,7 +117,7 @@ async def switch_all(api: client.ApiClient, pair: PairConfig, live: ActiveState,
             raise ValueError(f"routes are not consistent: {live.problem}")
         source = live.active
     stray = [s.view.ref for s in live.snapshots
-             if not _points(s, source) and not _points(s, target)]
+             if not at(s, source) and not _points(s, target)]
     if stray or source == target:
         raise ValueError(f"routes point neither at {source} nor at {target}: {', '.join(stray)}")
     bound = log.bind(pair=pair.name, source=source, target=target)
