@@ -111,6 +111,24 @@ async def pod_restart(request: web.Request) -> web.Response:
     return _ok(pod)
 
 
+async def script_image(request: web.Request) -> web.Response:
+    """POST {"image": "...", "runs": [{"exitCode", "seconds", "logs"}, ...]}: what the image
+    does when a Job's pod runs it (kube_emulator.programs)."""
+    body = await _json(request)
+    image, runs = body.get("image"), body.get("runs")
+    if not isinstance(image, str) or not isinstance(runs, list) or \
+            not all(isinstance(r, dict) for r in runs):
+        raise bad_request('"image" must be a string and "runs" a list of objects')
+    _emulator(request).script_image(image, runs)
+    return _ok({"image": image, "runs": len(runs)})
+
+
+async def clear_image_scripts(request: web.Request) -> web.Response:
+    """Forget every image script."""
+    _emulator(request).programs.clear()
+    return _ok({"images": 0})
+
+
 async def get_config(request: web.Request) -> web.Response:
     """Current tunables."""
     emu = _emulator(request)
@@ -205,6 +223,8 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/_emulator/logs/{namespace}", append_selector_logs)
     r.add_post("/_emulator/pods/{namespace}/{pod}/ready", pod_ready)
     r.add_post("/_emulator/pods/{namespace}/{pod}/restart", pod_restart)
+    r.add_post("/_emulator/images", script_image)
+    r.add_delete("/_emulator/images", clear_image_scripts)
     r.add_get("/_emulator/config", get_config)
     r.add_post("/_emulator/config", set_config)
     r.add_get("/_emulator/faults", get_faults)

@@ -16,12 +16,14 @@ from .authentication import ServiceAccountTokens
 from .controllers import WorkloadControllers
 from .errors import bad_request
 from .faults import FaultInjector
+from .jobs import JobController
 from .kubeconfig import kubeconfig as build_kubeconfig
 from .kubeconfig import write_kubeconfig as write_kubeconfig_file
 from .kubelet import Kubelet, container_names
 from .loader import Manifests, load_objects
 from .operations import ObjectAPI
 from .podlogs import PodLogs
+from .programs import ContainerPrograms, Run
 from .resources import PODS, ResourceType
 from .store import Event, ObjectStore
 
@@ -52,6 +54,7 @@ class Emulator:
         seed: int = 0,
         system_namespaces: bool = True,
         clock_offset: float = 0.0,
+        job_retry_delay: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
         self.clock_offset = clock_offset
@@ -61,9 +64,13 @@ class Emulator:
         self.store = ObjectStore(history_size=history_size)
         self.api = ObjectAPI(self.store, rng=self.rng, clock=self.clock)
         self.logs = PodLogs(max_lines_per_container=log_lines_per_container, clock=self.clock)
+        self.programs = ContainerPrograms()
+        """What each image does when a Job's pod runs it (`script_image`)."""
         self.kubelet = Kubelet(self.api, ready_delay=ready_delay, rng=self.rng,
-                               on_container_restart=self.logs.rotate)
+                               on_container_restart=self.logs.rotate, programs=self.programs,
+                               on_output=self._container_output)
         self.controllers = WorkloadControllers(self.api, rng=self.rng)
+        self.jobs = JobController(self.api, rng=self.rng, retry_delay=job_retry_delay)
         self.store.add_listener(self._on_event)
         self.faults = FaultInjector(seed)
         self.requests = RequestLog(request_log_size)
@@ -92,6 +99,10 @@ class Emulator:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+    def _container_output(self, namespace: str, pod: str, container: str,
+                          lines: tuple[str, ...]) -> None:
+        self.logs.append(namespace, pod, container, lines)
 
     def _on_event(self, event: Event) -> None:
         self._notify()
@@ -198,6 +209,13 @@ class Emulator:
                 names.append(name)
         return names
 
+    def script_image(self, image: str, runs: Iterable[Run | Mapping[str, Any]]) -> None:
+        """What IMAGE does each time a run-to-completion pod (a Job's) starts it: the next
+        run's log lines, then its exit code after its seconds; the last run repeats.
+        A run is a `Run` or `{"exitCode": 1, "seconds": 0.2, "logs": [...]}`."""
+        self.programs.script(image, [r if isinstance(r, Run) else Run.from_dict(r)
+                                     for r in runs])
+
     def set_pod_ready(
         self, namespace: str, pod: str, ready: bool = True, *, container: str | None = None
     ) -> Obj:
@@ -297,5 +315,6 @@ class Emulator:
         if self._closed is not None:
             self._closed.set()
         self.kubelet.close()
+        self.jobs.close()
         self.store.drop_watches()
         self.logs.wake()

@@ -16,6 +16,7 @@ from typing import Any
 from .errors import bad_request, not_found
 from .jsonvalues import clone
 from .operations import ObjectAPI
+from .programs import ContainerPrograms, Run
 from .resources import PODS
 from .store import Event
 from .timefmt import rfc3339
@@ -81,8 +82,14 @@ class Kubelet:
         ready_delay: float = 0.0,
         rng: random.Random | None = None,
         on_container_restart: Callable[[str, str, str], None] | None = None,
+        programs: ContainerPrograms | None = None,
+        on_output: Callable[[str, str, str, tuple[str, ...]], None] | None = None,
     ) -> None:
         self.api = api
+        self.programs = programs or ContainerPrograms()
+        """What run-to-completion containers do (kube_emulator.programs)."""
+        self._on_output = on_output
+        self._exits: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
         self.ready_delay = ready_delay
         self.force_ready = False
         self._rng = rng or random.Random()
@@ -97,6 +104,8 @@ class Kubelet:
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event.type == "DELETED":
             self._cancel(key)
+            for exit_key in [k for k in self._exits if k[:2] == key]:
+                self._exits.pop(exit_key).cancel()
         elif event.type == "ADDED" and (event.object.get("status") or {}).get("phase") in (
             None, "", "Pending"
         ):
@@ -127,9 +136,76 @@ class Kubelet:
             ]
             _refresh_ready(pod, now)
 
-        self.api.mutate(PODS, namespace, name, run, subresource="status")
+        pod = self.api.mutate(PODS, namespace, name, run, subresource="status")
         if not ready:
             self._schedule(namespace, name, self.ready_delay)
+        if pod is not None:
+            for container in (pod.get("spec") or {}).get("containers") or []:
+                self._run(pod, container)
+
+    # ---- run-to-completion containers (Job pods) ----------------------------------------
+
+    def _run(self, pod: Obj, container: Mapping[str, Any]) -> None:
+        """Start one scripted run of a container: its log lines now, its exit later."""
+        run = self.programs.next_run(pod, container)
+        if run is None:
+            return
+        meta = pod["metadata"]
+        namespace, name, target = meta["namespace"], meta["name"], str(container.get("name"))
+        if run.logs and self._on_output is not None:
+            self._on_output(namespace, name, target, run.logs)
+        key = (namespace, name, target)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (synchronous use): the run ends at once
+            self._exit(key, run)
+            return
+        self._exits[key] = loop.call_later(run.seconds, self._exit, key, run)
+
+    def _exit(self, key: tuple[str, str, str], run: Run) -> None:
+        """A container's process ended: restart it in place (OnFailure, non-zero exit) or
+        record it terminated; when every container has terminated the pod has a phase."""
+        self._exits.pop(key, None)
+        namespace, name, target = key
+        pod = self.api.store.get(PODS, namespace, name)
+        if pod is None or (pod.get("status") or {}).get("phase") != "Running":
+            return
+        restart = run.exit_code != 0 and (pod.get("spec") or {}).get("restartPolicy") == \
+            "OnFailure"
+        if restart:
+            self.restart_container(namespace, name, target, ready=True,
+                                   exit_code=run.exit_code)
+            restarted = self.api.store.get(PODS, namespace, name)
+            container = next((c for c in (pod.get("spec") or {}).get("containers") or []
+                              if c.get("name") == target), None)
+            if restarted is not None and container is not None:
+                self._run(restarted, container)
+            return
+        now = rfc3339(self.api.clock())
+
+        def terminate(p: Obj) -> None:
+            status = p.setdefault("status", {})
+            statuses = status.get("containerStatuses") or []
+            for cs in statuses:
+                if cs.get("name") != target:
+                    continue
+                started = (cs.get("state") or {}).get("running", {}).get("startedAt", now)
+                cs.update(ready=False, started=False, state={"terminated": {
+                    "exitCode": run.exit_code,
+                    "reason": "Completed" if run.exit_code == 0 else "Error",
+                    "startedAt": started, "finishedAt": now,
+                    "containerID": cs.get("containerID"),
+                }})
+            _refresh_ready(p, now)
+            ended = [(cs.get("state") or {}).get("terminated") for cs in statuses]
+            if ended and all(ended):
+                status["phase"] = "Succeeded" if all(
+                    e.get("exitCode") == 0 for e in ended if e) else "Failed"
+                for cond in status.get("conditions") or []:
+                    if cond.get("type") in ("Ready", "ContainersReady"):
+                        cond["reason"] = "PodCompleted"
+
+        self.api.mutate(PODS, namespace, name, terminate, subresource="status")
 
     def _schedule(self, namespace: str, name: str, delay: float) -> None:
         self._cancel((namespace, name))
@@ -142,7 +218,8 @@ class Kubelet:
 
     def _timer_fired(self, namespace: str, name: str) -> None:
         self._timers.pop((namespace, name), None)
-        if self.api.store.get(PODS, namespace, name) is not None:
+        pod = self.api.store.get(PODS, namespace, name)
+        if pod is not None and (pod.get("status") or {}).get("phase") == "Running":
             self.set_ready(namespace, name, True)
 
     def _cancel(self, key: tuple[str, str]) -> None:
@@ -167,7 +244,8 @@ class Kubelet:
             status = p.setdefault("status", {})
             status.setdefault("phase", "Running")
             for cs in status.get("containerStatuses") or []:
-                if container is None or cs.get("name") == container:
+                if (container is None or cs.get("name") == container) \
+                        and "terminated" not in (cs.get("state") or {}):
                     cs["ready"] = ready
             _refresh_ready(p, now)
 
@@ -175,7 +253,7 @@ class Kubelet:
 
     def restart_container(
         self, namespace: str, name: str, container: str | None = None, count: int = 1,
-        *, ready: bool | None = None,
+        *, ready: bool | None = None, exit_code: int = 1,
     ) -> Obj:
         """Simulate `count` crashes of a container: restartCount, lastState, fresh logs."""
         pod = self._pod(namespace, name)
@@ -187,7 +265,7 @@ class Kubelet:
                 if cs.get("name") != target:
                     continue
                 cs["restartCount"] = int(cs.get("restartCount", 0)) + count
-                cs["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error",
+                cs["lastState"] = {"terminated": {"exitCode": exit_code, "reason": "Error",
                                                   "startedAt": now, "finishedAt": now}}
                 cs["state"] = {"running": {"startedAt": now}}
                 if ready is not None:
@@ -200,9 +278,10 @@ class Kubelet:
 
     def close(self) -> None:
         """Cancel pending ready timers (server shutdown)."""
-        for timer in self._timers.values():
+        for timer in (*self._timers.values(), *self._exits.values()):
             timer.cancel()
         self._timers.clear()
+        self._exits.clear()
 
     def _pod(self, namespace: str, name: str) -> Obj:
         pod = self.api.store.get(PODS, namespace, name)

@@ -278,7 +278,13 @@ class ObjectAPI:
             marked["metadata"]["deletionTimestamp"] = rfc3339(self.clock())
             marked["metadata"]["deletionGracePeriodSeconds"] = 0
             return with_type(rt, self.store.update(rt, marked))
-        if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents"):
+        policy = options.get("propagationPolicy")
+        if policy is None and options.get("orphanDependents") is None and rt.kind == "Job" \
+                and rt.group == "batch":
+            # batch/v1's DefaultGarbageCollectionPolicy: a Job deleted without a policy
+            # leaves its pods behind (kubectl passes Background; API clients must too).
+            policy = "Orphan"
+        if policy == "Orphan" or options.get("orphanDependents"):
             self._orphan_dependents(meta.get("namespace"), meta.get("uid"))
         return with_type(rt, self.store.delete(rt, namespace, name))
 

@@ -96,6 +96,9 @@ RESOURCES: tuple[ResourceType, ...] = (
         "apps", "v1", "replicasets", "replicaset", "ReplicaSet", short_names=("rs",),
         subresources=("scale", "status"), has_generation=True,
     ),
+    ResourceType(
+        "batch", "v1", "jobs", "job", "Job", subresources=("status",), has_generation=True,
+    ),
     ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease"),
     ResourceType("events.k8s.io", "v1", "events", "event", "Event", short_names=("ev",),
                  extra_fields=("reason", "type")),
@@ -133,6 +136,7 @@ NAMESPACES = lookup("", "v1", "namespaces")
 PODS = lookup("", "v1", "pods")
 DEPLOYMENTS = lookup("apps", "v1", "deployments")
 REPLICASETS = lookup("apps", "v1", "replicasets")
+JOBS = lookup("batch", "v1", "jobs")
 
 
 def group_versions() -> dict[str, list[str]]:

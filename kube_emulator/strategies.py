@@ -86,6 +86,59 @@ def _default_pod(obj: Obj) -> None:
     obj.setdefault("status", {"phase": "Pending", "qosClass": "BestEffort"})
 
 
+JOB_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+JOB_NAME = "batch.kubernetes.io/job-name"
+
+
+def _default_pod_template(spec: Obj) -> None:
+    template = spec.setdefault("template", {})
+    if not isinstance(template, dict):
+        return
+    pod_spec = template.setdefault("spec", {})
+    if not isinstance(pod_spec, dict):
+        return
+    pod_spec.setdefault("restartPolicy", "Always")
+    pod_spec.setdefault("dnsPolicy", "ClusterFirst")
+    pod_spec.setdefault("schedulerName", "default-scheduler")
+    pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+    for container in pod_spec.get("containers") or []:
+        if isinstance(container, dict):
+            container.setdefault("imagePullPolicy", "IfNotPresent")
+
+
+def _default_job(obj: Obj) -> None:
+    """pkg/apis/batch/v1/defaults.go: one completion and one pod at a time, 6 retries."""
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    if spec.get("podFailurePolicy") is None:
+        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    _default_pod_template(spec)
+
+
+def _generate_job_selector(obj: Obj) -> None:
+    """The registry's generateSelector: unless `manualSelector`, the selector is the Job's
+    uid and the template carries it (with the Job's name), new and legacy label keys."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or spec.get("manualSelector") is True:
+        return
+    meta = obj["metadata"]
+    template = spec.setdefault("template", {})
+    if not isinstance(template, dict):
+        return
+    labels = template.setdefault("metadata", {}).setdefault("labels", {})
+    uid, name = meta["uid"], meta.get("name", "")
+    labels.update({"controller-uid": uid, JOB_CONTROLLER_UID: uid,
+                   "job-name": name, JOB_NAME: name})
+    spec["selector"] = {"matchLabels": {JOB_CONTROLLER_UID: uid}}
+
+
 def prepare_create(rt: ResourceType, obj: Obj, *, now: float, rng: random.Random) -> None:
     """Fill system metadata and the defaults the real server would add."""
     meta = obj.setdefault("metadata", {})
@@ -103,6 +156,8 @@ def prepare_create(rt: ResourceType, obj: Obj, *, now: float, rng: random.Random
         obj.setdefault("spec", {"finalizers": ["kubernetes"]})
         obj["status"] = {"phase": "Active"}
     apply_defaults(rt, obj, rng)
+    if rt.kind == "Job":
+        _generate_job_selector(obj)
 
 
 _MICRO_TIMES = {"Lease": ("spec.acquireTime", "spec.renewTime"), "Event": ("eventTime",)}
@@ -145,6 +200,8 @@ def apply_defaults(rt: ResourceType, obj: Obj, rng: random.Random) -> None:
         _default_service(obj, rng)
     elif rt.kind == "Pod":
         _default_pod(obj)
+    elif rt.kind == "Job":
+        _default_job(obj)
 
 
 def prepare_update(

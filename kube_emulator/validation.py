@@ -140,6 +140,48 @@ def _validate_workload(obj: Mapping[str, Any], old: Mapping[str, Any] | None) ->
     return causes + _validate_pod_spec(template.get("spec"), "spec.template.spec")
 
 
+_JOB_IMMUTABLE = ("selector", "template", "completionMode", "podFailurePolicy", "completions")
+
+
+def _validate_job(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> Causes:
+    """pkg/apis/batch/validation: counts not negative, a run-to-completion restart policy,
+    a selector matching the template, and a spec that is immutable where it says so."""
+    spec = obj.get("spec") or {}
+    causes: Causes = []
+    for key in ("parallelism", "completions", "backoffLimit", "activeDeadlineSeconds",
+                "ttlSecondsAfterFinished"):
+        value = _int_field(spec.get(key), f"spec.{key}")
+        if value is not None and value < 0:
+            causes.append((f"spec.{key}",
+                           f"Invalid value: {value}: must be greater than or equal to 0"))
+    template = spec.get("template") or {}
+    pod_spec = template.get("spec") if isinstance(template, Mapping) else None
+    policy = pod_spec.get("restartPolicy") if isinstance(pod_spec, Mapping) else None
+    if policy not in ("OnFailure", "Never"):
+        causes.append(("spec.template.spec.restartPolicy",
+                       f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'))
+    selector = spec.get("selector")
+    if not isinstance(selector, Mapping) or not selector:
+        causes.append(("spec.selector", "Required value"))
+    else:
+        try:
+            parsed = LabelSelector.from_dict(selector)
+        except SelectorError as exc:
+            causes.append(("spec.selector", f"Invalid value: {exc}"))
+        else:
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            if not parsed.matches(labels):
+                causes.append(("spec.template.metadata.labels",
+                               f"Invalid value: {json.dumps(labels)}: `selector` does not match "
+                               "template `labels`"))
+    if old is not None:
+        old_spec = old.get("spec") or {}
+        for key in _JOB_IMMUTABLE:
+            if spec.get(key) != old_spec.get(key):
+                causes.append((f"spec.{key}", "Invalid value: field is immutable"))
+    return causes + _validate_pod_spec(pod_spec, "spec.template.spec")
+
+
 def _validate_data_map(data: Any, field: str, *, base64_values: bool) -> Causes:
     values = _string_map(data, field)
     causes: Causes = []
@@ -285,6 +327,8 @@ def validate(rt: ResourceType, obj: Mapping[str, Any], old: Mapping[str, Any] | 
         causes += _validate_workload(obj, old)
     elif rt.kind == "Pod":
         causes += _validate_pod_spec(obj.get("spec"), "spec")
+    elif rt.kind == "Job":
+        causes += _validate_job(obj, old)
     elif rt.kind == "ConfigMap":
         causes += _validate_data_map(obj.get("data"), "ConfigMap.data", base64_values=False)
     elif rt.kind == "Secret":
