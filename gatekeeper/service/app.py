@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from gatekeeper import kubeclient
 from gatekeeper.config import LoadedConfig, ServerConfig
+from gatekeeper.drivers import Driver, Drivers
 from gatekeeper.evaluating import Evaluator
 from gatekeeper.leadership import Leadership
 from gatekeeper.metrics import Recorder
@@ -170,6 +171,7 @@ def create_service(
     leadership: Any | None = None,
     watch: bool = True,
     receivers: list[Receiver] | None = None,
+    drivers: Sequence[Driver] = (),
 ) -> Service:
     """Everything `gatekeeper serve` runs, against the given Kubernetes API client.
 
@@ -179,6 +181,7 @@ def create_service(
     `receivers` default to the configured ones, their URLs read from the Secret now
     (ReceiverError when one cannot be read).
     `watch` streams route and Deployment changes so a change is evaluated at once.
+    `drivers` send the dark its validation evidence (gatekeeper.drivers).
     """
     config, rule_set = loaded.config, loaded.rule_set
     dry_run = dry_run or config.policy.dry_run
@@ -211,7 +214,8 @@ def create_service(
         receivers = load_receivers(config.notifications)
     notifier = Notifier(config.notifications, receivers, recorder=recorder)
     controller = Controller(config, evaluator, operations, recorder=recorder,
-                            leadership=leadership, notifier=notifier, wall=clock, reads=api)
+                            leadership=leadership, notifier=notifier, wall=clock, reads=api,
+                            drivers=Drivers(drivers))
     if watch:
         watcher = _watcher(api, config, controller)
         if watcher is not None:

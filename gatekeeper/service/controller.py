@@ -23,6 +23,7 @@ from kubernetes_asyncio import client
 from gatekeeper import environments, events, lifecycle, notices
 from gatekeeper.clocks import SteadyClock
 from gatekeeper.config import Config, PairConfig, PolicyConfig
+from gatekeeper.drivers import Drivers
 from gatekeeper.environments import Readiness
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.evaluating import Assignment, Evaluator
@@ -119,10 +120,12 @@ class Controller:
         clock: Callable[[], float] | None = None,
         wall: Callable[[], float] = time.time,
         reads: client.ApiClient | None = None,
+        drivers: Drivers | None = None,
     ) -> None:
         """`clock` times the lifecycle (soak, observation, cooldown): by default a
         SteadyClock over `wall`, so a step of the wall clock never shortens a duration.
-        `wall` stamps the audit trail and notifications people read."""
+        `wall` stamps the audit trail and notifications people read. `drivers` send the
+        dark its validation evidence (gatekeeper.drivers), started and stopped here."""
         self.config = config
         self.evaluator = evaluator
         self.judged_window = max(
@@ -139,6 +142,7 @@ class Controller:
             recorder.record_rules(pair.name, evaluator.rule_set.rules)
         self.leadership = leadership
         self.notifier = notifier
+        self.drivers = drivers or Drivers()
         self.wall = wall
         self.clock: Callable[[], float] = clock or SteadyClock(wall=wall)
         self.dry_run = operations.dry_run
@@ -357,6 +361,7 @@ class Controller:
             if not self.is_leader or self._closing:
                 await self._load(pair, observation)
                 self._record_phase(pair, view.state)
+                await self._drive(pair, view.state)
                 return
             dry = self.operations.dry_run_for(pair)
             before = await self._load(pair, observation) if not dry \
@@ -450,6 +455,7 @@ class Controller:
                      reason=transition.reason, by=transition.by or None)
         by = (audit or {}).get("by") or next((t.by for t in transitions if t.by), "")
         self._announce(pair, before, state, by=str(by))
+        await self._drive(pair, state)
         if self.operations.dry_run_for(pair):
             return
         if not transitions and replace(before, reason="") == replace(state, reason="") \
@@ -477,6 +483,12 @@ class Controller:
         except CLUSTER_ERRORS as exc:
             view.state_error = f"state not written: {exc}"
             log.error("state not written", pair=pair.name, error=str(exc))
+
+    async def _drive(self, pair: PairConfig, state: ReleaseState) -> None:
+        """Start or stop the pair's validation drivers for its state (gatekeeper.drivers)."""
+        await self.drivers.reconcile(pair, state, self.views[pair.name].observation,
+                                     leading=self.leading_now(), closing=self._closing,
+                                     dry_run=self.operations.dry_run_for(pair))
 
     def wall_time(self, reading: float) -> float:
         """A lifecycle time (steady clock) as wall time: for the audit trail, and to compare
@@ -510,6 +522,8 @@ class Controller:
     async def _execute(self, pair: PairConfig, action: Action) -> OperationResult:
         ops = self.operations
         if action.kind == "flip":
+            if not ops.dry_run_for(pair):
+                await self.drivers.halt(pair.name, "flip")  # stopped before traffic moves
             return await self._shielded(lambda: ops.flip(
                 pair, to=action.namespace, trigger=action.trigger, reason=action.reason))
         if action.kind == "rollback":
@@ -635,6 +649,8 @@ class Controller:
                 target = to or state.dark or (view.observation.dark if view.observation
                                               else None)
                 action = Action("flip", target or "", trigger="manual", reason=reason)
+                if not ops.dry_run_for(pair):
+                    await self.drivers.halt(pair.name, "flip")
                 result = await self._shielded(lambda: ops.flip(
                     pair, to=target, force=force, trigger="manual", reason=reason))
             elif kind == "rollback":
@@ -842,10 +858,12 @@ class Controller:
         self._wake.set()
 
     async def close(self, deadline: float = 30.0) -> list[str]:
-        """Stop ticking and start no new action; wait up to `deadline` seconds for actions
-        in flight (a switch is never cut in half). Returns the names of unfinished ones."""
+        """Stop ticking and start no new action, stop the validation drivers; wait up to
+        `deadline` seconds for actions in flight (a switch is never cut in half). Returns
+        the names of unfinished ones."""
         self._closing = True
         self._wake.set()
+        await self.drivers.close()
         pending = [task for task in self._inflight if not task.done()]
         if not pending:
             return []
