@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from aiohttp import hdrs, web
 
-from . import admin, paths, resources
+from . import admin, customresources, openapi, paths, resources
 from .audit import RequestRecord
 from .emulator import Emulator
 from .errors import ApiError, bad_request, method_not_allowed, resource_not_found, success_status
@@ -48,7 +48,7 @@ def error_response(error: ApiError) -> web.Response:
 
 def _target(request: web.Request) -> Target | None:
     try:
-        return paths.parse(request.path)
+        return paths.parse(request.path, request.app[EMULATOR].api.registry)
     except ApiError:
         return None
 
@@ -239,6 +239,22 @@ def _deleted_response(rt: resources.ResourceType, obj: dict[str, Any]) -> web.Re
     return json_response(success_status(details))
 
 
+def _as_table(request: web.Request, rt: resources.ResourceType) -> bool:
+    """A Table is served for resources a CRD defines (their printer columns); built-in ones
+    answer plain JSON, which kubectl prints with its own columns."""
+    return bool(rt.storage_version) and customresources.wants_table(
+        request.headers.get(hdrs.ACCEPT, ""))
+
+
+def _table(request: web.Request, emulator: Emulator, rt: resources.ResourceType,
+           objects: list[dict[str, Any]], source: dict[str, Any]) -> dict[str, Any]:
+    meta = source.get("metadata") or {}
+    return customresources.table(
+        rt, objects, resource_version=str(meta.get("resourceVersion", "")),
+        now=emulator.clock(), include_object=request.query.get("includeObject", "Metadata"),
+        no_headers=False, continue_token=meta.get("continue"))
+
+
 async def _collection(request: web.Request, emulator: Emulator, target: Target
                       ) -> web.StreamResponse:
     api, rt, ns = emulator.api, target.resource, target.namespace
@@ -247,13 +263,17 @@ async def _collection(request: web.Request, emulator: Emulator, target: Target
     if request.method == "GET":
         if paths.is_watch(request.query):
             return await serve_watch(request, emulator, rt, ns)
-        return json_response(api.list(
+        listing = api.list(
             rt, ns, label_selector=request.query.get("labelSelector"),
             field_selector=request.query.get("fieldSelector"),
             limit=_int_query(request, "limit"), continue_token=request.query.get("continue"),
-        ))
+        )
+        if _as_table(request, rt):
+            return json_response(_table(request, emulator, rt, listing["items"], listing))
+        return json_response(listing)
     if request.method == "POST" and not cluster_wide_view:
-        created = api.create(rt, ns, await _body(request), dry_run=_dry_run(request))
+        created = api.create(rt, ns, await _body(request), dry_run=_dry_run(request),
+                             field_validation=request.query.get("fieldValidation"))
         return json_response(created, 201)
     if request.method == "DELETE" and not cluster_wide_view:
         return json_response(api.delete_collection(
@@ -268,15 +288,20 @@ async def _item(request: web.Request, emulator: Emulator, target: Target) -> web
     api, rt, ns, name, sub = (emulator.api, target.resource, target.namespace, target.name,
                               target.subresource)
     assert rt is not None and name is not None
+    validation = request.query.get("fieldValidation")
     if request.method == "GET":
-        return json_response(api.get(rt, ns, name))
+        obj = api.get(rt, ns, name)
+        if sub is None and _as_table(request, rt):
+            return json_response(_table(request, emulator, rt, [obj], obj))
+        return json_response(obj)
     if request.method == "PUT":
         return json_response(api.replace(rt, ns, name, await _body(request), subresource=sub,
-                                         dry_run=_dry_run(request)))
+                                         dry_run=_dry_run(request), field_validation=validation))
     if request.method == "PATCH":
         obj, created = api.patch(rt, ns, name, await _body(request), request.content_type,
                                  subresource=sub, dry_run=_dry_run(request),
-                                 field_manager=request.query.get("fieldManager"))
+                                 field_manager=request.query.get("fieldManager"),
+                                 field_validation=validation)
         return json_response(obj, 201 if created else 200)
     if request.method == "DELETE" and sub is None:
         deleted = api.delete(rt, ns, name, options=await _delete_options(request),
@@ -293,11 +318,12 @@ async def kube_api(request: web.Request) -> web.StreamResponse:
         host = request.host or "127.0.0.1"
         return json_response(resources.api_versions_doc(host))
     if parts == ["apis"]:
-        return json_response(resources.api_group_list_doc(frozenset(emulator.absent_groups)))
+        absent = frozenset(emulator.absent_groups)
+        return json_response(emulator.api.registry.api_group_list_doc(absent))
     if len(parts) >= 2 and parts[0] == "apis" and parts[1] in emulator.absent_groups:
         raise resource_not_found()  # as for any group the server does not serve
     if len(parts) == 2 and parts[0] == "apis":
-        doc = resources.api_group_doc(parts[1])
+        doc = emulator.api.registry.api_group_doc(parts[1])
         if doc is None:
             raise resource_not_found()
         return json_response(doc)
@@ -305,11 +331,11 @@ async def kube_api(request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             raise method_not_allowed(request.method)
         return json_response(emulator.tokens.review(await _body(request)), 201)
-    target = paths.parse(request.path)
+    target = paths.parse(request.path, emulator.api.registry)
     if target.is_discovery:
         if request.method != "GET":
             raise method_not_allowed(request.method)
-        return json_response(resources.resource_list_doc(target.group, target.version))
+        return json_response(emulator.api.registry.resource_list_doc(target.group, target.version))
     if target.subresource == "log":
         return await _pod_log(request, emulator, target)
     if target.subresource == "scale":
@@ -329,6 +355,18 @@ async def version(_request: web.Request) -> web.Response:
     return json_response(resources.version_doc())
 
 
+async def openapi_v3(request: web.Request) -> web.Response:
+    """`/openapi/v3` and one group version's document under it (kubectl reads them)."""
+    registry = request.app[EMULATOR].api.registry
+    tail = request.match_info.get("tail", "")
+    if not tail.strip("/"):
+        return json_response(openapi.root_doc(registry))
+    doc = openapi.group_version_doc(registry, tail)
+    if doc is None:
+        raise resource_not_found()
+    return json_response(doc)
+
+
 def create_app(emulator: Emulator) -> web.Application:
     """The aiohttp application serving `emulator`."""
     app = web.Application(
@@ -341,6 +379,8 @@ def create_app(emulator: Emulator) -> web.Application:
         app.router.add_get(path, health)
     app.router.add_get("/version", version)
     app.router.add_get("/version/", version)
+    app.router.add_get("/openapi/v3", openapi_v3)
+    app.router.add_get("/openapi/v3/{tail:.*}", openapi_v3)
     app.router.add_route("*", "/api", kube_api)
     app.router.add_route("*", "/api/{tail:.*}", kube_api)
     app.router.add_route("*", "/apis", kube_api)

@@ -17,7 +17,6 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from . import resources
 from .errors import ApiError
 from .jsonvalues import clone
 from .kubelet import is_ready
@@ -297,7 +296,7 @@ class WorkloadControllers:
     def _collect_garbage(self, event: Event) -> None:
         meta = event.object["metadata"]
         if event.resource.key == NAMESPACES.key:
-            for rt in resources.RESOURCES:
+            for rt in self.api.registry:
                 if rt.namespaced:
                     for obj in list(self.store.iter(rt, meta["name"])):
                         self._delete(rt, meta["name"], obj["metadata"]["name"])
@@ -306,7 +305,7 @@ class WorkloadControllers:
         namespace = meta.get("namespace")
         if not uid or not namespace:
             return
-        for rt in resources.RESOURCES:
+        for rt in self.api.registry:
             if not rt.namespaced:
                 continue
             for obj in list(self.store.iter(rt, namespace)):

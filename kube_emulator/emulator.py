@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from . import resources
 from .audit import RequestLog
 from .authentication import ServiceAccountTokens
 from .controllers import WorkloadControllers
@@ -29,13 +28,6 @@ from .store import Event, ObjectStore
 
 Obj = dict[str, Any]
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-
-
-def _resource(api_version: str, kind: str) -> ResourceType:
-    rt = resources.by_kind(api_version, kind)
-    if rt is None:
-        raise KeyError(f"no resource for apiVersion={api_version} kind={kind}")
-    return rt
 
 
 class Emulator:
@@ -125,6 +117,12 @@ class Emulator:
 
     # ---- objects -----------------------------------------------------------------------
 
+    def _resource(self, api_version: str, kind: str) -> ResourceType:
+        rt = self.api.registry.by_kind(api_version, kind)
+        if rt is None:
+            raise KeyError(f"no resource for apiVersion={api_version} kind={kind}")
+        return rt
+
     def load(self, source: Manifests, *, ready: bool | None = None) -> list[Obj]:
         """Load manifests; pods of loaded Deployments are Ready at once unless `ready`
         (default: the `ready_on_load` setting) is False."""
@@ -138,7 +136,7 @@ class Emulator:
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> Obj | None:
         """A copy of one stored object, or None."""
-        rt = _resource(api_version, kind)
+        rt = self._resource(api_version, kind)
         obj = self.store.get(rt, namespace if rt.namespaced else None, name)
         return obj
 
@@ -151,7 +149,7 @@ class Emulator:
         label_selector: str | None = None,
     ) -> list[Obj]:
         """Copies of stored objects (all namespaces when `namespace` is None)."""
-        rt = _resource(api_version, kind)
+        rt = self._resource(api_version, kind)
         items: list[Obj] = self.api.list(rt, namespace, label_selector=label_selector)["items"]
         return items
 
@@ -163,7 +161,7 @@ class Emulator:
         self, api_version: str, kind: str, name: str, namespace: str | None = None
     ) -> Obj:
         """Delete an object (dependents are garbage-collected)."""
-        rt = _resource(api_version, kind)
+        rt = self._resource(api_version, kind)
         return self.api.delete(rt, namespace if rt.namespaced else None, name)
 
     def pods(self, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:

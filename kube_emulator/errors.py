@@ -119,6 +119,27 @@ def conflict(group: str, plural: str, name: str, why: str | None = None) -> ApiE
     )
 
 
+_CAUSE_REASONS = (
+    ("Required value", "FieldValueRequired"),
+    ("Unsupported value", "FieldValueNotSupported"),
+    ("Too long", "FieldValueTooLong"),
+    ("Too many", "FieldValueTooMany"),
+    ("Forbidden", "FieldValueForbidden"),
+    ("Duplicate value", "FieldValueDuplicate"),
+)
+
+
+def _cause_reason(message: str) -> str:
+    """The cause's reason as field.ErrorType names it (from the message's wording); a type
+    error reads "Invalid value" like any other but is `FieldValueTypeInvalid`."""
+    for prefix, reason in _CAUSE_REASONS:
+        if message.startswith(prefix):
+            return reason
+    if " must be of type " in message:
+        return "FieldValueTypeInvalid"
+    return "FieldValueInvalid"
+
+
 def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str]]) -> ApiError:
     """422 Invalid listing each offending field, like server-side validation."""
     qualified_kind = f"{kind}.{group}" if group else kind
@@ -133,7 +154,7 @@ def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str]]) -> 
             "kind": kind,
             **({"group": group} if group else {}),
             "causes": [
-                {"reason": "FieldValueInvalid", "message": msg, "field": field}
+                {"reason": _cause_reason(msg), "message": msg, "field": field}
                 for field, msg in causes
             ],
         },

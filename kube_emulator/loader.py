@@ -64,7 +64,8 @@ def read_manifests(source: Manifests) -> list[dict[str, Any]]:
 def load_objects(api: ObjectAPI, source: Manifests) -> list[dict[str, Any]]:
     """Create or overwrite every object; returns the stored objects in load order."""
     manifests = read_manifests(source)
-    ordered = [m for m in manifests if m.get("kind") == "Namespace"] + [
-        m for m in manifests if m.get("kind") != "Namespace"
+    first = ("Namespace", "CustomResourceDefinition")
+    ordered = [m for kind in first for m in manifests if m.get("kind") == kind] + [
+        m for m in manifests if m.get("kind") not in first
     ]
     return [api.put(obj) for obj in ordered]

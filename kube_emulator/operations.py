@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import patching, resources, strategies
+from . import customresources, patching, resources, strategies
 from .errors import (
     ApiError,
     bad_request,
@@ -74,8 +74,11 @@ class ObjectAPI:
         *,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        registry: resources.Registry | None = None,
     ) -> None:
         self.store = store
+        self.registry = registry or resources.Registry()
+        """What this server serves; CustomResourceDefinitions written here change it."""
         self.rng = rng or random.Random()
         self.clock = clock
 
@@ -150,7 +153,8 @@ class ObjectAPI:
     # ---- writes ------------------------------------------------------------------------
 
     def create(
-        self, rt: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False
+        self, rt: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False,
+        field_validation: str | None = None,
     ) -> Obj:
         """POST: 409 AlreadyExists, 404 for a missing namespace, generateName honoured."""
         obj = self._decode(rt, body)
@@ -171,12 +175,12 @@ class ObjectAPI:
                     ("metadata.name", "Required value: name or generateName is required")])
             meta["name"] = f"{meta['generateName']}{random_suffix(self.rng)}"
         strategies.prepare_create(rt, obj, now=self.clock(), rng=self.rng)
-        self._validate(rt, obj, None)
+        self._validate(rt, obj, None, field_validation)
         if dry_run:
             if self.store.get(rt, meta.get("namespace"), meta["name"]) is not None:
                 raise ApiError(409, f'{meta["name"]} already exists', reason="AlreadyExists")
             return with_type(rt, obj)
-        return with_type(rt, self.store.create(rt, obj))
+        return with_type(rt, self._committed(rt, self.store.create(rt, obj)))
 
     def replace(
         self,
@@ -187,6 +191,7 @@ class ObjectAPI:
         *,
         subresource: str | None = None,
         dry_run: bool = False,
+        field_validation: str | None = None,
     ) -> Obj:
         """PUT: 409 when the body's resourceVersion is stale; required for custom resources."""
         new = self._decode(rt, body)
@@ -197,7 +202,7 @@ class ObjectAPI:
             raise invalid(rt.kind, rt.group, name, [
                 ("metadata.resourceVersion",
                  "Invalid value: 0x0: must be specified for an update")])
-        return self._update(rt, old, new, subresource, rv, dry_run)
+        return self._update(rt, old, new, subresource, rv, dry_run, field_validation)
 
     def patch(
         self,
@@ -210,6 +215,7 @@ class ObjectAPI:
         subresource: str | None = None,
         dry_run: bool = False,
         field_manager: str | None = None,
+        field_validation: str | None = None,
     ) -> tuple[Obj, bool]:
         """PATCH with any of the four patch types; returns (object, created)."""
         if patch_type not in patching.PATCH_TYPES or (
@@ -222,12 +228,14 @@ class ObjectAPI:
         old = self.store.get(rt, namespace, name)
         if old is None:
             if patch_type == patching.APPLY_PATCH and subresource is None:
-                return self.create(rt, namespace, patch, dry_run=dry_run), True
+                return self.create(rt, namespace, patch, dry_run=dry_run,
+                                   field_validation=field_validation), True
             raise not_found(rt.group, rt.plural, name)
         patched = self.apply_patch(rt, with_type(rt, old), patch, patch_type)
         self._check_identity(rt, patched, namespace, name)
         rv = patched["metadata"].get("resourceVersion") or None
-        return self._update(rt, old, patched, subresource, rv, dry_run), False
+        return self._update(rt, old, patched, subresource, rv, dry_run,
+                            field_validation), False
 
     def apply_patch(self, rt: ResourceType | None, base: Obj, patch: Any, patch_type: str) -> Obj:
         """Apply a decoded patch body to `base`; 400 for a malformed patch, 422 if it fails."""
@@ -286,7 +294,10 @@ class ObjectAPI:
             policy = "Orphan"
         if policy == "Orphan" or options.get("orphanDependents"):
             self._orphan_dependents(meta.get("namespace"), meta.get("uid"))
-        return with_type(rt, self.store.delete(rt, namespace, name))
+        deleted = self.store.delete(rt, namespace, name)
+        if rt.key == resources.CRDS.key:
+            self._undefine(name)
+        return with_type(rt, deleted)
 
     def delete_collection(
         self,
@@ -373,7 +384,7 @@ class ObjectAPI:
     def put(self, obj: Mapping[str, Any]) -> Obj:
         """Create or overwrite an object by its apiVersion/kind (loading manifests); a
         given `status` is written through /status, as a controller would."""
-        rt = resources.by_kind(str(obj.get("apiVersion")), str(obj.get("kind")))
+        rt = self.registry.by_kind(str(obj.get("apiVersion")), str(obj.get("kind")))
         if rt is None:
             raise bad_request(f"no resource for apiVersion={obj.get('apiVersion')} "
                               f"kind={obj.get('kind')}")
@@ -441,8 +452,23 @@ class ObjectAPI:
                                   "namespace sent on the request")
             meta["namespace"] = namespace
 
-    def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
+    def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None,
+                  field_validation: str | None = None) -> None:
+        """Server-side validation; a custom resource is first pruned to its schema (unknown
+        fields are an error only with `fieldValidation=Strict`, as kubectl sends it)."""
+        if rt.schema is not None:
+            dropped = customresources.prune(rt.schema, obj)
+            if dropped and field_validation == "Strict":
+                unknown = ", ".join(f'unknown field "{path}"' for path in dropped)
+                raise bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a '
+                                  f"{rt.kind}: strict decoding error: {unknown}")
+        if rt.key == resources.CRDS.key:
+            customresources.defaulted(obj)
         causes = validate(rt, obj, old)
+        if rt.schema is not None:
+            causes += customresources.validate_object(rt.schema, obj)
+        elif rt.key == resources.CRDS.key:
+            causes += customresources.validate_definition(obj)
         if causes:
             raise invalid(rt.kind, rt.group, str(obj["metadata"].get("name", "")), causes)
 
@@ -454,12 +480,13 @@ class ObjectAPI:
         subresource: str | None,
         expected_rv: str | None,
         dry_run: bool,
+        field_validation: str | None = None,
     ) -> Obj:
         name = old["metadata"]["name"]
         if expected_rv is not None and expected_rv != old["metadata"]["resourceVersion"]:
             raise conflict(rt.group, rt.plural, name)
         prepared = with_type(rt, strategies.prepare_update(rt, new, old, subresource, rng=self.rng))
-        self._validate(rt, prepared, old)
+        self._validate(rt, prepared, old, field_validation)
         if strategies.unchanged(prepared, with_type(rt, old)):
             return with_type(rt, clone(old))
         if dry_run:
@@ -467,10 +494,40 @@ class ObjectAPI:
         meta = prepared["metadata"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             return with_type(rt, self.store.delete(rt, meta.get("namespace"), name))
-        return with_type(rt, self.store.update(rt, prepared, expected_rv=expected_rv))
+        return with_type(rt, self._committed(
+            rt, self.store.update(rt, prepared, expected_rv=expected_rv)))
+
+    def _committed(self, rt: ResourceType, stored: Obj) -> Obj:
+        """After a write: a CustomResourceDefinition is served at once and reported
+        established in its status (what the apiextensions controllers do)."""
+        if rt.key != resources.CRDS.key:
+            return stored
+        name = stored["metadata"]["name"]
+        served = customresources.served_resources(stored)
+        kept = {r.key for r in served}
+        for gone in self.registry.defined_by(name):
+            if gone.key not in kept:
+                self._drop_all(gone)
+        self.registry.define(name, served)
+        status = customresources.status_of(stored, rfc3339(self.clock()))
+        if stored.get("status") == status:
+            return stored
+        with_status = clone(stored)
+        with_status["status"] = status
+        return self.store.update(rt, with_status)
+
+    def _undefine(self, crd_name: str) -> None:
+        """A deleted CRD takes its objects with it (the real server's cleanup finalizer)."""
+        for rt in {r.key: r for r in self.registry.forget(crd_name)}.values():
+            self._drop_all(rt)
+
+    def _drop_all(self, rt: ResourceType) -> None:
+        for obj in list(self.store.iter(rt, None)):
+            meta = obj["metadata"]
+            self.store.delete(rt, meta.get("namespace") or None, meta["name"])
 
     def _orphan_dependents(self, namespace: str | None, uid: str | None) -> None:
-        for rt in resources.RESOURCES:
+        for rt in self.registry:
             if not rt.namespaced or not namespace:
                 continue
             for obj in list(self.store.iter(rt, namespace)):

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import resources
 from .errors import resource_not_found
-from .resources import ResourceType
+from .resources import Registry, ResourceType
+
+BUILT_IN = Registry()
+"""The built-in resources only (for parsing recorded paths outside a server)."""
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,10 @@ class Target:
         return self.resource is None
 
 
-def parse(path: str) -> Target:
-    """Parse `/api/v1/...` or `/apis/{group}/{version}/...`; 404 ApiError if unknown."""
+def parse(path: str, registry: Registry | None = None) -> Target:
+    """Parse `/api/v1/...` or `/apis/{group}/{version}/...` against the resources REGISTRY
+    serves (default: the built-in ones); 404 ApiError if unknown."""
+    served = registry or BUILT_IN
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[0] == "api":
         group, version, rest = "", parts[1], parts[2:]
@@ -41,15 +45,15 @@ def parse(path: str) -> Target:
     else:
         raise resource_not_found()
     if not rest:
-        if resources.resource_list_doc(group, version) is None:
+        if served.resource_list_doc(group, version) is None:
             raise resource_not_found()
         return Target(group, version)
     namespace: str | None = None
     if rest[0] == "namespaces" and len(rest) >= 3:
-        candidate = resources.by_path(group, version, rest[2])
+        candidate = served.by_path(group, version, rest[2])
         if candidate is not None and candidate.namespaced:
             namespace, rest = rest[1], rest[2:]
-    rt = resources.by_path(group, version, rest[0])
+    rt = served.by_path(group, version, rest[0])
     if rt is None or len(rest) > 3:
         raise resource_not_found()
     name = rest[1] if len(rest) > 1 else None

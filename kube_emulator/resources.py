@@ -6,8 +6,10 @@ client that discovers a resource (e.g. the Traefik CRDs) can also use it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import base64
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -31,6 +33,15 @@ class ResourceType:
     custom: bool = False
     has_generation: bool = False
     extra_fields: tuple[str, ...] = ()
+    storage_version: str = ""
+    """For a resource defined by a CustomResourceDefinition: the version objects are stored
+    under (every served version shares them); empty for the built-in table."""
+    schema: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The CRD's `openAPIV3Schema` for this version (None: no schema, anything goes)."""
+    printer_columns: tuple[Mapping[str, Any], ...] = field(default=(), compare=False,
+                                                           repr=False)
+    """The CRD's `additionalPrinterColumns` for this version (Table answers)."""
+    categories: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -40,7 +51,7 @@ class ResourceType:
     @property
     def key(self) -> str:
         """Storage key; distinct per group so both Traefik groups hold separate objects."""
-        return f"{self.group}/{self.version}/{self.plural}"
+        return f"{self.group}/{self.storage_version or self.version}/{self.plural}"
 
     @property
     def list_kind(self) -> str:
@@ -108,28 +119,19 @@ RESOURCES: tuple[ResourceType, ...] = (
     _crd("traefik.containo.us", "ingressroutes", "ingressroute", "IngressRoute"),
     _crd("traefik.containo.us", "traefikservices", "traefikservice", "TraefikService"),
     _crd("traefik.containo.us", "middlewares", "middleware", "Middleware"),
+    ResourceType(
+        "apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition",
+        "CustomResourceDefinition", namespaced=False, short_names=("crd", "crds"),
+        subresources=("status",), has_generation=True,
+    ),
 )
 
-_BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
-_BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
-
-
-def by_path(group: str, version: str, plural: str) -> ResourceType | None:
-    """The resource served at `/api[s]/{group}/{version}/.../{plural}`, if any."""
-    return _BY_PATH.get((group, version, plural))
-
-
-def by_kind(api_version: str, kind: str) -> ResourceType | None:
-    """The resource storing objects of this apiVersion/kind (for manifests)."""
-    return _BY_KIND.get((api_version, kind))
-
-
 def lookup(group: str, version: str, plural: str) -> ResourceType:
-    """Like `by_path` but raising KeyError; for the emulator's own code."""
-    rt = by_path(group, version, plural)
-    if rt is None:
-        raise KeyError(f"unknown resource {group}/{version}/{plural}")
-    return rt
+    """A built-in resource by its path, raising KeyError; for the emulator's own code."""
+    for r in RESOURCES:
+        if (r.group, r.version, r.plural) == (group, version, plural):
+            return r
+    raise KeyError(f"unknown resource {group}/{version}/{plural}")
 
 
 NAMESPACES = lookup("", "v1", "namespaces")
@@ -137,15 +139,107 @@ PODS = lookup("", "v1", "pods")
 DEPLOYMENTS = lookup("apps", "v1", "deployments")
 REPLICASETS = lookup("apps", "v1", "replicasets")
 JOBS = lookup("batch", "v1", "jobs")
+CRDS = lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 
-def group_versions() -> dict[str, list[str]]:
-    """Served API groups (excluding core) and their versions, in registry order."""
-    groups: dict[str, list[str]] = {}
-    for r in RESOURCES:
-        if r.group and r.version not in groups.setdefault(r.group, []):
-            groups[r.group].append(r.version)
-    return groups
+class Registry:
+    """The resources one server serves: the built-in table plus those its
+    CustomResourceDefinitions define (added and removed as CRDs are written)."""
+
+    def __init__(self) -> None:
+        self._custom: dict[str, tuple[ResourceType, ...]] = {}
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.resources: tuple[ResourceType, ...] = RESOURCES + tuple(
+            r for defined in self._custom.values() for r in defined)
+        self._by_path = {(r.group, r.version, r.plural): r for r in self.resources}
+        self._by_kind = {(r.api_version, r.kind): r for r in self.resources}
+
+    def define(self, crd_name: str, served: tuple[ResourceType, ...]) -> None:
+        """Serve the versions a CRD called `crd_name` defines (replacing its previous ones)."""
+        self._custom[crd_name] = served
+        self._rebuild()
+
+    def forget(self, crd_name: str) -> tuple[ResourceType, ...]:
+        """Stop serving what the CRD defined; returns those resources."""
+        gone = self._custom.pop(crd_name, ())
+        self._rebuild()
+        return gone
+
+    def defined_by(self, crd_name: str) -> tuple[ResourceType, ...]:
+        """The resources a CRD defines now (empty when none)."""
+        return self._custom.get(crd_name, ())
+
+    def __iter__(self) -> Iterator[ResourceType]:
+        return iter(self.resources)
+
+    def by_path(self, group: str, version: str, plural: str) -> ResourceType | None:
+        """The resource served at `/api[s]/{group}/{version}/.../{plural}`, if any."""
+        return self._by_path.get((group, version, plural))
+
+    def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
+        """The resource storing objects of this apiVersion/kind (for manifests)."""
+        return self._by_kind.get((api_version, kind))
+
+    def group_versions(self) -> dict[str, list[str]]:
+        """Served API groups (excluding core) and their versions, in registry order."""
+        groups: dict[str, list[str]] = {}
+        for r in self.resources:
+            if r.group and r.version not in groups.setdefault(r.group, []):
+                groups[r.group].append(r.version)
+        return groups
+
+    def api_group_list_doc(self, absent: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """`/apis` answer (APIGroupList), without the groups in ABSENT (CRDs not installed)."""
+        return {
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [_group_doc(g, vs) for g, vs in self.group_versions().items()
+                       if g not in absent],
+        }
+
+    def api_group_doc(self, group: str) -> dict[str, Any] | None:
+        """`/apis/{group}` answer, or None for an unknown group."""
+        versions = self.group_versions().get(group)
+        if not versions:
+            return None
+        return {"kind": "APIGroup", "apiVersion": "v1", **_group_doc(group, versions)}
+
+    def resource_list_doc(self, group: str, version: str) -> dict[str, Any] | None:
+        """`/api/v1` or `/apis/{group}/{version}` answer (APIResourceList), or None."""
+        served = [r for r in self.resources if r.group == group and r.version == version]
+        if not served:
+            return None
+        resources: list[dict[str, Any]] = []
+        for r in served:
+            entry: dict[str, Any] = {
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": list(ALL_VERBS),
+            }
+            if r.short_names:
+                entry["shortNames"] = list(r.short_names)
+            if r.categories:
+                entry["categories"] = list(r.categories)
+            if r.storage_version:
+                entry["storageVersionHash"] = _version_hash(r)
+            resources.append(entry)
+            resources.extend(_subresource_entry(r, sub) for sub in r.subresources)
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
+
+
+def _version_hash(r: ResourceType) -> str:
+    """A stable short hash of group, storage version and kind (the real server reports one)."""
+    digest = hashlib.sha256(f"{r.group}/{r.storage_version}/{r.kind}".encode()).digest()
+    return base64.b64encode(digest[:8]).decode()
 
 
 def version_doc() -> dict[str, Any]:
@@ -177,23 +271,6 @@ def _group_doc(group: str, versions: Iterable[str]) -> dict[str, Any]:
     return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
 
 
-def api_group_list_doc(absent: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """`/apis` answer (APIGroupList), without the groups in ABSENT (CRDs not installed)."""
-    return {
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [_group_doc(g, vs) for g, vs in group_versions().items() if g not in absent],
-    }
-
-
-def api_group_doc(group: str) -> dict[str, Any] | None:
-    """`/apis/{group}` answer, or None for an unknown group."""
-    versions = group_versions().get(group)
-    if not versions:
-        return None
-    return {"kind": "APIGroup", "apiVersion": "v1", **_group_doc(group, versions)}
-
-
 def _subresource_entry(r: ResourceType, sub: str) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": f"{r.plural}/{sub}",
@@ -207,29 +284,3 @@ def _subresource_entry(r: ResourceType, sub: str) -> dict[str, Any]:
     elif sub == "scale":
         entry.update(group="autoscaling", version="v1", kind="Scale")
     return entry
-
-
-def resource_list_doc(group: str, version: str) -> dict[str, Any] | None:
-    """`/api/v1` or `/apis/{group}/{version}` answer (APIResourceList), or None."""
-    served = [r for r in RESOURCES if r.group == group and r.version == version]
-    if not served:
-        return None
-    resources: list[dict[str, Any]] = []
-    for r in served:
-        entry: dict[str, Any] = {
-            "name": r.plural,
-            "singularName": r.singular,
-            "namespaced": r.namespaced,
-            "kind": r.kind,
-            "verbs": list(ALL_VERBS),
-        }
-        if r.short_names:
-            entry["shortNames"] = list(r.short_names)
-        resources.append(entry)
-        resources.extend(_subresource_entry(r, sub) for sub in r.subresources)
-    return {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": f"{group}/{version}" if group else version,
-        "resources": resources,
-    }
