@@ -233,6 +233,9 @@ class Action:
     reason: str = ""
     keep: int = 0
     scale_up_first: bool = False
+    force: bool = False
+    """A person overrode the checks (`--force`): no readiness or capacity check, recorded
+    as forced."""
 
     def describe(self) -> str:
         """`flip to production-green (auto)` for logs, events and the API."""

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from gatekeeper import kubeclient
 from gatekeeper.operations import Operations
 from kube_emulator import Emulator, FaultRule, running
 from tests.fixtures.kube import BLUE, GREEN, api_client_for
@@ -304,3 +305,36 @@ async def test_routes_changed_by_someone_else_are_never_resumed(cluster):
     assert result.refused and not result.changed
     assert "inconsistent" in result.reasons[0]
     assert not cluster.emulator.requests.records(method="PATCH")
+
+
+async def test_a_recovery_cut_short_leaves_the_routes_all_or_none(cluster):
+    """A flip's process died after route 1 (routes split). The recovery finishes it with the
+    all-or-none switch every flip uses: when one of its patches fails, the route it had
+    already moved goes back, so the routes are exactly as it found them (no new split) and
+    the switch stays `started`; the next run finishes all three, and the flip counts once."""
+    gone = {"host": socket.gethostname(), "pid": 2**22 + 17, "since": "1"}
+    ops = await half_switched(cluster, holder=gone, at=time.time())
+    pair = ops.config.pairs[0]
+    found = cluster.pointed()
+    assert sorted(found.values()) == [BLUE, BLUE, GREEN], found
+    cluster.emulator.requests.clear()
+    last = ROUTES[2][1]
+    cluster.emulator.faults.add(status=500, verb="patch", path=f"/ingressroutes/{last}$",
+                                times=kubeclient.ATTEMPTS)  # every retry of the patch
+    try:
+        cut = await ops.recover(pair)
+        assert cut is not None and cut.refused and not cut.changed, cut
+        assert cluster.pointed() == found, "a failed recovery must leave the routes as found"
+        assert cluster.state()["last_action"]["status"] == "started"
+        assert any(r.startswith("reverted: ") for r in cut.reasons), cut.reasons
+        done = await ops.recover(pair)
+    finally:
+        await ops.api.close()
+    assert done is not None and done.changed and not done.refused, done
+    assert "finished after its process died" in done.reasons[0], done.reasons
+    state = assert_agree(cluster, GREEN)
+    assert state["last_action"]["status"] == "done"
+    assert state["counters"]["flip"] == 1 and state["lifecycle"]["previous"] == BLUE
+    first, middle = ROUTES[0][1], ROUTES[1][1]
+    assert cluster.moves(GREEN) == {first: 0, middle: 2, last: 1}  # moved, put back, moved
+    assert cluster.moves(BLUE) == {first: 0, middle: 1, last: 0}
