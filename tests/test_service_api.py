@@ -232,14 +232,14 @@ async def test_a_tick_whose_reads_predate_a_flip_does_not_undo_it(api_service, k
     service, url, _ = await api_service(run_loop=False)
     controller = service.controller
     await controller.tick()
-    read, release = controller._read, asyncio.Event()
+    read, release = controller.ticker.read, asyncio.Event()
 
     async def slow_read(pair):
         live = await read(pair)
         await release.wait()  # the flip happens between the read and the step
         return live
 
-    controller._read = slow_read
+    controller.ticker.read = slow_read
     tick = asyncio.create_task(controller.tick())
     await asyncio.sleep(0.2)
     async with aiohttp.ClientSession() as http:
@@ -248,7 +248,7 @@ async def test_a_tick_whose_reads_predate_a_flip_does_not_undo_it(api_service, k
     release.set()
     await tick
     assert controller.views["api"].state.phase == "flipped"
-    controller._read = read
+    controller.ticker.read = read
     await controller.tick()
     assert controller.views["api"].state.phase == "flipped"
     assert await route_target(kube_api, ROUTING) == GREEN
@@ -353,7 +353,7 @@ async def test_shutdown_finishes_a_flip_in_flight(api_service, kube_emulator, ku
     async with aiohttp.ClientSession() as http:
         request = asyncio.create_task(post_json(http, f"{url}/api/v1/pairs/api/flip",
                                                 {"force": True}))
-        await wait_until(lambda: service.controller._inflight, within=5, what="in flight")
+        await wait_until(lambda: service.controller.dispatcher.inflight, within=5, what="in flight")
         await asyncio.sleep(0.2)
         await server.close()  # what SIGTERM does: stop serving, clean up
         await asyncio.gather(request, return_exceptions=True)

@@ -1,0 +1,75 @@
+"""What the controller reads from the cluster about one pair: routes and Deployments.
+
+A failed read becomes a problem in the answer, never an exception: the lifecycle fails
+closed on it (no active namespace, a dark that cannot take traffic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from kubernetes_asyncio import client
+
+from gatekeeper import environments
+from gatekeeper.config import PairConfig
+from gatekeeper.environments import Readiness
+from gatekeeper.lifecycle import Observation, ReleaseState
+from gatekeeper.operations import CLUSTER_ERRORS
+from gatekeeper.routers import reading
+from gatekeeper.service.observing import LiveRead
+
+__all__ = ["read_pair", "rollback_observation", "routed"]
+
+
+async def read_pair(api: client.ApiClient, pair: PairConfig) -> LiveRead:
+    """Live routes and both namespaces' Deployments; failures become problems."""
+    try:
+        active_state = await reading.read_active(api, pair)
+    except CLUSTER_ERRORS as exc:
+        problem = f"cannot read the routes: {type(exc).__name__}: {exc}"
+        return LiveRead(active=None, problem=problem[:300])
+    readiness: dict[str, Readiness | None] = {}
+    errors: dict[str, str] = {}
+
+    async def one(namespace: str) -> None:
+        try:
+            readiness[namespace] = await environments.read_readiness(
+                api, namespace, pair=pair)
+        except CLUSTER_ERRORS as exc:
+            readiness[namespace] = None
+            errors[namespace] = f"{type(exc).__name__}: {exc}"[:300]
+
+    await asyncio.gather(*(one(namespace) for namespace in pair.namespaces))
+    return LiveRead(active=active_state.active if active_state.consistent else None,
+                    problem=active_state.problem or "", readiness=readiness, errors=errors,
+                    last_switch=active_state.last_switch)
+
+
+async def routed(api: client.ApiClient, pair: PairConfig) -> str | None:
+    """The namespace the routes send traffic to now (None: split or unreadable)."""
+    try:
+        return (await reading.read_active(api, pair)).active
+    except CLUSTER_ERRORS:
+        return None
+
+
+async def rollback_observation(api: client.ApiClient, pair: PairConfig, state: ReleaseState,
+                               cached: Observation | None) -> Observation:
+    """The cached observation, with the rollback target's readiness read live now.
+
+    The cache may predate a flip made moments ago; whether the previous namespace can
+    take traffic is worth one read (a few milliseconds) before deciding.
+    """
+    base = cached or Observation(active=None, dark=None)
+    target = state.previous
+    if target is None:
+        return base
+    try:
+        readiness = await environments.read_readiness(api, target, pair=pair)
+    except CLUSTER_ERRORS as exc:
+        return replace(base, active=state.active, dark=target, dark_ready=False,
+                       dark_problem=f"cannot read {target}: {type(exc).__name__}")
+    return replace(base, active=state.active, dark=target, dark_ready=readiness.ready,
+                   dark_replicas=sum(d.replicas for d in readiness.deployments),
+                   dark_problem="; ".join(readiness.reasons[:3]))

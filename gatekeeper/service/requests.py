@@ -1,0 +1,223 @@
+"""Requests from outside the loop: a person's flip, rollback, scale-down or approval (the
+API) and an Alertmanager alert's rollback (the webhook).
+
+Each is checked against the lifecycle (a refusal answers with its reasons), idempotent (a
+request that changes nothing says so), run under the pair's lock on the leader only, and
+recorded in the pair's history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+import structlog
+from kubernetes_asyncio import client
+
+from gatekeeper import lifecycle
+from gatekeeper.config import Config, PairConfig
+from gatekeeper.errors import NotLeaderError
+from gatekeeper.lifecycle import Action, ReleaseState, Step
+from gatekeeper.metrics import Recorder
+from gatekeeper.operations import Operations
+from gatekeeper.service import livereads
+from gatekeeper.service.announcing import Announcer
+from gatekeeper.service.dispatch import Dispatcher
+from gatekeeper.service.folding import Folder
+from gatekeeper.service.pairviews import (
+    ActionOutcome,
+    AlertOutcomeName,
+    LeaderView,
+    PairViews,
+    ShuttingDown,
+)
+from gatekeeper.service.records import Records
+
+__all__ = ["Requests"]
+
+log = structlog.get_logger(__name__)
+
+
+class Requests:
+    """Answers the API's and the webhook's requested actions."""
+
+    def __init__(self, config: Config, views: PairViews, operations: Operations, *,
+                 reads: client.ApiClient, dispatcher: Dispatcher, folder: Folder,
+                 records: Records, announcer: Announcer, recorder: Recorder,
+                 leadership: LeaderView, is_leader: Callable[[], bool],
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.views = views
+        self.operations = operations
+        self.reads = reads
+        self.dispatcher = dispatcher
+        self.folder = folder
+        self.records = records
+        self.announcer = announcer
+        self.recorder = recorder
+        self.leadership = leadership
+        self.is_leader = is_leader
+        self.clock = clock
+        self.dry_run = operations.dry_run
+
+    @contextlib.asynccontextmanager
+    async def _acting(self, name: str) -> AsyncIterator[PairConfig]:
+        pair = self.config.pair(name)
+        if not self.is_leader():
+            holder = getattr(self.leadership, "holder", None)
+            raise NotLeaderError(None, holder)
+        if self.dispatcher.closing:
+            raise ShuttingDown("gatekeeper is shutting down; no new action starts")
+        async with self.views.locks[pair.name]:
+            yield pair
+
+    async def request(self, name: str, kind: Literal["flip", "rollback", "scale_down"], *,
+                      force: bool = False, reason: str = "", to: str | None = None,
+                      keep: int | None = None) -> ActionOutcome:
+        """A person's flip, rollback or scale-down (API): checked, idempotent, recorded."""
+        async with self._acting(name) as pair:
+            view = self.views[pair.name]
+            state = view.state
+            policy = self.config.policy_for(pair)
+            now = self.clock()
+            routed = (await livereads.routed(self.reads, pair)
+                      if kind == "flip" and to is not None else None)
+            refusal = self._refusal(pair, kind, state, to=to, force=force, now=now,
+                                    routed=routed)
+            if refusal is not None:
+                return refusal
+            ops = self.operations
+            shielded = self.dispatcher.shielded
+            started = time.monotonic()
+            if kind == "flip":
+                target = to or state.dark or (view.observation.dark if view.observation
+                                              else None)
+                action = Action("flip", target or "", trigger="manual", reason=reason)
+                if not ops.dry_run_for(pair):
+                    await self.dispatcher.drivers.halt(pair.name, "flip")
+                result = await shielded(lambda: ops.flip(
+                    pair, to=target, force=force, trigger="manual", reason=reason))
+            elif kind == "rollback":
+                action = Action("rollback", state.previous or "", trigger="manual",
+                                reason=reason)
+                scale_first = policy.rollback_when_scaled_down == "scale_up_then_flip"
+                result = await shielded(lambda: ops.rollback(
+                    pair, force=force, trigger="manual", reason=reason,
+                    scale_up_first=scale_first, to=state.previous))
+            else:
+                count = policy.scale_down_keep if keep is None else keep
+                action = Action("scale_down", state.dark or "", trigger="manual",
+                                reason=reason or "requested", keep=count)
+                result = await shielded(lambda: ops.scale_down(
+                    pair, None, keep=count, force=force))
+            return await self.folder.conclude(pair, state, action, result, started,
+                                              automatic=False)
+
+    def _refusal(self, pair: PairConfig, kind: str, state: ReleaseState, *, to: str | None,
+                 force: bool, now: float, routed: str | None = None) -> ActionOutcome | None:
+        """The lifecycle's objections (409 unless forced), and idempotent no-ops. `routed`:
+        where the routes send traffic, read just now (for a flip naming `to`)."""
+        view = self.views[pair.name]
+        observation = view.observation
+        active = observation.active if observation else state.active
+        if to is not None:
+            pair.other(to)  # ValueError for a namespace outside the pair
+        policy = self.config.policy_for(pair)
+        if kind == "flip":
+            if to is not None and observation is not None and observation.active is None \
+                    and observation.route_problem.startswith("routes disagree"):
+                return None  # split routes: the named target finishes them (Operations.flip)
+            if to is not None and to == routed:
+                # From the routes read now, not the tick's picture: that may predate an
+                # action that just moved them (a webhook's rollback away from `to`).
+                return ActionOutcome("flip", False, False, (f"nothing to do: {to} is already "
+                                                            "active",), state.phase, routed,
+                                     self.dry_run)
+            if to is None and state.phase in ("flipped", "stable"):
+                return ActionOutcome("flip", False, False, (
+                    f"nothing to do: already flipped to {state.active} (use rollback to go "
+                    "back, or name the namespace with `to`)",), state.phase, active,
+                    self.dry_run)
+            reasons = [] if force else lifecycle.flip_check(state, observation, policy, now)
+        elif kind == "scale_down":
+            reasons = [] if force else lifecycle.scale_down_check(state, observation, policy,
+                                                                  now)
+        else:
+            reasons = []
+        if reasons:
+            self.recorder.record_refused(pair.name, kind)
+            return ActionOutcome(kind, False, True, tuple(reasons), state.phase, active,
+                                 self.dry_run)
+        return None
+
+    async def approve(self, name: str, *, reason: str = "", by: str = "",
+                      decision: lifecycle.Decision | None = None, withdraw: bool = False
+                      ) -> ActionOutcome:
+        """A person's go-ahead (validate, flip, scale down or unblock, by phase), or with
+        `withdraw` its withdrawal (`unapprove`). Every request, also one that changes nothing
+        or is refused, leaves an `approval` entry naming `by` in the pair's history and an
+        Event on the routes."""
+        kind = "unapprove" if withdraw else "approve"
+        async with self._acting(name) as pair:
+            state = self.views[pair.name].state
+            decide = lifecycle.unapprove if withdraw else lifecycle.approve
+            step = decide(state, self.clock(), decision, by=by)
+            new_state = state if step.refusal else step.state
+            outcome = ("refused" if step.refusal else
+                       "changed" if new_state != state else "unchanged")
+            what = decision.replace("_", "-") if decision else "by phase"
+            said = "; ".join(step.refusal) if step.refusal else step.note
+            entry = {"action": kind, "by": by or "unknown", "decision": what,
+                     "phase": state.phase, "outcome": outcome, "note": said,
+                     "reason": reason or None}
+            await self.records.commit(pair, state, new_state, list(step.transitions),
+                                      audit=entry)
+            self.views.bump(pair.name)
+            log.info("approval", pair=pair.name, action=kind, by=by, decision=what,
+                     phase=state.phase, outcome=outcome, note=said)
+            await self.announcer.approval_event(pair, kind, by, outcome, said, state.phase,
+                                                reason)
+            verb = "unapproved" if withdraw else "approved"
+            if step.refusal:
+                return ActionOutcome(kind, False, True, step.refusal, state.phase,
+                                     state.active, self.dry_run, {"by": by})
+            return ActionOutcome(kind, new_state != state, False,
+                                 (f"{verb} by {by or 'unknown'} in phase {state.phase}: "
+                                  f"{said}; now {new_state.phase} ({new_state.reason})",),
+                                 new_state.phase, new_state.active, self.dry_run, {"by": by})
+
+    async def alert(self, name: str, reason: str, received: float
+                    ) -> tuple[AlertOutcomeName, ActionOutcome]:
+        """A matching Alertmanager alert for the pair's new active: roll back if allowed.
+
+        `received` is the monotonic time the webhook arrived (for the latency metric).
+        """
+        async with self._acting(name) as pair:
+            view = self.views[pair.name]
+            state = view.state
+            observation = await livereads.rollback_observation(
+                self.operations.api, pair, state, view.observation)
+            step: Step = lifecycle.alert_rollback(state, observation,
+                                                  self.config.policy_for(pair),
+                                                  self.clock(), reason)
+            if not step.actions:
+                if step.state != state:
+                    await self.records.commit(pair, state, step.state, list(step.transitions))
+                    self.views.bump(pair.name)
+                outcome: AlertOutcomeName = "cooldown" if any(
+                    r.startswith("cooldown") for r in step.refusal) else (
+                    "refused" if step.state.phase == "blocked" else "ignored")
+                return outcome, ActionOutcome("rollback", False, outcome == "refused",
+                                              step.refusal, step.state.phase, state.active,
+                                              self.dry_run)
+            action = step.actions[0]
+            result = await self.dispatcher.shielded(lambda: self.operations.rollback(
+                pair, trigger="alertmanager", reason=reason,
+                scale_up_first=action.scale_up_first, to=action.namespace or None))
+            answer = await self.folder.conclude(pair, state, action, result, received,
+                                                automatic=True)
+            if answer.refused:
+                return "refused", answer
+            return ("rollback" if answer.changed else "ignored"), answer

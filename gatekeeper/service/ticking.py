@@ -1,0 +1,237 @@
+"""One tick of the control loop: read every pair, judge them all at once, step each pair.
+
+Reads the live routes and Deployments (the truth), evaluates every pair in one Evaluator
+call, publishes the verdicts to the pairs' views (so API reads cost nothing), then steps
+each pair's lifecycle: on the leader it acts (through `Folder.perform`) and persists,
+elsewhere it only shows the leader's stored state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+from kubernetes_asyncio import client
+
+from gatekeeper import lifecycle
+from gatekeeper.config import Config, PairConfig
+from gatekeeper.errors import NotLeaderError
+from gatekeeper.evaluating import Assignment, Evaluator
+from gatekeeper.lifecycle import Observation
+from gatekeeper.measurements import Verdict
+from gatekeeper.metrics import Recorder
+from gatekeeper.operations import CLUSTER_ERRORS, ClusterError, OperationResult, Operations
+from gatekeeper.service import livereads
+from gatekeeper.service.dispatch import Dispatcher
+from gatekeeper.service.folding import Folder
+from gatekeeper.service.observing import LiveRead, observe
+from gatekeeper.service.pairviews import PairViews, ShuttingDown
+from gatekeeper.service.records import Records
+from gatekeeper.state import PairState
+
+__all__ = ["PAIR_READS", "Ticker"]
+
+log = structlog.get_logger(__name__)
+
+PAIR_READS = 16
+"""Pairs whose routes and Deployments a tick reads at once (each pair is 3-5 requests)."""
+
+
+class Ticker:
+    """Runs ticks over every configured pair."""
+
+    def __init__(self, config: Config, evaluator: Evaluator, operations: Operations,
+                 views: PairViews, *, reads: client.ApiClient, dispatcher: Dispatcher,
+                 folder: Folder, records: Records, recorder: Recorder,
+                 is_leader: Callable[[], bool], clock: Callable[[], float]) -> None:
+        self.config = config
+        self.evaluator = evaluator
+        self.judged_window = max(
+            [evaluator.window, *(r.window for r in evaluator.rule_set.rules
+                                 if r.window is not None and r.source == "prometheus")])
+        """The longest Prometheus window a verdict reads: passes count only past it."""
+        self.operations = operations
+        self.views = views
+        self.reads = reads
+        self.dispatcher = dispatcher
+        self.folder = folder
+        self.records = records
+        self.recorder = recorder
+        self.is_leader = is_leader
+        self.clock = clock
+        self.interval = config.evaluation.interval
+        self._reading = asyncio.Semaphore(PAIR_READS)
+        self._steps: set[asyncio.Task[None]] = set()
+
+    async def tick(self) -> None:
+        """One evaluation of every pair, then one lifecycle step per pair."""
+        started = time.monotonic()
+        pairs = list(self.config.pairs)
+        generations = dict(self.views.generation)
+        reads = await asyncio.gather(*(self._read_bounded(pair) for pair in pairs))
+        assignments = [
+            Assignment(pair, pair.other(live.active), live.active,
+                       since=self._soak_started(pair, pair.other(live.active)))
+            for pair, live in zip(pairs, reads, strict=True) if live.active is not None
+        ]
+        verdicts = await self.evaluator.evaluate(assignments) if assignments else {}
+        self.recorder.observe_evaluation(time.monotonic() - started)
+        self._record_sources(verdicts)
+        now = self.clock()
+        observations = {}
+        for pair, live in zip(pairs, reads, strict=True):
+            view = self.views[pair.name]
+            verdict = verdicts.get(pair.name)
+            observation = observe(pair, live, verdict, window=self.judged_window,
+                                  verdict_at=now,
+                                  verdict_max_age=self.config.evaluation.verdict_max_age)
+            observations[pair.name] = observation
+            if self.views.generation[pair.name] != generations[pair.name]:
+                # An action (a webhook's rollback, a person's flip) ran while these reads
+                # were in flight: they may show the routes before it. Publishing them would
+                # undo the action in the view a person's request is checked against ("X is
+                # already active" right after a rollback away from X); `_advance` skips the
+                # step, and the next tick reads afresh.
+                continue
+            view.readiness = dict(live.readiness or {})
+            view.read_errors = dict(live.errors or {})
+            view.verdict, view.observation, view.evaluated_at = verdict, observation, now
+            if verdict is not None:
+                self.recorder.record_verdict(verdict)
+            else:
+                self.recorder.last_evaluation.labels(pair.name).set(now)
+            self.recorder.record_active(pair.name, live.active, pair.namespaces)
+            for namespace, readiness in view.readiness.items():
+                if readiness is not None:
+                    self.recorder.record_replicas(
+                        pair.name, namespace, sum(d.replicas for d in readiness.deployments))
+        steps = [asyncio.create_task(self._advance(pair, observations[pair.name],
+                                                   generations[pair.name]),
+                                     name=f"advance {pair.name}") for pair in pairs]
+        for task in steps:
+            self._steps.add(task)
+            task.add_done_callback(self._steps.discard)
+        # A long action (rollback after a scale-up) must not hold up the other pairs' next
+        # tick: its task carries on, and its pair is skipped while its lock is held.
+        done, _ = await asyncio.wait(steps, timeout=max(self.interval, 1.0))
+        for task in done:
+            if task.exception() is not None:
+                log.error("lifecycle step failed", error=repr(task.exception()),
+                          task=task.get_name())
+
+    async def read(self, pair: PairConfig) -> LiveRead:
+        """Live routes and both namespaces' Deployments (`livereads.read_pair`)."""
+        return await livereads.read_pair(self.reads, pair)
+
+    async def _read_bounded(self, pair: PairConfig) -> LiveRead:
+        """`read`, at most PAIR_READS pairs at a time: the request timeout then measures the
+        API server, not the client's own queue (1,000 pairs queued 5,000 reads at once)."""
+        async with self._reading:
+            return await self.read(pair)
+
+    def _soak_started(self, pair: PairConfig, dark: str) -> float | None:
+        """When the dark became ready for the release being validated (persisted with the
+        pair's state, so a restart judges the same span): the start of the counts that
+        sequential comparisons judge, as wall time (Prometheus's clock). None outside
+        validation."""
+        state = self.views[pair.name].state
+        if state.phase in ("validating", "ready") and state.dark == dark and (
+                state.soak_started is not None):
+            return self.records.wall_time(state.soak_started)
+        return None
+
+    def _record_sources(self, verdicts: dict[str, Verdict]) -> None:
+        """Per source: up when none of its rules errored, and how many did."""
+        source_of = {rule.name: rule.source for rule in self.evaluator.rule_set.rules}
+        errored: set[str] = set()
+        for verdict in verdicts.values():
+            for score in (verdict.candidate, verdict.baseline):
+                errored.update(r.rule for r in score.results if r.status == "error")
+        if not verdicts:
+            return
+        for source in sorted(set(source_of.values())):
+            failed = sum(1 for rule in errored if source_of.get(rule) == source)
+            self.recorder.record_source(source, up=failed == 0, errors=failed)
+
+    async def _advance(self, pair: PairConfig, observation: Observation,
+                       generation: int) -> None:
+        """Step the lifecycle; on the leader act and persist, elsewhere show the leader's.
+
+        Skipped when a requested action ran since this tick's reads (they are stale: the
+        routes may have moved), or while one is running; the next tick reads afresh.
+        """
+        lock = self.views.locks[pair.name]
+        if lock.locked():
+            log.info("pair busy with an action; skipping this tick", pair=pair.name)
+            return
+        async with lock:
+            if self.views.generation[pair.name] != generation:
+                log.debug("reads predate an action; skipping this tick", pair=pair.name)
+                return
+            view = self.views[pair.name]
+            bound = log.bind(pair=pair.name)
+            records = self.records
+            if not self.is_leader() or self.dispatcher.closing:
+                await records.load(pair, observation)
+                records.record_phase(pair, view.state)
+                await records.drive(pair, view.state)
+                return
+            dry = self.operations.dry_run_for(pair)
+            before = await records.load(pair, observation) if not dry \
+                or view.record is None \
+                else view.state
+            if not dry and _needs_recovery(view.record, observation):
+                if await self._recover(pair):
+                    return  # routes moved: the next tick reads them afresh
+                before = await records.load(pair, observation)
+            step = lifecycle.step(before, observation, self.config.policy_for(pair),
+                                  self.clock())
+            state, transitions = step.state, list(step.transitions)
+            would = []
+            for action in step.actions:
+                state, more, note = await self.folder.perform(pair, state, action,
+                                                              time.monotonic())
+                transitions.extend(more)
+                if note:
+                    would.append(note)
+            if would and tuple(would) != view.would:
+                bound.warning("dry-run: would act", would=would)
+            view.would = tuple(would)
+            if not self.is_leader():
+                return  # lost the Lease meanwhile: the new leader owns the state
+            await records.commit(pair, before, state, transitions)
+
+    async def _recover(self, pair: PairConfig) -> bool:
+        """Finish or undo a switch a dead leader left between two routes, and bring the stored
+        state in line with the routes (Operations.recover); True when routes moved."""
+        ops = self.operations
+
+        async def run() -> OperationResult:
+            return await ops.recover(pair) or OperationResult("recover", False, False, (), None)
+
+        try:
+            result = await self.dispatcher.shielded(run)
+        except (NotLeaderError, ShuttingDown):
+            return False
+        except (ClusterError, *CLUSTER_ERRORS) as exc:
+            log.warning("cannot recover the pair's state; retrying on the next tick",
+                        pair=pair.name, error=str(exc)[:300])
+            return False
+        if result.reasons:
+            log.warning("recovered after a restart", pair=pair.name, changed=result.changed,
+                        refused=result.refused, reasons=list(result.reasons))
+        if result.changed:
+            self.views.bump(pair.name)
+        return result.changed
+
+
+def _needs_recovery(record: PairState | None, observation: Observation) -> bool:
+    """Routes split, or a switch left `started`. (A route change the record has not seen
+    is followed by the lifecycle's own step: `lifecycle.follow_routes`.)"""
+    if observation.active is None:
+        return True
+    if record is None:
+        return False
+    return (record.last_action or {}).get("status") == "started"
