@@ -5,6 +5,7 @@ contract (fuzzed with schemathesis: no input produces a 500 or an undocumented s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gatekeeper.errors import NotLeaderError
 from gatekeeper.kubeclient import read_json
 from gatekeeper.service.app import create_service
 from gatekeeper.service.auth import TokenAuth, load_token
@@ -38,8 +40,16 @@ ACTIONS = ("approve", "unapprove", "flip", "rollback", "scale-down")
 
 
 class _NotLeading:
+    """A replica that never leads (another holds the Lease): the LeaderView protocol."""
+
+    identity = "gatekeeper-this-5c"
     is_leader = False
     holder = "gatekeeper-other-7f"
+
+    @contextlib.asynccontextmanager
+    async def leader_guard(self):
+        raise NotLeaderError(self.identity, self.holder)
+        yield
 
 
 @pytest.fixture

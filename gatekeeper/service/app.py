@@ -38,6 +38,7 @@ from gatekeeper.service.connections import (
 from gatekeeper.service.context import SERVICES, Services
 from gatekeeper.service.controller import Controller
 from gatekeeper.service.dedupe import AlertDeduper
+from gatekeeper.service.dispatch import LeaderView
 from gatekeeper.service.longpoll import LongPolls
 from gatekeeper.service.notifications import Notifier, Receiver, load_receivers
 from gatekeeper.service.responses import error_middleware
@@ -168,7 +169,7 @@ def create_service(
     clock: Callable[[], float] = time.time,
     registry: CollectorRegistry | None = None,
     run_loop: bool = True,
-    leadership: Any | None = None,
+    leadership: LeaderView | None = None,
     watch: bool = True,
     receivers: list[Receiver] | None = None,
     drivers: Sequence[Driver] = (),
@@ -209,7 +210,7 @@ def create_service(
     # Switches record the Lease identity they run under, so the next leader knows a switch
     # left unfinished was abandoned (see Operations.recover).
     operations = Operations(actions, config, dry_run=dry_run, clock=clock,
-                            lease=str(getattr(leadership, "identity", None) or "gatekeeper"))
+                            lease=leadership.identity or "gatekeeper")
     if receivers is None:
         receivers = load_receivers(config.notifications)
     notifier = Notifier(config.notifications, receivers, recorder=recorder)

@@ -32,13 +32,12 @@ from gatekeeper.evaluating import Evaluator
 from gatekeeper.metrics import Recorder
 from gatekeeper.operations import Operations
 from gatekeeper.service.announcing import Announcer
-from gatekeeper.service.dispatch import Dispatcher
+from gatekeeper.service.dispatch import Dispatcher, LeaderView
 from gatekeeper.service.folding import Folder
 from gatekeeper.service.notifications import Notifier
 from gatekeeper.service.pairviews import (
     ActionOutcome,
     AlertOutcomeName,
-    LeaderView,
     PairView,
     PairViews,
     ShuttingDown,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import structlog
 
@@ -17,11 +18,35 @@ from gatekeeper.config import PairConfig
 from gatekeeper.drivers import Drivers
 from gatekeeper.lifecycle import Action
 from gatekeeper.operations import OperationResult, Operations
-from gatekeeper.service.pairviews import LeaderView, ShuttingDown
+from gatekeeper.service.pairviews import ShuttingDown
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "LeaderView"]
 
 log = structlog.get_logger(__name__)
+
+
+class LeaderView(Protocol):
+    """What the controller needs from leader election (gatekeeper.leadership.Leadership)."""
+
+    @property
+    def identity(self) -> str:
+        """This replica's name (recorded with the switches it makes)."""
+        ...
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this replica may act."""
+        ...
+
+    @property
+    def holder(self) -> str | None:
+        """Who holds the Lease as last seen (named in a follower's 503)."""
+        ...
+
+    def leader_guard(self) -> AbstractAsyncContextManager[None]:
+        """Around an action: NotLeaderError unless leading; the Lease is not released
+        while it runs."""
+        ...
 
 
 class Dispatcher:
@@ -41,17 +66,16 @@ class Dispatcher:
         if self.closing:
             raise ShuttingDown("gatekeeper is shutting down; no new action starts")
 
-    async def shielded(self, factory: Callable[[], Awaitable[OperationResult]]
-                       ) -> OperationResult:
-        """Run a cluster action to completion even if the caller is cancelled (SIGTERM,
-        a client that hung up); shutdown waits for it."""
+    async def shielded(self, pair: PairConfig,
+                       factory: Callable[[], Awaitable[OperationResult]]) -> OperationResult:
+        """Run a cluster action on the pair to completion even if the caller is cancelled
+        (SIGTERM, a client that hung up); shutdown waits for it."""
         self.refuse_if_closing()
-        guard = getattr(self.leadership, "leader_guard", None)
 
         async def run() -> OperationResult:
-            if guard is None or self.dry_run:
+            if self.dry_run:
                 return await factory()
-            async with guard():  # NotLeaderError when the Lease was lost meanwhile
+            async with self.leadership.leader_guard():  # NotLeaderError: Lease lost meanwhile
                 return await factory()
 
         task = asyncio.create_task(run(), name="gatekeeper action")
@@ -60,21 +84,13 @@ class Dispatcher:
         return await asyncio.shield(task)
 
     async def execute(self, pair: PairConfig, action: Action) -> OperationResult:
-        """One lifecycle action (flip, rollback, scale up or down) through `shielded`."""
+        """One lifecycle action (flip, rollback, scale up or down), whoever decided it,
+        through the one executor (`Operations.execute`) inside `shielded`. A flip first
+        stops the pair's validation drivers, before traffic moves."""
         ops = self.operations
-        if action.kind == "flip":
-            if not ops.dry_run_for(pair):
-                await self.drivers.halt(pair.name, "flip")  # stopped before traffic moves
-            return await self.shielded(lambda: ops.flip(
-                pair, to=action.namespace, trigger=action.trigger, reason=action.reason))
-        if action.kind == "rollback":
-            return await self.shielded(lambda: ops.rollback(
-                pair, trigger=action.trigger, reason=action.reason,
-                scale_up_first=action.scale_up_first, to=action.namespace or None))
-        if action.kind == "scale_up":
-            return await self.shielded(lambda: ops.scale_up(pair, action.namespace))
-        return await self.shielded(lambda: ops.scale_down(pair, action.namespace,
-                                                          keep=action.keep))
+        if action.kind == "flip" and not ops.dry_run_for(pair):
+            await self.drivers.halt(pair.name, "flip")
+        return await self.shielded(pair, lambda: ops.execute(pair, action))
 
     async def close(self, deadline: float) -> list[str]:
         """Start no new action; wait up to `deadline` seconds for actions in flight (a

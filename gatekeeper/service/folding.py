@@ -1,14 +1,16 @@
-"""Folding an action's result back into the pair's lifecycle state.
+"""Folding an action's result back into the pair's lifecycle state, in one place.
 
-A switch that happened is `lifecycle.completed` (with its metrics), a refused one is
-`lifecycle.failed` when gatekeeper started it; what a dry run would have done becomes a note.
+Whoever started the action (a tick's step, a person's request, an alert), its result is
+folded by `Folder.fold`: a switch or scaling that happened is `lifecycle.completed` (with
+its metrics), a refusal of an automatic action is `lifecycle.failed` (it blocks the pair),
+and what a dry run would have done becomes a note.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -22,9 +24,19 @@ from gatekeeper.service.dispatch import Dispatcher
 from gatekeeper.service.pairviews import ActionOutcome, PairViews, ShuttingDown
 from gatekeeper.service.records import Records
 
-__all__ = ["Folder"]
+__all__ = ["Folded", "Folder"]
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A pair's state after an action's result was folded in."""
+
+    state: ReleaseState
+    transitions: tuple[Transition, ...] = ()
+    note: str = ""
+    """Dry-run: what would have been done."""
 
 
 class Folder:
@@ -39,84 +51,83 @@ class Folder:
         self.recorder = recorder
         self.clock = clock
 
-    async def perform(self, pair: PairConfig, state: ReleaseState, action: Action,
-                      started: float) -> tuple[ReleaseState, list[Transition], str]:
-        """Carry out one lifecycle action and fold its outcome back into the state.
+    def fold(self, pair: PairConfig, state: ReleaseState, action: Action,
+             result: OperationResult, started: float, *, automatic: bool,
+             requested: bool) -> Folded:
+        """The state after `action` answered `result` (the one place results are folded).
 
-        Returns the new state, its transitions, and (dry-run) what would have been done.
+        `automatic`: gatekeeper decided it (loop, alert), so a refusal blocks the pair; a
+        person's refused request only answers 409. `requested`: an API or webhook request,
+        whose no-op (nothing changed) leaves the state alone; a tick's own action that finds
+        the cluster already as decided completes its step.
         """
         bound = log.bind(pair=pair.name, action=action.kind, namespace=action.namespace,
                          trigger=action.trigger)
+        if result.dry_run or (self.operations.dry_run_for(pair) and not result.changed):
+            if result.refused:
+                if requested:
+                    self.recorder.record_refused(pair.name, action.kind)
+                return Folded(state, note=f"would try {action.describe()}, refused: "
+                                          + "; ".join(result.reasons))
+            return Folded(state, note=f"would {action.describe()}: " + "; ".join(result.reasons))
+        if result.refused:
+            self.recorder.record_refused(pair.name, action.kind)
+            bound.warning("action refused", reasons=list(result.reasons))
+            if not automatic:
+                return Folded(state)
+            step = lifecycle.failed(state, action, result.reasons, self.clock())
+            return Folded(step.state, step.transitions)
+        if requested and not result.changed:
+            return Folded(state)
+        if action.kind in ("flip", "rollback"):
+            if result.changed:
+                action = replace(action, namespace=result.active or action.namespace)
+            if result.active != action.namespace:
+                return Folded(state)  # nothing happened; the next tick sees the routes
+            source = result.details.get("from")
+            if state.active is None and isinstance(source, str):
+                # Requested before the first tick saw the pair: without this the flip
+                # would record no `previous`, and an alert could not roll it back.
+                state = replace(state, active=source, dark=action.namespace)
+            self.recorder.observe_action_latency(action.kind, time.monotonic() - started)
+            self.after_switch(pair, action, result)
+        step = lifecycle.completed(state, action, self.clock())
+        bound.info("action done", reasons=list(result.reasons), changed=result.changed)
+        return Folded(step.state, step.transitions)
+
+    async def perform(self, pair: PairConfig, state: ReleaseState, action: Action,
+                      started: float) -> Folded:
+        """Carry out one of a tick's lifecycle actions and fold its outcome into the state."""
         try:
             result = await self.dispatcher.execute(pair, action)
         except (NotLeaderError, ShuttingDown) as exc:
-            bound.info("action not started", why=str(exc))
-            return state, [], ""
+            log.info("action not started", pair=pair.name, action=action.kind, why=str(exc))
+            return Folded(state)
         except (ClusterError, *CLUSTER_ERRORS) as exc:
             # The cluster could not be reached: whatever happened, the next tick re-reads the
             # routes (a completed switch is followed, a half one shows as disagreeing routes
             # and blocks), and a decision that still stands is retried.
-            bound.error("action failed; retrying on the next tick", error=str(exc)[:300])
-            return replace(state, reason=f"{action.describe()} failed, retrying: "
-                                         f"{type(exc).__name__}: {str(exc)[:200]}"), [], ""
-        if result.details.get("dry_run") or (self.operations.dry_run_for(pair)
-                                             and not result.changed):
-            note = f"would {action.describe()}: " + "; ".join(result.reasons)
-            if result.refused:
-                note = f"would try {action.describe()}, refused: " + "; ".join(result.reasons)
-            return state, [], note
-        now = self.clock()
-        if result.refused:
-            self.recorder.record_refused(pair.name, action.kind)
-            bound.warning("action refused", reasons=list(result.reasons))
-            step = lifecycle.failed(state, action, result.reasons, now)
-            return step.state, list(step.transitions), ""
-        if action.kind in ("flip", "rollback"):
-            if result.active != action.namespace:
-                return state, [], ""  # nothing happened; the next tick sees the routes
-            self.recorder.observe_action_latency(action.kind, time.monotonic() - started)
-            self.after_switch(pair, state, action, result)
-        step = lifecycle.completed(state, action, now)
-        bound.info("action done", reasons=list(result.reasons), changed=result.changed)
-        return step.state, list(step.transitions), ""
+            log.error("action failed; retrying on the next tick", pair=pair.name,
+                      action=action.kind, namespace=action.namespace, error=str(exc)[:300])
+            return Folded(replace(state, reason=f"{action.describe()} failed, retrying: "
+                                                f"{type(exc).__name__}: {str(exc)[:200]}"))
+        return self.fold(pair, state, action, result, started, automatic=True,
+                         requested=False)
 
     async def conclude(self, pair: PairConfig, state: ReleaseState, action: Action,
                        result: OperationResult, started: float, *, automatic: bool
                        ) -> ActionOutcome:
-        """Fold a requested action's result into the lifecycle and persist it.
-
-        A refused automatic action (Alertmanager) blocks the pair; a person's refused
-        request only answers 409.
-        """
+        """Fold a requested action's result into the lifecycle, persist it, and answer."""
         self.views.bump(pair.name)  # the cluster may have changed under this tick
-        transitions: list[Transition] = []
-        new_state = state
-        if result.changed and not result.refused:
-            if action.kind in ("flip", "rollback"):
-                action = replace(action, namespace=result.active or action.namespace)
-                source = result.details.get("from")
-                if state.active is None and isinstance(source, str):
-                    # Requested before the first tick saw the pair: without this the flip
-                    # would record no `previous`, and an alert could not roll it back.
-                    state = replace(state, active=source, dark=action.namespace)
-                self.recorder.observe_action_latency(action.kind, time.monotonic() - started)
-                self.after_switch(pair, state, action, result)
-            step = lifecycle.completed(state, action, self.clock())
-            new_state, transitions = step.state, list(step.transitions)
-        elif result.refused:
-            self.recorder.record_refused(pair.name, action.kind)
-            if automatic and not result.details.get("dry_run"):
-                step = lifecycle.failed(state, action, result.reasons, self.clock())
-                new_state, transitions = step.state, list(step.transitions)
-        await self.records.commit(pair, state, new_state, transitions)
+        folded = self.fold(pair, state, action, result, started, automatic=automatic,
+                           requested=True)
+        await self.records.commit(pair, state, folded.state, list(folded.transitions))
         return ActionOutcome(action.kind, result.changed, result.refused, result.reasons,
-                             new_state.phase, result.active,
-                             bool(result.details.get("dry_run")) or self.operations.dry_run,
-                             result.to_dict())
+                             folded.state.phase, result.active,
+                             result.dry_run or self.operations.dry_run, result.to_dict())
 
-    def after_switch(self, pair: PairConfig, state: ReleaseState, action: Action,
-                     result: OperationResult) -> None:
-        """Metrics and a notification for a flip or rollback that happened."""
+    def after_switch(self, pair: PairConfig, action: Action, result: OperationResult) -> None:
+        """Metrics for a flip or rollback that happened."""
         if not result.changed:
             return
         if action.kind == "flip":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from gatekeeper import notices
 from gatekeeper.config import PairConfig
@@ -18,19 +18,9 @@ from gatekeeper.lifecycle import Observation, ReleaseState
 from gatekeeper.measurements import Verdict
 from gatekeeper.state import PairState
 
-__all__ = ["ActionOutcome", "AlertOutcomeName", "LeaderView", "PairView", "PairViews",
-           "ShuttingDown"]
+__all__ = ["ActionOutcome", "AlertOutcomeName", "PairView", "PairViews", "ShuttingDown"]
 
 AlertOutcomeName = Literal["rollback", "ignored", "cooldown", "refused"]
-
-
-class LeaderView(Protocol):
-    """What the controller needs from leader election (gatekeeper.leadership.Leadership)."""
-
-    @property
-    def is_leader(self) -> bool:
-        """True while this replica may act."""
-        ...
 
 
 class ShuttingDown(Exception):

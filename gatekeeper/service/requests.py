@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Literal
 
 import structlog
@@ -24,12 +25,11 @@ from gatekeeper.metrics import Recorder
 from gatekeeper.operations import Operations
 from gatekeeper.service import livereads
 from gatekeeper.service.announcing import Announcer
-from gatekeeper.service.dispatch import Dispatcher
+from gatekeeper.service.dispatch import Dispatcher, LeaderView
 from gatekeeper.service.folding import Folder
 from gatekeeper.service.pairviews import (
     ActionOutcome,
     AlertOutcomeName,
-    LeaderView,
     PairViews,
     ShuttingDown,
 )
@@ -66,8 +66,7 @@ class Requests:
     async def _acting(self, name: str) -> AsyncIterator[PairConfig]:
         pair = self.config.pair(name)
         if not self.is_leader():
-            holder = getattr(self.leadership, "holder", None)
-            raise NotLeaderError(None, holder)
+            raise NotLeaderError(None, self.leadership.holder)
         if self.dispatcher.closing:
             raise ShuttingDown("gatekeeper is shutting down; no new action starts")
         async with self.views.locks[pair.name]:
@@ -88,30 +87,24 @@ class Requests:
                                     routed=routed)
             if refusal is not None:
                 return refusal
-            ops = self.operations
-            shielded = self.dispatcher.shielded
             started = time.monotonic()
             if kind == "flip":
                 target = to or state.dark or (view.observation.dark if view.observation
                                               else None)
-                action = Action("flip", target or "", trigger="manual", reason=reason)
-                if not ops.dry_run_for(pair):
-                    await self.dispatcher.drivers.halt(pair.name, "flip")
-                result = await shielded(lambda: ops.flip(
-                    pair, to=target, force=force, trigger="manual", reason=reason))
+                action = Action("flip", target or "", trigger="manual", reason=reason,
+                                force=force)
+                run = action
             elif kind == "rollback":
-                action = Action("rollback", state.previous or "", trigger="manual",
-                                reason=reason)
                 scale_first = policy.rollback_when_scaled_down == "scale_up_then_flip"
-                result = await shielded(lambda: ops.rollback(
-                    pair, force=force, trigger="manual", reason=reason,
-                    scale_up_first=scale_first, to=state.previous))
+                action = Action("rollback", state.previous or "", trigger="manual",
+                                reason=reason, scale_up_first=scale_first, force=force)
+                run = action
             else:
                 count = policy.scale_down_keep if keep is None else keep
                 action = Action("scale_down", state.dark or "", trigger="manual",
-                                reason=reason or "requested", keep=count)
-                result = await shielded(lambda: ops.scale_down(
-                    pair, None, keep=count, force=force))
+                                reason=reason or "requested", keep=count, force=force)
+                run = replace(action, namespace="")  # the dark as the routes say now
+            result = await self.dispatcher.execute(pair, run)
             return await self.folder.conclude(pair, state, action, result, started,
                                               automatic=False)
 
@@ -212,10 +205,8 @@ class Requests:
                 return outcome, ActionOutcome("rollback", False, outcome == "refused",
                                               step.refusal, step.state.phase, state.active,
                                               self.dry_run)
-            action = step.actions[0]
-            result = await self.dispatcher.shielded(lambda: self.operations.rollback(
-                pair, trigger="alertmanager", reason=reason,
-                scale_up_first=action.scale_up_first, to=action.namespace or None))
+            action = step.actions[0]  # trigger alertmanager, reason the alert's
+            result = await self.dispatcher.execute(pair, action)
             answer = await self.folder.conclude(pair, state, action, result, received,
                                                 automatic=True)
             if answer.refused:

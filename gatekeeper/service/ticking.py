@@ -191,11 +191,11 @@ class Ticker:
             state, transitions = step.state, list(step.transitions)
             would = []
             for action in step.actions:
-                state, more, note = await self.folder.perform(pair, state, action,
-                                                              time.monotonic())
-                transitions.extend(more)
-                if note:
-                    would.append(note)
+                folded = await self.folder.perform(pair, state, action, time.monotonic())
+                state = folded.state
+                transitions.extend(folded.transitions)
+                if folded.note:
+                    would.append(folded.note)
             if would and tuple(would) != view.would:
                 bound.warning("dry-run: would act", would=would)
             view.would = tuple(would)
@@ -212,7 +212,7 @@ class Ticker:
             return await ops.recover(pair) or OperationResult("recover", False, False, (), None)
 
         try:
-            result = await self.dispatcher.shielded(run)
+            result = await self.dispatcher.shielded(pair, run)
         except (NotLeaderError, ShuttingDown):
             return False
         except (ClusterError, *CLUSTER_ERRORS) as exc:
