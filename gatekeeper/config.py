@@ -25,7 +25,9 @@ from gatekeeper.durations import parse_duration
 from gatekeeper.rules import RuleSet, load_rule_set
 from gatekeeper.yamlfiles import ConfigFileError, load_yaml_file, validation_problems
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration),
+                     Field(json_schema_extra={"x-duration": True})]
+"""Seconds, written as `30s`, `5m`, `2h` or a number (the schema marks it for gatekeeper.crd)."""
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -35,12 +37,14 @@ def _dns_label(value: str) -> str:
     return value
 
 
-KubeName = Annotated[str, BeforeValidator(_dns_label)]
+KubeName = Annotated[str, BeforeValidator(_dns_label), Field(json_schema_extra={
+    "pattern": _DNS_LABEL.pattern, "maxLength": 63})]
 
 
 class _Section(BaseModel):
     # NaN and infinity are no durations, counts or thresholds: refuse them.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 class PrometheusConfig(_Section):
@@ -232,6 +236,17 @@ class StateConfig(_Section):
     history: int = Field(20, ge=1, le=500)
 
 
+class PairObjectsConfig(_Section):
+    """BlueGreenPair objects: pairs declared as Kubernetes objects (docs/pair-objects.md)."""
+
+    enabled: bool = True
+    """Also read pairs from BlueGreenPair objects in every namespace (the CRD from
+    `gatekeeper crd` or the chart, and a ClusterRole to list them and write their status);
+    each such pair's record is written to its own object's status. Pairs listed under
+    `pairs:` keep theirs in the state ConfigMap (`gatekeeper migrate-to-objects` moves
+    them). Off: only the configuration's pairs, and no pair-object call at all."""
+
+
 class LeaderElectionConfig(_Section):
     """Only the holder of this Lease acts; every replica serves reads."""
 
@@ -378,7 +393,10 @@ class Config(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     rule_files: tuple[str, ...] = Field(("rules/",), min_length=1)
     variables: dict[str, str] = Field(default_factory=dict)
-    pairs: tuple[PairConfig, ...] = Field(min_length=1)
+    pairs: tuple[PairConfig, ...] = ()
+    """Pairs kept in the configuration (small setups); more come from BlueGreenPair objects
+    (`objects`)."""
+    objects: PairObjectsConfig = Field(default_factory=PairObjectsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -390,6 +408,9 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _unique_pairs(self) -> Config:
+        if not self.pairs and not self.objects.enabled:
+            raise ValueError("no pairs: list them under 'pairs', or leave 'objects.enabled' "
+                             "on and declare them as BlueGreenPair objects")
         seen: set[str] = set()
         for pair in self.pairs:
             if pair.name in seen:

@@ -9,8 +9,9 @@ Each call targets one kind of namespace (`Scope`):
 - `routes`: the namespaces of the pairs' routes (the Traefik objects, Events on them);
 - `pairs`: both namespaces of every pair, i.e. the production namespaces (Deployments,
   Pods, their logs, and the ConfigMaps compared by the config-parity rule);
-- `cluster`: cluster-scoped resources (a ClusterRole): only TokenReviews, with
-  `auth.token_review: true`.
+- `cluster`: cluster-wide (a ClusterRole): TokenReviews with `auth.token_review: true`;
+  the BlueGreenPair objects of every namespace, their status and the Events on them with
+  `objects.enabled` (the default; the pairs an app team declares can be in any namespace).
 
 Reading Secrets (config parity) is only granted with `kubernetes.read_secrets: true`: a
 `list` of Secrets returns their values, so the default is not to read them at all.
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gatekeeper import crd
 from gatekeeper.config import Config
 from gatekeeper.routers.base import TRAEFIK_GROUPS
 
@@ -79,6 +81,16 @@ PERMISSIONS: tuple[Permission, ...] = (
                "the state ConfigMap (optimistic concurrency)"),
     Permission("coordination.k8s.io", "leases", ("get", "create", "update"), "own",
                "leadership", "leader election: only the Lease holder acts"),
+    Permission(crd.GROUP, crd.PLURAL, ("get", "list"), "cluster", "pairobjects",
+               "the pairs declared as BlueGreenPair objects, in any namespace",
+               switch="objects.enabled"),
+    Permission(crd.GROUP, f"{crd.PLURAL}/status", ("update",), "cluster", "state, pairobjects",
+               "each pair's record in its own object's status (optimistic concurrency); the "
+               "Valid condition of an object that does not validate",
+               switch="objects.enabled"),
+    Permission("", "events", ("create",), "cluster", "events",
+               "Events on the BlueGreenPair objects (their namespaces are not known in "
+               "advance)", switch="objects.enabled"),
     Permission("authentication.k8s.io", "tokenreviews", ("create",), "cluster",
                "service.auth", "who a service-account bearer token belongs to (the approver's "
                "name)", switch="auth.token_review"),
@@ -112,6 +124,8 @@ def switches_on(config: Config) -> frozenset[str]:
     on = {"kubernetes.read_secrets"} if config.kubernetes.read_secrets else set()
     if config.auth.token_review:
         on.add("auth.token_review")
+    if config.objects.enabled:
+        on.add("objects.enabled")
     return frozenset(on)
 
 

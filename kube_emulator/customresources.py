@@ -287,7 +287,7 @@ def _check(schema: Mapping[str, Any], value: Any, path: str, causes: Causes) -> 
                        f'{schema["type"]}: "null"'))
         return
     if schema.get("x-kubernetes-int-or-string"):
-        if _type_name(value) not in ("integer", "string"):
+        if not (_type_matches("integer", value) or isinstance(value, str)):
             causes.append((path, f'Invalid value: "{_type_name(value)}": {path} in body must '
                            f'be of type integer,string: "{_type_name(value)}"'))
             return

@@ -501,7 +501,7 @@ def test_values_validate_against_the_schema():
     (("replicaCount",), "2"),
     (("rbac", "scope"), "everything"),
     (("image", "pullPolicy"), "Sometimes"),
-    (("config", "pairs"), []),
+    (("config", "objects", "enabled"), "yes"),  # an empty pairs list is fine: objects
     (("config", "policy", "soak"), "two hours"),
     (("config", "pairs", 0, "namespaces"), ["production-blue"]),
     (("config", "pairs", 0, "routes", 0, "api_group"), "traefik.example"),

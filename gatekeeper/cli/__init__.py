@@ -17,6 +17,7 @@ from gatekeeper.cli import (
     cluster_cmds,
     completion,
     evaluate_cmd,
+    objects_cmd,
     rules_cmd,
     serve_cmd,
 )
@@ -28,7 +29,7 @@ EXIT_USAGE = 2
 EXIT_UNKNOWN = 3
 
 _COMMAND_MODULES = [rules_cmd, evaluate_cmd, cluster_cmds, serve_cmd, check_cmd, approve_cmd,
-                    completion]
+                    objects_cmd, completion]
 
 
 def build_parser() -> argparse.ArgumentParser:

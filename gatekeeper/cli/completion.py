@@ -33,6 +33,7 @@ EXAMPLES: dict[str, str] = {
     "scale-down": "gatekeeper scale-down --config gatekeeper.yaml --pair api --keep 0",
     "serve": "gatekeeper serve --config /etc/gatekeeper/gatekeeper.yaml\n"
              "gatekeeper serve --config gatekeeper.yaml --dry-run --port 8080",
+    "crd": "gatekeeper crd | kubectl apply -f -",
     "completion": "gatekeeper completion bash > /etc/bash_completion.d/gatekeeper\n"
                   "gatekeeper completion zsh > \"${fpath[1]}/_gatekeeper\"",
 }

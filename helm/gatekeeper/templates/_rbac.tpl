@@ -73,10 +73,30 @@ namespaces of every pair, the namespace of every route.
 {{- end -}}
 
 
-{{/* Cluster-scoped: TokenReviews, only with config.auth.token_review (approvers by their
-service-account token). */}}
+{{/* Cluster-wide: TokenReviews with config.auth.token_review (approvers by their
+service-account token); the BlueGreenPair objects of every namespace, their status and
+Events on them with config.objects.enabled (the default). */}}
 {{- define "gatekeeper.rbac.cluster" -}}
+{{- if (default dict .Values.config.auth).token_review }}
 - apiGroups: [authentication.k8s.io]
   resources: [tokenreviews]
   verbs: [create]
+{{- end }}
+{{- if include "gatekeeper.objectsEnabled" . }}
+- apiGroups: [bluegreen.dev]
+  resources: [bluegreenpairs]
+  verbs: [get, list]
+- apiGroups: [bluegreen.dev]
+  resources: [bluegreenpairs/status]
+  verbs: [update]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
+{{- end -}}
+
+{{/* "true" when gatekeeper reads BlueGreenPair objects (config.objects.enabled, default on). */}}
+{{- define "gatekeeper.objectsEnabled" -}}
+{{- $objects := default dict .Values.config.objects -}}
+{{- if or (not (hasKey $objects "enabled")) $objects.enabled -}}true{{- end -}}
 {{- end -}}

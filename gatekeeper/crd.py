@@ -1,0 +1,281 @@
+"""The BlueGreenPair custom resource: its names, and its CRD generated from the pair models.
+
+One pair, one namespaced object: `spec` is what a pair in the configuration file holds
+(`config.PairConfig` without `name`, which is the object's name), `status` is the pair's one
+record (docs/pair-objects.md). The CRD's OpenAPI schema is generated here from the same
+pydantic models that validate the configuration (one source of truth); the chart ships the
+result in helm/gatekeeper/crds/ (`gatekeeper crd`, `make sync-chart`), and
+tests/test_crd.py checks the committed file equals what this module generates.
+
+The group is `bluegreen.dev`: nothing like OPA Gatekeeper's `*.gatekeeper.sh`. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gatekeeper.config import PairConfig
+
+GROUP = "bluegreen.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "BlueGreenPair"
+PLURAL = "bluegreenpairs"
+SINGULAR = "bluegreenpair"
+SHORT_NAMES = ("bgp",)
+CATEGORIES = ("bluegreen",)
+CRD_NAME = f"{PLURAL}.{GROUP}"
+FIELD_MANAGER = "gatekeeper"
+
+_DURATION_NOTE = "a duration: 30s, 5m, 2h, 1h30m, or whole seconds"
+
+PRINTER_COLUMNS: tuple[dict[str, Any], ...] = (
+    {"name": "Active", "type": "string", "jsonPath": ".status.active",
+     "description": "the namespace the routes sent traffic to when last seen"},
+    {"name": "Dark", "type": "string", "jsonPath": ".status.dark",
+     "description": "the other namespace: the next release"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
+     "description": "the release phase (docs/lifecycle.md)"},
+    {"name": "Verdict", "type": "string", "jsonPath": ".status.verdict",
+     "description": "safe, unsafe or unknown: the dark's last verdict"},
+    {"name": "Score", "type": "number", "jsonPath": ".status.score",
+     "description": "the dark's last score (0-100)"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+)
+
+_CONDITION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "status"],
+    "properties": {
+        "type": {"type": "string", "description": "Ready, Safe, Blocked or Valid"},
+        "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+        "reason": {"type": "string", "description": "one CamelCase word"},
+        "message": {"type": "string"},
+        "lastTransitionTime": {"type": "string", "format": "date-time"},
+        "observedGeneration": {"type": "integer", "minimum": 0},
+    },
+}
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The pair's one record, written by gatekeeper with optimistic "
+                   "concurrency (docs/pair-objects.md).",
+    "properties": {
+        "observedGeneration": {"type": "integer", "minimum": 0,
+                               "description": "the spec generation this status is about"},
+        "phase": {"type": "string", "description": "the release phase"},
+        "active": {"type": "string", "description": "where the routes sent traffic when last "
+                   "seen (the live routes are the truth)"},
+        "dark": {"type": "string", "description": "the other namespace"},
+        "verdict": {"type": "string", "enum": ["safe", "unsafe", "unknown"]},
+        "score": {"type": "number"},
+        "reasons": {"type": "array", "items": {"type": "string"},
+                    "description": "why the verdict is what it is"},
+        "evaluatedAt": {"type": "string", "format": "date-time"},
+        "conditions": {"type": "array", "items": _CONDITION_SCHEMA,
+                       "x-kubernetes-list-type": "map",
+                       "x-kubernetes-list-map-keys": ["type"]},
+        "lastAction": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                       "description": "the in-flight (or last) action's journal entry: id, "
+                       "kind, from, to, trigger, status"},
+        "transitions": {"type": "array", "description": "the last N transitions, oldest "
+                        "first", "items": {"type": "object",
+                                           "x-kubernetes-preserve-unknown-fields": True}},
+        "record": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                   "description": "the whole stored record (lifecycle state, images, "
+                   "timestamps, approvals, counters): what gatekeeper reads back"},
+    },
+}
+
+
+class SchemaError(ValueError):
+    """A pydantic schema construct with no structural OpenAPI form (fix the generator)."""
+
+
+def _structural(node: Mapping[str, Any], defs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """One JSON-schema node from pydantic as a structural OpenAPI v3 schema node."""
+    if "$ref" in node:
+        target = defs[str(node["$ref"]).rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs, where)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) != 1:
+            raise SchemaError(f"{where}: anyOf with {len(options)} non-null options")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        one = _structural({**options[0], **rest}, defs, where)
+        if len(options) < len(node["anyOf"]):
+            one["nullable"] = True
+        return one
+    description = node.get("description")
+    out: dict[str, Any] = {}
+    if node.get("x-duration"):
+        out["x-kubernetes-int-or-string"] = True
+        out["description"] = f"{description} ({_DURATION_NOTE})" if description \
+            else _DURATION_NOTE.capitalize()
+        return out
+    if description:
+        out["description"] = description
+    if "type" in node:
+        out["type"] = node["type"]
+    if "const" in node:
+        out["enum"] = [node["const"]]
+    for key in ("enum", "minimum", "maximum", "minLength", "maxLength", "pattern", "minItems",
+                "maxItems", "required"):
+        if key in node:
+            out[key] = copy.deepcopy(node[key])
+    for key, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if key in node:  # JSON Schema 2020-12 numbers -> OpenAPI 3.0 booleans
+            out[flag], out[key] = node[key], True
+    if "prefixItems" in node:
+        items = [_structural(i, defs, f"{where}[]") for i in node["prefixItems"]]
+        if any(i != items[0] for i in items):
+            raise SchemaError(f"{where}: a tuple of different item types")
+        out.update(type="array", items=items[0], minItems=len(items), maxItems=len(items))
+    elif isinstance(node.get("items"), Mapping):
+        out["items"] = _structural(node["items"], defs, f"{where}[]")
+    if "properties" in node:
+        out["properties"] = {name: _structural(child, defs, f"{where}.{name}")
+                             for name, child in node["properties"].items()}
+    elif isinstance(node.get("additionalProperties"), Mapping):
+        out["additionalProperties"] = _structural(node["additionalProperties"], defs,
+                                                  f"{where}.*")
+    if "type" not in out and not out.get("x-kubernetes-int-or-string"):
+        raise SchemaError(f"{where}: no type")
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    """`spec`'s schema: `PairConfig` without `name` (the object's own name)."""
+    generated = PairConfig.model_json_schema(mode="validation")
+    defs = generated.get("$defs", {})
+    schema = _structural(generated, defs, "spec")
+    schema["properties"].pop("name")
+    schema["required"] = [r for r in schema.get("required", []) if r != "name"]
+    schema["description"] = ("A blue/green pair: what a pair in gatekeeper's configuration "
+                             "holds, without `name` (the object's name). Defaults are "
+                             "gatekeeper's (docs/configuration.md): an omitted `policy` "
+                             "follows the global one.")
+    return schema
+
+
+def definition() -> dict[str, Any]:
+    """The CustomResourceDefinition manifest."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME,
+                     "labels": {"app.kubernetes.io/name": "gatekeeper",
+                                "app.kubernetes.io/component": "crd"}},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"plural": PLURAL, "singular": SINGULAR, "kind": KIND,
+                      "listKind": f"{KIND}List", "shortNames": list(SHORT_NAMES),
+                      "categories": list(CATEGORIES)},
+            "versions": [{
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [dict(c) for c in PRINTER_COLUMNS],
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "One blue/green pair gatekeeper gates: two namespaces "
+                                   "and the routes that pick the active one.",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec_schema(),
+                        "status": copy.deepcopy(STATUS_SCHEMA),
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def _json_value(value: Any) -> Any:
+    """Durations as the schema takes them: whole seconds as integers, others as `0.5s`."""
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else f"{value:g}s"
+    return value
+
+
+def spec_of(pair: PairConfig) -> dict[str, Any]:
+    """The object `spec` of a configured pair (what it sets; defaults left out)."""
+    dumped = pair.model_dump(mode="json", exclude={"name"}, exclude_defaults=True)
+    dumped["namespaces"] = list(pair.namespaces)
+    dumped["routes"] = [route.model_dump(mode="json", exclude_defaults=True)
+                        | {"name": route.name, "namespace": route.namespace}
+                        for route in pair.routes]
+    value: dict[str, Any] = _json_value(dumped)
+    return value
+
+
+def manifest_of(pair: PairConfig, namespace: str) -> dict[str, Any]:
+    """A BlueGreenPair object for a configured pair, in NAMESPACE."""
+    return {"apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": pair.name, "namespace": namespace},
+            "spec": spec_of(pair)}
+
+
+class InvalidPairObject(ValueError):
+    """A BlueGreenPair object gatekeeper cannot use: each problem names its field
+    (`spec.routes[0].name: ...`)."""
+
+    def __init__(self, namespace: str, name: str, problems: list[str]) -> None:
+        super().__init__(f"BlueGreenPair {namespace}/{name}: {'; '.join(problems)}")
+        self.namespace = namespace
+        self.name = name
+        self.problems = problems
+
+
+def _field_path(loc: tuple[str | int, ...]) -> str:
+    path = "spec"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def parse_object(obj: Mapping[str, Any]) -> PairConfig:
+    """The pair a BlueGreenPair object declares; InvalidPairObject naming every field the
+    pair models refuse (the CRD's schema checks types; the models check the rest, e.g. two
+    different namespaces or a name that is no DNS label)."""
+    meta = obj.get("metadata") or {}
+    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        raise InvalidPairObject(namespace, name, ["spec: Required value"])
+    if "name" in spec:
+        raise InvalidPairObject(namespace, name, [
+            "spec.name: Forbidden: the pair's name is the object's metadata.name"])
+    try:
+        return PairConfig.model_validate({**spec, "name": name})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            where = "metadata.name" if loc == ("name",) else _field_path(loc)
+            problems.append(f"{where}: {error['msg']}")
+        raise InvalidPairObject(namespace, name, problems) from None
+
+
+HEADER = ("# Generated from gatekeeper/config.py by `gatekeeper crd` (make sync-chart): do not\n"
+          "# edit; tests/test_crd.py checks this file equals what the models generate.\n")
+
+
+def manifest_text() -> str:
+    """The CRD as the YAML file committed in helm/gatekeeper/crds/."""
+    return HEADER + yaml.safe_dump(definition(), sort_keys=False, width=100)
