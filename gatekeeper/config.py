@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -22,7 +23,9 @@ from pydantic import (
 )
 
 from gatekeeper.durations import parse_duration
+from gatekeeper.jsonpaths import path_problem
 from gatekeeper.rules import RuleSet, load_rule_set
+from gatekeeper.templating import template_variables
 from gatekeeper.yamlfiles import ConfigFileError, load_yaml_file, validation_problems
 
 Duration = Annotated[float, BeforeValidator(parse_duration),
@@ -163,6 +166,126 @@ class PolicyConfig(_Section):
     dry_run: bool = False
 
 
+_IN_DARK = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.\$\{namespace\}(\.svc(\.cluster\.local)?)?$")
+"""A Service of the dark namespace, as Kubernetes DNS names it: `<service>.${namespace}`,
+optionally `.svc` or `.svc.cluster.local`."""
+_LOAD_VARIABLES = {"namespace", "pair"}
+
+
+def _in_dark_namespace(url: str) -> str:
+    """`url` if it is an http(s) URL of a Service in the dark namespace; else ValueError."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an absolute http(s) URL")
+    if not _IN_DARK.match(parts.hostname):
+        raise ValueError(
+            f"host {parts.hostname!r} of {url!r} is outside the dark namespace: load goes only "
+            "to a Service of the dark namespace, written http://<service>.${namespace}.svc"
+            "[:port] (gatekeeper fills in the dark namespace; never the active one)")
+    return url
+
+
+def _known_variables(text: str) -> str:
+    unknown = template_variables(text) - _LOAD_VARIABLES
+    if unknown:
+        raise ValueError(f"{text!r} uses unknown variable(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(_LOAD_VARIABLES))})")
+    return text
+
+
+class LoadRequest(_Section):
+    """One request of a pair's synthetic load, and the checks on its answer (the probe
+    model: docs/evidence.md)."""
+
+    name: str = Field("", max_length=63, description="a label (default: METHOD path)")
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    path: str = Field("/", description="relative to `load.url` (starts with /), or an "
+                      "absolute URL of a Service in the dark namespace")
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    json_body: Any = Field(None, alias="json", description="a JSON body (instead of `body`)")
+    expect_status: int = Field(200, ge=100, le=599)
+    expect_json: dict[str, Any] = Field(default_factory=dict)
+    require_fields: tuple[str, ...] = ()
+    max_latency: Duration = Field(5.0, gt=0, le=60)
+    """Seconds; a slower answer fails the check (the request is cut off there)."""
+    weight: float = Field(1.0, gt=0, le=1000)
+    """Share of the load this request gets, relative to the others."""
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        _known_variables(value)
+        if value.startswith("/"):
+            return value
+        if "://" in value:
+            return _in_dark_namespace(value)
+        raise ValueError(f"path {value!r} must start with '/' (relative to load.url) or be "
+                         "an absolute URL of a Service in the dark namespace")
+
+    @field_validator("expect_json")
+    @classmethod
+    def _expect_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for path in value:
+            if (problem := path_problem(path)) is not None:
+                raise ValueError(f"expect_json: {problem}")
+        return value
+
+    @field_validator("require_fields")
+    @classmethod
+    def _require_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if (problem := path_problem(path)) is not None:
+                raise ValueError(f"require_fields: {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _body(self) -> LoadRequest:
+        if self.body is not None and self.json_body is not None:
+            raise ValueError("give 'body' or 'json', not both")
+        if self.method == "HEAD" and (self.expect_json or self.require_fields):
+            raise ValueError("a HEAD request has no body to check (expect_json, "
+                             "require_fields)")
+        return self
+
+    @property
+    def label(self) -> str:
+        """What metrics and reasons call this request."""
+        return self.name or f"{self.method} {self.path}"
+
+
+class LoadConfig(_Section):
+    """Synthetic load and checks gatekeeper sends to the dark while validating (a driver:
+    gatekeeper.drivers.load, docs/evidence.md)."""
+
+    url: str = Field(description="base URL of the dark's Service, e.g. "
+                     "http://api-service.${namespace}.svc:8080")
+    rate: float = Field(gt=0, description="requests per second once the ramp is over")
+    ramp: Duration = Field(30.0, ge=0, description="seconds from 0 to `rate`, linearly")
+    concurrency: int = Field(16, ge=1, le=4096, description="requests in flight at most")
+    window: Duration | None = Field(
+        None, gt=0, description="how far back the outcome reaches (default: "
+        "evaluation.window)")
+    requests: tuple[LoadRequest, ...] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _in_dark_namespace(_known_variables(value))
+
+
+class LoadLimits(_Section):
+    """Ceilings for every pair's synthetic load (a typo must not flood a namespace)."""
+
+    max_rate: float = Field(200.0, gt=0, le=100_000, description="requests/s per pair")
+    max_concurrency: int = Field(256, ge=1, le=4096, description="in flight per pair")
+
+
 class PairConfig(_Section):
     """A blue/green pair: two namespaces and the route(s) that pick the active one."""
 
@@ -181,6 +304,8 @@ class PairConfig(_Section):
         default_factory=dict, description="production replica counts per Deployment"
     )
     policy: PolicyConfig | None = None
+    load: LoadConfig | None = None
+    """Synthetic load and checks for the dark while validating (none by default)."""
 
     @model_validator(mode="after")
     def _distinct(self) -> PairConfig:
@@ -405,6 +530,7 @@ class Config(_Section):
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    load_limits: LoadLimits = Field(default_factory=LoadLimits)
 
     @model_validator(mode="after")
     def _unique_pairs(self) -> Config:
@@ -463,6 +589,26 @@ def parse_config(data: Any, path: str | Path, line_map: Any) -> Config:
         raise ConfigFileError(validation_problems(exc, line_map, label=_pair_label(data))) from exc
 
 
+def _load_problems(config: Config, path: Path, line_map: Any) -> list[str]:
+    """Pairs whose synthetic load exceeds `load_limits` (file, line and key of each)."""
+    limits, problems = config.load_limits, []
+    for index, pair in enumerate(config.pairs):
+        if pair.load is None:
+            continue
+        for key, value, limit, ceiling in (
+                ("rate", pair.load.rate, "max_rate", limits.max_rate),
+                ("concurrency", pair.load.concurrency, "max_concurrency",
+                 limits.max_concurrency)):
+            if value > ceiling:
+                where = ("pairs", index, "load", key)
+                problems.append(
+                    f"{path}:{line_map.line_of(where)}: pair '{pair.name}': field "
+                    f"'pairs[{index}].load.{key}': {value:g} is above the ceiling "
+                    f"load_limits.{limit} ({ceiling:g}): lower it, or raise the ceiling "
+                    "deliberately")
+    return problems
+
+
 def _namespace_streams(config: Config) -> int:
     """Watch streams at one per resource and namespace (gatekeeper.watching.targets_for)."""
     namespaces = {ns for pair in config.pairs for ns in pair.namespaces}
@@ -489,6 +635,7 @@ def load_config(path: str | Path) -> LoadedConfig:
                 f"{config_path}:{line}: field '{source}': rules {', '.join(users)} use source "
                 f"'{source}' but the configuration has no '{source}' section with a url"
             )
+    problems.extend(_load_problems(config, config_path, line_map))
     streams = _namespace_streams(config)
     watch = config.kubernetes.watch
     if watch.scope == "namespaces" and streams > watch.max_streams:

@@ -116,6 +116,38 @@ class Recorder:
         self.actions_blocked = Counter(
             "gatekeeper_actions_refused_total", "Actions refused by a precondition or policy.",
             ["pair", "action"], registry=r)
+        self.load_sent = Counter(
+            "gatekeeper_load_requests_total", "Synthetic load requests sent to a pair's dark "
+            "namespace (gatekeeper.drivers.load).", ["pair"], registry=r)
+        self.load_failed = Counter(
+            "gatekeeper_load_failed_total", "Synthetic load checks that failed, by reason: "
+            "status, json, latency, connect, error.", ["pair", "reason"], registry=r)
+        self.load_skipped = Counter(
+            "gatekeeper_load_skipped_total", "Synthetic load requests not sent because "
+            "`load.concurrency` requests were already in flight.", ["pair"], registry=r)
+        self.load_rate = Gauge(
+            "gatekeeper_load_rate", "Synthetic load rate in requests/s: `target` (after the "
+            "ramp) and `achieved` (sent over the last seconds); 0 when not sending.",
+            ["pair", "kind"], registry=r)
+
+    # -- synthetic load ------------------------------------------------------------------------
+
+    def record_load_sent(self, pair: str) -> None:
+        """One synthetic request sent."""
+        self.load_sent.labels(pair).inc()
+
+    def record_load_failed(self, pair: str, reason: str) -> None:
+        """One synthetic check failed for `reason`."""
+        self.load_failed.labels(pair, reason).inc()
+
+    def record_load_skipped(self, pair: str) -> None:
+        """One synthetic request not sent: the concurrency bound was reached."""
+        self.load_skipped.labels(pair).inc()
+
+    def record_load_rate(self, pair: str, *, target: float, achieved: float) -> None:
+        """The synthetic load's target and achieved rates (requests/s)."""
+        self.load_rate.labels(pair, "target").set(target)
+        self.load_rate.labels(pair, "achieved").set(achieved)
 
     # -- verdicts -----------------------------------------------------------------------------
 

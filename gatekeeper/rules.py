@@ -22,10 +22,12 @@ from pydantic import (
 
 from gatekeeper.criteria import Criterion, parse_criterion
 from gatekeeper.durations import parse_duration
+from gatekeeper.jsonpaths import path_problem
 from gatekeeper.templating import template_variables
 from gatekeeper.yamlfiles import ConfigFileError, LineMap, load_yaml_file, validation_problems
 
-SourceName = Literal["prometheus", "alertmanager", "probe", "logs", "loki", "kubernetes"]
+SourceName = Literal["prometheus", "alertmanager", "probe", "logs", "loki", "kubernetes",
+                     "validation"]
 NoDataPolicy = Literal["unknown", "fail", "pass", "ignore"]
 KubernetesCheck = Literal["pods_ready", "restarts", "config_parity", "images_differ"]
 SeriesPolicy = Literal["single", "worst"]
@@ -161,6 +163,14 @@ class ProbeSpec(_Strict):
     def _timeout(cls, value: Any) -> float:
         return parse_duration(value)
 
+    @field_validator("expect_json", "require_fields")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        for path in value:
+            if (problem := path_problem(path)) is not None:
+                raise ValueError(problem)
+        return value
+
 
 class LogSpec(_Strict):
     """Which pod-log lines count as errors."""
@@ -238,6 +248,9 @@ class Rule(_Strict):
     logs: LogSpec | None = None
     loki: LokiSpec | None = None
     check: KubernetesCheck | None = None
+    driver: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9_-]*$",
+        description="source 'validation': which validation driver's outcome (load, jobs...)")
     pass_criteria: CriteriaList = Field(default=(), alias="pass")
     warning_criteria: CriteriaList = Field(default=(), alias="warning")
     compare: StatisticalComparison | None = None
@@ -296,10 +309,13 @@ class Rule(_Strict):
             "prometheus": ("query",),
             "probe": ("probe",),
             "kubernetes": ("check",),
+            "validation": ("driver",),
         }.get(self.source, ())
         for field_name in needs:
             if getattr(self, field_name) is None:
                 raise ValueError(f"source '{self.source}' needs the field '{field_name}'")
+        if self.driver is not None and self.source != "validation":
+            raise ValueError("'driver' works with source 'validation'")
         if self.loki is not None and self.source != "loki":
             raise ValueError("'loki' (stream matchers) works with source 'loki'")
         if self.source == "loki" and self.logs is not None:

@@ -17,16 +17,19 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from gatekeeper import kubeclient
 from gatekeeper.config import LoadedConfig, ServerConfig
 from gatekeeper.drivers import Driver, Drivers
+from gatekeeper.drivers.load import LoadDriver
 from gatekeeper.evaluating import Evaluator
 from gatekeeper.leadership import Leadership
 from gatekeeper.metrics import Recorder
 from gatekeeper.operations import Operations
+from gatekeeper.outcomes import OutcomeBoard
 from gatekeeper.service.api import add_routes
 from gatekeeper.service.auth import TokenAuth, TokenReviewer
 from gatekeeper.service.connections import (
@@ -173,6 +176,7 @@ def create_service(
     watch: bool = True,
     receivers: list[Receiver] | None = None,
     drivers: Sequence[Driver] = (),
+    load_resolver: AbstractResolver | None = None,
 ) -> Service:
     """Everything `gatekeeper serve` runs, against the given Kubernetes API client.
 
@@ -182,12 +186,15 @@ def create_service(
     `receivers` default to the configured ones, their URLs read from the Secret now
     (ReceiverError when one cannot be read).
     `watch` streams route and Deployment changes so a change is evaluated at once.
-    `drivers` send the dark its validation evidence (gatekeeper.drivers).
+    `drivers` send the dark its validation evidence (gatekeeper.drivers), besides the
+    synthetic load of the pairs that configure `load` (its DNS: `load_resolver`, default
+    the system's).
     """
     config, rule_set = loaded.config, loaded.rule_set
     dry_run = dry_run or config.policy.dry_run
     recorder = Recorder(registry)
-    sources = build_sources(config, rule_set, api_client=api)
+    board = OutcomeBoard()
+    sources = build_sources(config, rule_set, api_client=api, board=board)
     evaluator = Evaluator(rule_set, sources, window=config.evaluation.window,
                           source_timeout=config.evaluation.source_timeout,
                           max_concurrency=config.evaluation.max_concurrency, clock=clock)
@@ -216,7 +223,8 @@ def create_service(
     notifier = Notifier(config.notifications, receivers, recorder=recorder)
     controller = Controller(config, evaluator, operations, recorder=recorder,
                             leadership=leadership, notifier=notifier, wall=clock, reads=api,
-                            drivers=Drivers(drivers))
+                            drivers=Drivers(_drivers(config, recorder, drivers, load_resolver),
+                                            board=board))
     if watch:
         watcher = _watcher(api, config, controller)
         if watcher is not None:
@@ -228,6 +236,16 @@ def create_service(
                     run_loop=run_loop)
     return Service(app=app, controller=controller, recorder=recorder, sources=sources,
                    clients=clients)
+
+
+def _drivers(config: Any, recorder: Recorder, extra: Sequence[Driver],
+             resolver: AbstractResolver | None) -> list[Driver]:
+    """The validation drivers: the synthetic load when a pair configures it, and `extra`."""
+    drivers = list(extra)
+    if any(pair.load is not None for pair in config.pairs):
+        drivers.append(LoadDriver(recorder, window=config.evaluation.window,
+                                  resolver=resolver))
+    return drivers
 
 
 def _watcher(api: client.ApiClient, config: Any, controller: Controller) -> Any | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gatekeeper.config import Config
+from gatekeeper.outcomes import OutcomeBoard
 from gatekeeper.rules import RuleSet
 from gatekeeper.sources.base import Source
 
@@ -15,9 +16,11 @@ def needs_kubernetes(rule_set: RuleSet) -> bool:
 
 
 def build_sources(
-    config: Config, rule_set: RuleSet, *, api_client: Any | None = None
+    config: Config, rule_set: RuleSet, *, api_client: Any | None = None,
+    board: OutcomeBoard | None = None,
 ) -> dict[str, Source]:
-    """One instance per source the rules use; absent ones make those rules `error`."""
+    """One instance per source the rules use; absent ones make those rules `error`.
+    `board` holds the validation drivers' outcomes (the `validation` source reads it)."""
     used = rule_set.sources()
     sources: dict[str, Source] = {}
     if "prometheus" in used and config.prometheus is not None:
@@ -54,6 +57,10 @@ def build_sources(
         from gatekeeper.sources.probes import ProbeSource
 
         sources["probe"] = ProbeSource()
+    if board is not None and "validation" in used:
+        from gatekeeper.sources.validation import ValidationSource
+
+        sources["validation"] = ValidationSource(board)
     if api_client is not None and "logs" in used:
         from gatekeeper.sources.logs import LogSource
 

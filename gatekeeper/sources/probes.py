@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -21,82 +20,22 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from gatekeeper.jsonpaths import MISSING, SHOWN, json_problems, lookup, short
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import ProbeSpec, Rule
 from gatekeeper.sources.base import Target
 from gatekeeper.templating import render
 
+__all__ = ["MISSING", "ProbeSource", "body_problems", "lookup"]  # the first two: jsonpaths
+
 log = structlog.get_logger()
 MAX_BODY_BYTES = 1_048_576
 MAX_CONCURRENT_PROBES = 16
-_SHOWN = 60
-MISSING = object()
-# `links.self`, `checks.0.status`, `checks[0].status`, `checks[name=ServiceBus].status`
-_SEGMENT = re.compile(r"\.?(?:\[(\d+)\]|\[([^=\]]+)=([^\]]*)\]|([^.\[\]]+))")
-
-
-def lookup(document: Any, path: str) -> Any:
-    """Follow a dotted path into parsed JSON; `MISSING` when any step is absent.
-
-    Steps are keys, list indexes (`checks.0` or `checks[0]`) or the first list element
-    whose field equals a value (`checks[name=ServiceBus]`, the seed's jq `select`).
-    """
-    node = document
-    position = 0
-    while position < len(path):
-        match = _SEGMENT.match(path, position)
-        if match is None or match.end() == position:
-            return MISSING
-        position = match.end()
-        index, field, wanted, key = match.groups()
-        if field is not None:
-            if not isinstance(node, list):
-                return MISSING
-            node = next(
-                (item for item in node
-                 if isinstance(item, dict) and str(item.get(field)) == wanted),
-                MISSING,
-            )
-        elif index is not None or (key is not None and key.isdigit() and isinstance(node, list)):
-            position_in_list = int(index if index is not None else key)
-            if not isinstance(node, list) or position_in_list >= len(node):
-                return MISSING
-            node = node[position_in_list]
-        elif isinstance(node, dict) and key in node:
-            node = node[key]
-        else:
-            return MISSING
-        if node is MISSING:
-            return MISSING
-    return node
-
-
-def _same(actual: Any, expected: Any) -> bool:
-    """JSON equality that keeps `true` and `1` apart."""
-    return actual == expected and isinstance(actual, bool) == isinstance(expected, bool)
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
 def body_problems(spec: ProbeSpec, document: Any) -> list[str]:
     """Which `expect_json` and `require_fields` checks a parsed body fails."""
-    problems = []
-    for path, expected in spec.expect_json.items():
-        actual = lookup(document, path)
-        if actual is MISSING:
-            problems.append(f"field {path} missing (expected {_short(expected)})")
-        elif not _same(actual, expected):
-            problems.append(f"field {path} is {_short(actual)}, expected {_short(expected)}")
-    for path in spec.require_fields:
-        actual = lookup(document, path)
-        if actual is MISSING or actual is None:
-            problems.append(f"required field {path} missing")
-        elif actual in ("", [], {}):
-            problems.append(f"required field {path} empty")
-    return problems
+    return json_problems(spec.expect_json, spec.require_fields, document)
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
@@ -218,8 +157,8 @@ class ProbeSource:
         try:
             document = json.loads(body)
         except ValueError:
-            start = body[:_SHOWN].decode(errors="replace")
-            return [*problems, f"body is not JSON: {_short(start)}"]
+            start = body[:SHOWN].decode(errors="replace")
+            return [*problems, f"body is not JSON: {short(start)}"]
         return problems + body_problems(spec, document)
 
     async def close(self) -> None:
