@@ -208,7 +208,8 @@ class LoadRequest(_Section):
                       "absolute URL of a Service in the dark namespace")
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = None
-    json_body: Any = Field(None, alias="json", description="a JSON body (instead of `body`)")
+    json_body: Any = Field(None, alias="json", description="a JSON body (instead of `body`)",
+                           json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     expect_status: int = Field(200, ge=100, le=599)
     expect_json: dict[str, Any] = Field(default_factory=dict)
     require_fields: tuple[str, ...] = ()

@@ -123,6 +123,8 @@ def _structural(node: Mapping[str, Any], defs: Mapping[str, Any], where: str) ->
         out["description"] = description
     if "type" in node:
         out["type"] = node["type"]
+    if node.get("x-kubernetes-preserve-unknown-fields") or node.get("additionalProperties") is True:
+        out["x-kubernetes-preserve-unknown-fields"] = True  # free-form JSON: kept, not pruned
     if "const" in node:
         out["enum"] = [node["const"]]
     for key in ("enum", "minimum", "maximum", "minLength", "maxLength", "pattern", "minItems",
@@ -145,7 +147,8 @@ def _structural(node: Mapping[str, Any], defs: Mapping[str, Any], where: str) ->
     elif isinstance(node.get("additionalProperties"), Mapping):
         out["additionalProperties"] = _structural(node["additionalProperties"], defs,
                                                   f"{where}.*")
-    if "type" not in out and not out.get("x-kubernetes-int-or-string"):
+    if "type" not in out and not out.get("x-kubernetes-int-or-string") \
+            and not out.get("x-kubernetes-preserve-unknown-fields"):
         raise SchemaError(f"{where}: no type")
     return out
 
@@ -202,25 +205,35 @@ def definition() -> dict[str, Any]:
     }
 
 
-def _json_value(value: Any) -> Any:
-    """Durations as the schema takes them: whole seconds as integers, others as `0.5s`."""
+def _json_value(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Durations (the schema's int-or-string nodes) as it takes them: whole seconds as
+    integers, others as `0.5s`; other numbers (a rate, a weight, a JSON body) as they are."""
+    if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
+        return value
     if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        return {k: _json_value(v, properties.get(k) or (extra if isinstance(extra, Mapping)
+                                                         else {}))
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    if isinstance(value, float):
+        return [_json_value(v, schema.get("items") or {}) for v in value]
+    if isinstance(value, float) and schema.get("x-kubernetes-int-or-string"):
         return int(value) if value.is_integer() else f"{value:g}s"
+    if isinstance(value, float) and value.is_integer() and schema.get("type") == "integer":
+        return int(value)
     return value
 
 
 def spec_of(pair: PairConfig) -> dict[str, Any]:
     """The object `spec` of a configured pair (what it sets; defaults left out)."""
-    dumped = pair.model_dump(mode="json", exclude={"name"}, exclude_defaults=True)
+    dumped = pair.model_dump(mode="json", exclude={"name"}, exclude_defaults=True,
+                             by_alias=True)
     dumped["namespaces"] = list(pair.namespaces)
     dumped["routes"] = [route.model_dump(mode="json", exclude_defaults=True)
                         | {"name": route.name, "namespace": route.namespace}
                         for route in pair.routes]
-    value: dict[str, Any] = _json_value(dumped)
+    value: dict[str, Any] = _json_value(dumped, spec_schema())
     return value
 
 

@@ -323,3 +323,19 @@ async def test_a_dark_failing_its_synthetic_checks_is_unsafe_and_stays_dark(
     assert metric_value(exposition, "gatekeeper_load_failed_total", pair="api",
                         reason="status") > 0
 
+
+
+def test_a_pair_with_load_round_trips_through_its_custom_resource():
+    """A rate, a weight and a JSON body stay numbers (only durations become `1.5s`)."""
+    from gatekeeper import crd
+    from gatekeeper.config import PairConfig
+
+    pair = PairConfig.model_validate({
+        "name": "api", "namespaces": ["blue", "green"],
+        "routes": [{"name": "live", "namespace": "routing"}],
+        "load": {"url": SERVICE_URL, "rate": 5.5, "ramp": "1.5s", "requests": [
+            {"path": "/x", "json": {"a": [1.5]}, "expect_json": {"b.c": True},
+             "weight": 0.2}]}})
+    manifest = crd.manifest_of(pair, "gatekeeper")
+    assert manifest["spec"]["load"]["rate"] == 5.5 and manifest["spec"]["load"]["ramp"] == "1.5s"
+    assert crd.parse_object(manifest) == pair
