@@ -203,8 +203,8 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_flip_refuses_an_unsafe_verdict_and_force_is_recorded(
         cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`gatekeeper flip` evaluates the gates like `POST .../flip` does: a dark whose key
-    rule fails is refused (exit 1, the reasons), traffic stays; `--force` flips and the
-    history says it was forced."""
+    rule fails is refused (exit 1, the reasons), traffic stays, and the refusal is in the
+    pair's history like the API's; `--force` flips and the history says it was forced."""
     cfg = ("--config", str(cluster))
     (cluster.parent / "rules.yaml").write_text(RULES.replace('"== 1"', '">= 2"'))
     assert run(capsys, "scale-up", *cfg)[0] == 0
@@ -213,7 +213,11 @@ def test_flip_refuses_an_unsafe_verdict_and_force_is_recorded(
     code, out, err = run(capsys, "flip", *cfg)
     assert code == 1 and "refused: flip" in err, (out, err)
     assert f"gates: verdict on {GREEN} is unsafe" in err and "pods-ready" in err, err
-    assert status(capsys, cluster)["active"] == BLUE
+    data = status(capsys, cluster)
+    assert data["active"] == BLUE
+    refused = data["state"]["transitions"][-1]
+    assert (refused["kind"], refused["action"]) == ("refused", "flip"), refused
+    assert any("is unsafe" in r for r in refused["reasons"]), refused
 
     code, out, err = run(capsys, "flip", "--force", "--reason", "hotfix", *cfg)
     assert (code, out) == (0, f"flip: {BLUE} -> {GREEN}\n"), err

@@ -19,11 +19,13 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from gatekeeper import kubeclient
+from gatekeeper import events, kubeclient
 from gatekeeper.cli import announce, gates, remote
 from gatekeeper.config import Config, PairConfig, load_config, parse_config
+from gatekeeper.decisions import Request, decide
 from gatekeeper.durations import parse_duration
 from gatekeeper.environments import Readiness
+from gatekeeper.lifecycle import Action, ReleaseState
 from gatekeeper.operations import (
     CLUSTER_ERRORS,
     ClusterError,
@@ -306,13 +308,16 @@ async def _wait_ready(ops: Operations, pair: PairConfig, args: argparse.Namespac
 
 async def _flip(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
     """Checked like `POST .../flip`: first what a flip would do (nothing: exit 1 unless
-    `--if-needed`), then the gates (unless `--force`), then the flip."""
-    probe = await Operations(ops.api, ops.config, dry_run=True, clock=ops.clock).flip(
-        pair, to=args.to, force=args.force, reason=args.reason)
-    if not probe.changed and not probe.refused and not probe.details.get("dry_run"):
+    `--if-needed`), then the one decision (`decisions.decide`, with the gates' verdict
+    unless `--force`), then the executor."""
+    asked = Action("flip", args.to or "", trigger="manual", reason=args.reason,
+                   force=args.force)
+    probe = await Operations(ops.api, ops.config, dry_run=True, clock=ops.clock).execute(
+        pair, asked)
+    if not probe.changed and not probe.refused and not probe.dry_run:
         # Nothing to do: said by the real operation, which also records what the routes
         # show (a switch whose process died after patching is completed).
-        done = await ops.flip(pair, to=args.to, force=args.force, reason=args.reason)
+        done = await ops.execute(pair, asked)
         await _announce(ops, pair, done)
         code = report(done, pair, args)
         if done.changed or done.refused:
@@ -323,20 +328,24 @@ async def _flip(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> 
               "--if-needed accepts that", file=sys.stderr)
         return EXIT_REFUSED
     if probe.refused:  # refused again for real: recorded in the history and an Event
-        return report(await ops.flip(pair, to=args.to, force=args.force, reason=args.reason),
-                      pair, args)
+        return report(await ops.execute(pair, asked), pair, args)
     target = (probe.details.get("would") or {}).get("to")
+    seen = None
     if not args.force and isinstance(target, str):
         try:
             loaded = load_config(args.config)
         except ConfigFileError as exc:
             print("\n".join(f"error: {p}" for p in exc.problems), file=sys.stderr)
             return EXIT_USAGE
-        reasons = await gates.flip_refusals(ops.api, loaded, pair, target)
-        if reasons:
-            refused = OperationResult("flip", False, True, tuple(reasons), probe.active)
-            return report(refused, pair, args)
-    result = await ops.flip(pair, to=args.to, force=args.force, reason=args.reason)
+        seen = await gates.flip_observation(ops.api, loaded, pair, target)
+    request = Request("flip", to=args.to, force=args.force, reason=args.reason,
+                      origin="pipeline")
+    step = decide(request, ReleaseState(), seen, ops.config.policy_for(pair), ops.clock())
+    if step.refusal:  # recorded like the API's: the history and a Warning Event
+        refused = await ops.refuse("flip", pair, await ops.live(pair), list(step.refusal),
+                                   reason=events.FLIP_REFUSED, trigger="manual")
+        return report(refused, pair, args)
+    result = await ops.execute(pair, step.actions[0])
     await _announce(ops, pair, result)
     return report(result, pair, args)
 
@@ -352,15 +361,26 @@ async def _announce(ops: Operations, pair: PairConfig, result: OperationResult) 
     await announce.announce(ops.config, pair, result, status)
 
 
-async def _rollback(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
-    result = await ops.rollback(pair, force=args.force, reason=args.reason,
-                                scale_up_first=args.scale_up_first)
+async def _decided(ops: Operations, pair: PairConfig, args: argparse.Namespace,
+                   request: Request) -> int:
+    """A pipeline's rollback or scale-down: the one decision, then the executor."""
+    step = decide(request, ReleaseState(), None, ops.config.policy_for(pair), ops.clock())
+    if step.refusal:  # not for these today (origin pipeline): kept for the decision's sake
+        print(f"refused: {request.kind.replace('_', '-')} (pair {pair.name})", file=sys.stderr)
+        for reason in step.refusal:
+            print(f"  - {reason}", file=sys.stderr)
+        return EXIT_REFUSED
+    result = await ops.execute(pair, step.actions[0])
     await _announce(ops, pair, result)
     return report(result, pair, args)
+
+
+async def _rollback(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
+    return await _decided(ops, pair, args, Request(
+        "rollback", force=args.force, reason=args.reason, scale_up_first=args.scale_up_first,
+        origin="pipeline"))
 
 
 async def _scale_down(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> int:
-    keep = args.keep if args.keep is not None else ops.config.policy_for(pair).scale_down_keep
-    result = await ops.scale_down(pair, args.namespace, keep=keep, force=args.force)
-    await _announce(ops, pair, result)
-    return report(result, pair, args)
+    return await _decided(ops, pair, args, Request(
+        "scale_down", to=args.namespace, keep=args.keep, force=args.force, origin="pipeline"))

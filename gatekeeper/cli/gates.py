@@ -1,24 +1,28 @@
 """The gates a CLI flip must pass: the rules evaluated once, as `gatekeeper evaluate` does.
 
-`gatekeeper flip` refuses like `POST .../flip` does when the dark namespace's verdict is not
-`safe` (fail closed: a source down or no data is `unknown`, which refuses too); `--force`
+The verdict goes into an `Observation` for the one decision (`decisions.decide`, origin
+`pipeline`): `gatekeeper flip` refuses like `POST .../flip` does when the target's verdict is
+not `safe` (fail closed: a source down or no data is `unknown`, which refuses too); `--force`
 skips this and the flip is recorded as forced.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kubernetes_asyncio import client
 
 from gatekeeper.config import LoadedConfig, PairConfig
 from gatekeeper.evaluating import Assignment, Evaluator
+from gatekeeper.lifecycle import Observation
 from gatekeeper.sources.factory import build_sources, close_sources
 
-__all__ = ["flip_refusals"]
+__all__ = ["flip_observation"]
 
 
-async def flip_refusals(api: client.ApiClient, loaded: LoadedConfig, pair: PairConfig,
-                        target: str) -> list[str]:
-    """Why flipping `pair` to `target` is not safe by its gate rules (empty: safe)."""
+async def flip_observation(api: client.ApiClient, loaded: LoadedConfig, pair: PairConfig,
+                           target: str) -> Observation:
+    """The gate rules' verdict on flipping `pair` to `target`, evaluated now."""
     config, rule_set = loaded.config, loaded.rule_set
     sources = build_sources(config, rule_set, api_client=api)
     try:
@@ -29,9 +33,7 @@ async def flip_refusals(api: client.ApiClient, loaded: LoadedConfig, pair: PairC
     finally:
         await close_sources(sources)
     verdict = verdicts.get(pair.name)
+    seen = Observation(active=pair.other(target), dark=target)
     if verdict is None:
-        return [f"gates: no verdict for {target} (not evaluated)"]
-    if verdict.verdict == "safe":
-        return []
-    return [f"gates: verdict on {target} is {verdict.verdict} (--force flips anyway)",
-            *verdict.reasons]
+        return replace(seen, reasons=(f"gates: no verdict for {target} (not evaluated)",))
+    return replace(seen, verdict=verdict.verdict, reasons=tuple(verdict.reasons))
