@@ -33,17 +33,12 @@ __all__ = [
     "ActionResult",
     "ClusterError",
     "NamespaceStatus",
-    "OperationResult",
     "Operations",
     "PairStatus",
     "holder_gone",
     "inconsistent",
     "process_identity",
 ]
-
-OperationResult = ActionResult
-"""The former name of `ActionResult` (the same type)."""
-
 
 @dataclass(frozen=True)
 class NamespaceStatus:

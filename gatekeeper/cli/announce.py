@@ -13,7 +13,7 @@ import time
 from gatekeeper import notices
 from gatekeeper.config import Config, PairConfig
 from gatekeeper.lifecycle import Phase
-from gatekeeper.operations import OperationResult, PairStatus
+from gatekeeper.operations import ActionResult, PairStatus
 from gatekeeper.service.notifications import Notifier, ReceiverError, load_receivers
 
 __all__ = ["MAX_WAIT", "announce"]
@@ -26,7 +26,7 @@ _PHASES: dict[str, Phase] = {
     "flip": "flipped", "rollback": "rolled_back", "scale_down": "stable"}
 
 
-def notice_for(pair: PairConfig, result: OperationResult, status: PairStatus | None, *,
+def notice_for(pair: PairConfig, result: ActionResult, status: PairStatus | None, *,
                at: float) -> notices.Notice | None:
     """The notice for a CLI action that changed the cluster (None when it did not)."""
     event = _EVENTS.get(result.action)
@@ -46,7 +46,7 @@ def notice_for(pair: PairConfig, result: OperationResult, status: PairStatus | N
     return notices.for_action(current, event, summary)
 
 
-async def announce(config: Config, pair: PairConfig, result: OperationResult,
+async def announce(config: Config, pair: PairConfig, result: ActionResult,
                    status: PairStatus | None) -> None:
     """Send the action's notice to every configured receiver; wait for delivery, bounded.
     A receiver that cannot be read is reported on stderr and skipped (the action stands)."""

@@ -28,8 +28,8 @@ from gatekeeper.environments import Readiness
 from gatekeeper.lifecycle import Action, ReleaseState
 from gatekeeper.operations import (
     CLUSTER_ERRORS,
+    ActionResult,
     ClusterError,
-    OperationResult,
     Operations,
     PairStatus,
 )
@@ -203,7 +203,7 @@ async def _run(config: Config, pair: PairConfig, args: argparse.Namespace, runne
 # -- output ------------------------------------------------------------------------------------
 
 
-def report(result: OperationResult, pair: PairConfig, args: argparse.Namespace) -> int:
+def report(result: ActionResult, pair: PairConfig, args: argparse.Namespace) -> int:
     """Print a result; the exit code follows from it."""
     failed = bool(result.details.get("failed"))
     if args.output == "json":
@@ -350,7 +350,7 @@ async def _flip(ops: Operations, pair: PairConfig, args: argparse.Namespace) -> 
     return report(result, pair, args)
 
 
-async def _announce(ops: Operations, pair: PairConfig, result: OperationResult) -> None:
+async def _announce(ops: Operations, pair: PairConfig, result: ActionResult) -> None:
     """Tell the configured receivers about an action that changed the cluster."""
     if not result.changed or not ops.config.notifications.receivers:
         return

@@ -17,7 +17,7 @@ import structlog
 from gatekeeper.config import PairConfig
 from gatekeeper.drivers import Drivers
 from gatekeeper.lifecycle import Action
-from gatekeeper.operations import OperationResult, Operations
+from gatekeeper.operations import ActionResult, Operations
 from gatekeeper.service.pairviews import ShuttingDown
 
 __all__ = ["Dispatcher", "LeaderView"]
@@ -67,12 +67,12 @@ class Dispatcher:
             raise ShuttingDown("gatekeeper is shutting down; no new action starts")
 
     async def shielded(self, pair: PairConfig,
-                       factory: Callable[[], Awaitable[OperationResult]]) -> OperationResult:
+                       factory: Callable[[], Awaitable[ActionResult]]) -> ActionResult:
         """Run a cluster action on the pair to completion even if the caller is cancelled
         (SIGTERM, a client that hung up); shutdown waits for it."""
         self.refuse_if_closing()
 
-        async def run() -> OperationResult:
+        async def run() -> ActionResult:
             if self.dry_run:
                 return await factory()
             async with self.leadership.leader_guard():  # NotLeaderError: Lease lost meanwhile
@@ -83,7 +83,7 @@ class Dispatcher:
         task.add_done_callback(self.inflight.discard)
         return await asyncio.shield(task)
 
-    async def execute(self, pair: PairConfig, action: Action) -> OperationResult:
+    async def execute(self, pair: PairConfig, action: Action) -> ActionResult:
         """One lifecycle action (flip, rollback, scale up or down), whoever decided it,
         through the one executor (`Operations.execute`) inside `shielded`. A flip first
         stops the pair's validation drivers, before traffic moves."""

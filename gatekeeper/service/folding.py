@@ -19,7 +19,7 @@ from gatekeeper.config import PairConfig
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.lifecycle import Action, ReleaseState, Transition
 from gatekeeper.metrics import Recorder
-from gatekeeper.operations import CLUSTER_ERRORS, ClusterError, OperationResult, Operations
+from gatekeeper.operations import CLUSTER_ERRORS, ActionResult, ClusterError, Operations
 from gatekeeper.service.dispatch import Dispatcher
 from gatekeeper.service.pairviews import ActionOutcome, PairViews, ShuttingDown
 from gatekeeper.service.records import Records
@@ -52,7 +52,7 @@ class Folder:
         self.clock = clock
 
     def fold(self, pair: PairConfig, state: ReleaseState, action: Action,
-             result: OperationResult, started: float, *, automatic: bool,
+             result: ActionResult, started: float, *, automatic: bool,
              requested: bool) -> Folded:
         """The state after `action` answered `result` (the one place results are folded).
 
@@ -115,7 +115,7 @@ class Folder:
                          requested=False)
 
     async def conclude(self, pair: PairConfig, state: ReleaseState, action: Action,
-                       result: OperationResult, started: float, *, automatic: bool
+                       result: ActionResult, started: float, *, automatic: bool
                        ) -> ActionOutcome:
         """Fold a requested action's result into the lifecycle, persist it, and answer."""
         self.views.bump(pair.name)  # the cluster may have changed under this tick
@@ -126,7 +126,7 @@ class Folder:
                              folded.state.phase, result.active,
                              result.dry_run or self.operations.dry_run, result.to_dict())
 
-    def after_switch(self, pair: PairConfig, action: Action, result: OperationResult) -> None:
+    def after_switch(self, pair: PairConfig, action: Action, result: ActionResult) -> None:
         """Metrics for a flip or rollback that happened."""
         if not result.changed:
             return

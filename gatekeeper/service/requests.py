@@ -1,9 +1,10 @@
 """Requests from outside the loop: a person's flip, rollback, scale-down or approval (the
 API) and an Alertmanager alert's rollback (the webhook).
 
-Each is checked against the lifecycle (a refusal answers with its reasons), idempotent (a
-request that changes nothing says so), run under the pair's lock on the leader only, and
-recorded in the pair's history.
+Each is decided by the pure core (`decisions.decide` for a person's request,
+`lifecycle.alert_rollback` for an alert: the action, a refusal with its reasons, or a no-op
+that says so), executed by the one executor (`Dispatcher.execute`), run under the pair's
+lock on the leader only, and recorded in the pair's history.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Literal
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import lifecycle
+from gatekeeper import decisions, lifecycle
 from gatekeeper.config import Config, PairConfig
 from gatekeeper.errors import NotLeaderError
-from gatekeeper.lifecycle import Action, ReleaseState, Step
+from gatekeeper.lifecycle import Step
 from gatekeeper.metrics import Recorder
 from gatekeeper.operations import Operations
 from gatekeeper.service import livereads
@@ -75,75 +76,34 @@ class Requests:
     async def request(self, name: str, kind: Literal["flip", "rollback", "scale_down"], *,
                       force: bool = False, reason: str = "", to: str | None = None,
                       keep: int | None = None) -> ActionOutcome:
-        """A person's flip, rollback or scale-down (API): checked, idempotent, recorded."""
+        """A person's flip, rollback or scale-down (API): decided (`decisions.decide`: the
+        action, a no-op or a refusal with reasons), executed by the one executor, recorded."""
         async with self._acting(name) as pair:
+            if to is not None:
+                pair.other(to)  # ValueError for a namespace outside the pair
             view = self.views[pair.name]
             state = view.state
-            policy = self.config.policy_for(pair)
-            now = self.clock()
+            observation = view.observation
             routed = (await livereads.routed(self.reads, pair)
                       if kind == "flip" and to is not None else None)
-            refusal = self._refusal(pair, kind, state, to=to, force=force, now=now,
-                                    routed=routed)
-            if refusal is not None:
-                return refusal
+            asked = decisions.Request(kind, to=to if kind == "flip" else None, force=force,
+                                      reason=reason, keep=keep)
+            step = decisions.decide(asked, state, observation, self.config.policy_for(pair),
+                                    self.clock(), routed=routed)
+            active = observation.active if observation else state.active
+            if step.refusal:
+                self.recorder.record_refused(pair.name, kind)
+                return ActionOutcome(kind, False, True, step.refusal, state.phase, active,
+                                     self.dry_run)
+            if not step.actions:
+                return ActionOutcome(kind, False, False, (step.note,), state.phase,
+                                     routed if routed is not None else active, self.dry_run)
+            run = step.actions[0]  # a scale-down of "": the dark as the routes say now
+            action = replace(run, namespace=state.dark or "") if kind == "scale_down" else run
             started = time.monotonic()
-            if kind == "flip":
-                target = to or state.dark or (view.observation.dark if view.observation
-                                              else None)
-                action = Action("flip", target or "", trigger="manual", reason=reason,
-                                force=force)
-                run = action
-            elif kind == "rollback":
-                scale_first = policy.rollback_when_scaled_down == "scale_up_then_flip"
-                action = Action("rollback", state.previous or "", trigger="manual",
-                                reason=reason, scale_up_first=scale_first, force=force)
-                run = action
-            else:
-                count = policy.scale_down_keep if keep is None else keep
-                action = Action("scale_down", state.dark or "", trigger="manual",
-                                reason=reason or "requested", keep=count, force=force)
-                run = replace(action, namespace="")  # the dark as the routes say now
             result = await self.dispatcher.execute(pair, run)
             return await self.folder.conclude(pair, state, action, result, started,
                                               automatic=False)
-
-    def _refusal(self, pair: PairConfig, kind: str, state: ReleaseState, *, to: str | None,
-                 force: bool, now: float, routed: str | None = None) -> ActionOutcome | None:
-        """The lifecycle's objections (409 unless forced), and idempotent no-ops. `routed`:
-        where the routes send traffic, read just now (for a flip naming `to`)."""
-        view = self.views[pair.name]
-        observation = view.observation
-        active = observation.active if observation else state.active
-        if to is not None:
-            pair.other(to)  # ValueError for a namespace outside the pair
-        policy = self.config.policy_for(pair)
-        if kind == "flip":
-            if to is not None and observation is not None and observation.active is None \
-                    and observation.route_problem.startswith("routes disagree"):
-                return None  # split routes: the named target finishes them (Operations.flip)
-            if to is not None and to == routed:
-                # From the routes read now, not the tick's picture: that may predate an
-                # action that just moved them (a webhook's rollback away from `to`).
-                return ActionOutcome("flip", False, False, (f"nothing to do: {to} is already "
-                                                            "active",), state.phase, routed,
-                                     self.dry_run)
-            if to is None and state.phase in ("flipped", "stable"):
-                return ActionOutcome("flip", False, False, (
-                    f"nothing to do: already flipped to {state.active} (use rollback to go "
-                    "back, or name the namespace with `to`)",), state.phase, active,
-                    self.dry_run)
-            reasons = [] if force else lifecycle.flip_check(state, observation, policy, now)
-        elif kind == "scale_down":
-            reasons = [] if force else lifecycle.scale_down_check(state, observation, policy,
-                                                                  now)
-        else:
-            reasons = []
-        if reasons:
-            self.recorder.record_refused(pair.name, kind)
-            return ActionOutcome(kind, False, True, tuple(reasons), state.phase, active,
-                                 self.dry_run)
-        return None
 
     async def approve(self, name: str, *, reason: str = "", by: str = "",
                       decision: lifecycle.Decision | None = None, withdraw: bool = False

@@ -22,7 +22,7 @@ from gatekeeper.evaluating import Assignment, Evaluator
 from gatekeeper.lifecycle import Observation
 from gatekeeper.measurements import Verdict
 from gatekeeper.metrics import Recorder
-from gatekeeper.operations import CLUSTER_ERRORS, ClusterError, OperationResult, Operations
+from gatekeeper.operations import CLUSTER_ERRORS, ActionResult, ClusterError, Operations
 from gatekeeper.service import livereads
 from gatekeeper.service.dispatch import Dispatcher
 from gatekeeper.service.folding import Folder
@@ -208,8 +208,8 @@ class Ticker:
         state in line with the routes (Operations.recover); True when routes moved."""
         ops = self.operations
 
-        async def run() -> OperationResult:
-            return await ops.recover(pair) or OperationResult("recover", False, False, (), None)
+        async def run() -> ActionResult:
+            return await ops.recover(pair) or ActionResult("recover", False, False, (), None)
 
         try:
             result = await self.dispatcher.shielded(pair, run)

@@ -24,7 +24,7 @@ from kubernetes_asyncio import client
 
 from gatekeeper.config import Config, PairConfig
 from gatekeeper.kubeclient import TimeoutApiClient
-from gatekeeper.operations import ClusterError, OperationResult, Operations
+from gatekeeper.operations import ActionResult, ClusterError, Operations
 from gatekeeper.routers import reading
 from kube_emulator import Emulator, running
 from kube_emulator.kubeconfig import DUMMY_TOKEN
@@ -180,7 +180,7 @@ async def test_random_api_faults_never_half_flip_nor_clobber_and_converge(cluste
         for _ in range(ATTEMPTS):
             before = cluster.assert_not_half_flipped()
             action = rng.choice(["flip", "flip", "rollback"])
-            result: OperationResult | None = None
+            result: ActionResult | None = None
             try:
                 if action == "flip":
                     target = cluster.pair.other(before)
