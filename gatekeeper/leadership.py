@@ -20,6 +20,7 @@ at least one second. This module is the same loop, small, with those fixed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import math
 import os
@@ -29,6 +30,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -41,12 +43,22 @@ from gatekeeper.config import LeaderElectionConfig
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.kubeclient import ApiException
 
-__all__ = ["Leadership", "LeadershipCallback", "LeaseLock", "default_identity"]
+__all__ = ["Leadership", "LeadershipCallback", "LeaseLock", "Owner", "default_identity"]
 
 log = structlog.get_logger()
 
 _JITTER = 0.2  # followers retry after retry_period * (1..1.2), so they do not race in lockstep
 _FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who acts on a pair as last seen, and where to forward its requests (sharding: the
+    holder of its shard; one leader: the leader, whose address is not known)."""
+
+    identity: str
+    address: str | None
+    shard: int = 0
 
 
 class LeadershipCallback(Protocol):
@@ -306,6 +318,28 @@ class Leadership:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    # -- the per-pair questions sharded replicas answer differently (sharding.ShardLeases) --
+
+    sharded = False
+    """One leader acts on every pair (every replica evaluates every pair)."""
+
+    def acts_on(self, key: str) -> bool:
+        """Whether this replica may act on the pair now: the leader acts on all."""
+        return self.is_leader
+
+    def owner_of(self, key: str) -> Owner | None:
+        """The replica acting on the pair: the leader as last seen."""
+        holder = self.holder
+        return Owner(holder, None) if holder else None
+
+    def require_owner(self, key: str) -> None:
+        """`require_leader` (NotLeaderError)."""
+        self.require_leader()
+
+    def guard(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """`leader_guard` for an action on the pair."""
+        return self.leader_guard()
 
     async def wait_leading(self) -> None:
         """Return once this replica leads (at once when it already does)."""

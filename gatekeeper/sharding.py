@@ -42,7 +42,7 @@ from gatekeeper import kubeclient, ring
 from gatekeeper.config import LeaderElectionConfig, ShardingConfig
 from gatekeeper.errors import NotOwnerError
 from gatekeeper.kubeclient import ApiException
-from gatekeeper.leadership import LeaseLock, default_identity
+from gatekeeper.leadership import LeaseLock, Owner, default_identity
 
 __all__ = ["RING_LABEL", "ROLE_LABEL", "Owner", "ShardLeases", "member_address"]
 
@@ -52,15 +52,6 @@ RING_LABEL = "gatekeeper.io/ring"
 ROLE_LABEL = "gatekeeper.io/lease-role"
 ADDRESS_ANNOTATION = "gatekeeper.io/address"
 _FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who holds a pair's shard as last seen, and where to forward its requests."""
-
-    identity: str
-    address: str | None
-    shard: int
 
 
 def member_address(configured: str | None, environ: dict[str, str], port: int) -> str | None:
@@ -108,7 +99,8 @@ class ShardLeases:
         self.address = address
         self.drain_timeout = drain_timeout
         self.release_on_cancel = release_on_cancel
-        self._on_change = on_change
+        self.on_change = on_change
+        """Called when the shards held change (the service wakes its control loop)."""
         self._api = client.CoordinationV1Api(api)
         self._seconds = max(1, math.ceil(election.lease_duration))
         self.ring_name = election.lease_name
@@ -150,6 +142,9 @@ class ShardLeases:
     def acts_on(self, key: str) -> bool:
         """True while this replica holds the pair's shard, renewed within renew_deadline."""
         return self._fenced(self._shards[self.shard_of(key)])
+
+    sharded = True
+    """Each replica evaluates and acts on the pairs of its own shards only."""
 
     @property
     def is_leader(self) -> bool:
@@ -306,8 +301,8 @@ class ShardLeases:
         if held != self._held:
             log.info("shards held", identity=self.identity, shards=sorted(held))
             self._held = held
-            if self._on_change is not None:
-                self._on_change()
+            if self.on_change is not None:
+                self.on_change()
 
     async def _leave(self) -> None:
         """Stop acting, let actions finish (bounded), release every shard and our member

@@ -46,10 +46,24 @@ class _NotLeading:
     is_leader = False
     holder = "gatekeeper-other-7f"
 
+    sharded = False
+
     @contextlib.asynccontextmanager
     async def leader_guard(self):
         raise NotLeaderError(self.identity, self.holder)
         yield
+
+    def acts_on(self, key):
+        return False
+
+    def require_owner(self, key):
+        raise NotLeaderError(self.identity, self.holder)
+
+    def owner_of(self, key):
+        return None
+
+    def guard(self, key):
+        return self.leader_guard()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from gatekeeper.config import PairConfig
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.evidence import dark_evidence
 from gatekeeper.operations import ClusterError
-from gatekeeper.service import jsonbody, responses
+from gatekeeper.service import forwarding, jsonbody, responses
 from gatekeeper.service.auth import Identity
 from gatekeeper.service.context import Services, services_of
 from gatekeeper.service.controller import (
@@ -79,6 +79,7 @@ class ScaleDownRequest(_Body):
 
 
 BodyT = TypeVar("BodyT", bound=_Body)
+RAW_BODY = web.RequestKey("gatekeeper_raw_body", bytes)
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -140,7 +141,7 @@ def pair_detail(view: PairView, controller: Controller) -> dict[str, Any]:
         "state_error": view.state_error,
         "state_problem": state_problem(view),
         "policy": policy.model_dump(),
-        "leader": controller.is_leader,
+        "leader": controller.acts_on(view.pair.name),
     }
 
 
@@ -203,6 +204,7 @@ async def _body(request: web.Request, model: type[BodyT]) -> BodyT:
         raise responses.http_error(408, f"body not received within {timeout:g}s") from None
     if len(raw) > MAX_ACTION_BODY:
         raise responses.http_error(413, f"body over {MAX_ACTION_BODY} bytes")
+    request[RAW_BODY] = raw  # what a forward to the pair's owner sends on
     if not raw.strip():
         return model.model_validate({})
     try:
@@ -280,10 +282,18 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def list_pairs(request: web.Request) -> web.Response:
-    """Every pair's summary."""
-    controller = services_of(request).controller
-    return responses.json_response(
-        {"pairs": [pair_summary(view, controller) for view in controller.views.values()]})
+    """Every pair's summary (sharded: this replica's own, and the others' from them)."""
+    services = services_of(request)
+    controller = services.controller
+    forwarder = services.forwarder
+    if forwarder is None or not forwarder.active:
+        return responses.json_response(
+            {"pairs": [pair_summary(view, controller) for view in controller.views.values()]})
+    own = [pair_summary(view, controller) for name, view in controller.views.items()
+           if controller.acts_on(name)]
+    if forwarding.FORWARDED_BY in request.headers:
+        return responses.json_response({"pairs": own})
+    return responses.json_response({"pairs": await forwarder.gather_lists(request, own)})
 
 
 def _detail_inputs(view: PairView, controller: Controller) -> tuple[object, ...]:
@@ -291,7 +301,7 @@ def _detail_inputs(view: PairView, controller: Controller) -> tuple[object, ...]
     # objects themselves (not their ids) makes an identity comparison safe.
     return (view.state, view.observation, view.verdict, view.readiness, view.read_errors,
             view.evaluated_at, view.record, view.would, view.state_error,
-            view.state_problem, controller.is_leader, controller.dry_run,
+            view.state_problem, controller.acts_on(view.pair.name), controller.dry_run,
             controller.policy(view.pair))
 
 
@@ -308,6 +318,10 @@ async def get_pair(request: web.Request) -> web.Response:
     """
     services = services_of(request)
     view, controller = _pair(services, request), services.controller
+    if services.forwarder is not None:
+        relayed = await services.forwarder.forward_if_elsewhere(request, view.pair.name)
+        if relayed is not None:
+            return relayed
     inputs = _detail_inputs(view, controller)
     cached = services.detail_cache.get(view.pair.name)
     if cached is None or not _same(cached[0], inputs):
@@ -337,7 +351,13 @@ async def flip_check(request: web.Request) -> web.Response:
     services = services_of(request)
     view = _pair(services, request)
     controller = services.controller
-    deadline = time.monotonic() + _wait_seconds(request, services.max_wait)
+    wait = _wait_seconds(request, services.max_wait)
+    if services.forwarder is not None:
+        relayed = await services.forwarder.forward_if_elsewhere(request, view.pair.name,
+                                                                extra_timeout=wait)
+        if relayed is not None:
+            return relayed
+    deadline = time.monotonic() + wait
     body = flip_check_body(view, controller)
     while not body["safe"]:
         left = deadline - time.monotonic()
@@ -364,6 +384,12 @@ def _action_handler(kind: ActionKind) -> Any:
         view = _pair(services, request)
         body = await _body(request, models[kind])
         controller = services.controller
+        forwarder = services.forwarder
+        if forwarder is not None:
+            relayed = await forwarder.forward_if_elsewhere(request, view.pair.name,
+                                                           request.get(RAW_BODY))
+            if relayed is not None:
+                return relayed
         try:
             if kind in ("approve", "unapprove"):
                 approval = cast(ApproveRequest, body)

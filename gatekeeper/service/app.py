@@ -10,6 +10,7 @@ controller stops first and waits for in-flight actions, then the rest is cancell
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,9 +43,11 @@ from gatekeeper.service.context import SERVICES, Services
 from gatekeeper.service.controller import Controller
 from gatekeeper.service.dedupe import AlertDeduper
 from gatekeeper.service.dispatch import LeaderView
+from gatekeeper.service.forwarding import Forwarder
 from gatekeeper.service.longpoll import LongPolls
 from gatekeeper.service.notifications import Notifier, Receiver, load_receivers
 from gatekeeper.service.responses import error_middleware
+from gatekeeper.sharding import ShardLeases, member_address
 from gatekeeper.sources.base import Source
 from gatekeeper.sources.factory import build_sources, close_sources
 from gatekeeper.tasks import CoroFactory, Tasks
@@ -81,9 +84,11 @@ def build_app(
     app[CONNECTIONS] = ConnectionBook()
     long_polls = LongPolls(controller.wait_tick,
                            on_change=controller.recorder.long_polls.set)
+    forwarder = (Forwarder(controller, timeout=config.sharding.forward_timeout)
+                 if controller.leadership.sharded else None)
     app[SERVICES] = Services(controller=controller, auth=auth,
                              deduper=AlertDeduper(ttl=max(3600.0, cooldown)),
-                             long_polls=long_polls)
+                             long_polls=long_polls, forwarder=forwarder)
     add_routes(app)
     tasks: dict[str, CoroFactory] = dict(background or {})
     tasks["long-polls"] = long_polls.run
@@ -105,6 +110,8 @@ def build_app(
             if notifier is not None:
                 await notifier.drain(3.0)
             await group.close()
+            if forwarder is not None:
+                await forwarder.close()
 
     async def stop_acting(_app: web.Application) -> None:
         controller.stop_acting()
@@ -205,15 +212,23 @@ def create_service(
     # Lease renewals timed out behind both and the replica stopped leading).
     actions = kubeclient.own_pool(api, connections=ACTION_CONNECTIONS)
     clients = [actions]
+    shards: ShardLeases | None = None
     if leadership is None:
         settings = config.leader_election
         if dry_run:
             settings = settings.model_copy(update={"enabled": False})
         lease = kubeclient.own_pool(api, connections=LEASE_CONNECTIONS)
         clients.append(lease)
-        leadership = Leadership(lease, settings)
+        elected: Leadership | ShardLeases
+        if config.sharding.enabled and settings.enabled:
+            address = member_address(config.sharding.address, dict(os.environ),
+                                     config.server.port)
+            elected = shards = ShardLeases(lease, settings, config.sharding, address=address)
+        else:
+            elected = Leadership(lease, settings)
         if settings.enabled:
-            background["leadership"] = leadership.run
+            background["leadership"] = elected.run
+        leadership = elected
     # Switches record the Lease identity they run under, so the next leader knows a switch
     # left unfinished was abandoned (see Operations.recover).
     operations = Operations(actions, config, dry_run=dry_run, clock=clock,
@@ -225,6 +240,8 @@ def create_service(
                             leadership=leadership, notifier=notifier, wall=clock, reads=api,
                             drivers=Drivers(_drivers(config, recorder, drivers, load_resolver),
                                             board=board))
+    if shards is not None:
+        shards.on_change = controller.wake  # a shard taken or handed over: tick now
     if watch:
         watcher = _watcher(api, config, controller)
         if watcher is not None:

@@ -9,6 +9,7 @@ from aiohttp import web
 from gatekeeper.service.auth import TokenAuth
 from gatekeeper.service.controller import Controller
 from gatekeeper.service.dedupe import AlertDeduper
+from gatekeeper.service.forwarding import Forwarder
 from gatekeeper.service.longpoll import LongPolls
 
 __all__ = ["SERVICES", "Services", "services_of"]
@@ -27,6 +28,8 @@ class Services:
     """Longest `?wait=` a flip-check may hold a connection, in seconds."""
     detail_cache: dict[str, tuple[tuple[object, ...], str]] = field(default_factory=dict)
     """Pair name -> (what the detail body was built from, the encoded body)."""
+    forwarder: Forwarder | None = None
+    """Sharded replicas: sends a request about another replica's pair to its owner."""
 
 
 SERVICES = web.AppKey("gatekeeper_services", Services)

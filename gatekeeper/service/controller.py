@@ -101,7 +101,7 @@ class Controller:
                                    clock=self.clock, wall=wall)
         self.records = Records(config, self.pairs, self.store, recorder=recorder,
                                announcer=self.announcer, drivers=self.drivers,
-                               dry_run_for=operations.dry_run_for, is_leader=self._leading,
+                               dry_run_for=operations.dry_run_for, acts_on=self.acts_on,
                                closing=lambda: self.dispatcher.closing, clock=self.clock,
                                wall=wall)
         self.folder = Folder(operations, self.pairs, self.dispatcher, self.records,
@@ -109,12 +109,13 @@ class Controller:
         self.ticker = Ticker(config, evaluator, operations, self.pairs, reads=self.api,
                              dispatcher=self.dispatcher, folder=self.folder,
                              records=self.records, recorder=recorder,
-                             is_leader=self._leading, clock=self.clock)
+                             acts_on=self.acts_on, evaluates=self.evaluates,
+                             clock=self.clock)
         self.requests = Requests(config, self.pairs, operations, reads=self.api,
                                  dispatcher=self.dispatcher, folder=self.folder,
                                  records=self.records, announcer=self.announcer,
                                  recorder=recorder, leadership=leadership,
-                                 is_leader=self._leading, clock=self.clock)
+                                 acts_on=self.acts_on, clock=self.clock)
         self._wake = asyncio.Event()
         self._tick_done = asyncio.Event()
         self.ticks = 0
@@ -137,9 +138,15 @@ class Controller:
         """Whether this replica acts (dry-run replicas decide as if they did)."""
         return self.dry_run or self.leadership.is_leader
 
-    def _leading(self) -> bool:
-        """`is_leader` as a call (read afresh after every await)."""
-        return self.is_leader
+    def acts_on(self, name: str) -> bool:
+        """Whether this replica acts on the pair now (dry-run replicas decide as if);
+        a call, read afresh after every await."""
+        return self.dry_run or self.leadership.acts_on(name)
+
+    def evaluates(self, pair: PairConfig) -> bool:
+        """Sharded replicas evaluate only their own pairs; one leader's followers evaluate
+        every pair (their reads serve the API)."""
+        return not self.leadership.sharded or self.acts_on(pair.name)
 
     @property
     def ready(self) -> bool:

@@ -16,6 +16,7 @@ import structlog
 
 from gatekeeper.config import PairConfig
 from gatekeeper.drivers import Drivers
+from gatekeeper.leadership import Owner
 from gatekeeper.lifecycle import Action
 from gatekeeper.operations import ActionResult, Operations
 from gatekeeper.service.pairviews import ShuttingDown
@@ -26,7 +27,9 @@ log = structlog.get_logger(__name__)
 
 
 class LeaderView(Protocol):
-    """What the controller needs from leader election (gatekeeper.leadership.Leadership)."""
+    """What the controller needs from leader election: gatekeeper.leadership.Leadership (one
+    leader acts on every pair) or gatekeeper.sharding.ShardLeases (each replica acts on the
+    pairs of its shards, and evaluates only those; `is_leader` means "holds some shard")."""
 
     @property
     def identity(self) -> str:
@@ -43,9 +46,26 @@ class LeaderView(Protocol):
         """Who holds the Lease as last seen (named in a follower's 503)."""
         ...
 
-    def leader_guard(self) -> AbstractAsyncContextManager[None]:
-        """Around an action: NotLeaderError unless leading; the Lease is not released
-        while it runs."""
+    @property
+    def sharded(self) -> bool:
+        """Each replica evaluates only the pairs it acts on."""
+        ...
+
+    def acts_on(self, key: str) -> bool:
+        """True while this replica may act on the pair."""
+        ...
+
+    def require_owner(self, key: str) -> None:
+        """NotLeaderError (NotOwnerError naming the owner) unless it acts on the pair."""
+        ...
+
+    def owner_of(self, key: str) -> Owner | None:
+        """The replica acting on the pair as last seen, with its address when known."""
+        ...
+
+    def guard(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Around an action on the pair: NotLeaderError unless acting on it; the pair's
+        Lease is not released while it runs."""
         ...
 
 
@@ -75,7 +95,8 @@ class Dispatcher:
         async def run() -> ActionResult:
             if self.dry_run:
                 return await factory()
-            async with self.leadership.leader_guard():  # NotLeaderError: Lease lost meanwhile
+            # NotLeaderError (NotOwnerError) when the pair's Lease was lost meanwhile.
+            async with self.leadership.guard(pair.name):
                 return await factory()
 
         task = asyncio.create_task(run(), name="gatekeeper action")

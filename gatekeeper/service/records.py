@@ -33,7 +33,7 @@ class Records:
 
     def __init__(self, config: Config, views: PairViews, store: StateStore, *,
                  recorder: Recorder, announcer: Announcer, drivers: Drivers,
-                 dry_run_for: Callable[[PairConfig], bool], is_leader: Callable[[], bool],
+                 dry_run_for: Callable[[PairConfig], bool], acts_on: Callable[[str], bool],
                  closing: Callable[[], bool], clock: Callable[[], float],
                  wall: Callable[[], float]) -> None:
         self.config = config
@@ -43,7 +43,7 @@ class Records:
         self.announcer = announcer
         self.drivers = drivers
         self.dry_run_for = dry_run_for
-        self.is_leader = is_leader
+        self.acts_on = acts_on
         self.closing = closing
         self.clock = clock
         self.wall = wall
@@ -60,7 +60,7 @@ class Records:
     async def drive(self, pair: PairConfig, state: ReleaseState) -> None:
         """Start or stop the pair's validation drivers for its state (gatekeeper.drivers)."""
         await self.drivers.reconcile(pair, state, self.views[pair.name].observation,
-                                     leading=self.is_leader(), closing=self.closing(),
+                                     leading=self.acts_on(pair.name), closing=self.closing(),
                                      dry_run=self.dry_run_for(pair))
 
     async def load(self, pair: PairConfig, observation: Observation) -> ReleaseState:
@@ -90,7 +90,7 @@ class Records:
         view.state_problem = None
         if state is None:
             # Nothing stored (writes failing): carry on from memory.
-            keep = view.state.active is not None and self.is_leader()
+            keep = view.state.active is not None and self.acts_on(pair.name)
             state = view.state if keep else ReleaseState()
         view.state = state
         return state

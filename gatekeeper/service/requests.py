@@ -20,7 +20,6 @@ from kubernetes_asyncio import client
 
 from gatekeeper import decisions, lifecycle
 from gatekeeper.config import Config, PairConfig
-from gatekeeper.errors import NotLeaderError
 from gatekeeper.lifecycle import Step
 from gatekeeper.metrics import Recorder
 from gatekeeper.operations import Operations
@@ -47,7 +46,7 @@ class Requests:
     def __init__(self, config: Config, views: PairViews, operations: Operations, *,
                  reads: client.ApiClient, dispatcher: Dispatcher, folder: Folder,
                  records: Records, announcer: Announcer, recorder: Recorder,
-                 leadership: LeaderView, is_leader: Callable[[], bool],
+                 leadership: LeaderView, acts_on: Callable[[str], bool],
                  clock: Callable[[], float]) -> None:
         self.config = config
         self.views = views
@@ -59,15 +58,15 @@ class Requests:
         self.announcer = announcer
         self.recorder = recorder
         self.leadership = leadership
-        self.is_leader = is_leader
+        self.acts_on = acts_on
         self.clock = clock
         self.dry_run = operations.dry_run
 
     @contextlib.asynccontextmanager
     async def _acting(self, name: str) -> AsyncIterator[PairConfig]:
         pair = self.config.pair(name)
-        if not self.is_leader():
-            raise NotLeaderError(None, self.leadership.holder)
+        if not self.acts_on(pair.name):
+            self.leadership.require_owner(pair.name)  # NotLeaderError / NotOwnerError
         if self.dispatcher.closing:
             raise ShuttingDown("gatekeeper is shutting down; no new action starts")
         async with self.views.locks[pair.name]:

@@ -45,7 +45,8 @@ class Ticker:
     def __init__(self, config: Config, evaluator: Evaluator, operations: Operations,
                  views: PairViews, *, reads: client.ApiClient, dispatcher: Dispatcher,
                  folder: Folder, records: Records, recorder: Recorder,
-                 is_leader: Callable[[], bool], clock: Callable[[], float]) -> None:
+                 acts_on: Callable[[str], bool], evaluates: Callable[[PairConfig], bool],
+                 clock: Callable[[], float]) -> None:
         self.config = config
         self.evaluator = evaluator
         self.judged_window = max(
@@ -59,7 +60,8 @@ class Ticker:
         self.folder = folder
         self.records = records
         self.recorder = recorder
-        self.is_leader = is_leader
+        self.acts_on = acts_on
+        self.evaluates = evaluates
         self.clock = clock
         self.interval = config.evaluation.interval
         self._reading = asyncio.Semaphore(PAIR_READS)
@@ -68,7 +70,7 @@ class Ticker:
     async def tick(self) -> None:
         """One evaluation of every pair, then one lifecycle step per pair."""
         started = time.monotonic()
-        pairs = list(self.config.pairs)
+        pairs = [pair for pair in self.config.pairs if self.evaluates(pair)]
         generations = dict(self.views.generation)
         reads = await asyncio.gather(*(self._read_bounded(pair) for pair in pairs))
         assignments = [
@@ -115,7 +117,9 @@ class Ticker:
             task.add_done_callback(self._steps.discard)
         # A long action (rollback after a scale-up) must not hold up the other pairs' next
         # tick: its task carries on, and its pair is skipped while its lock is held.
-        done, _ = await asyncio.wait(steps, timeout=max(self.interval, 1.0))
+        done: set[asyncio.Task[None]] = set()
+        if steps:  # a sharded replica holding no shard has no pair to step
+            done, _ = await asyncio.wait(steps, timeout=max(self.interval, 1.0))
         for task in done:
             if task.exception() is not None:
                 log.error("lifecycle step failed", error=repr(task.exception()),
@@ -173,7 +177,7 @@ class Ticker:
             view = self.views[pair.name]
             bound = log.bind(pair=pair.name)
             records = self.records
-            if not self.is_leader() or self.dispatcher.closing:
+            if not self.acts_on(pair.name) or self.dispatcher.closing:
                 await records.load(pair, observation)
                 records.record_phase(pair, view.state)
                 await records.drive(pair, view.state)
@@ -199,7 +203,7 @@ class Ticker:
             if would and tuple(would) != view.would:
                 bound.warning("dry-run: would act", would=would)
             view.would = tuple(would)
-            if not self.is_leader():
+            if not self.acts_on(pair.name):
                 return  # lost the Lease meanwhile: the new leader owns the state
             await records.commit(pair, before, state, transitions)
 

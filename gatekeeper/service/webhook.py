@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import aiohttp
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,6 +34,7 @@ from gatekeeper.service import jsonbody, responses
 from gatekeeper.service.context import services_of
 from gatekeeper.service.controller import Controller, ShuttingDown
 from gatekeeper.service.dedupe import AlertDeduper
+from gatekeeper.service.forwarding import FORWARDED_BY, Forwarder
 
 __all__ = [
     "WebhookAlert",
@@ -224,7 +226,33 @@ async def handle_alertmanager(request: web.Request) -> web.Response:
     except ValueError as exc:
         recorder.record_webhook("malformed")
         raise responses.http_error(400, str(exc)) from exc
+    forwarder = services.forwarder
+    elsewhere: dict[str, list[str]] = {}
+    if forwarder is not None and forwarder.active and FORWARDED_BY not in request.headers:
+        elsewhere = await _owners_elsewhere(forwarder, controller, payload)
     results = await _act(controller, services.deduper, payload, received)
+    unreached: list[str] = []
+    for address, pairs in elsewhere.items():
+        assert forwarder is not None  # only a forwarder finds owners elsewhere
+        try:
+            status, answer = await forwarder.post_elsewhere(
+                address, request.path, body, dict(request.headers))
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            status, answer = 0, {"error": f"{type(exc).__name__}"}
+        if status != 200:
+            unreached.extend(pairs)
+            continue
+        results.extend(_PairResult(str(r.get("pair")), str(r.get("alert", "")),
+                                   r.get("outcome", "ignored"), int(r.get("alerts", 1)),
+                                   tuple(r.get("reasons") or ()))
+                       for r in answer.get("results") or []
+                       if isinstance(r, dict) and r.get("outcome") in _RANK)
+    if unreached:
+        # Alertmanager re-sends the whole notification; what this replica did is deduped.
+        recorder.record_webhook("unavailable")
+        raise responses.http_error(
+            503, "the owners of pairs " + ", ".join(sorted(unreached)[:10]) + " did not "
+                 "answer; Alertmanager retries", retry_after=1)
     outcome = max((r.outcome for r in results), key=_RANK.__getitem__, default="ignored")
     recorder.record_webhook(outcome)
     # Repeats are routine (Alertmanager re-sends every repeat_interval): keep them quiet.
@@ -234,6 +262,23 @@ async def handle_alertmanager(request: web.Request) -> web.Response:
     return responses.json_response({"accepted": True, "outcome": outcome,
                                  "alerts": len(payload.alerts),
                                  "results": [r.to_dict() for r in results]})
+
+
+async def _owners_elsewhere(forwarder: Forwarder, controller: Controller,
+                            payload: WebhookPayload) -> dict[str, list[str]]:
+    """Owner address -> the pairs of theirs this notification may concern (every pair an
+    alert could match, whatever its active namespace: the owner decides)."""
+    settings = controller.config.webhook.model_copy(update={"match_namespace": False})
+    spaces = {pair.name: (None, pair.namespaces) for pair in controller.config.pairs
+              if not controller.acts_on(pair.name)}
+    concerned = sorted({name for alert in payload.alerts
+                        for name in match_pairs(alert, settings, spaces)})
+    owners: dict[str, list[str]] = {}
+    for name in concerned:
+        owner = await forwarder.owner(name)
+        if owner is not None and owner.address:
+            owners.setdefault(owner.address, []).append(name)
+    return owners
 
 
 async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPayload,
@@ -248,7 +293,8 @@ async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPa
     settings = controller.config.webhook
     actives = {name: (view.state.active if view.state.phase in _PREFERRED_PHASES
                       else None, view.pair.namespaces)
-               for name, view in controller.views.items()}
+               for name, view in controller.views.items()
+               if not controller.leadership.sharded or controller.acts_on(name)}
     fresh: dict[str, list[tuple[str, WebhookAlert]]] = {}
     repeated: dict[str, list[WebhookAlert]] = {}
     stale_alerts: dict[str, list[tuple[WebhookAlert, str]]] = {}

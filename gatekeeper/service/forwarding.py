@@ -1,0 +1,176 @@
+"""Sharded replicas: a request about a pair another replica owns is sent on to the owner.
+
+A Kubernetes Service spreads calls over the replicas, but only the holder of a pair's shard
+acts on it (and evaluates it). So a POST (approve, flip, rollback, scale-down), a pair
+read, or the part of an Alertmanager notification that concerns another replica's pairs is
+forwarded to the owner's address (its member Lease's `gatekeeper.io/address`), with the
+caller's Authorization header (the owner checks it again) and `X-Gatekeeper-Forwarded-By`.
+The owner's answer is returned as it is, with `X-Gatekeeper-Served-By` naming who acted.
+
+A forwarded request is never forwarded again (no loops while a shard moves). While a shard
+moves (no live holder for a moment) the request waits up to one lease duration for the new
+owner; only then does it answer 503, with the reason and Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from gatekeeper.leadership import Owner
+from gatekeeper.service import responses
+from gatekeeper.service.controller import Controller
+
+__all__ = ["FORWARDED_BY", "SERVED_BY", "Forwarder"]
+
+log = structlog.get_logger(__name__)
+
+FORWARDED_BY = "X-Gatekeeper-Forwarded-By"
+SERVED_BY = "X-Gatekeeper-Served-By"
+_PASSED = ("Authorization", "Content-Type", "Accept")
+_POLL = 0.05
+
+
+class Forwarder:
+    """Finds a pair's owner and relays a request to it (one HTTP client per service)."""
+
+    def __init__(self, controller: Controller, *, timeout: float) -> None:
+        self.controller = controller
+        self.timeout = timeout
+        self.identity = str(getattr(controller.leadership, "identity", "") or "")
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def active(self) -> bool:
+        """Only sharded replicas forward (one leader's followers answer reads themselves)."""
+        return bool(self.controller.leadership.sharded) and not self.controller.dry_run
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64), auto_decompress=False)
+        return self._session
+
+    async def owner(self, name: str) -> Owner | None:
+        """The pair's owner when another replica owns it; None when this one acts on it.
+
+        While the shard has no live holder, waits (up to a lease duration and two retries)
+        for one; 503 with the reason if none appears.
+        """
+        leadership = self.controller.leadership
+        settings = self.controller.config.leader_election
+        deadline = time.monotonic() + settings.lease_duration + 2 * settings.retry_period
+        while True:
+            if self.controller.acts_on(name):
+                return None
+            found: Owner | None = leadership.owner_of(name)
+            if found is not None and found.address and found.identity != self.identity:
+                return found
+            if time.monotonic() >= deadline:
+                why = (f"no replica holds the shard of pair {name!r} right now"
+                       if found is None else
+                       f"the owner of pair {name!r} ({found.identity}) has no address "
+                       "(set sharding.address or POD_IP)")
+                raise responses.http_error(503, f"{why}; retry shortly", retry_after=2)
+            await asyncio.sleep(_POLL)
+
+    async def relay(self, request: web.Request, owner: Owner, body: bytes | None = None,
+                    *, extra_timeout: float = 0.0) -> web.Response:
+        """Send the request to the owner and return its answer (502 when unreachable)."""
+        headers = {key: request.headers[key] for key in _PASSED if key in request.headers}
+        headers[FORWARDED_BY] = self.identity or "gatekeeper"
+        url = f"{owner.address}{request.path_qs}"
+        try:
+            async with self._client().request(
+                    request.method, url, data=body, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout + extra_timeout)
+            ) as answer:
+                payload = await answer.read()
+                out = web.Response(body=payload, status=answer.status,
+                                   content_type=answer.content_type)
+                for key in ("Retry-After", SERVED_BY):
+                    if key in answer.headers:
+                        out.headers[key] = answer.headers[key]
+                out.headers.setdefault(SERVED_BY, owner.identity)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("forwarding to the owner failed", owner=owner.identity,
+                        path=request.path, error=repr(exc)[:200])
+            raise responses.http_error(
+                503, f"the owner of this pair ({owner.identity}) did not answer: "
+                     f"{type(exc).__name__}; retry shortly", retry_after=2) from exc
+        log.info("forwarded to the owner", owner=owner.identity, path=request.path,
+                 status=out.status)
+        return out
+
+    async def forward_if_elsewhere(self, request: web.Request, name: str,
+                                   body: bytes | None = None, *, extra_timeout: float = 0.0
+                                   ) -> web.Response | None:
+        """The owner's answer when another replica owns the pair; None to answer here.
+
+        A request that was already forwarded is answered here whatever happens (the
+        controller then refuses with the owner named, 503 and Retry-After)."""
+        if not self.active or FORWARDED_BY in request.headers:
+            return None
+        owner = await self.owner(name)
+        if owner is None:
+            return None
+        return await self.relay(request, owner, body, extra_timeout=extra_timeout)
+
+    async def gather_lists(self, request: web.Request, own: list[dict[str, Any]]
+                           ) -> list[dict[str, Any]]:
+        """`GET /api/v1/pairs` over the ring: this replica's pairs and every other live
+        member's own (asked at once); a pair nobody answered for is listed with why."""
+        members = {identity: address for identity, address in
+                   getattr(self.controller.leadership, "members", {}).items()
+                   if identity != self.identity and address}
+        headers = {key: request.headers[key] for key in _PASSED if key in request.headers}
+        headers[FORWARDED_BY] = self.identity or "gatekeeper"
+
+        async def ask(address: str) -> list[dict[str, Any]]:
+            try:
+                async with self._client().get(
+                        f"{address}/api/v1/pairs", headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as answer:
+                    data = await answer.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                log.warning("a replica did not list its pairs", address=address,
+                            error=repr(exc)[:200])
+                return []
+            pairs = data.get("pairs") if isinstance(data, dict) else None
+            return [p for p in pairs or [] if isinstance(p, dict)]
+
+        found = {str(p.get("pair")): p for p in own}
+        for listed in await asyncio.gather(*(ask(a) for a in members.values())):
+            for summary in listed:
+                found.setdefault(str(summary.get("pair")), summary)
+        out: list[dict[str, Any]] = []
+        for pair in self.controller.config.pairs:
+            if pair.name in found:
+                out.append(found[pair.name])
+            else:
+                owner = self.controller.leadership.owner_of(pair.name)
+                out.append({"pair": pair.name, "phase": None, "verdict": "unknown",
+                            "owner": owner.identity if owner else None,
+                            "reason": "its owner did not answer (its shard may be moving)"})
+        return out
+
+    async def post_elsewhere(self, address: str, path: str, body: bytes,
+                             headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """POST a body to another replica (the webhook's share of a notification)."""
+        sent = {key: value for key, value in headers.items() if key in _PASSED}
+        sent[FORWARDED_BY] = self.identity or "gatekeeper"
+        async with self._client().post(f"{address}{path}", data=body, headers=sent,
+                                       timeout=aiohttp.ClientTimeout(total=self.timeout)
+                                       ) as answer:
+            data = await answer.json(content_type=None)
+            return answer.status, data if isinstance(data, dict) else {}
