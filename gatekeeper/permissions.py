@@ -91,6 +91,9 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "events", ("create",), "cluster", "events",
                "Events on the BlueGreenPair objects (their namespaces are not known in "
                "advance)", switch="objects.enabled"),
+    Permission("coordination.k8s.io", "leases", ("list",), "own", "sharding",
+               "sharded replicas: the ring's member and shard Leases, one list per retry "
+               "period", switch="sharding.enabled"),
     Permission("authentication.k8s.io", "tokenreviews", ("create",), "cluster",
                "service.auth", "who a service-account bearer token belongs to (the approver's "
                "name)", switch="auth.token_review"),
@@ -126,6 +129,8 @@ def switches_on(config: Config) -> frozenset[str]:
         on.add("auth.token_review")
     if config.objects.enabled:
         on.add("objects.enabled")
+    if config.sharding.enabled:
+        on.add("sharding.enabled")
     return frozenset(on)
 
 

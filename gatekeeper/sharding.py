@@ -51,6 +51,7 @@ log = structlog.get_logger(__name__)
 RING_LABEL = "gatekeeper.io/ring"
 ROLE_LABEL = "gatekeeper.io/lease-role"
 ADDRESS_ANNOTATION = "gatekeeper.io/address"
+SHARDS_ANNOTATION = "gatekeeper.io/shards"
 _FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
 
 
@@ -109,7 +110,8 @@ class ShardLeases:
             self._api, election.namespace,
             f"{election.lease_name}-member-{_lease_safe(self.identity)}", self.identity,
             self._seconds, labels={**labels, ROLE_LABEL: "member"},
-            annotations={ADDRESS_ANNOTATION: address} if address else None)
+            annotations={SHARDS_ANNOTATION: str(self.count),
+                         **({ADDRESS_ANNOTATION: address} if address else {})})
         self._shards = [
             _Shard(LeaseLock(self._api, election.namespace,
                              f"{election.lease_name}-shard-{index}", self.identity,
@@ -120,6 +122,10 @@ class ShardLeases:
         self._members: dict[str, str | None] = {}
         """Live members as last listed: identity -> address."""
         self._held: frozenset[int] = frozenset()
+        self.mismatch: str | None = None
+        """Why this replica acts on nothing: a live member counts the shards differently
+        (a pair would be in two shards held by two replicas), e.g. during a rollout that
+        changes `sharding.shards`; clears once that member is gone."""
         self._idle = asyncio.Event()
         self._idle.set()
         self.rounds = 0
@@ -132,7 +138,8 @@ class ShardLeases:
         return ring.shard_of(key, self.count)
 
     def _fenced(self, shard: _Shard) -> bool:
-        return (shard.lock.held_record is not None and shard.draining_since is None
+        return (self.mismatch is None and shard.lock.held_record is not None
+                and shard.draining_since is None
                 and time.monotonic() - shard.renewed_at < self.election.renew_deadline)
 
     def held(self) -> frozenset[int]:
@@ -229,6 +236,7 @@ class ShardLeases:
             label_selector=f"{RING_LABEL}={self.ring_name}")
         current: dict[int, dict[str, Any]] = {}
         alive: dict[str, str | None] = {self.identity: self.address}
+        mismatch: str | None = None
         prefix = f"{self.ring_name}-shard-"
         for lease in listed.get("items") or []:
             metadata = lease.get("metadata") or {}
@@ -244,8 +252,20 @@ class ShardLeases:
                     self._api, self.election.namespace, name, self.identity, self._seconds))
                 seen.observe(lease)
                 if seen.holder is not None and not seen.available:
-                    address = (metadata.get("annotations") or {}).get(ADDRESS_ANNOTATION)
-                    alive[seen.holder] = address or None
+                    notes = metadata.get("annotations") or {}
+                    alive[seen.holder] = notes.get(ADDRESS_ANNOTATION) or None
+                    counted = notes.get(SHARDS_ANNOTATION)
+                    if counted is not None and counted != str(self.count):
+                        mismatch = (f"member {seen.holder} counts {counted} shards, this "
+                                    f"replica {self.count}")
+        if mismatch != self.mismatch:
+            if mismatch:
+                log.error("acting on no pair: the replicas disagree on sharding.shards",
+                          identity=self.identity, why=mismatch)
+            else:
+                log.info("the replicas agree on sharding.shards again",
+                         identity=self.identity)
+            self.mismatch = mismatch
         self._members = alive
         desired = ring.assign(self.count, alive)
         await asyncio.gather(*(self._step(index, current.get(index), desired.get(index),
@@ -256,7 +276,7 @@ class ShardLeases:
                     started: float) -> None:
         shard = self._shards[index]
         lock = shard.lock
-        mine = wanted == self.identity
+        mine = wanted == self.identity and self.mismatch is None
         if lock.held_record is not None:
             if not mine and wanted is not None:
                 await self._hand_over(index, shard, lease, wanted, started)
@@ -266,6 +286,8 @@ class ShardLeases:
                 shard.draining_since = None
             if await lock.acquire_or_renew(current=lease):
                 shard.renewed_at = started
+            return
+        if self.mismatch is not None:
             return
         holder = lock.holder
         orphaned = holder is not None and holder not in self._members

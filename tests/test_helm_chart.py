@@ -82,6 +82,9 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
     "opentelemetry-resources": ("gatekeeper", {"rules": {"httpSet": "opentelemetry",
                                                          "resources": True}}),
     "token-review": ("gatekeeper", {"config": {"auth": {"token_review": True}}}),
+    # Sharded replicas: the shard and member Leases are listed (permissions.py's switch).
+    "sharded": ("gatekeeper", {"replicaCount": 3,
+                               "config": {"sharding": {"enabled": True, "shards": 12}}}),
     "token-review-cluster-scope": ("gatekeeper", {"rbac": {"scope": "cluster"},
                                                   "config": {"auth": {"token_review": True}}}),
     # A Slack channel from the mounted Secret, a webhook from an environment variable.

@@ -208,3 +208,24 @@ async def test_a_killed_replica_is_taken_over_and_a_draining_one_waits_for_actio
     await acting
     await watch.until(lambda: split([b, c]), "the shard moved once the action finished")
     assert c.acts_on(key) and watch.overlaps == []
+
+
+async def test_replicas_that_count_the_shards_differently_act_on_nothing(
+        namespace, replica_clients, group) -> None:
+    """A rollout that changes sharding.shards: a pair would be in two shards held by two
+    replicas, so both stand down until the other count is gone."""
+    a = replica(replica_clients[0], "replica-a")
+    watch = Overlap([a])
+    group.start("a", a.run)
+    await watch.until(lambda: a.held() == frozenset(range(SHARDS.shards)), "a holds all")
+    b = ShardLeases(replica_clients[1], FAST.model_copy(update={"identity": "replica-b"}),
+                    ShardingConfig(enabled=True, shards=5), release_on_cancel=False)
+    task_b = group.start("b", b.run)
+    await watch.until(lambda: a.mismatch is not None and b.mismatch is not None
+                      and not a.held() and not b.held(), "both stood down")
+    await watch.hold(FAST.lease_duration * 1.5)
+    assert not a.held() and not b.held() and not a.acts_on("pair-1")
+    assert "counts 5 shards" in (a.mismatch or "")
+    task_b.cancel()  # the old replica goes away (its member Lease expires)
+    await watch.until(lambda: a.held() == frozenset(range(SHARDS.shards)),
+                      "a acts again once the other count is gone")

@@ -3,14 +3,21 @@ RBAC rules per kind of namespace: exactly the API calls of gatekeeper/permission
 (tests/test_helm_chart.py renders the chart and compares, namespace by namespace).
 */}}
 
-{{/* gatekeeper's own namespace: the state ConfigMap and the leader Lease. */}}
+{{/* gatekeeper's own namespace: the state ConfigMap and the leader Lease (with
+config.sharding.enabled the shard and member Leases, listed once per retry period). */}}
 {{- define "gatekeeper.rbac.own" -}}
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [create, get, update]
+{{- if (default dict .Values.config.sharding).enabled }}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create, get, list, update]
+{{- else }}
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [create, get, update]
+{{- end }}
 {{- end -}}
 
 {{/* Namespaces of the routes: the Traefik objects (both API groups) and Events on them. */}}
