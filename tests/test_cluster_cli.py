@@ -354,3 +354,24 @@ def test_serve_logs_decisions_at_info_as_json_only(cluster: Path) -> None:
     events = {(r["event"], r["level"]) for r in records}
     assert ("gatekeeper serving", "info") in events, events
     assert ("stopping: finishing actions in flight", "info") in events, events
+
+
+def test_a_pipelines_rollback_follows_the_policy_like_the_apis(
+        cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One decision for the API and the CLI: with `rollback_when_scaled_down:
+    scale_up_then_flip`, `gatekeeper rollback` to a namespace scaled down to 0 scales it up,
+    waits until Ready and rolls back, as `POST .../rollback` does (before, the CLI refused
+    unless `--scale-up-first`)."""
+    cluster.write_text(cluster.read_text() + "policy:\n  rollback_when_scaled_down: "
+                       "scale_up_then_flip\n  ready_timeout: 20s\n")
+    cfg = ("--config", str(cluster))
+    assert run(capsys, "scale-up", *cfg)[0] == 0
+    assert run(capsys, "wait-ready", "--timeout", "10s", *cfg)[0] == 0
+    assert run(capsys, "flip", *cfg)[:2] == (0, f"flip: {BLUE} -> {GREEN}\n")
+    code, out, err = run(capsys, "scale-down", *cfg)
+    assert code == 0 and f"scaled down {BLUE} to 0" in out, (out, err)
+
+    code, out, err = run(capsys, "rollback", "--reason", "5xx", *cfg)
+    assert code == 0 and f"rollback: {GREEN} -> {BLUE}" in out, (out, err)
+    data = status(capsys, cluster)
+    assert data["active"] == BLUE and replicas(data, BLUE) == 2

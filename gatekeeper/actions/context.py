@@ -18,7 +18,13 @@ import structlog
 from kubernetes_asyncio import client
 
 from gatekeeper import environments, events
-from gatekeeper.actions.result import CLUSTER_ERRORS, ActionResult, cluster_errors, result
+from gatekeeper.actions.result import (
+    CLUSTER_ERRORS,
+    ActionKind,
+    ActionResult,
+    cluster_errors,
+    result,
+)
 from gatekeeper.config import Config, PairConfig
 from gatekeeper.environments import Readiness
 from gatekeeper.routers import reading
@@ -119,7 +125,7 @@ class Actor:
             return f"state not written ({exc}); it is reconciled from the routes on next start"
         return None
 
-    async def refuse(self, action: str, pair: PairConfig, live: ActiveState,
+    async def refuse(self, action: ActionKind, pair: PairConfig, live: ActiveState,
                      reasons: list[str], *, reason: str, trigger: str, **details: Any
                      ) -> ActionResult:
         """Report a refusal: a Warning Event and an audit record (not in dry-run)."""
@@ -138,7 +144,7 @@ class Actor:
         return result(action, active=live.active, refused=True, reasons=reasons,
                       dry_run=self.dry_run_for(pair), **details)
 
-    async def nothing(self, action: str, pair: PairConfig, live: ActiveState,
+    async def nothing(self, action: ActionKind, pair: PairConfig, live: ActiveState,
                       reason: str) -> ActionResult:
         """A no-op answer; the stored state is first brought in line with the routes (a
         switch whose process died after patching is recorded as done)."""

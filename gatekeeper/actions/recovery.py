@@ -19,7 +19,13 @@ import structlog
 
 from gatekeeper import events, kubeclient, switches
 from gatekeeper.actions.context import Actor, unchanged
-from gatekeeper.actions.result import CLUSTER_ERRORS, ActionResult, cluster_errors, result
+from gatekeeper.actions.result import (
+    CLUSTER_ERRORS,
+    ActionResult,
+    SwitchKind,
+    cluster_errors,
+    result,
+)
 from gatekeeper.config import PairConfig
 from gatekeeper.routers import switching
 from gatekeeper.routers.base import ActiveState
@@ -116,6 +122,7 @@ async def resume(actor: Actor, pair: PairConfig, live: ActiveState) -> ActionRes
             or not isinstance(source, str) or not isinstance(target, str) or not source \
             or not target or source == target:
         return None
+    switched: SwitchKind = "flip" if kind == "flip" else "rollback"
     sides = (frozenset({source}), frozenset({target}))
     if not live.snapshots or any(s.view.namespaces not in sides for s in live.snapshots):
         return None
@@ -124,14 +131,14 @@ async def resume(actor: Actor, pair: PairConfig, live: ActiveState) -> ActionRes
     holder = action.get("holder")
     leased = actor.lease is not None and isinstance(holder, dict) and bool(holder.get("lease"))
     if not leased and not holder_gone(holder) and age < bound:
-        return result(str(kind), active=None, refused=True, reasons=[
+        return result(switched, active=None, refused=True, reasons=[
             f"routes inconsistent: a {kind} {source} -> {target} started {age:.0f}s ago "
             f"is unfinished ({live.problem}); its process may still be running: it is "
             f"finished or undone by the first run after it is {bound:.0f}s old"])
     readiness = await actor.readiness(pair, target)
     goal, away = (target, source) if readiness.ready else (source, target)
     record = switches.SwitchRecord(
-        str(kind), source, target, float(action.get("at") or actor.clock()),
+        switched, source, target, float(action.get("at") or actor.clock()),
         str(action.get("id") or ""), str(action.get("trigger") or "")) \
         if goal == target else None
     async with cluster_errors(f"resuming the switch of pair {pair.name}"):
@@ -168,7 +175,7 @@ async def resume(actor: Actor, pair: PairConfig, live: ActiveState) -> ActionRes
     warning = await actor.write(pair, None, mutate)
     message = f"{kind} {source} -> {target} {note}"
     await actor.events.emit(after.routes, reason=events.FLIPPED if kind == "flip"
-                            else events.ROLLED_BACK, message=message, action=str(kind),
+                            else events.ROLLED_BACK, message=message, action=switched,
                             warning=goal != target or not finished)
     log.warning("unfinished switch resumed", pair=pair.name, kind=kind, source=source,
                 target=target, goal=goal, moved=moved, failures=failures, finished=finished)
@@ -177,6 +184,6 @@ async def resume(actor: Actor, pair: PairConfig, live: ActiveState) -> ActionRes
         reasons.append(f"routes still inconsistent: {after.problem}")
     if not readiness.ready:
         reasons.extend(readiness.reasons[:3])
-    return result(str(kind), active=after.active, changed=outcome.changed,
+    return result(switched, active=after.active, changed=outcome.changed,
                   refused=goal != target or not finished, reasons=reasons,
                   resumed=action.get("id"), outcome=outcome.to_dict())

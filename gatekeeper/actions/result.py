@@ -19,12 +19,13 @@ from gatekeeper.kubeclient import ApiException
 from gatekeeper.routers.base import RouteError
 from gatekeeper.state import StateError
 
-__all__ = ["CLUSTER_ERRORS", "ActionKind", "ActionResult", "ClusterError", "cluster_errors",
-           "result"]
+__all__ = ["CLUSTER_ERRORS", "ActionKind", "ActionResult", "ClusterError", "SwitchKind",
+           "cluster_errors", "result"]
 
 log = structlog.get_logger()
 
 ActionKind = Literal["flip", "rollback", "scale_up", "scale_down", "wait_ready", "recover"]
+SwitchKind = Literal["flip", "rollback"]
 
 CLUSTER_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError, RouteError, StateError,
                   OSError)
@@ -54,8 +55,7 @@ async def cluster_errors(doing: str) -> AsyncIterator[None]:
 class ActionResult:
     """What an action did, or why it did not."""
 
-    action: str
-    """flip | rollback | scale_up | scale_down | wait_ready | recover (`ActionKind`)"""
+    action: ActionKind
     changed: bool
     """The cluster was changed (False for no-op / refused / dry-run)."""
     refused: bool
@@ -76,7 +76,7 @@ class ActionResult:
                 "reasons": list(self.reasons), "active": self.active, "details": self.details}
 
 
-def result(action: str, *, active: str | None, changed: bool = False, refused: bool = False,
+def result(action: ActionKind, *, active: str | None, changed: bool = False, refused: bool = False,
            reasons: tuple[str, ...] | list[str] = (), **details: Any) -> ActionResult:
     """Build a result (a dry-run that would act is logged: it is what the operator reads)."""
     if details.get("dry_run") and not refused:

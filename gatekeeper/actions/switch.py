@@ -17,7 +17,7 @@ import structlog
 from gatekeeper import events, switches
 from gatekeeper.actions import capacity, recovery
 from gatekeeper.actions.context import Actor, in_log_context
-from gatekeeper.actions.result import ActionResult, cluster_errors, result
+from gatekeeper.actions.result import ActionResult, SwitchKind, cluster_errors, result
 from gatekeeper.config import PairConfig
 from gatekeeper.routers import switching
 from gatekeeper.routers.base import ActiveState
@@ -63,15 +63,8 @@ async def flip(actor: Actor, pair: PairConfig, *, to: str | None = None, force: 
         pair.other(to)
     live = await actor.live(pair)
     if not live.consistent or live.active is None:
-        resumed = await recovery.resume(actor, pair, live)
-        if resumed is not None:
-            return resumed
-        if to is not None and split(pair, live):
-            # Each route at one namespace of the pair: a person names where it all goes.
-            return await _switch(actor, "flip", pair, live, to, source=pair.other(to),
-                                 force=force, trigger=trigger, reason=reason)
-        return await actor.refuse("flip", pair, live, inconsistent(pair, live),
-                                  reason=events.FLIP_REFUSED, trigger=trigger)
+        return await _disagreeing("flip", actor, pair, live, trigger=trigger, to=to,
+                                  force=force, reason=reason)
     target = to or pair.other(live.active)
     if target == live.active:
         return await actor.nothing("flip", pair, live,
@@ -82,6 +75,24 @@ async def flip(actor: Actor, pair: PairConfig, *, to: str | None = None, force: 
             return await actor.nothing("flip", pair, live, repeat)
     return await _switch(actor, "flip", pair, live, target, force=force, trigger=trigger,
                          reason=reason)
+
+
+async def _disagreeing(kind: SwitchKind, actor: Actor, pair: PairConfig, live: ActiveState, *,
+                       trigger: str, to: str | None = None, force: bool = False,
+                       reason: str = "") -> ActionResult:
+    """Routes that disagree: a switch a dead process left half done is finished or undone
+    (`recovery.resume`); a split a flip names the target of is finished; else refused,
+    naming the routes and how to finish."""
+    resumed = await recovery.resume(actor, pair, live)
+    if resumed is not None:
+        return resumed
+    if kind == "flip" and to is not None and split(pair, live):
+        # Each route at one namespace of the pair: a person names where it all goes.
+        return await _switch(actor, "flip", pair, live, to, source=pair.other(to),
+                             force=force, trigger=trigger, reason=reason)
+    return await actor.refuse(kind, pair, live, inconsistent(pair, live), trigger=trigger,
+                              reason=events.FLIP_REFUSED if kind == "flip"
+                              else events.ROLLBACK_REFUSED)
 
 
 async def _repeated_flip(actor: Actor, pair: PairConfig, live: ActiveState, dark: str
@@ -132,11 +143,7 @@ async def rollback(actor: Actor, pair: PairConfig, *, force: bool = False,
         pair.other(to)
     live = await actor.live(pair)
     if not live.consistent or live.active is None:
-        resumed = await recovery.resume(actor, pair, live)
-        if resumed is not None:
-            return resumed
-        return await actor.refuse("rollback", pair, live, inconsistent(pair, live),
-                                  reason=events.ROLLBACK_REFUSED, trigger=trigger)
+        return await _disagreeing("rollback", actor, pair, live, trigger=trigger)
     state, state_error = await actor.state(pair, live)
     last = state.last_action or {}
     record = live.last_switch  # written by the switch itself: needs no state write
@@ -191,8 +198,8 @@ async def rollback(actor: Actor, pair: PairConfig, *, force: bool = False,
                          " (rollback --scale-up-first scales it up and waits)", **details)
 
 
-async def _switch(actor: Actor, kind: str, pair: PairConfig, live: ActiveState, target: str, *,
-                  force: bool, trigger: str, reason: str, hint: str = "",
+async def _switch(actor: Actor, kind: SwitchKind, pair: PairConfig, live: ActiveState,
+                  target: str, *, force: bool, trigger: str, reason: str, hint: str = "",
                   source: str | None = None, **extra: Any) -> ActionResult:
     """Preconditions, then all routes or none, then state and Events. `source` is where
     traffic comes from: `live.active`, or for split routes the other namespace."""
