@@ -287,6 +287,68 @@ class LoadLimits(_Section):
     max_concurrency: int = Field(256, ge=1, le=4096, description="in flight per pair")
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+TEST_JOB_VARIABLES = ("namespace", "other", "pair", "url", "release")
+"""What `${...}` may name in a test Job's env values and args (docs/evidence.md)."""
+
+
+class TestJobConfig(_Section):
+    """The team's test image, run as a Kubernetes Job in the dark namespace once per release
+    while it validates; its success is a gate (docs/evidence.md)."""
+
+    image: str = Field(min_length=1, max_length=512, pattern=r"^[^\s$]+$")
+    """The test image (pin a tag or digest: the same image tests every release)."""
+    command: tuple[str, ...] = ()
+    """The container's command (default: the image's entrypoint)."""
+    args: tuple[str, ...] = ()
+    """The container's arguments; `${namespace}`, `${other}`, `${pair}`, `${url}` and
+    `${release}` are filled in."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """More environment variables; values take the same `${...}` placeholders."""
+    service: KubeName
+    """The dark namespace's Service the tests call."""
+    port: int = Field(ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+    url_env: str = Field("TARGET_URL", pattern=_ENV_NAME.pattern)
+    """The environment variable holding the dark Service's URL
+    (`http://<service>.<dark namespace>.svc:<port>`)."""
+    timeout: Duration = Field(600.0, ge=1, le=86400)
+    """The Job's activeDeadlineSeconds: past it the Job fails with DeadlineExceeded."""
+    backoff_limit: int = Field(0, ge=0, le=10)
+    """Retries of a failed test pod before the Job fails (BackoffLimitExceeded)."""
+    ttl_after_finished: Duration = Field(3600.0, ge=0, le=604800)
+    """ttlSecondsAfterFinished: the cluster deletes the finished Job (and its pods) then."""
+    log_tail_lines: int = Field(20, ge=1, le=500)
+    """Lines of the failed pod's log quoted in the verdict's reason."""
+    service_account: KubeName | None = None
+    """The pod's service account; without one no API token is mounted in the test pod."""
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name "
+                                 "(letters, digits and _, not starting with a digit)")
+        return value
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> TestJobConfig:
+        for where, text in [*((f"args[{i}]", a) for i, a in enumerate(self.args)),
+                            *((f"env.{k}", v) for k, v in self.env.items())]:
+            try:
+                unknown = template_variables(text) - set(TEST_JOB_VARIABLES)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            if unknown:
+                raise ValueError(f"{where}: unknown placeholder ${{{sorted(unknown)[0]}}} "
+                                 f"(known: {', '.join(TEST_JOB_VARIABLES)})")
+        if self.url_env in self.env:
+            raise ValueError(f"env.{self.url_env}: gatekeeper sets it to the dark Service's "
+                             "URL (url_env): choose another name")
+        return self
+
+
 class PairConfig(_Section):
     """A blue/green pair: two namespaces and the route(s) that pick the active one."""
 
@@ -307,6 +369,8 @@ class PairConfig(_Section):
     policy: PolicyConfig | None = None
     load: LoadConfig | None = None
     """Synthetic load and checks for the dark while validating (none by default)."""
+    test_job: TestJobConfig | None = None
+    """The team's test image run as a Job in the dark namespace per release (a gate)."""
 
     @model_validator(mode="after")
     def _distinct(self) -> PairConfig:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import structlog
 from kubernetes_asyncio import client
 
+from gatekeeper import testjobs
 from gatekeeper.config import PairConfig
 from gatekeeper.errors import API_ERRORS
 from gatekeeper.kubeclient import ApiException, read_json
@@ -132,8 +133,8 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def _counted(pod: Mapping[str, Any]) -> bool:
-    """Pods that should serve: not terminating, not finished."""
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+    """Pods that should serve: not terminating, not finished, not gatekeeper's test Job."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp") or testjobs.is_test_pod(pod):
         return False
     return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 

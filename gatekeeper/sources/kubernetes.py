@@ -4,7 +4,8 @@ Each check lists what it needs once per namespace and resource kind (raw JSON, s
 `kubeclient.read_json`) and computes a number per target namespace:
 
 - `pods_ready`: ready pods / pods matching the pair's selector (Succeeded pods, finished
-  jobs, are left out). No pods is no data, never a vacuous 1.
+  jobs, and gatekeeper's own test Job pods are left out). No pods is no data, never a
+  vacuous 1.
 - `restarts`: container restarts within the window (see `restarts_within`), the window
   ending at the API server's time (the list answer's `Date`), not at gatekeeper's clock.
 - `config_parity`: differences between the ConfigMaps and Secrets of the namespace and the
@@ -27,7 +28,7 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import errors, kubeclient
+from gatekeeper import errors, kubeclient, testjobs
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
 from gatekeeper.sources.base import Target
@@ -264,7 +265,8 @@ class KubernetesSource:
             reason = kubeclient.describe_error(exc)
             return Measurement.error(f"kubernetes: listing {where} failed: {reason}", query=query)
         pods = [p for p in listed.get("items") or []
-                if (p.get("status") or {}).get("phase") != "Succeeded"]
+                if (p.get("status") or {}).get("phase") != "Succeeded"
+                and not testjobs.is_test_pod(p)]
         if not pods:
             return Measurement.no_data(f"kubernetes: no {where}", query=query)
         if check == "pods_ready":

@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import errors, kubeclient
+from gatekeeper import errors, kubeclient, testjobs
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import LogSpec, Rule
 from gatekeeper.sources.base import Target
@@ -163,7 +163,9 @@ class LogSource:
         except errors.API_ERRORS as exc:
             reason = kubeclient.describe_error(exc)
             return Measurement.error(f"logs: listing {where} failed: {reason}", query=query)
-        items = pods.get("items") or []
+        # gatekeeper's own test Job pods are not the application: their failures are the
+        # test Job's outcome, not error lines of the release.
+        items = [p for p in pods.get("items") or [] if not testjobs.is_test_pod(p)]
         if not items:
             return Measurement.no_data(f"logs: no {where}", query=query)
         jobs = [(pod["metadata"]["name"], name)
