@@ -701,6 +701,14 @@ def load_config(path: str | Path) -> LoadedConfig:
                 f"'{source}' but the configuration has no '{source}' section with a url"
             )
     problems.extend(_load_problems(config, config_path, line_map))
+    judged = {rule.driver for rule in rule_set.rules if rule.source == "validation"}
+    for index, pair in enumerate(config.pairs):
+        if pair.test_job is not None and "jobs" not in judged:
+            line = line_map.line_of(("pairs", index, "test_job"))
+            problems.append(
+                f"{config_path}:{line}: pair '{pair.name}' field 'test_job': no rule judges the "
+                "test Job's outcome, so it would gate nothing: add rules/sets/test-job.yaml "
+                "to rule_files (or a rule with source 'validation' and driver 'jobs')")
     streams = _namespace_streams(config)
     watch = config.kubernetes.watch
     if watch.scope == "namespaces" and streams > watch.max_streams:

@@ -75,6 +75,12 @@ def _result(
     )
 
 
+def _said(measurement: Measurement) -> str:
+    """What the source said about a value that misses its target (a failed probe's answer,
+    a failed test Job's reason and log tail), so the verdict's reason explains the miss."""
+    return f": {measurement.message}" if measurement.message else ""
+
+
 def _missing(
     rule: Rule, namespace: str, measurement: Measurement, why: str, target: str,
     baseline_value: float | None,
@@ -183,10 +189,11 @@ def judge_rule(
         if warned:
             return _result(rule, namespace, "warning", measurement,
                            f"{shown} misses {_describe(failing, effective_baseline)} "
-                           f"(within the warning range){comparison_note}",
+                           f"(within the warning range){comparison_note}{_said(measurement)}",
                            target=target, counted=True, baseline_value=baseline_value)
     return _result(rule, namespace, "fail", measurement,
-                   f"{shown} misses {_describe(failing, effective_baseline)}{comparison_note}",
+                   f"{shown} misses {_describe(failing, effective_baseline)}{comparison_note}"
+                   f"{_said(measurement)}",
                    target=target, counted=True, baseline_value=baseline_value)
 
 

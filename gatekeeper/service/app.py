@@ -26,6 +26,7 @@ from gatekeeper import kubeclient
 from gatekeeper.config import LoadedConfig, ServerConfig
 from gatekeeper.drivers import Driver, Drivers
 from gatekeeper.drivers.load import LoadDriver
+from gatekeeper.drivers.testjob import TestJobDriver
 from gatekeeper.evaluating import Evaluator
 from gatekeeper.leadership import Leadership
 from gatekeeper.metrics import Recorder
@@ -195,7 +196,8 @@ def create_service(
     `watch` streams route and Deployment changes so a change is evaluated at once.
     `drivers` send the dark its validation evidence (gatekeeper.drivers), besides the
     synthetic load of the pairs that configure `load` (its DNS: `load_resolver`, default
-    the system's).
+    the system's) and the test Job of those that configure `test_job` (unless `drivers`
+    has a `jobs` driver).
     """
     config, rule_set = loaded.config, loaded.rule_set
     dry_run = dry_run or config.policy.dry_run
@@ -238,7 +240,7 @@ def create_service(
     notifier = Notifier(config.notifications, receivers, recorder=recorder)
     controller = Controller(config, evaluator, operations, recorder=recorder,
                             leadership=leadership, notifier=notifier, wall=clock, reads=api,
-                            drivers=Drivers(_drivers(config, recorder, drivers, load_resolver),
+                            drivers=Drivers(_drivers(config, recorder, drivers, load_resolver, api),
                                             board=board))
     if shards is not None:
         shards.on_change = controller.wake  # a shard taken or handed over: tick now
@@ -256,12 +258,16 @@ def create_service(
 
 
 def _drivers(config: Any, recorder: Recorder, extra: Sequence[Driver],
-             resolver: AbstractResolver | None) -> list[Driver]:
-    """The validation drivers: the synthetic load when a pair configures it, and `extra`."""
+             resolver: AbstractResolver | None, api: client.ApiClient) -> list[Driver]:
+    """The validation drivers: `extra`, the synthetic load when a pair configures it, the
+    test Job when a pair configures one (and `extra` has no `jobs` driver)."""
     drivers = list(extra)
     if any(pair.load is not None for pair in config.pairs):
         drivers.append(LoadDriver(recorder, window=config.evaluation.window,
                                   resolver=resolver))
+    if any(pair.test_job is not None for pair in config.pairs) and \
+            not any(driver.name == "jobs" for driver in drivers):
+        drivers.append(TestJobDriver(api))
     return drivers
 
 

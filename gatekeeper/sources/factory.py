@@ -10,6 +10,14 @@ from gatekeeper.rules import RuleSet
 from gatekeeper.sources.base import Source
 
 
+def configured_drivers(config: Config) -> dict[str, frozenset[str]]:
+    """Pair name -> the validation drivers it configures (`load`, `jobs`: its test_job)."""
+    return {pair.name: frozenset(name for name, on in (("load", pair.load is not None),
+                                                       ("jobs", pair.test_job is not None))
+                                 if on)
+            for pair in config.pairs}
+
+
 def needs_kubernetes(rule_set: RuleSet) -> bool:
     """True when some rule reads pods, logs or objects through the Kubernetes API."""
     return bool(rule_set.sources() & {"logs", "kubernetes"})
@@ -20,7 +28,8 @@ def build_sources(
     board: OutcomeBoard | None = None,
 ) -> dict[str, Source]:
     """One instance per source the rules use; absent ones make those rules `error`.
-    `board` holds the validation drivers' outcomes (the `validation` source reads it)."""
+    `board` holds the validation drivers' outcomes (the `validation` source reads it; an
+    empty one outside the service)."""
     used = rule_set.sources()
     sources: dict[str, Source] = {}
     if "prometheus" in used and config.prometheus is not None:
@@ -57,10 +66,13 @@ def build_sources(
         from gatekeeper.sources.probes import ProbeSource
 
         sources["probe"] = ProbeSource()
-    if board is not None and "validation" in used:
+    if "validation" in used:
         from gatekeeper.sources.validation import ValidationSource
 
-        sources["validation"] = ValidationSource(board)
+        drivers = configured_drivers(config)
+        sources["validation"] = ValidationSource(
+            board if board is not None else OutcomeBoard(),
+            configured=lambda pair, driver: driver in drivers.get(pair, frozenset()))
     if api_client is not None and "logs" in used:
         from gatekeeper.sources.logs import LogSource
 
