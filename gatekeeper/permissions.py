@@ -9,6 +9,8 @@ Each call targets one kind of namespace (`Scope`):
 - `routes`: the namespaces of the pairs' routes (the Traefik objects, Events on them);
 - `pairs`: both namespaces of every pair, i.e. the production namespaces (Deployments,
   Pods, their logs, and the ConfigMaps compared by the config-parity rule);
+- `tests`: both namespaces of every pair with `test_job` (its test Job, created in the dark
+  namespace per release);
 - `cluster`: cluster-wide (a ClusterRole): TokenReviews with `auth.token_review: true`;
   the BlueGreenPair objects of every namespace, their status and the Events on them with
   `objects.enabled` (the default; the pairs an app team declares can be in any namespace).
@@ -32,8 +34,8 @@ from gatekeeper.routers.base import TRAEFIK_GROUPS
 __all__ = ["PERMISSIONS", "SCOPES", "Permission", "Scope", "granted", "namespace_scopes",
            "rbac_rules", "required", "switches_on"]
 
-Scope = Literal["own", "routes", "pairs", "cluster"]
-SCOPES: tuple[Scope, ...] = ("own", "routes", "pairs", "cluster")
+Scope = Literal["own", "routes", "pairs", "tests", "cluster"]
+SCOPES: tuple[Scope, ...] = ("own", "routes", "pairs", "tests", "cluster")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ PERMISSIONS: tuple[Permission, ...] = (
                "Secret parity between the namespaces (key hashes, never values); a list "
                "returns the values, so it is off unless switched on",
                switch="kubernetes.read_secrets"),
+    Permission("batch", "jobs", ("create", "delete", "get"), "tests", "drivers.testjob",
+               "the release's test Job in the dark namespace: created, read until it "
+               "finished, deleted when validation stops before it finished"),
     Permission("", "configmaps", ("get", "create", "update"), "own", "state",
                "the state ConfigMap (optimistic concurrency)"),
     Permission("coordination.k8s.io", "leases", ("get", "create", "update"), "own",
@@ -142,6 +147,8 @@ def namespace_scopes(config: Config) -> dict[str, frozenset[Scope]]:
     for pair in config.pairs:
         for namespace in pair.namespaces:
             scopes.setdefault(namespace, set()).add("pairs")
+            if pair.test_job is not None:
+                scopes[namespace].add("tests")
         for route in pair.routes:
             scopes.setdefault(route.namespace, set()).add("routes")
     return {namespace: frozenset(kinds) for namespace, kinds in scopes.items()}

@@ -55,6 +55,9 @@ def _route(name: str, namespace: str, kind: str = "IngressRoute",
 
 
 # name -> (release namespace, values overriding values.yaml). Lists replace, maps merge.
+_TEST_JOB = {"image": "registry.example.com/api-tests:2.0", "service": "api-service",
+             "port": 8080, "timeout": "10m", "backoff_limit": 1,
+             "command": ["npm", "run", "test:integration"]}
 VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("gatekeeper", {}),
     "two-pairs": ("gatekeeper", {"config": {"pairs": [
@@ -87,6 +90,17 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
                                "config": {"sharding": {"enabled": True, "shards": 12}}}),
     "token-review-cluster-scope": ("gatekeeper", {"rbac": {"scope": "cluster"},
                                                   "config": {"auth": {"token_review": True}}}),
+    # One pair runs the team's test image as a Job: batch/jobs in its two namespaces only.
+    "test-jobs": ("gatekeeper", {"config": {"pairs": [
+        {"name": "api", "namespaces": ["production-blue", "production-green"],
+         "routes": [_route("api-live", "routing")],
+         "test_job": _TEST_JOB},
+        {"name": "web", "namespaces": ["web-blue", "web-green"],
+         "routes": [_route("web-live", "routing")]},
+    ]}}),
+    "test-jobs-cluster-scope": ("gatekeeper", {"rbac": {"scope": "cluster"}, "config": {
+        "pairs": [{"name": "api", "namespaces": ["production-blue", "production-green"],
+                   "routes": [_route("api-live", "routing")], "test_job": _TEST_JOB}]}}),
     # A Slack channel from the mounted Secret, a webhook from an environment variable.
     "notification-receivers": ("gatekeeper", {
         "notifications": {"existingSecret": "gatekeeper-notification-urls"},
@@ -329,6 +343,19 @@ def test_value_sets_render_what_they_ask_for(rendered):
     assert set(default["data"]) == {p.name for p in (ROOT / "dashboards").glob("*.json")}
 
 
+def test_a_pair_with_a_test_job_gets_its_rule_and_job_rights_in_its_namespaces_only(rendered):
+    """The test-job rule file is shipped only when a pair has test_job; batch/jobs is
+    granted in that pair's namespaces, nowhere else (list/watch never: read by name)."""
+    assert "test-job.yaml" not in rendered["default"].one("ConfigMap", "gatekeeper-rules")["data"]
+    rules = rendered["test-jobs"].one("ConfigMap", "gatekeeper-rules")["data"]
+    assert rules["test-job.yaml"] == (ROOT / "rules" / "sets" / "test-job.yaml").read_text()
+    grants = _granted_to_gatekeeper(rendered["test-jobs"])
+    with_jobs = {ns for ns, triples in grants.items() if any(r == "jobs" for _, r, _ in triples)}
+    assert with_jobs == {"production-blue", "production-green"}
+    assert {v for g, r, v in grants["production-green"] if r == "jobs"} == {
+        "create", "delete", "get"}
+
+
 def test_notification_secret_is_mounted_where_receivers_read_it(rendered, tmp_path):
     """notifications.existingSecret is mounted read-only at the url_file directory, and only
     when set; the rendered receivers load with gatekeeper's loader."""
@@ -414,7 +441,9 @@ def _expected(config: Config, *, cluster: bool) -> Grants:
     switches = permissions.switches_on(config)
     cluster_scoped = set(permissions.granted(("cluster",), switches=switches))
     if cluster:  # the routes' and pairs' calls everywhere, gatekeeper's own in its namespace
-        return {"*": set(permissions.granted(("routes", "pairs"), switches=switches))
+        tests: tuple[permissions.Scope, ...] = (
+            ("tests",) if any(p.test_job for p in config.pairs) else ())
+        return {"*": set(permissions.granted(("routes", "pairs", *tests), switches=switches))
                 | cluster_scoped,
                 config.state.namespace: set(permissions.granted(("own",), switches=switches))}
     expected = {namespace: set(permissions.granted(scopes, switches=switches))

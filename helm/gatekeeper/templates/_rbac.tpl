@@ -58,16 +58,29 @@ ConfigMaps for the config-parity rule; Secrets only with config.kubernetes.read_
 {{- end }}
 {{- end -}}
 
+{{/* Both namespaces of a pair with test_job: its test Job, created per release in the dark
+namespace, read while it runs, deleted when validation stops before it finished. */}}
+{{- define "gatekeeper.rbac.tests" -}}
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create, delete, get]
+{{- end -}}
+
 {{/*
-Namespace -> its kinds ("own", "routes", "pairs"), as YAML: the release namespace, both
-namespaces of every pair, the namespace of every route.
+Namespace -> its kinds ("own", "routes", "pairs", "tests"), as YAML: the release namespace,
+both namespaces of every pair (and "tests" for a pair with test_job), the namespace of every
+route.
 */}}
 {{- define "gatekeeper.rbac.namespaceScopes" -}}
 {{- $scopes := dict .Release.Namespace (dict "own" true) -}}
 {{- range .Values.config.pairs -}}
+{{- $tests := .test_job -}}
 {{- range .namespaces -}}
 {{- $kinds := get $scopes . | default dict -}}
 {{- $_ := set $kinds "pairs" true -}}
+{{- if $tests -}}
+{{- $_ := set $kinds "tests" true -}}
+{{- end -}}
 {{- $_ := set $scopes . $kinds -}}
 {{- end -}}
 {{- range .routes -}}
