@@ -200,6 +200,25 @@ def writes(emulator: Any) -> list[str]:
             if r.method in ("POST", "PUT", "PATCH", "DELETE")]
 
 
+async def settled_writes(emulator: Any, *, quiet: float = 1.5, within: float = 20) -> int:
+    """How many writes the emulator answered, once none came for `quiet` seconds.
+
+    An action's answer can come before its trailing writes (the Event, the state record)
+    and the loop's next tick; on a loaded machine those land later. A test that checks
+    "nothing changed" counts from here, not from a moment that may fall in between.
+    """
+    deadline = time.monotonic() + within
+    count, since = len(writes(emulator)), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the emulator's writes did not settle within {within}s")
+        await asyncio.sleep(0.1)
+        now = len(writes(emulator))
+        if now != count:
+            count, since = now, time.monotonic()
+    return count
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """One sample from a Prometheus exposition (0 when absent)."""
     from prometheus_client.parser import text_string_to_metric_families

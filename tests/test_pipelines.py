@@ -129,7 +129,10 @@ async def _release(pipeline_steps: list[list[str]], cluster, kube_api) -> list[l
     deploy, flip, scale_down = pipeline_steps
     outputs = [await run_steps(deploy, env, kube_api, folder)]
     assert env["DARK"] == GREEN
-    assert "SAFE: pair api" in outputs[0][-1] and "phase validating" in outputs[0][-1]
+    # Safe and not flipped: still validating, or already soaked and ready (2 s soak) when
+    # the step took longer on a loaded machine; the flip needs the approval either way.
+    assert "SAFE: pair api" in outputs[0][-1], outputs[0][-1]
+    assert re.search(r"phase (validating|ready)\b", outputs[0][-1]), outputs[0][-1]
     assert await replicas(kube_api, GREEN) == 2  # gatekeeper scaled the dark up itself
     outputs.append(await run_steps(flip, env, kube_api, folder))
     assert await route_target(kube_api, ROUTING) == GREEN

@@ -49,6 +49,7 @@ from tests.service_support import (
     rfc3339,
     route_target,
     seed,
+    settled_writes,
     wait_until,
     write_config,
     writes,
@@ -428,7 +429,7 @@ async def test_malformed_action_bodies_are_400_and_oversized_413(flipped, kube_e
     """Every mutating endpoint: malformed, deeply nested or wrongly typed bodies are 400,
     bodies over 16 KiB 413, with the right token, and nothing changes."""
     _service, url = flipped
-    before = len(writes(kube_emulator))
+    before = await settled_writes(kube_emulator)
     answered: Counter[int] = Counter()
     async with aiohttp.ClientSession() as http:
         for action in _MUTATING:
@@ -471,7 +472,7 @@ async def test_every_mutating_endpoint_and_the_webhook_refuse_bad_tokens_and_nev
     _service, url = flipped
     source = inspect.getsource(auth_module.TokenAuth.identify)
     assert "hmac.compare_digest(" in source and "== self._token" not in source
-    before = len(writes(kube_emulator))
+    before = await settled_writes(kube_emulator)
     targets = [f"{url}/api/v1/pairs/api/{a}" for a in _MUTATING] + [f"{url}/api/v1/alertmanager"]
     refused = 0
     seen_text: list[str] = []
