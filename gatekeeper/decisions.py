@@ -1,11 +1,13 @@
-"""A person's or a pipeline's request, decided: the lifecycle `Action` to execute, a no-op,
-or a refusal with reasons. Pure: no I/O, the clock passed in.
+"""A request, decided: the lifecycle `Action` to execute, a no-op, or a refusal with reasons.
+Pure: no I/O, the clock passed in.
 
 Every mutation goes through one decision and one executor (`actions.executor`): the control
-loop's own decisions are `lifecycle.step`, an Alertmanager alert's `lifecycle.alert_rollback`,
-and a request (`POST .../flip|rollback|scale-down`, `gatekeeper flip|rollback|scale-down`) is
-`decide` here. The answer is a `lifecycle.Step`: `actions` holds the one action to execute;
-`refusal` why it must not run (409 / exit 1, unless forced); `note` a no-op's answer.
+loop's own ticks are `lifecycle.step`; every request, a person's or a pipeline's
+(`POST .../flip|rollback|scale-down`, `gatekeeper flip|rollback|scale-down`) or an
+Alertmanager alert's rollback (the webhook), is `decide` here. The answer is a
+`lifecycle.Step`: `actions` holds the one action to execute; `refusal` why it must not run
+(409 / exit 1, unless forced); `note` a no-op's answer; `state` what changes without an
+action (an alert that blocks the pair).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from gatekeeper.lifecycle import (
     Observation,
     ReleaseState,
     Step,
+    alert_rollback,
     flip_check,
     scale_down_check,
 )
@@ -26,7 +29,7 @@ from gatekeeper.lifecycle import (
 __all__ = ["Origin", "Request", "RequestKind", "decide"]
 
 RequestKind = Literal["flip", "rollback", "scale_down"]
-Origin = Literal["service", "pipeline"]
+Origin = Literal["service", "pipeline", "alert"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ class Request:
     `pipeline`: a command run without the service, where the pipeline's step is the
     approval and no phase is kept: a flip needs the gates' verdict evaluated just now to be
     `safe`; rollback and scale-down rest on the executor's own preconditions (and a
-    rollback's target on the record and the routes the action reads)."""
+    rollback's target on the record and the routes the action reads).
+    `alert`: a critical alert for the new active (rollback only): `lifecycle.alert_rollback`
+    (the phase, the cooldown, whether the previous namespace can take traffic)."""
 
 
 def decide(request: Request, state: ReleaseState, obs: Observation | None,
@@ -65,6 +70,9 @@ def decide(request: Request, state: ReleaseState, obs: Observation | None,
         return Step(state, note=f"nothing to do: {request.to} is already active")
     if request.kind == "flip":
         return _flip(request, state, obs, policy, now)
+    if request.kind == "rollback" and request.origin == "alert":
+        return alert_rollback(state, obs or Observation(active=None, dark=None), policy, now,
+                              request.reason)
     if request.kind == "rollback":
         scale_first = request.scale_up_first or \
             policy.rollback_when_scaled_down == "scale_up_then_flip"

@@ -51,6 +51,13 @@ def flip(to: str | None = None, **kw) -> Action:
      Action("rollback", BLUE, trigger="manual", reason="5xx"), "", ""),
     (Request("rollback", scale_up_first=True, origin="pipeline"), FLIPPED, None,
      Action("rollback", "", trigger="manual", scale_up_first=True), "", ""),
+    # an alert's rollback (the webhook): lifecycle.alert_rollback's rules
+    (Request("rollback", reason="5xx", origin="alert"), FLIPPED, replace(SAFE, active=GREEN,
+                                                                        dark=BLUE),
+     Action("rollback", BLUE, trigger="alertmanager", reason="5xx"), "", ""),
+    (Request("rollback", origin="alert"), IDLE, SAFE, None, "phase idle: no release", ""),
+    (Request("rollback", origin="alert"), replace(FLIPPED, last_rollback_at=5.0), SAFE, None,
+     "cooldown: last rollback 5s ago", ""),
     # scale-down: the observation window and go/no-go (service), forced, or a pipeline's step
     (Request("scale_down"), FLIPPED, SAFE, None, "observation window not over", ""),
     (Request("scale_down", force=True, keep=1), FLIPPED, SAFE,
@@ -61,7 +68,7 @@ def flip(to: str | None = None, **kw) -> Action:
 def test_a_request_decides_one_action_a_refusal_or_a_no_op(request_, state, obs, action,
                                                            refusal, note):
     step = decide(request_, state, obs, POLICY, now=10.0)
-    assert step.state == state  # a decision changes nothing by itself
+    assert step.state == state  # these decisions change nothing by themselves
     assert step.actions == ((action,) if action else ()), step
     assert (refusal in "; ".join(step.refusal)) if refusal else not step.refusal, step.refusal
     assert step.note.startswith(note) if note else not step.note, step.note
@@ -78,3 +85,11 @@ def test_the_policy_can_ask_every_rollback_to_scale_up_first():
     policy = PolicyConfig(rollback_when_scaled_down="scale_up_then_flip")
     step = decide(Request("rollback"), FLIPPED, None, policy, 0.0)
     assert step.actions[0].scale_up_first
+
+
+def test_an_alert_whose_rollback_target_cannot_serve_blocks_the_pair():
+    """The one decision an alert's request changes the state with: blocked, saying why."""
+    cold = replace(SAFE, active=GREEN, dark=BLUE, dark_ready=False, dark_problem="scaled to 0")
+    step = decide(Request("rollback", reason="5xx", origin="alert"), FLIPPED, cold, POLICY, 10.0)
+    assert not step.actions and step.state.phase == "blocked"
+    assert "scaled to 0" in step.refusal[0] and step.state.resume == "flipped"

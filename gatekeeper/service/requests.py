@@ -1,10 +1,9 @@
 """Requests from outside the loop: a person's flip, rollback, scale-down or approval (the
 API) and an Alertmanager alert's rollback (the webhook).
 
-Each is decided by the pure core (`decisions.decide` for a person's request,
-`lifecycle.alert_rollback` for an alert: the action, a refusal with its reasons, or a no-op
-that says so), executed by the one executor (`Dispatcher.execute`), run under the pair's
-lock on the leader only, and recorded in the pair's history.
+Each is decided by the one pure decision (`decisions.decide`: the action, a refusal with
+its reasons, or a no-op that says so), executed by the one executor (`Dispatcher.execute`),
+run under the pair's lock on the leader only, and recorded in the pair's history.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from kubernetes_asyncio import client
 
 from gatekeeper import decisions, lifecycle
 from gatekeeper.config import Config, PairConfig
-from gatekeeper.lifecycle import Step
 from gatekeeper.metrics import Recorder
 from gatekeeper.operations import Operations
 from gatekeeper.service import livereads
@@ -151,9 +149,9 @@ class Requests:
             state = view.state
             observation = await livereads.rollback_observation(
                 self.operations.api, pair, state, view.observation)
-            step: Step = lifecycle.alert_rollback(state, observation,
-                                                  self.config.policy_for(pair),
-                                                  self.clock(), reason)
+            asked = decisions.Request("rollback", reason=reason, origin="alert")
+            step = decisions.decide(asked, state, observation, self.config.policy_for(pair),
+                                    self.clock())
             if not step.actions:
                 if step.state != state:
                     await self.records.commit(pair, state, step.state, list(step.transitions))
