@@ -145,6 +145,64 @@ class RouteRef(_Section):
     )
 
 
+class ProgressiveConfig(_Section):
+    """Steps of real traffic to the dark before the full flip (docs/evidence.md)."""
+
+    steps: tuple[int, ...] = Field(
+        (1, 5, 25), min_length=1, max_length=20,
+        description="percent of the requests sent to the dark at each step, increasing, 1..99")
+    hold: Duration = Field(
+        300.0, gt=0, description="how long each step is held before it may pass (at least "
+        "the longest rule window, so the verdict judges only the step's own traffic)")
+    max_hold: Duration = Field(
+        1800.0, gt=0, description="a step whose verdict is still unknown (too few samples) "
+        "this long fails: the dark goes back to 0 % and the pair is blocked")
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        for value in steps:
+            if not 1 <= value <= 99:
+                raise ValueError(f"step {value}: each step must be 1..99 percent (100 % is "
+                                 "the flip that follows the last step)")
+        if list(steps) != sorted(set(steps)):
+            raise ValueError(f"steps {list(steps)} must increase strictly")
+        return steps
+
+    @model_validator(mode="after")
+    def _hold_bound(self) -> ProgressiveConfig:
+        if self.max_hold < self.hold:
+            raise ValueError(f"max_hold {self.max_hold:g}s is shorter than hold {self.hold:g}s")
+        return self
+
+
+class MirroringConfig(_Section):
+    """Copies of production requests to the dark while it validates (docs/evidence.md).
+
+    Mirrored writes reach whatever the dark writes to (the shared database of the design
+    document's option 1), so nothing is mirrored unless `acknowledge_shared_writes` is true.
+    """
+
+    percent: int = Field(10, ge=1, le=100, description="percent of the requests copied")
+    max_body_size: int = Field(
+        65536, ge=0, le=64 * 1024 * 1024, description="bytes: a request with a larger body "
+        "is not mirrored (Traefik's maxBodySize; its unlimited -1 is refused here)")
+    mirror_body: bool = Field(True, description="copy request bodies too (Traefik's mirrorBody)")
+    acknowledge_shared_writes: bool = Field(
+        False, description="true: you know mirrored POST/PUT/DELETE requests reach the "
+        "dark's database (shared with the active), or the route only matches safe methods")
+
+    @model_validator(mode="after")
+    def _acknowledged(self) -> MirroringConfig:
+        if not self.acknowledge_shared_writes:
+            raise ValueError(
+                "mirroring copies production requests, writes included, to the dark, which "
+                "shares the active's database: set acknowledge_shared_writes: true (after "
+                "making the route match only safe methods, docs/evidence.md), or remove "
+                "mirroring")
+        return self
+
+
 class PolicyConfig(_Section):
     """What gatekeeper may do on its own (the release lifecycle, docs/lifecycle.md)."""
 
@@ -164,6 +222,17 @@ class PolicyConfig(_Section):
         14400.0, ge=0, description="how long a Ready dark may stay without a verdict "
         "(unknown: no traffic, no data, a source down) before the pair is blocked; 0: never")
     dry_run: bool = False
+    progressive: ProgressiveConfig | None = Field(
+        None, description="progressive exposure before the full flip (only for pairs whose "
+        "routes are all TraefikServices); default: none, the flip moves all traffic at once")
+
+
+def _traefikservices_only(pair: PairConfig, what: str) -> None:
+    others = [f"routes[{i}] ({r.kind} {r.namespace}/{r.name})"
+              for i, r in enumerate(pair.routes) if r.kind != "TraefikService"]
+    if others:
+        raise ValueError(f"{what} needs every route to be a gatekeeper-owned weighted "
+                         f"TraefikService; not: {', '.join(others)}")
 
 
 _IN_DARK = re.compile(
@@ -371,11 +440,18 @@ class PairConfig(_Section):
     """Synthetic load and checks for the dark while validating (none by default)."""
     test_job: TestJobConfig | None = None
     """The team's test image run as a Job in the dark namespace per release (a gate)."""
+    mirroring: MirroringConfig | None = Field(
+        None, description="mirror production requests to the dark while it validates "
+        "(off by default; TraefikService routes only)")
 
     @model_validator(mode="after")
     def _distinct(self) -> PairConfig:
         if self.namespaces[0] == self.namespaces[1]:
             raise ValueError("the two namespaces of a pair must differ")
+        if self.mirroring is not None:
+            _traefikservices_only(self, "mirroring")
+        if self.policy is not None and self.policy.progressive is not None:
+            _traefikservices_only(self, "policy.progressive")
         return self
 
     def other(self, namespace: str) -> str:
@@ -607,6 +683,11 @@ class Config(_Section):
             if pair.name in seen:
                 raise ValueError(f"duplicate pair name {pair.name!r}")
             seen.add(pair.name)
+            if self.policy_for(pair).progressive is not None:
+                try:
+                    _traefikservices_only(pair, "policy.progressive")
+                except ValueError as exc:
+                    raise ValueError(f"pair {pair.name!r}: {exc}") from None
         return self
 
     def pair(self, name: str) -> PairConfig:

@@ -1,6 +1,7 @@
 """The release lifecycle of one pair, as a pure state machine: no I/O, no clock of its own.
 
     idle ──new images in dark──> validating ──N passes + soak──> ready ──flip──> flipped
+    ready ──(policy.progressive) step 1..n held and judged──> flip;  a step fails: 0 %, blocked
     flipped ──observation over, go/no-go passed──> stable ──new images in dark──> validating
     flipped | stable ──key gates fail M times / Alertmanager──> rolled_back
     any ──a person must act──> blocked
@@ -49,7 +50,7 @@ Phase = Literal["idle", "validating", "ready", "flipped", "stable", "rolled_back
 PHASES: tuple[Phase, ...] = (
     "idle", "validating", "ready", "flipped", "stable", "rolled_back", "blocked",
 )
-ActionKind = Literal["scale_up", "flip", "rollback", "scale_down"]
+ActionKind = Literal["scale_up", "flip", "rollback", "scale_down", "expose"]
 Trigger = Literal["auto", "manual", "alertmanager", "gates"]
 Health = Literal["pass", "fail", "unknown"]
 VerdictName = Literal["safe", "unsafe", "unknown"]
@@ -59,6 +60,7 @@ Decision = Literal["flip", "scale_down"]
 _BLOCK_ROUTES = "routes"  # a block that clears itself once the routes agree again
 _BLOCK_READY = "ready_timeout"  # the dark was not Ready within policy.ready_timeout
 _BLOCK_EVIDENCE = "validation_timeout"  # a Ready dark stayed unknown past validation_timeout
+_BLOCK_STEP = "progressive"  # a progressive step failed: the dark is back at 0 %
 EVIDENCE_HINT = "enable load or mirroring for the dark, or fix the source"
 """What to do when the dark has no evidence (said in the block's reason)."""
 
@@ -111,6 +113,10 @@ class Observation:
     """When the verdict was reached (the lifecycle's clock); None: no bound applies."""
     verdict_max_age: float | None = None
     """Seconds after `verdict_at` the verdict is `unknown` (the evaluation is late)."""
+    exposed: int = 0
+    """Percent of users gatekeeper's progressive split sends to the dark (0: none)."""
+    exposure_step: int = 0
+    """The progressive step the routes carry (1-based; 0: none)."""
 
 
 def verdict_staleness(obs: Observation, now: float) -> str | None:
@@ -170,6 +176,10 @@ class ReleaseState:
     unknown_since: float | None = None
     """While validating a Ready dark: since when the verdict has been unknown (bounded by
     validation_timeout)."""
+    exposure_step: int = 0
+    """Ready with `policy.progressive`: the step in place (1-based; 0: none)."""
+    exposure_since: float | None = None
+    """When that step was set on the routes."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (persisted and shown by the API)."""
@@ -218,7 +228,7 @@ _STATE_TYPES: dict[str, Any] = {
     "flipped_at": _optional_time, "previous": _optional_text,
     "scaled_down_at": _optional_time, "last_rollback_at": _optional_time,
     "resume": _optional_text, "block_cause": _text, "waiting_since": _optional_time,
-    "unknown_since": _optional_time,
+    "unknown_since": _optional_time, "exposure_step": _whole, "exposure_since": _optional_time,
 }
 """What each stored ReleaseState field must hold."""
 
@@ -236,12 +246,19 @@ class Action:
     force: bool = False
     """A person overrode the checks (`--force`): no readiness or capacity check, recorded
     as forced."""
+    percent: int = 0
+    """expose: percent of users to the dark (0: back to none)."""
+    step: int = 0
+    """expose: the progressive step (1-based; 0 with percent 0)."""
 
     def describe(self) -> str:
         """`flip to production-green (auto)` for logs, events and the API."""
-        preposition = {"flip": "to", "rollback": "to", "scale_up": "", "scale_down": ""}
+        preposition = {"flip": "to", "rollback": "to", "scale_up": "", "scale_down": "",
+                       "expose": f"{self.percent} % to"}
         target = f"{preposition[self.kind]} {self.namespace}".strip()
         extra = f", keep {self.keep}" if self.kind == "scale_down" else ""
+        if self.kind == "expose" and self.step:
+            extra = f", step {self.step}"
         return f"{self.kind.replace('_', '-')} {target} ({self.trigger}{extra})"
 
 
@@ -341,7 +358,19 @@ def step(state: ReleaseState, obs: Observation, policy: PolicyConfig, now: float
         _ready(b, obs, obs.dark, policy)
     elif phase == "flipped":
         _observe(b, obs, policy)
+    _unexpose_outside_ready(b, obs)
     return b.build()
+
+
+def _unexpose_outside_ready(b: _Builder, obs: Observation) -> None:
+    """Outside `ready` no user goes to the dark: a progressive split still on the routes
+    (the release changed, the pair is blocked, an earlier patch failed) goes back to 0 %."""
+    if b.state.phase == "ready" or obs.exposed <= 0 or obs.dark is None:
+        return
+    if any(a.kind in ("expose", "flip", "rollback") for a in b.actions):
+        return
+    b.act(Action("expose", obs.dark, reason=f"{b.state.phase}: no users to {obs.dark} outside "
+                 "a progressive step", percent=0, step=0))
 
 
 def follow_routes(state: ReleaseState, obs: Observation, now: float) -> Step | None:
@@ -471,7 +500,7 @@ def _start_validating(b: _Builder, release: str, reason: str, trigger: str = "au
     b.enter("validating", reason, trigger=trigger, release=release, soak_started=None,
             passes=0, failures=0, flip_approved=False, scale_down_approved=False,
             previous=None, flipped_at=None, scaled_down_at=None, resume=None, block_cause="",
-            unknown_since=None)
+            unknown_since=None, exposure_step=0, exposure_since=None)
 
 
 def _validate(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> None:
@@ -548,7 +577,11 @@ def _wait_for_dark(b: _Builder, policy: PolicyConfig, why: str) -> None:
 
 
 def _ready(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> None:
-    """Flip when the policy allows; fall back to validating when the gates stop passing."""
+    """Flip when the policy allows (through the progressive steps when configured); fall
+    back to validating when the gates stop passing."""
+    if policy.progressive is not None and b.state.exposure_step > 0:
+        _hold_step(b, obs, dark, policy)
+        return
     if not obs.dark_ready or obs.verdict != "safe":
         why = obs.reasons[0] if obs.reasons else (obs.dark_problem or "dark not ready")
         b.enter("validating", f"gates no longer pass: {why}", passes=0)
@@ -563,8 +596,69 @@ def _ready(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> No
     if cooldown_left > 0:
         b.set(reason=f"ready: cooldown after the last rollback ({cooldown_left:.0f}s left)")
         return
+    if policy.progressive is not None:
+        steps = policy.progressive.steps
+        b.act(Action("expose", dark, trigger="auto", percent=steps[0], step=1,
+                     reason=f"gates passed {b.state.passes} consecutive evaluations: "
+                            f"progressive step 1/{len(steps)}"))
+        return
     b.act(Action("flip", dark, trigger="auto",
                  reason=f"gates passed {b.state.passes} consecutive evaluations"))
+
+
+def _hold_step(b: _Builder, obs: Observation, dark: str, policy: PolicyConfig) -> None:
+    """A progressive step is on the routes: hold it, judge the dark on its share of real
+    traffic, then the next step or the full flip. A failing step (unsafe, dark not ready,
+    too few samples by `max_hold`, the split changed by someone else) puts the dark back
+    to 0 % in one patch and blocks the release with the reasons."""
+    assert policy.progressive is not None
+    steps = policy.progressive.steps
+    index = b.state.exposure_step
+    percent = steps[min(index, len(steps)) - 1]
+    where = f"progressive step {index}/{len(steps)} ({percent} % to {dark})"
+    if (obs.exposure_step, obs.exposed) != (index, percent):
+        _fail_step(b, dark, f"{where} is no longer on the routes (they carry "
+                            f"{obs.exposed} %, step {obs.exposure_step})", obs.exposed)
+        return
+    held = b.now - (b.state.exposure_since if b.state.exposure_since is not None else b.now)
+    first = obs.reasons[0] if obs.reasons else "no reason given"
+    if not obs.dark_ready:
+        _fail_step(b, dark, f"{where} failed: {obs.dark_problem or 'dark not ready'}", percent)
+        return
+    if obs.verdict == "unsafe":
+        _fail_step(b, dark, f"{where} failed: {'; '.join(obs.reasons) or first}", percent)
+        return
+    need = max(policy.progressive.hold, obs.window)
+    if obs.verdict == "unknown":
+        if held >= policy.progressive.max_hold:
+            _fail_step(b, dark, f"{where}: still no verdict after max_hold "
+                                f"{policy.progressive.max_hold:g}s: {first}", percent)
+            return
+        b.set(passes=0, reason=f"{where}: verdict unknown ({first}), held {held:.0f}s")
+        return
+    # Passes count only once the judged window lies within the step.
+    passes = b.state.passes + 1 if held >= obs.window else 0
+    b.set(passes=passes)
+    if held < need or passes < policy.consecutive_passes:
+        b.set(reason=f"{where}: held {held:.0f}s of {need:.0f}s, {passes}/"
+                     f"{policy.consecutive_passes} consecutive passes")
+        return
+    if index < len(steps):
+        b.act(Action("expose", dark, trigger="auto", percent=steps[index], step=index + 1,
+                     reason=f"{where} passed: progressive step {index + 1}/{len(steps)}"))
+        return
+    b.act(Action("flip", dark, trigger="auto",
+                 reason=f"progressive steps {', '.join(f'{p} %' for p in steps)} passed"))
+
+
+def _fail_step(b: _Builder, dark: str, why: str, exposed: int) -> None:
+    """Back to 0 % (one patch, when the dark still has users) and blocked with the reason."""
+    if exposed > 0:
+        b.act(Action("expose", dark, trigger="gates", percent=0, step=0, reason=why))
+    b.enter("blocked", f"{why}; {dark} is back at 0 %: fix the release, then approve to "
+                       "validate again", trigger="gates", resume="validating",
+            block_cause=_BLOCK_STEP, passes=0, soak_started=None, exposure_step=0,
+            exposure_since=None)
 
 
 def _observe(b: _Builder, obs: Observation, policy: PolicyConfig) -> None:
@@ -646,13 +740,20 @@ def completed(state: ReleaseState, action: Action, now: float) -> Step:
         b.enter("flipped", action.reason or f"flipped to {action.namespace}",
                 trigger=action.trigger, active=action.namespace, dark=old, previous=old,
                 dark_seen=None, flipped_at=now, failures=0, passes=0,
-                scale_down_approved=False, scaled_down_at=None, resume=None, block_cause="")
+                scale_down_approved=False, scaled_down_at=None, resume=None, block_cause="",
+                exposure_step=0, exposure_since=None)
     elif action.kind == "rollback":
         failed_ns = state.active
         b.enter("rolled_back", action.reason or f"rolled back to {action.namespace}",
                 trigger=action.trigger, active=action.namespace, dark=failed_ns, previous=None,
                 dark_seen=None, flipped_at=None, failures=0, passes=0, last_rollback_at=now,
-                flip_approved=False, resume=None, block_cause="")
+                flip_approved=False, resume=None, block_cause="", exposure_step=0,
+                exposure_since=None)
+    elif action.kind == "expose":
+        b.set(exposure_step=action.step if action.percent > 0 else 0,
+              exposure_since=now if action.percent > 0 else None, passes=0,
+              reason=(f"progressive step {action.step}: {action.percent} % to "
+                      f"{action.namespace}" if action.percent > 0 else b.state.reason))
     elif action.kind == "scale_down":
         if state.phase == "flipped":
             b.enter("stable", action.reason or f"scaled {action.namespace} down",
