@@ -50,7 +50,7 @@ Phase = Literal["idle", "validating", "ready", "flipped", "stable", "rolled_back
 PHASES: tuple[Phase, ...] = (
     "idle", "validating", "ready", "flipped", "stable", "rolled_back", "blocked",
 )
-ActionKind = Literal["scale_up", "flip", "rollback", "scale_down", "expose"]
+ActionKind = Literal["scale_up", "flip", "rollback", "scale_down", "expose", "unmirror"]
 Trigger = Literal["auto", "manual", "alertmanager", "gates"]
 Health = Literal["pass", "fail", "unknown"]
 VerdictName = Literal["safe", "unsafe", "unknown"]
@@ -117,6 +117,10 @@ class Observation:
     """Percent of users gatekeeper's progressive split sends to the dark (0: none)."""
     exposure_step: int = 0
     """The progressive step the routes carry (1-based; 0: none)."""
+    mirrored: bool = False
+    """Some route is in gatekeeper's mirroring form (copies requests to the dark)."""
+    mirroring_wanted: bool = False
+    """The pair configures mirroring (it may mirror while it validates a Ready dark)."""
 
 
 def verdict_staleness(obs: Observation, now: float) -> str | None:
@@ -254,7 +258,7 @@ class Action:
     def describe(self) -> str:
         """`flip to production-green (auto)` for logs, events and the API."""
         preposition = {"flip": "to", "rollback": "to", "scale_up": "", "scale_down": "",
-                       "expose": f"{self.percent} % to"}
+                       "expose": f"{self.percent} % to", "unmirror": "mirroring to"}
         target = f"{preposition[self.kind]} {self.namespace}".strip()
         extra = f", keep {self.keep}" if self.kind == "scale_down" else ""
         if self.kind == "expose" and self.step:
@@ -359,7 +363,22 @@ def step(state: ReleaseState, obs: Observation, policy: PolicyConfig, now: float
     elif phase == "flipped":
         _observe(b, obs, policy)
     _unexpose_outside_ready(b, obs)
+    _unmirror_outside_validation(b, obs)
     return b.build()
+
+
+def _unmirror_outside_validation(b: _Builder, obs: Observation) -> None:
+    """Mirroring belongs to a Ready dark under validation of a pair that configures it; any
+    other time it is removed (after a crash or restart nothing else would: the validation
+    drivers that installed it are not running)."""
+    validating = b.state.phase in ("validating", "ready") and b.state.exposure_step == 0
+    if not obs.mirrored or obs.dark is None or (validating and obs.dark_ready
+                                                and obs.mirroring_wanted):
+        return
+    if any(a.kind in ("flip", "rollback", "expose", "unmirror") for a in b.actions):
+        return  # a switch or step puts the weighted form back in its own patch
+    b.act(Action("unmirror", obs.dark, reason=f"{b.state.phase}: mirroring to {obs.dark} "
+                 "only while it validates"))
 
 
 def _unexpose_outside_ready(b: _Builder, obs: Observation) -> None:

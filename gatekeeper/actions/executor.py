@@ -8,7 +8,7 @@ the same all-or-none switch, the same records and Events, and one `ActionResult`
 
 from __future__ import annotations
 
-from gatekeeper.actions import capacity, switch
+from gatekeeper.actions import capacity, switch, traffic
 from gatekeeper.actions.context import Actor
 from gatekeeper.actions.result import ActionResult
 from gatekeeper.config import PairConfig
@@ -19,7 +19,8 @@ __all__ = ["execute"]
 
 async def execute(actor: Actor, pair: PairConfig, action: Action) -> ActionResult:
     """Carry out `action` for `pair`: flip or roll back (to `action.namespace`, or where the
-    routes and the record say when empty), scale up, or scale down (never the active)."""
+    routes and the record say when empty), scale up, scale down (never the active), a
+    progressive step (`expose`) or mirroring off (`unmirror`)."""
     namespace = action.namespace or None
     if action.kind == "flip":
         return await switch.flip(actor, pair, to=namespace, force=action.force,
@@ -30,5 +31,9 @@ async def execute(actor: Actor, pair: PairConfig, action: Action) -> ActionResul
                                      to=namespace)
     if action.kind == "scale_up":
         return await capacity.scale_up(actor, pair, namespace)
+    if action.kind == "expose":
+        return await traffic.expose(actor, pair, action)
+    if action.kind == "unmirror":
+        return await traffic.unmirror(actor, pair, action)
     return await capacity.scale_down(actor, pair, namespace, keep=action.keep,
                                      force=action.force)

@@ -24,7 +24,8 @@ __all__ = ["CLUSTER_ERRORS", "ActionKind", "ActionResult", "ClusterError", "Swit
 
 log = structlog.get_logger()
 
-ActionKind = Literal["flip", "rollback", "scale_up", "scale_down", "wait_ready", "recover"]
+ActionKind = Literal["flip", "rollback", "scale_up", "scale_down", "wait_ready", "recover",
+                     "expose", "unmirror"]
 SwitchKind = Literal["flip", "rollback"]
 
 CLUSTER_ERRORS = (ApiException, aiohttp.ClientError, TimeoutError, RouteError, StateError,

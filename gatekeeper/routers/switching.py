@@ -7,12 +7,16 @@ patch that failed without a clear answer (timeout, 5xx) may still have been appl
 route is re-read and, if it was switched, reverted with the others. The patch that moves a
 route also writes the switch record (`gatekeeper.switches`). The routes are re-read
 afterwards to verify what users actually get.
+
+Gatekeeper's own TraefikService forms change the same way, all routes or none: a progressive
+step (`expose_all`; percent 0 puts the dark back to none), mirroring on (`mirror_all`) and off
+(`unmirror_all`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +35,7 @@ from gatekeeper.routers.base import (
     RouteSnapshot,
     at,
 )
+from gatekeeper.routers.traefikservice import Exposure, TraefikServiceRouter
 
 log = structlog.get_logger()
 
@@ -270,3 +275,133 @@ async def _verify(api: client.ApiClient, pair: PairConfig, outcome: SwitchOutcom
                 f"{verified.problem or 'point at ' + str(verified.active)}"
             )
     return dataclasses.replace(outcome, verified=verified, problems=tuple(problems))
+
+
+# -- gatekeeper's own TraefikService forms: progressive splits and mirroring -----------------
+
+
+@dataclass(frozen=True)
+class ShapeOutcome:
+    """What one change of every route's form did (a progressive step, mirroring on/off)."""
+
+    changed: tuple[str, ...] = ()
+    failed: str | None = None
+    reverted: tuple[str, ...] = ()
+    revert_failures: tuple[str, ...] = ()
+    verified: ActiveState | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every route changed (and the re-read agrees, when it was checked)."""
+        return self.failed is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for results and state."""
+        return {"changed": list(self.changed), "failed": self.failed,
+                "reverted": list(self.reverted), "revert_failures": list(self.revert_failures)}
+
+
+def _traefikservices(api: client.ApiClient, live: ActiveState
+                     ) -> list[tuple[TraefikServiceRouter, RouteSnapshot]]:
+    routers = []
+    for snapshot in live.snapshots:
+        router = reading.router_for(api, snapshot.ref)
+        if not isinstance(router, TraefikServiceRouter):
+            raise ValueError(f"{snapshot.view.ref} is not a TraefikService: progressive "
+                             "exposure and mirroring need gatekeeper-owned TraefikServices")
+        routers.append((router, snapshot))
+    return routers
+
+
+async def _shape_all(api: client.ApiClient, pair: PairConfig, live: ActiveState,
+                     apply: Callable[[TraefikServiceRouter, RouteSnapshot],
+                                     Awaitable[RouteSnapshot]],
+                     undo: Callable[[TraefikServiceRouter, RouteSnapshot, RouteSnapshot],
+                                    Awaitable[RouteSnapshot]] | None) -> ShapeOutcome:
+    """`apply` on every route, all or none: when one fails, `undo(router, before, after)`
+    the routes already changed (last first; None: leave them, removal is always safe)."""
+    done: list[tuple[TraefikServiceRouter, RouteSnapshot, RouteSnapshot]] = []
+    for router, snapshot in _traefikservices(api, live):
+        try:
+            after = await apply(router, snapshot)
+        except SWITCH_ERRORS as exc:
+            failure = _reason(exc)
+            log.warning("route form change failed", pair=pair.name, route=snapshot.view.ref,
+                        error=failure)
+            reverted, failures = [], []
+            for undo_router, before, changed in reversed(done if undo is not None else []):
+                assert undo is not None
+                try:
+                    await undo(undo_router, before, changed)
+                    reverted.append(changed.view.ref)
+                except SWITCH_ERRORS as undo_exc:
+                    failures.append(f"{changed.view.ref}: {_reason(undo_exc)}")
+            return await _verify_shape(api, pair, ShapeOutcome(
+                changed=tuple(s.view.ref for _, _, s in done), failed=failure,
+                reverted=tuple(reverted), revert_failures=tuple(failures)))
+        done.append((router, snapshot, after))
+    return await _verify_shape(api, pair, ShapeOutcome(
+        changed=tuple(s.view.ref for _, _, s in done)))
+
+
+async def _verify_shape(api: client.ApiClient, pair: PairConfig,
+                        outcome: ShapeOutcome) -> ShapeOutcome:
+    try:
+        verified = await reading.read_active(api, pair)
+    except SWITCH_ERRORS as exc:
+        log.warning("cannot re-read the routes after a form change", pair=pair.name,
+                    error=_reason(exc))
+        return outcome
+    return dataclasses.replace(outcome, verified=verified)
+
+
+async def expose_all(api: client.ApiClient, pair: PairConfig, live: ActiveState, *,
+                     dark: str, percent: int, step: int) -> ShapeOutcome:
+    """A progressive step on every route (percent 0: the dark back to none, one patch per
+    route), all or none: a failure puts the routes already changed back as they were."""
+    if not live.consistent or live.active is None or live.active == dark:
+        raise ValueError(f"routes are not consistent with {dark} dark: {live.problem}")
+    exposure = Exposure(active=live.active, dark=dark, percent=percent, step=step)
+
+    async def apply(router: TraefikServiceRouter, snapshot: RouteSnapshot) -> RouteSnapshot:
+        return await router.expose(snapshot, exposure)
+
+    async def undo(router: TraefikServiceRouter, before: RouteSnapshot,
+                   after: RouteSnapshot) -> RouteSnapshot:
+        previous = before.view.exposure
+        back = Exposure(active=exposure.active, dark=dark,
+                        percent=int(previous["percent"]) if previous else 0,
+                        step=int(previous["step"]) if previous else 0)
+        return await router.expose(after, back)
+
+    return await _shape_all(api, pair, live, apply, undo if percent > 0 else None)
+
+
+async def mirror_all(api: client.ApiClient, pair: PairConfig, live: ActiveState, *,
+                     dark: str, percent: int, max_body_size: int,
+                     mirror_body: bool) -> ShapeOutcome:
+    """Mirroring to `dark` on every route, all or none."""
+    if not live.consistent or live.active is None or live.active == dark:
+        raise ValueError(f"routes are not consistent with {dark} dark: {live.problem}")
+
+    async def apply(router: TraefikServiceRouter, snapshot: RouteSnapshot) -> RouteSnapshot:
+        return await router.install_mirroring(snapshot, dark=dark, percent=percent,
+                                              max_body_size=max_body_size,
+                                              mirror_body=mirror_body)
+
+    async def undo(router: TraefikServiceRouter, before: RouteSnapshot,
+                   after: RouteSnapshot) -> RouteSnapshot:
+        return await router.remove_mirroring(after)
+
+    return await _shape_all(api, pair, live, apply, undo)
+
+
+async def unmirror_all(api: client.ApiClient, pair: PairConfig,
+                       live: ActiveState) -> ShapeOutcome:
+    """Gatekeeper's mirroring off on every route that has it (idempotent); a route that
+    fails is retried from a fresh read by the next call."""
+
+    async def apply(router: TraefikServiceRouter, snapshot: RouteSnapshot) -> RouteSnapshot:
+        return await router.remove_mirroring(snapshot)
+
+    return await _shape_all(api, pair, live, apply, None)

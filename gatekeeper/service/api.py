@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatekeeper import lifecycle
-from gatekeeper.config import PairConfig
+from gatekeeper.config import PairConfig, PolicyConfig
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.evidence import dark_evidence
 from gatekeeper.operations import ClusterError
@@ -117,6 +117,17 @@ def pair_summary(view: PairView, controller: Controller) -> dict[str, Any]:
     }
 
 
+def traffic_view(view: PairView, policy: PolicyConfig) -> dict[str, Any]:
+    """Real traffic to the dark: the progressive step in place and mirroring."""
+    observation = view.observation
+    steps = list(policy.progressive.steps) if policy.progressive is not None else []
+    return {"step": view.state.exposure_step, "steps": steps,
+            "percent": observation.exposed if observation else 0,
+            "since": view.state.exposure_since,
+            "mirroring": bool(observation and observation.mirrored),
+            "mirroring_configured": view.pair.mirroring is not None}
+
+
 def pair_detail(view: PairView, controller: Controller) -> dict[str, Any]:
     """Everything about a pair: rule results, readiness, lifecycle, history."""
     record = view.record
@@ -133,6 +144,7 @@ def pair_detail(view: PairView, controller: Controller) -> dict[str, Any]:
                            if r.window is not None}, controller.evaluator.window),
         "readiness": {ns: (r.to_dict() if r is not None else {"error": view.read_errors.get(
             ns, "not read yet")}) for ns, r in view.readiness.items()},
+        "traffic": traffic_view(view, policy),
         "lifecycle": view.state.to_dict(),
         "would": list(view.would),
         "timestamps": dict(record.timestamps) if record else {},

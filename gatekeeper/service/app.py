@@ -27,6 +27,7 @@ from gatekeeper.config import LoadedConfig, ServerConfig
 from gatekeeper.drivers import Driver, Drivers
 from gatekeeper.drivers.load import LoadDriver
 from gatekeeper.drivers.testjob import TestJobDriver
+from gatekeeper.drivers.traffic import MirroringDriver
 from gatekeeper.evaluating import Evaluator
 from gatekeeper.leadership import Leadership
 from gatekeeper.metrics import Recorder
@@ -260,14 +261,19 @@ def create_service(
 def _drivers(config: Any, recorder: Recorder, extra: Sequence[Driver],
              resolver: AbstractResolver | None, api: client.ApiClient) -> list[Driver]:
     """The validation drivers: `extra`, the synthetic load when a pair configures it, the
-    test Job when a pair configures one (and `extra` has no `jobs` driver)."""
+    test Job when a pair configures one (and `extra` has no `jobs` driver), mirroring when
+    a pair configures it (and `extra` has no `mirroring` driver)."""
     drivers = list(extra)
+    names = {driver.name for driver in drivers}
     if any(pair.load is not None for pair in config.pairs):
         drivers.append(LoadDriver(recorder, window=config.evaluation.window,
                                   resolver=resolver))
     if any(pair.test_job is not None for pair in config.pairs) and \
             not any(driver.name == "jobs" for driver in drivers):
         drivers.append(TestJobDriver(api))
+    if MirroringDriver.name not in names and any(pair.mirroring is not None
+                                                 for pair in config.pairs):
+        drivers.append(MirroringDriver(api))
     return drivers
 
 

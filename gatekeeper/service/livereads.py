@@ -43,7 +43,9 @@ async def read_pair(api: client.ApiClient, pair: PairConfig) -> LiveRead:
     await asyncio.gather(*(one(namespace) for namespace in pair.namespaces))
     return LiveRead(active=active_state.active if active_state.consistent else None,
                     problem=active_state.problem or "", readiness=readiness, errors=errors,
-                    last_switch=active_state.last_switch)
+                    last_switch=active_state.last_switch, exposed=active_state.exposed,
+                    exposure_step=active_state.exposure_step,
+                    mirrored=bool(active_state.mirrored))
 
 
 async def routed(api: client.ApiClient, pair: PairConfig) -> str | None:

@@ -31,6 +31,11 @@ class LiveRead:
     """namespace -> why its Deployments could not be read."""
     last_switch: SwitchRecord | None = None
     """The routes' record of the switch that sent traffic to `active`."""
+    exposed: int = 0
+    """Percent gatekeeper's progressive split sends to the dark (0: none)."""
+    exposure_step: int = 0
+    mirrored: bool = False
+    """Some route is in gatekeeper's mirroring form."""
 
 
 def active_health(score: NamespaceScore | None) -> tuple[Health, tuple[str, ...]]:
@@ -116,4 +121,8 @@ def observe(
         switched_at=live.last_switch.at if live.last_switch else None,
         verdict_at=verdict_at,
         verdict_max_age=verdict_max_age,
+        exposed=live.exposed,
+        exposure_step=live.exposure_step,
+        mirrored=live.mirrored,
+        mirroring_wanted=pair.mirroring is not None,
     )

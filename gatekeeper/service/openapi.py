@@ -84,6 +84,10 @@ _SCHEMAS: dict[str, Any] = {
                     "samples seen in the judged window and minimum; `enough`, and a `hint` "
                     "when there are too few (docs/lifecycle.md)")},
                 "readiness": {"type": "object"},
+                "traffic": {"type": "object", "description": (
+                    "real traffic to the dark: `step` (the progressive step in place, 1-based; "
+                    "0: none) of `steps`, `percent` it sends there, `mirroring` (whether "
+                    "the routes copy requests to it: docs/evidence.md)")},
                 "lifecycle": {"type": "object"},
                 "would": {"type": "array", "items": {"type": "string"}},
                 "timestamps": {"type": "object"},
