@@ -28,7 +28,7 @@ from tests.service_support import (
     write_config,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(90)
 
 TS = "api-weighted"
 HEALTHY = {"rps": 50.0, "error_ratio": 0.001}
@@ -128,7 +128,7 @@ async def _validating_with_mirroring(kube_emulator: Any, kube_api: Any, syntheti
     await wait_until(lambda: service.controller.views["api"].state.active == blue,
                      within=10, what="first evaluation")
     await set_image(kube_api, green, NEW)
-    await wait_until(lambda: mirroring_on(kube_emulator, routing), within=15,
+    await wait_until(lambda: mirroring_on(kube_emulator, routing), within=25,
                      what="mirroring installed")
     assert service.controller.views["api"].state.phase in ("validating", "ready")
     return service, url
@@ -154,7 +154,7 @@ async def test_mirroring_installed_while_validating_and_removed_before_the_flip(
         await wait_until(shown, within=5, what="mirroring shown by the API")
     installed = len(ts_patches(kube_emulator))
     await wait_until(lambda: service.controller.views["api"].state.phase == "flipped",
-                     within=30, what="automatic flip")
+                     within=40, what="automatic flip")
     assert weights(kube_emulator, routing) == {green: 100}
     assert not mirroring_on(kube_emulator, routing)
     after = [r.body for r in ts_patches(kube_emulator)[installed:]]
@@ -174,7 +174,7 @@ async def test_mirroring_removed_on_abort(
     service, _ = await _validating_with_mirroring(
         kube_emulator, kube_api, synthetic_fleet, (blue, green, routing), loaded, start)
     await set_image(kube_api, green, OLD)
-    await wait_until(lambda: not mirroring_on(kube_emulator, routing), within=15,
+    await wait_until(lambda: not mirroring_on(kube_emulator, routing), within=25,
                      what="mirroring removed on abort")
     assert weights(kube_emulator, routing) == {blue: 100}
     assert service.controller.views["api"].state.phase == "idle"
@@ -194,7 +194,7 @@ async def test_mirroring_left_by_a_crash_is_removed_after_the_restart(
     assert mirroring_on(kube_emulator, routing)
     await set_image(kube_api, green, OLD)
     second, _ = await start(loaded)
-    await wait_until(lambda: not mirroring_on(kube_emulator, routing), within=15,
+    await wait_until(lambda: not mirroring_on(kube_emulator, routing), within=25,
                      what="mirroring removed after the restart")
     assert weights(kube_emulator, routing) == {blue: 100}
     assert second.controller.views["api"].state.active == blue
@@ -217,7 +217,7 @@ async def test_a_restart_in_the_middle_keeps_mirroring_and_removes_it_before_the
     flipping = config(tmp_path / "again", prometheus.url, blue, green, routing)
     second, _ = await start(flipping)
     await wait_until(lambda: second.controller.views["api"].state.phase == "flipped",
-                     within=30, what="flip after the restart")
+                     within=40, what="flip after the restart")
     assert weights(kube_emulator, routing) == {green: 100}
     assert not mirroring_on(kube_emulator, routing)
     after = ts_patches(kube_emulator)[before:]
@@ -241,7 +241,7 @@ async def test_a_failing_progressive_step_returns_the_dark_to_zero_in_one_patch(
                      within=10, what="first evaluation")
     await set_image(kube_api, green, NEW)
     await wait_until(lambda: weights(kube_emulator, routing) == {blue: 90, green: 10},
-                     within=30, what="progressive step 1")
+                     within=40, what="progressive step 1")
     annotations = stored(kube_emulator, routing)["metadata"]["annotations"]
     assert '"step": 1' in annotations[EXPOSURE]
     async with aiohttp.ClientSession() as http:
@@ -257,7 +257,7 @@ async def test_a_failing_progressive_step_returns_the_dark_to_zero_in_one_patch(
     patches = len(ts_patches(kube_emulator))
     synthetic_fleet.set_profile(green, **FAILING)
     await wait_until(lambda: service.controller.views["api"].state.phase == "blocked",
-                     within=30, what="failed step blocks")
+                     within=40, what="failed step blocks")
     state = service.controller.views["api"].state
     assert "progressive step 1/2 (10 % to" in state.reason and "error-rate" in state.reason
     assert weights(kube_emulator, routing) == {blue: 100}
