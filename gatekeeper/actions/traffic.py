@@ -39,14 +39,14 @@ async def expose(actor: Actor, pair: PairConfig, action: Action) -> ActionResult
     if not outcome.ok:
         return result("expose", active=live.active, changed=bool(outcome.revert_failures),
                       refused=True, reasons=(f"progressive step not set: {outcome.failed}",
-                                             *outcome.revert_failures), **outcome.to_dict())
+                                             *outcome.revert_failures), routes=outcome.to_dict())
     if verified is not None and verified.exposed != action.percent:
         return result("expose", active=verified.active, changed=True, refused=True, reasons=(
             f"after the step the routes send {verified.exposed} % to {dark}, not "
-            f"{action.percent} %",), **outcome.to_dict())
+            f"{action.percent} %",), routes=outcome.to_dict())
     return result("expose", active=live.active, changed=True,
                   reasons=(f"{action.percent} % of the requests to {dark}",),
-                  **outcome.to_dict())
+                  routes=outcome.to_dict())
 
 
 @in_log_context("unmirror")
@@ -63,4 +63,4 @@ async def unmirror(actor: Actor, pair: PairConfig, action: Action) -> ActionResu
     reasons = (outcome.failed,) if outcome.failed else (
         f"mirroring removed ({action.reason or 'not validating'})",)
     return result("unmirror", active=live.active, changed=bool(outcome.changed),
-                  reasons=reasons, **outcome.to_dict())
+                  reasons=reasons, routes=outcome.to_dict())
