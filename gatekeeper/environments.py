@@ -226,6 +226,12 @@ def _scope_problems(pair: PairConfig | None, namespace: str,
     return problems
 
 
+def selectors(pair: PairConfig | None, selector: str | None) -> tuple[str | None, str | None]:
+    """The label selectors (Deployments, pods) a readiness read lists with: a pair's own
+    `deployment_selector` and every pod, or without a pair `selector` for both."""
+    return (selector, selector) if pair is None else (pair.deployment_selector, None)
+
+
 async def read_readiness(api: client.ApiClient, namespace: str, *, selector: str | None = None,
                          pair: PairConfig | None = None) -> Readiness:
     """Can `namespace` take traffic? Reads its Deployments and pods once.
@@ -237,15 +243,23 @@ async def read_readiness(api: client.ApiClient, namespace: str, *, selector: str
     Without `pair`, `selector` filters Deployments and pods (the older, narrower form).
     """
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    deployment_selector = selector if pair is None else pair.deployment_selector
-    pod_selector = selector if pair is None else None
+    deployment_selector, pod_selector = selectors(pair, selector)
     deployments, pods = await asyncio.gather(
         read_json(apps.list_namespaced_deployment, namespace,
                   **_selector_kwargs(deployment_selector)),
         read_json(core.list_namespaced_pod, namespace, **_selector_kwargs(pod_selector)),
     )
-    serving = [p for p in pods.get("items") or [] if _counted(p)]
-    items = deployments.get("items") or []
+    return readiness_of(namespace, deployments.get("items") or [], pods.get("items") or [],
+                        pair=pair, deployment_selector=deployment_selector)
+
+
+def readiness_of(namespace: str, deployments: Sequence[Mapping[str, Any]],
+                 pods: Sequence[Mapping[str, Any]], *, pair: PairConfig | None = None,
+                 deployment_selector: str | None = None) -> Readiness:
+    """`read_readiness`'s answer from Deployments and pods already listed (by the API
+    server or from the watch cache) with the label `selectors`. No I/O."""
+    serving = [p for p in pods if _counted(p)]
+    items = list(deployments)
     if pair is not None and pair.deployments:
         items = [d for d in items if (d.get("metadata") or {}).get("name") in pair.deployments]
     views = tuple(sorted((_deployment(d, serving) for d in items), key=lambda d: d.name))

@@ -15,6 +15,10 @@ connection) resumes from the last resourceVersion seen, so nothing in between is
 the cache so deletions in the gap still reach the callbacks. Errors reconnect after a
 bounded, jittered backoff; a stream silent for longer than `idle_timeout` is presumed dead.
 
+Readers (`listed`) get a namespace's objects of a kind only while the stream that covers
+them has listed and is connected now; otherwise None, and the caller asks the API server
+(a stream that is failing, forbidden or reconnecting never answers from a stale cache).
+
 Callbacks run in the stream's task, in the order the server sent the events, after the
 cache was updated; a failing callback is logged and the stream carries on. Keep them
 short: a slow callback delays that stream's later events (and the one-second promise that
@@ -183,6 +187,8 @@ class StreamState:
     """BOOKMARK events: the resourceVersion advanced without a change."""
     changes: int = 0
     """ADDED, MODIFIED and DELETED events applied to the cache (re-list diffs included)."""
+    live: bool = False
+    """Listed and connected now: its part of the cache is current (`Watcher.listed`)."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,12 @@ class Watcher:
         self._custom = client.CustomObjectsApi(api)
         self._handlers: list[EventHandler] = [on_event] if on_event else []
         self._cache: dict[ObjectKey, Obj] = {}
+        self._places: dict[tuple[str, str, str], dict[str, Obj]] = {}
+        """(group, kind, namespace) -> name -> object: the cache, indexed for `listed`."""
+        self._covering: dict[tuple[Resource, str], Target] = {}
+        for target in self.targets:
+            for namespace in target.kept if target.cluster_wide else (target.namespace,):
+                self._covering[(target.resource, namespace)] = target
         self._synced = asyncio.Event()
         self._changed = asyncio.Condition()
         self.last_resource_version: str | None = None
@@ -288,6 +300,19 @@ class Watcher:
                 if (kind is None or key.kind == kind)
                 and (namespace is None or key.namespace == namespace)]
 
+    def listed(self, resource: Resource, namespace: str) -> list[Obj] | None:
+        """The namespace's objects of `resource`, as a list of them would answer now; None
+        when no stream covers them or the one that does is not listed and connected.
+        The objects are the cache's own: read them, never change them."""
+        target = self._covering.get((resource, namespace))
+        if target is None:
+            return None
+        state = self.streams[target]
+        if not (state.synced and state.live):
+            return None
+        place = self._places.get((resource.group, resource.kind, namespace)) or {}
+        return [place[name] for name in sorted(place)]
+
     def subscribe(self, handler: EventHandler) -> Callable[[], None]:
         """Add a callback; returns a function that removes it again."""
         self._handlers.append(handler)
@@ -321,6 +346,12 @@ class Watcher:
 
     async def _watch_forever(self, target: Target) -> None:
         """List, then watch and resume; re-list on 410; back off on errors."""
+        try:
+            await self._watch_loop(target)
+        finally:  # crashed or cancelled: its part of the cache is no longer current
+            self.streams[target].live = False
+
+    async def _watch_loop(self, target: Target) -> None:
         state = self.streams[target]
         failures = 0
         bound = structlog.get_logger().bind(stream=str(target))
@@ -331,7 +362,9 @@ class Watcher:
                     await self._relist(target, state)
                     failures = 0
                 received = await self._stream(target, state)
+                state.live = False  # ended: stale until the next watch is open
             except _Gone:
+                state.live = False
                 state.gone += 1
                 bound.info("watch resourceVersion expired (410 Gone); re-listing",
                            resource_version=state.resource_version)
@@ -340,6 +373,7 @@ class Watcher:
                 if failures == 1:
                     continue  # the usual case: re-list at once
             except _FAILURES as error:
+                state.live = False
                 state.failures += 1
                 failures += 1
                 bound.warning("watch failed; reconnecting", error=_describe(error),
@@ -408,6 +442,7 @@ class Watcher:
             elif _rv(old) != _rv(obj):
                 await self._apply(target, state, "MODIFIED", obj, note=False)
         self._note(state.resource_version)
+        state.live = True
         if not state.synced:
             state.synced = True
             if all(s.synced for s in self.streams.values()):
@@ -439,6 +474,7 @@ class Watcher:
                 if isinstance(error, errors.APIGoneError):
                     raise _Gone() from error
                 raise error
+            state.live = True
             buffer = bytearray()
             async for chunk in response.content.iter_any():
                 received = True
@@ -491,10 +527,13 @@ class Watcher:
         """Update the cache and the resourceVersion, then run the callbacks."""
         resource = target.resource
         key = self._key(resource, obj)
+        place = self._places.setdefault((key.group, key.kind, key.namespace), {})
         if event_type == "DELETED":
             self._cache.pop(key, None)
+            place.pop(key.name, None)
         else:
             self._cache[key] = obj
+            place[key.name] = obj
         state.changes += 1
         if note:
             rv = _rv(obj)

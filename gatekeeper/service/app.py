@@ -10,11 +10,11 @@ controller stops first and waits for in-flight actions, then the rest is cancell
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 from aiohttp import web
@@ -23,7 +23,7 @@ from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from gatekeeper import kubeclient
-from gatekeeper.config import LoadedConfig, ServerConfig
+from gatekeeper.config import Config, LoadedConfig, ServerConfig
 from gatekeeper.drivers import Driver, Drivers
 from gatekeeper.drivers.load import LoadDriver
 from gatekeeper.drivers.testjob import TestJobDriver
@@ -53,6 +53,7 @@ from gatekeeper.sharding import ShardLeases, member_address
 from gatekeeper.sources.base import Source
 from gatekeeper.sources.factory import build_sources, close_sources
 from gatekeeper.tasks import CoroFactory, Tasks
+from gatekeeper.watching import PODS, Watcher, WatchSettings
 
 __all__ = ["Service", "build_app", "create_service", "make_runner", "serving"]
 
@@ -204,7 +205,9 @@ def create_service(
     dry_run = dry_run or config.policy.dry_run
     recorder = Recorder(registry)
     board = OutcomeBoard()
-    sources = build_sources(config, rule_set, api_client=api, board=board)
+    watcher = _watcher(api, config) if watch else None
+    sources = build_sources(config, rule_set, api_client=api, board=board,
+                            pods=functools.partial(watcher.listed, PODS) if watcher else None)
     evaluator = Evaluator(rule_set, sources, window=config.evaluation.window,
                           source_timeout=config.evaluation.source_timeout,
                           max_concurrency=config.evaluation.max_concurrency, clock=clock)
@@ -242,13 +245,12 @@ def create_service(
     controller = Controller(config, evaluator, operations, recorder=recorder,
                             leadership=leadership, notifier=notifier, wall=clock, reads=api,
                             drivers=Drivers(_drivers(config, recorder, drivers, load_resolver, api),
-                                            board=board))
+                                            board=board), cache=watcher)
     if shards is not None:
         shards.on_change = controller.wake  # a shard taken or handed over: tick now
-    if watch:
-        watcher = _watcher(api, config, controller)
-        if watcher is not None:
-            background["watch"] = watcher.run
+    if watcher is not None:
+        watcher.subscribe(controller.on_watch_event)
+        background["watch"] = watcher.run
     reviewer = (TokenReviewer(actions, audiences=config.auth.token_review_audiences)
                 if config.auth.token_review else None)
     auth = TokenAuth(token, tokens=tokens, token_name=config.auth.token_name, reviewer=reviewer)
@@ -258,7 +260,7 @@ def create_service(
                    clients=clients)
 
 
-def _drivers(config: Any, recorder: Recorder, extra: Sequence[Driver],
+def _drivers(config: Config, recorder: Recorder, extra: Sequence[Driver],
              resolver: AbstractResolver | None, api: client.ApiClient) -> list[Driver]:
     """The validation drivers: `extra`, the synthetic load when a pair configures it, the
     test Job when a pair configures one (and `extra` has no `jobs` driver), mirroring when
@@ -277,13 +279,9 @@ def _drivers(config: Any, recorder: Recorder, extra: Sequence[Driver],
     return drivers
 
 
-def _watcher(api: client.ApiClient, config: Any, controller: Controller) -> Any | None:
-    """A watch on the pairs' routes, Deployments and pods that wakes the control loop."""
-    try:
-        from gatekeeper.watching import Watcher, WatchSettings
-    except ModuleNotFoundError:  # the loop still re-reads everything every interval
-        log.warning("gatekeeper.watching is not available: changes are seen at the next tick")
-        return None
+def _watcher(api: client.ApiClient, config: Config) -> Watcher:
+    """A watch on the pairs' routes, Deployments and pods: it wakes the control loop and
+    its cache answers the loop's reads."""
     watch = config.kubernetes.watch
     settings = WatchSettings(scope=watch.scope, max_streams=watch.max_streams)
-    return Watcher(api, config.pairs, on_event=controller.on_watch_event, settings=settings)
+    return Watcher(api, config.pairs, settings=settings)

@@ -34,6 +34,7 @@ from gatekeeper.operations import Operations
 from gatekeeper.service.announcing import Announcer
 from gatekeeper.service.dispatch import Dispatcher, LeaderView
 from gatekeeper.service.folding import Folder
+from gatekeeper.service.livereads import ObjectCache
 from gatekeeper.service.notifications import Notifier
 from gatekeeper.service.pairviews import (
     ActionOutcome,
@@ -71,6 +72,7 @@ class Controller:
         wall: Callable[[], float] = time.time,
         reads: client.ApiClient | None = None,
         drivers: Drivers | None = None,
+        cache: ObjectCache | None = None,
     ) -> None:
         """`clock` times the lifecycle (soak, observation, cooldown): by default a
         SteadyClock over `wall`, so a step of the wall clock never shortens a duration.
@@ -78,7 +80,8 @@ class Controller:
         `reads` is where the control loop's periodic reads go; actions use
         `operations.api`, so a tick's burst of reads over many pairs never queues ahead of
         an action or the Lease. `drivers` send the dark its validation evidence
-        (gatekeeper.drivers), started and stopped here."""
+        (gatekeeper.drivers), started and stopped here. `cache` (the watcher) answers the
+        ticks' Deployment and pod reads while it is current (`livereads`)."""
         self.config = config
         self.evaluator = evaluator
         self.operations = operations
@@ -110,7 +113,7 @@ class Controller:
                              dispatcher=self.dispatcher, folder=self.folder,
                              records=self.records, recorder=recorder,
                              acts_on=self.acts_on, evaluates=self.evaluates,
-                             clock=self.clock)
+                             clock=self.clock, cache=cache)
         self.requests = Requests(config, self.pairs, operations, reads=self.api,
                                  dispatcher=self.dispatcher, folder=self.folder,
                                  records=self.records, announcer=self.announcer,

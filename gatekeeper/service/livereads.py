@@ -1,5 +1,12 @@
 """What the controller reads from the cluster about one pair: routes and Deployments.
 
+Deployments and pods come from the watch cache (`watching.Watcher.listed`: one list+watch
+per resource and namespace, not a list per pair per tick) while the streams that cover them
+are listed and connected; otherwise, and without a cache, they are listed afresh. The
+routes are always read afresh (a GET per route): which namespace takes traffic is the one
+fact a decision must never take from a copy, and the GET is as cheap as a cache hit's
+bookkeeping. Actions verify readiness with reads of their own before moving traffic.
+
 A failed read becomes a problem in the answer, never an exception: the lifecycle fails
 closed on it (no active namespace, a dark that cannot take traffic).
 """
@@ -8,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any, Protocol
 
 from kubernetes_asyncio import client
 
-from gatekeeper import environments
+from gatekeeper import environments, labels, watching
 from gatekeeper.config import PairConfig
 from gatekeeper.environments import Readiness
 from gatekeeper.lifecycle import Observation, ReleaseState
@@ -19,11 +27,42 @@ from gatekeeper.operations import CLUSTER_ERRORS
 from gatekeeper.routers import reading
 from gatekeeper.service.observing import LiveRead
 
-__all__ = ["read_pair", "rollback_observation", "routed"]
+__all__ = ["ObjectCache", "cached_readiness", "read_pair", "rollback_observation", "routed"]
 
 
-async def read_pair(api: client.ApiClient, pair: PairConfig) -> LiveRead:
-    """Live routes and both namespaces' Deployments; failures become problems."""
+class ObjectCache(Protocol):
+    """The watch cache as the reads use it (`watching.Watcher`)."""
+
+    def listed(self, resource: watching.Resource, namespace: str
+               ) -> list[dict[str, Any]] | None:
+        """A namespace's objects of a kind while current, else None."""
+        ...
+
+
+def cached_readiness(cache: ObjectCache, pair: PairConfig, namespace: str
+                     ) -> Readiness | None:
+    """The namespace's readiness from the cache, as `environments.read_readiness` reads it
+    from the API server; None when the cache cannot answer (not current, or a
+    `deployment_selector` this side cannot parse)."""
+    deployments = cache.listed(watching.DEPLOYMENTS, namespace)
+    pods = cache.listed(watching.PODS, namespace)
+    if deployments is None or pods is None:
+        return None
+    deployment_selector, _ = environments.selectors(pair, None)
+    try:
+        match = labels.matcher(deployment_selector)
+    except ValueError:
+        return None
+    chosen = [d for d in deployments
+              if match((d.get("metadata") or {}).get("labels") or {})]
+    return environments.readiness_of(namespace, chosen, pods, pair=pair,
+                                     deployment_selector=deployment_selector)
+
+
+async def read_pair(api: client.ApiClient, pair: PairConfig,
+                    cache: ObjectCache | None = None) -> LiveRead:
+    """Live routes and both namespaces' Deployments (from `cache` while it is current);
+    failures become problems."""
     try:
         active_state = await reading.read_active(api, pair)
     except CLUSTER_ERRORS as exc:
@@ -33,6 +72,10 @@ async def read_pair(api: client.ApiClient, pair: PairConfig) -> LiveRead:
     errors: dict[str, str] = {}
 
     async def one(namespace: str) -> None:
+        cached = cached_readiness(cache, pair, namespace) if cache is not None else None
+        if cached is not None:
+            readiness[namespace] = cached
+            return
         try:
             readiness[namespace] = await environments.read_readiness(
                 api, namespace, pair=pair)

@@ -46,7 +46,8 @@ class Ticker:
                  views: PairViews, *, reads: client.ApiClient, dispatcher: Dispatcher,
                  folder: Folder, records: Records, recorder: Recorder,
                  acts_on: Callable[[str], bool], evaluates: Callable[[PairConfig], bool],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 cache: livereads.ObjectCache | None = None) -> None:
         self.config = config
         self.evaluator = evaluator
         self.judged_window = max(
@@ -64,6 +65,7 @@ class Ticker:
         self.evaluates = evaluates
         self.clock = clock
         self.interval = config.evaluation.interval
+        self.cache = cache
         self._reading = asyncio.Semaphore(PAIR_READS)
         self._steps: set[asyncio.Task[None]] = set()
 
@@ -126,8 +128,9 @@ class Ticker:
                           task=task.get_name())
 
     async def read(self, pair: PairConfig) -> LiveRead:
-        """Live routes and both namespaces' Deployments (`livereads.read_pair`)."""
-        return await livereads.read_pair(self.reads, pair)
+        """Live routes and both namespaces' Deployments (`livereads.read_pair`, from the
+        watch cache while it is current)."""
+        return await livereads.read_pair(self.reads, pair, self.cache)
 
     async def _read_bounded(self, pair: PairConfig) -> LiveRead:
         """`read`, at most PAIR_READS pairs at a time: the request timeout then measures the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gatekeeper.config import Config
@@ -26,10 +27,12 @@ def needs_kubernetes(rule_set: RuleSet) -> bool:
 def build_sources(
     config: Config, rule_set: RuleSet, *, api_client: Any | None = None,
     board: OutcomeBoard | None = None,
+    pods: Callable[[str], list[dict[str, Any]] | None] | None = None,
 ) -> dict[str, Source]:
     """One instance per source the rules use; absent ones make those rules `error`.
     `board` holds the validation drivers' outcomes (the `validation` source reads it; an
-    empty one outside the service)."""
+    empty one outside the service). `pods`: a namespace's pods from the watch cache while
+    current (else None)."""
     used = rule_set.sources()
     sources: dict[str, Source] = {}
     if "prometheus" in used and config.prometheus is not None:
@@ -81,7 +84,7 @@ def build_sources(
         from gatekeeper.sources.kubernetes import KubernetesSource
 
         sources["kubernetes"] = KubernetesSource(
-            api_client, read_secrets=config.kubernetes.read_secrets)
+            api_client, read_secrets=config.kubernetes.read_secrets, pods=pods)
     return sources
 
 

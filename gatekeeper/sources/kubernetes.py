@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import errors, kubeclient, testjobs
+from gatekeeper import errors, kubeclient, labels, testjobs
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
 from gatekeeper.sources.base import Target
@@ -210,20 +210,29 @@ def deployment_images(deployments: Json) -> set[str]:
     return images
 
 
+PodCache = Callable[[str], "list[Json] | None"]
+"""A namespace's pods from the watch cache while it is current, else None (then listed)."""
+
+
 class KubernetesSource:
-    """Answers `rule.check` per namespace from live Kubernetes objects."""
+    """Answers `rule.check` per namespace from live Kubernetes objects.
+
+    `pods_ready` reads the pods from `pods` (the watch cache) while it can answer;
+    `restarts` always lists them, for the API server's clock (its Date header).
+    """
 
     name = "kubernetes"
 
     def __init__(
         self, api_client: client.ApiClient, *, read_secrets: bool = False,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, pods: PodCache | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.read_secrets = read_secrets
         """config_parity compares Secrets too (kubernetes.read_secrets; off: never listed)."""
         self.clock = clock
+        self.cached_pods = pods
 
     async def close(self) -> None:
         """Nothing to release: the shared ApiClient belongs to whoever passed it in."""
@@ -258,14 +267,19 @@ class KubernetesSource:
         where = (f"pods matching {target.selector!r}" if target.selector else "pods") + \
             f" in namespace {target.namespace}"
         query = f"{check} of {where}" + (f" over {window:g}s" if check == "restarts" else "")
-        try:
-            listed, server_now = await kubeclient.read_json_dated(
-                self.core.list_namespaced_pod, target.namespace, label_selector=target.selector)
-        except errors.API_ERRORS as exc:
-            reason = kubeclient.describe_error(exc)
-            return Measurement.error(f"kubernetes: listing {where} failed: {reason}", query=query)
-        pods = [p for p in listed.get("items") or []
-                if (p.get("status") or {}).get("phase") != "Succeeded"
+        items = self._from_cache(target) if check == "pods_ready" else None
+        server_now = None
+        if items is None:
+            try:
+                listed, server_now = await kubeclient.read_json_dated(
+                    self.core.list_namespaced_pod, target.namespace,
+                    label_selector=target.selector)
+            except errors.API_ERRORS as exc:
+                reason = kubeclient.describe_error(exc)
+                return Measurement.error(f"kubernetes: listing {where} failed: {reason}",
+                                         query=query)
+            items = listed.get("items") or []
+        pods = [p for p in items if (p.get("status") or {}).get("phase") != "Succeeded"
                 and not testjobs.is_test_pod(p)]
         if not pods:
             return Measurement.no_data(f"kubernetes: no {where}", query=query)
@@ -286,6 +300,17 @@ class KubernetesSource:
                    else f"no restarts within {window:g}s in {len(pods)} pods")
         return Measurement.ok(float(total), message=message, query=query,
                               sample_count=float(len(pods)))
+
+    def _from_cache(self, target: Target) -> list[Json] | None:
+        """The target's pods from the watch cache (None: list them)."""
+        cached = self.cached_pods(target.namespace) if self.cached_pods is not None else None
+        if cached is None:
+            return None
+        try:
+            match = labels.matcher(target.selector)
+        except ValueError:
+            return None
+        return [p for p in cached if match((p.get("metadata") or {}).get("labels") or {})]
 
     async def _list_each(
         self, namespaces: Iterable[str], call: Callable[..., Awaitable[Any]], what: str,

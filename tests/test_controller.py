@@ -1,0 +1,137 @@
+"""The control loop's reads and folding, through the real kubernetes_asyncio client against
+the emulated API server (requests counted at the server).
+
+A tick reads Deployments and pods from the watch cache (one list+watch per resource and
+namespace) while its streams are listed and connected, and lists afresh otherwise; the
+routes are always read afresh (a GET per route). The readiness it publishes is the cluster's
+either way.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from kubernetes_asyncio import client
+
+from gatekeeper.lifecycle import Action, ReleaseState
+from gatekeeper.operations import ActionResult
+from gatekeeper.service.app import create_service
+from gatekeeper.watching import DEPLOYMENTS
+from tests.fixtures.kube import api_client_for
+from tests.service_support import NEW, PODS_READY_RULE, TOKEN, seed, wait_until, write_config
+
+pytestmark = pytest.mark.timeout(60)
+
+BLUE, GREEN, ROUTING = "ctl-blue", "ctl-green", "ctl-routing"
+PAIRS = [("ctl", BLUE, GREEN, ROUTING)]
+
+
+@pytest.fixture
+async def service(tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """A service for pair `ctl` with its watcher running and the loop left to the test."""
+    kube_emulator.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
+    loaded = write_config(tmp_path, PAIRS, prometheus_url=None, rules=[PODS_READY_RULE],
+                          policy={"auto_flip": False})
+    started = create_service(loaded, kube_api, token=TOKEN, run_loop=False)
+    await aiohttp_server(started.app)  # starts the background tasks: the watch streams
+    yield started
+    await started.close()
+
+
+def streams(service):
+    return service.controller.ticker.cache.streams.values()
+
+
+def requests_by_kind(emulator) -> Counter[tuple[str, str]]:
+    """(verb, resource) of every request since the last clear, e.g. ("list", "pods")."""
+    return Counter((r.verb, r.path.rstrip("/").split("/")[-1])
+                   for r in emulator.requests.records())
+
+
+async def test_a_tick_lists_nothing_while_the_watch_cache_is_current(service, kube_emulator):
+    """Deployments and pods come from the cache: a tick makes no list request, only the
+    route GETs, and still sees a change made a moment ago by someone else."""
+    controller = service.controller
+    await wait_until(lambda: all(s.synced and s.live for s in streams(service)), within=10,
+                     what="every watch stream listed and connected")
+    kube_emulator.requests.clear()
+    await controller.tick()
+    seen = requests_by_kind(kube_emulator)
+    assert not [k for k in seen if k[0] == "list"], seen
+    # The route, read afresh: in its configured Traefik API group and in the other one.
+    assert seen[("get", "api-live")] == 2, seen
+    view = controller.views["ctl"]
+    assert view.readiness[GREEN].ready and view.readiness[GREEN].pods_total == 2
+    assert view.verdict is not None and view.verdict.verdict == "safe"
+
+    person = api_client_for(str(kube_emulator.url))
+    try:
+        await client.AppsV1Api(person).patch_namespaced_deployment_scale(
+            "api", GREEN, {"spec": {"replicas": 0}},
+            _content_type="application/merge-patch+json")
+    finally:
+        await person.close()
+    cache = controller.ticker.cache
+    await wait_until(lambda: [d["spec"]["replicas"] for d in
+                              cache.listed(DEPLOYMENTS, GREEN) or []] == [0], within=10,
+                     what="the cache to see green scaled to 0")
+    kube_emulator.requests.clear()
+    await controller.tick()
+    assert not [k for k in requests_by_kind(kube_emulator) if k[0] == "list"]
+    assert not view.readiness[GREEN].ready
+    assert "Deployment api is scaled to 0" in view.readiness[GREEN].reasons
+    assert view.verdict is not None and view.verdict.verdict != "safe"
+
+
+async def test_a_tick_lists_afresh_while_the_watch_is_down(service, kube_emulator):
+    """A stream that cannot watch never answers from its stale copy: the tick lists the
+    Deployments and pods itself, and goes back to the cache once the streams are back."""
+    controller = service.controller
+    await wait_until(lambda: all(s.synced and s.live for s in streams(service)), within=10,
+                     what="every watch stream listed and connected")
+    rule = kube_emulator.faults.add(status=500, verb="watch", times=200)
+    kube_emulator.drop_watches()
+    await wait_until(lambda: not any(s.live for s in streams(service)), within=10,
+                     what="every stream down")
+    kube_emulator.requests.clear()
+    await controller.tick()
+    seen = requests_by_kind(kube_emulator)
+    for namespace_lists in (("list", "deployments"), ("list", "pods")):
+        assert seen[namespace_lists] >= 2, seen  # both namespaces, read afresh
+    view = controller.views["ctl"]
+    assert view.readiness[GREEN].ready and view.readiness[BLUE].ready
+    assert rule.injected > 0
+
+    kube_emulator.faults.clear()
+    await wait_until(lambda: all(s.live for s in streams(service)), within=15,
+                     what="the streams back")
+    kube_emulator.requests.clear()
+    await controller.tick()
+    assert not [k for k in requests_by_kind(kube_emulator) if k[0] == "list"]
+
+
+async def test_results_are_folded_once_the_same_way_for_the_loop_and_requests(service):
+    """`Folder.fold`: a switch that happened completes the step for every caller; a no-op
+    completes only the loop's own step; a refusal blocks only what gatekeeper decided."""
+    folder = service.controller.folder
+    pair = service.controller.config.pairs[0]
+    state = ReleaseState(phase="ready", active=BLUE, dark=GREEN, since=0.0)
+    flip = Action("flip", GREEN, trigger="auto", reason="gates passed")
+    moved = ActionResult("flip", True, False, ("flipped",), GREEN, {"from": BLUE})
+    stayed = ActionResult("flip", False, False, ("already active",), GREEN, {})
+    refused = ActionResult("flip", False, True, ("green cannot take traffic",), BLUE, {})
+
+    for requested in (False, True):
+        done = folder.fold(pair, state, flip, moved, 0.0, automatic=True, requested=requested)
+        assert (done.state.phase, done.state.active, done.state.previous) == (
+            "flipped", GREEN, BLUE)
+        assert [t.target for t in done.transitions] == ["flipped"]
+    assert folder.fold(pair, state, flip, stayed, 0.0, automatic=True,
+                       requested=False).state.phase == "flipped"
+    assert folder.fold(pair, state, flip, stayed, 0.0, automatic=False,
+                       requested=True).state == state
+    blocked = folder.fold(pair, state, flip, refused, 0.0, automatic=True, requested=False)
+    assert blocked.state.phase == "blocked" and "cannot take traffic" in blocked.state.reason
+    assert folder.fold(pair, state, flip, refused, 0.0, automatic=False,
+                       requested=True).state == state
