@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from kubernetes_asyncio import client
@@ -24,6 +25,7 @@ from tests.service_support import (
     NEW,
     PODS_READY_RULE,
     TOKEN,
+    get_json,
     route_target,
     seed,
     set_image,
@@ -238,10 +240,12 @@ def _service_config(tmp_path: Path, blue: str, green: str, routing: str) -> Any:
     return type(loaded)(config=config, rule_set=loaded.rule_set, path=loaded.path)
 
 
-async def test_a_failing_test_job_makes_the_dark_unsafe_with_its_reason_and_log(
+async def test_a_failing_test_job_makes_the_dark_unsafe_and_the_next_release_reruns_it(
         tmp_path, kube_emulator, kube_api, aiohttp_server, unique_pair):
-    """The new release's test Job fails twice (backoff_limit 1): the verdict is unsafe with
-    BackoffLimitExceeded and the log's last lines, and the route stays on blue."""
+    """Release 1.5.0's test Job fails twice (backoff_limit 1): the verdict is unsafe with
+    BackoffLimitExceeded and the log's last lines, the API shows the outcome, the route stays
+    on blue. Release 1.5.1 gets a Job of its own, unknown while it runs; it passes and the
+    dark is flipped."""
     blue, green, routing = unique_pair.blue, unique_pair.green, unique_pair.name("routing")
     kube_emulator.load(seed(blue, green, routing))
     kube_emulator.script_image(TESTS_IMAGE, [{"exitCode": 1, "logs": [
@@ -251,50 +255,46 @@ async def test_a_failing_test_job_makes_the_dark_unsafe_with_its_reason_and_log(
                              token=TOKEN, drivers=[_driver(kube_api)])
     view = service.controller.views["api"]
     server = await aiohttp_server(service.app)  # runs the control loop, as `serve` does
+    batch = client.BatchV1Api(kube_api)
     try:
         await wait_until(lambda: view.state.active == blue, within=10, what="first evaluation")
         await set_image(kube_api, green, NEW)
 
-        def unsafe() -> bool:
-            verdict = view.verdict
-            return verdict is not None and verdict.verdict == "unsafe"
+        def verdict_is(name: str) -> bool:
+            return view.verdict is not None and view.verdict.verdict == name
 
-        await wait_until(unsafe, within=20, what="an unsafe verdict")
+        await wait_until(lambda: verdict_is("unsafe"), within=20, what="an unsafe verdict")
         assert view.verdict is not None
         reasons = " / ".join(view.verdict.reasons)
         assert "test-job [key] on " + green in reasons
         assert "BackoffLimitExceeded" in reasons
         assert "AssertionError: expected 200, got 500" in reasons
         assert await route_target(kube_api, routing) == blue
-        [job] = (await client.BatchV1Api(kube_api).list_namespaced_job(green)).items
+        [job] = (await batch.list_namespaced_job(green)).items
         env = {e.name: e.value for e in job.spec.template.spec.containers[0].env}
         assert env["TARGET_URL"] == f"http://api-service.{green}.svc:8080"
         assert kube_emulator.programs.runs_of(TESTS_IMAGE) == 2
-    finally:
-        await server.close()
-        await service.close()
+        async with aiohttp.ClientSession() as http:
+            status, detail = await get_json(http, str(server.make_url("/api/v1/pairs/api")))
+        assert status == 200
+        [outcome] = detail["validation"]["outcomes"]
+        assert (outcome["driver"], outcome["namespace"], outcome["status"]) == (
+            "jobs", green, "fail")
+        assert outcome["details"]["reason"] == "BackoffLimitExceeded"
+        assert outcome["details"]["log_tail"][-1] == "AssertionError: expected 200, got 500"
 
-
-async def test_a_passing_test_job_lets_the_dark_be_flipped(
-        tmp_path, kube_emulator, kube_api, aiohttp_server, unique_pair):
-    blue, green, routing = unique_pair.blue, unique_pair.green, unique_pair.name("routing")
-    kube_emulator.load(seed(blue, green, routing))
-    kube_emulator.script_image(TESTS_IMAGE, [{"exitCode": 0, "seconds": 0.3,
-                                              "logs": ["12 passing"]}])
-    service = create_service(_service_config(tmp_path, blue, green, routing), kube_api,
-                             token=TOKEN, drivers=[_driver(kube_api)])
-    view = service.controller.views["api"]
-    server = await aiohttp_server(service.app)
-    try:
-        await wait_until(lambda: view.state.active == blue, within=10, what="first evaluation")
-        await set_image(kube_api, green, NEW)
-        await wait_until(lambda: view.verdict is not None and view.verdict.verdict == "unknown"
-                         and any("test-job" in r for r in view.verdict.reasons),
-                         within=10, what="unknown while the Job runs")
+        kube_emulator.script_image(TESTS_IMAGE, [{"exitCode": 0, "seconds": 2.0,
+                                                  "logs": ["12 passing"]}])
+        await set_image(kube_api, green, NEW + "-fix")
+        await wait_until(lambda: verdict_is("unknown") and any(
+            "test-job" in r and "running" in r for r in view.verdict.reasons),  # type: ignore[union-attr]
+            within=10, what="unknown while the new release's Job runs")
         await wait_until(lambda: view.state.phase in ("flipped", "stable"), within=30,
-                         what="flipped after the tests passed")
+                         what="flipped after the new release's tests passed")
         assert await route_target(kube_api, routing) == green
-        assert kube_emulator.programs.runs_of(TESTS_IMAGE) == 1
+        names = sorted(j.metadata.name for j in (await batch.list_namespaced_job(green)).items)
+        assert len(names) == 2 and job.metadata.name in names  # one Job per release
+        assert kube_emulator.programs.runs_of(TESTS_IMAGE) == 1  # counted since re-scripted
     finally:
         await server.close()
         await service.close()

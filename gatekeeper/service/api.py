@@ -128,6 +128,20 @@ def traffic_view(view: PairView, policy: PolicyConfig) -> dict[str, Any]:
             "mirroring_configured": view.pair.mirroring is not None}
 
 
+def drivers_detail(controller: Controller, pair: str) -> dict[str, Any]:
+    """The pair's validation drivers (docs/evidence.md): what they work on now, and each
+    driver's latest outcome with the namespace and release it is about."""
+    running = controller.drivers.running(pair)
+    return {
+        "running": ({"dark": running.dark, "active": running.active,
+                     "release": running.release, "dry_run": running.dry_run}
+                    if running is not None else None),
+        "outcomes": [{"driver": posted.driver, "namespace": posted.namespace,
+                      "release": posted.release, **posted.outcome.to_dict()}
+                     for posted in controller.drivers.board.of_pair(pair)],
+    }
+
+
 def pair_detail(view: PairView, controller: Controller) -> dict[str, Any]:
     """Everything about a pair: rule results, readiness, lifecycle, history."""
     record = view.record
@@ -142,6 +156,7 @@ def pair_detail(view: PairView, controller: Controller) -> dict[str, Any]:
         "evidence": dark_evidence(
             view.verdict, {r.name: r.window for r in controller.evaluator.rule_set.rules
                            if r.window is not None}, controller.evaluator.window),
+        "validation": drivers_detail(controller, view.pair.name),
         "readiness": {ns: (r.to_dict() if r is not None else {"error": view.read_errors.get(
             ns, "not read yet")}) for ns, r in view.readiness.items()},
         "traffic": traffic_view(view, policy),

@@ -83,6 +83,12 @@ _SCHEMAS: dict[str, Any] = {
                     "how much evidence backs the dark's verdict: per rule its source, status, "
                     "samples seen in the judged window and minimum; `enough`, and a `hint` "
                     "when there are too few (docs/lifecycle.md)")},
+                "validation": {"type": "object", "description": (
+                    "the validation drivers (docs/evidence.md): `running` (dark, active, "
+                    "release, dry_run, or null) and `outcomes`, each driver's latest: driver, "
+                    "namespace, release, status (pending/pass/fail/error), reason, value, "
+                    "samples, at, details (the test Job: job, reason, message, pod, "
+                    "log_tail)")},
                 "readiness": {"type": "object"},
                 "traffic": {"type": "object", "description": (
                     "real traffic to the dark: `step` (the progressive step in place, 1-based; "
