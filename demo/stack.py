@@ -129,11 +129,18 @@ def demo_rules(directory: Path) -> Path:
     return directory
 
 
+VALIDATION_RPS = 15.0
+"""gatekeeper's synthetic load on the dark namespace while it validates (the pair's `load`):
+the dark gets no user traffic, so this is where act 1's samples come from."""
+
+
 def gatekeeper_config(
     *, prometheus: str, alertmanager: str, kubeconfig: Path, token_file: Path, port: int,
-    timing: Timing, rules: Path | None = None,
+    timing: Timing, rules: Path | None = None, apps: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The configuration file `gatekeeper serve` reads: the shipped rules, short windows."""
+    """The configuration file `gatekeeper serve` reads: the shipped rules, short windows, and
+    synthetic load for the dark. `apps` maps each namespace to the loopback address its app
+    listens on, which stands in for the namespace's Service (`service_addresses`)."""
     return {
         "prometheus": {"url": prometheus, "timeout": "3s"},
         "alertmanager": {"url": alertmanager, "timeout": "3s"},
@@ -149,7 +156,20 @@ def gatekeeper_config(
                         "namespace": cl.ROUTE_NAMESPACE}],
             "selector": cl.SELECTOR,
             "replicas": {cl.DEPLOYMENT: 2},
+            "load": {
+                "url": "http://api-service.${namespace}.svc:8080",
+                "rate": VALIDATION_RPS, "ramp": "2s", "concurrency": 16,
+                "requests": [
+                    {"path": "/api/franchises/lsu-tigers", "expect_json": {"id": "lsu-tigers"},
+                     "require_fields": ["links.self"], "max_latency": "2s", "weight": 2},
+                    {"path": "/api/franchises", "require_fields": ["items"],
+                     "max_latency": "2s"},
+                    {"path": "/api/standings", "max_latency": "2s"},
+                ],
+            },
         }],
+        "service_addresses": {f"api-service.{namespace}.svc:8080": address
+                              for namespace, address in (apps or {}).items()},
         "policy": {
             "auto_flip": True,
             "soak": timing.soak,
@@ -261,7 +281,8 @@ def _start(workdir: Path, timing: Timing, deadline: float,
     config_path.write_text(yaml.safe_dump(gatekeeper_config(
         prometheus=prometheus.url, alertmanager=alertmanagers[0].url, kubeconfig=kubeconfig,
         token_file=token_file, port=gatekeeper.port, timing=timing,
-        rules=demo_rules(workdir / "rules")), sort_keys=False))
+        rules=demo_rules(workdir / "rules"),
+        apps={namespace: app.address for namespace, app in apps.items()}), sort_keys=False))
 
     traffic = Traffic(cluster, apps, releases(timing), Load(), deadline=deadline).start()
     stoppers.append(traffic.stop)

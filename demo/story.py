@@ -141,6 +141,14 @@ class Story:
         flips = self.counter(metrics, "gatekeeper_flips_total", pair=PAIR, trigger="auto")
         if flips != 1:
             raise ActFailed(f"expected gatekeeper_flips_total{{trigger=auto}} = 1, got {flips}")
+        synthetic = self.counter(metrics, "gatekeeper_load_requests_total", pair=PAIR)
+        if synthetic <= 0:
+            raise ActFailed("production-green had no user traffic before the flip, yet "
+                            "gatekeeper_load_requests_total is 0: where did its evidence "
+                            "come from?")
+        self.narrator.say("check", f"production-green's evidence: {synthetic:.0f} synthetic "
+                                   "requests gatekeeper sent it while validating (no user "
+                                   "traffic reached it before the flip)")
         observation = parse_duration(self.timing.observation)
         self.wait("the observation window to pass and the pair to become stable",
                   lambda s: s.pair.get("phase") == "stable", observation + 20)

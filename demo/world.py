@@ -3,9 +3,10 @@ and where its log lines go.
 
 A release is an image tag with a behaviour (error ratio, latency, maybe a defect that only
 shows under production traffic). Like Traefik, the traffic model reads the live route and
-sends production traffic to the active namespace and a smaller validation load to the dark
-one while its pods are Ready; like the kubelet, it files each log line under a Ready pod.
-The story only changes images, so every reaction in the demo is gatekeeper's own.
+sends production traffic to the active namespace only: the dark one gets no user traffic,
+as in the design document, and its evidence comes from gatekeeper's own synthetic load
+(the pair's `load`, gatekeeper.drivers.load). Like the kubelet, it files each log line under
+a Ready pod. The story only changes images, so every reaction in the demo is gatekeeper's own.
 """
 
 from __future__ import annotations
@@ -52,12 +53,10 @@ class Release:
 
 @dataclass(frozen=True)
 class Load:
-    """Requests per second: production traffic on the active namespace, and validation load
-    on the dark one while it runs a release that has never taken traffic (the seed's "run
-    the dark environment with synthetic load"); a previous release kept for rollback idles."""
+    """Requests per second of production traffic on the active namespace (the dark one's
+    validation load is gatekeeper's: `VALIDATION_RPS` in demo.stack)."""
 
     active_rps: float = 25.0
-    dark_rps: float = 15.0
 
 
 class Traffic:
@@ -80,7 +79,6 @@ class Traffic:
         self.degraded: set[str] = set()
         self.sent: dict[str, int] = defaultdict(int)
         self._active_since: dict[str, tuple[str, float]] = {}
-        self._been_active: set[str] = set()
         self._targets: dict[str, float] = {}
         self._stop = threading.Event()
         self._loop = BackgroundLoop("demo-load")
@@ -118,7 +116,6 @@ class Traffic:
                 continue
             degraded = False
             if namespace == active:
-                self._been_active.add(view.version)
                 since = self._active_since.get(namespace)
                 if since is None or since[0] != view.version:
                     since = (view.version, now)
@@ -137,8 +134,6 @@ class Traffic:
                 continue
             if namespace == active:
                 targets[namespace] = self.load.active_rps
-            elif view.version not in self._been_active:
-                targets[namespace] = self.load.dark_rps
         self._targets = targets
 
     async def _send(self) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -418,6 +419,26 @@ class TestJobConfig(_Section):
         return self
 
 
+_SERVICE_NAME = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    r"(\.svc(\.cluster\.local)?)?:[0-9]{1,5}$")
+_ADDRESS = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):[0-9]{1,5}$")
+
+
+def _service_addresses(value: dict[str, str]) -> dict[str, str]:
+    for name, address in value.items():
+        if not _SERVICE_NAME.match(name):
+            raise ValueError(f"{name!r} is not a Service name and port such as "
+                             "api-service.production-green.svc:8080")
+        if not _ADDRESS.match(address):
+            raise ValueError(f"{address!r} (for {name}) is not an IP address and port such as "
+                             "127.0.0.1:8080")
+    return value
+
+
+ServiceAddresses = Annotated[dict[str, str], AfterValidator(_service_addresses)]
+
+
 class PairConfig(_Section):
     """A blue/green pair: two namespaces and the route(s) that pick the active one."""
 
@@ -672,6 +693,10 @@ class Config(_Section):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     load_limits: LoadLimits = Field(default_factory=LoadLimits)
+    service_addresses: ServiceAddresses = Field(
+        default_factory=dict, description="where the synthetic load reaches a Service when "
+        "gatekeeper runs outside the cluster (curl's --resolve): {service.namespace.svc:port: "
+        "ip:port}; in the cluster leave it empty (cluster DNS)")
 
     @model_validator(mode="after")
     def _unique_pairs(self) -> Config:

@@ -257,8 +257,6 @@ async def validated(tmp_path, kube_emulator, kube_api, aiohttp_server, prometheu
         app.set_profile(**profile)
         job = f"dark-{green}"
         prometheus.add_scrape_target(app.address, job=job, honor_labels=True)
-        dns = ServiceDNS()
-        dns.add("api-service", green, 8080, app.port)
         loaded = write_config(
             tmp_path, [("api", blue, green, routing)], prometheus_url=prometheus.url,
             rules=[ERROR_RATE_RULE, PODS_READY_RULE, CHECKS_RULE],
@@ -266,9 +264,10 @@ async def validated(tmp_path, kube_emulator, kube_api, aiohttp_server, prometheu
         document = yaml.safe_load(loaded.path.read_text())
         document["pairs"][0]["load"] = {"url": SERVICE_URL, "rate": 25, "ramp": "1s",
                                         "requests": [FRANCHISE]}
+        # Outside a cluster the Service's name is mapped to its stand-in (curl's --resolve).
+        document["service_addresses"] = {f"api-service.{green}.svc:8080": app.address}
         loaded.path.write_text(yaml.safe_dump(document))
-        service = create_service(load_config(loaded.path), kube_api, token=TOKEN,
-                                 load_resolver=dns)
+        service = create_service(load_config(loaded.path), kube_api, token=TOKEN)
         server = await aiohttp_server(service.app)
         started.append((service, server, app, job))
         view = service.controller.views["api"]
@@ -339,3 +338,16 @@ def test_a_pair_with_load_round_trips_through_its_custom_resource():
     manifest = crd.manifest_of(pair, "gatekeeper")
     assert manifest["spec"]["load"]["rate"] == 5.5 and manifest["spec"]["load"]["ramp"] == "1.5s"
     assert crd.parse_object(manifest) == pair
+
+
+def test_service_addresses_must_map_a_service_name_to_an_ip(tmp_path):
+    spec = {"url": SERVICE_URL, "rate": 10, "requests": [{"path": "/health"}]}
+    path = _config(tmp_path, spec, service_addresses={"db.example.com": "127.0.0.1:5432"})
+    problems = _problems(path)
+    assert f"{path}:{_line_of(path, 'service_addresses:')}: field 'service_addresses'" \
+        in problems and "is not a Service name and port" in problems, problems
+    path = _config(tmp_path, spec, service_addresses={"api-service.green.svc:8080": "api:80"})
+    assert "is not an IP address and port" in _problems(path)
+    good = {"api-service.green.svc:8080": "127.0.0.1:41000"}
+    assert load_config(_config(tmp_path, spec, service_addresses=good)).config \
+        .service_addresses == good

@@ -19,15 +19,17 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
 
 from gatekeeper.config import LoadConfig, LoadRequest, PairConfig
 from gatekeeper.drivers.base import DriverTarget, Report, StopReason
@@ -36,7 +38,7 @@ from gatekeeper.metrics import Recorder
 from gatekeeper.outcomes import Outcome
 from gatekeeper.templating import render
 
-__all__ = ["LoadDriver", "Schedule", "Tally", "due", "pick"]
+__all__ = ["LoadDriver", "Schedule", "StaticResolver", "Tally", "due", "pick"]
 
 log = structlog.get_logger(__name__)
 
@@ -142,6 +144,36 @@ class Schedule:
 
     def rate_now(self, now: float) -> float:
         return rate_at(self.rate, self.ramp, now - self.start)
+
+
+class StaticResolver(AbstractResolver):
+    """`service_addresses` first (a name and port to an IP and port, like curl's
+    `--resolve`), then the system's resolver (cluster DNS), in a thread: never blocking."""
+
+    def __init__(self, addresses: Mapping[str, str]) -> None:
+        self.addresses: dict[tuple[str, int], tuple[str, int]] = {}
+        for name, address in addresses.items():
+            host, _, port = name.rpartition(":")
+            ip, _, to = address.rpartition(":")
+            self.addresses[(host.lower(), int(port))] = (ip.strip("[]"), int(to))
+        self.fallback: ThreadedResolver | None = None
+        """Made on first use: it belongs to the running event loop."""
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = self.addresses.get((host.lower().rstrip("."), port))
+        if found is None:
+            if self.fallback is None:
+                self.fallback = ThreadedResolver()
+            return await self.fallback.resolve(host, port, family)
+        ip, to = found
+        kind = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        return [{"hostname": host, "host": ip, "port": to, "family": kind, "proto": 0,
+                 "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        if self.fallback is not None:
+            await self.fallback.close()
 
 
 class LoadDriver:

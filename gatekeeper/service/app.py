@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from gatekeeper import kubeclient
 from gatekeeper.config import Config, LoadedConfig, ServerConfig
 from gatekeeper.drivers import Driver, Drivers
-from gatekeeper.drivers.load import LoadDriver
+from gatekeeper.drivers.load import LoadDriver, StaticResolver
 from gatekeeper.drivers.testjob import TestJobDriver
 from gatekeeper.drivers.traffic import MirroringDriver
 from gatekeeper.evaluating import Evaluator
@@ -267,6 +267,8 @@ def _drivers(config: Config, recorder: Recorder, extra: Sequence[Driver],
     a pair configures it (and `extra` has no `mirroring` driver)."""
     drivers = list(extra)
     names = {driver.name for driver in drivers}
+    if resolver is None and config.service_addresses:
+        resolver = StaticResolver(config.service_addresses)
     if any(pair.load is not None for pair in config.pairs):
         drivers.append(LoadDriver(recorder, window=config.evaluation.window,
                                   resolver=resolver))
