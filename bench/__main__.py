@@ -20,6 +20,7 @@ BENCHMARKS = {
     "webhook_flood": "bench.webhook_flood",
     "long_polls": "bench.long_polls",
     "judgment": "bench.judgment",
+    "load": "bench.load",
 }
 """Benchmark name -> module with `run(options) -> Outcome`, in the order they run."""
 
