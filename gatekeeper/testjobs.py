@@ -17,6 +17,7 @@ gatekeeper runs the test image once per release in the dark namespace (docs/evid
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from gatekeeper.config import TestJobConfig
 from gatekeeper.templating import render
 
 __all__ = ["ROLE_LABEL", "JobReading", "dark_url", "failure_reason", "is_test_pod", "job_name",
-           "manifest", "newest_failed_pod", "read_job"]
+           "manifest", "newest_pod", "parse_time", "read_job"]
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 ROLE_LABEL = "gatekeeper.io/role"
@@ -142,25 +143,36 @@ def is_test_pod(pod: Mapping[str, Any]) -> bool:
     return bool(labels.get(ROLE_LABEL) == "test-job" and labels.get(MANAGED_BY) == "gatekeeper")
 
 
-def newest_failed_pod(pods: Sequence[Mapping[str, Any]]) -> str | None:
-    """The name of the last attempt that failed (its log says why), else None."""
-    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
-    if not failed:
+def newest_pod(pods: Sequence[Mapping[str, Any]], phase: str) -> str | None:
+    """The name of the last attempt in `phase` (`Failed`: its log says why), else None."""
+    found = [p for p in pods if (p.get("status") or {}).get("phase") == phase]
+    if not found:
         return None
-    newest = max(failed, key=lambda p: (str(p["metadata"].get("creationTimestamp", "")),
-                                        str(p["metadata"]["name"])))
+    newest = max(found, key=lambda p: (str(p["metadata"].get("creationTimestamp", "")),
+                                       str(p["metadata"]["name"])))
     return str(newest["metadata"]["name"])
 
 
+def parse_time(text: str) -> float:
+    """A Kubernetes timestamp (RFC 3339, `Z`) as Unix seconds; ValueError otherwise."""
+    moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without a zone: {text!r}")
+    return moment.timestamp()
+
+
 def failure_reason(name: str, reading: JobReading, *, pod: str | None,
-                   log_tail: Sequence[str], log_error: str | None = None) -> str:
-    """One line for the verdict: the Job, its reason and message, and its log's last lines."""
+                   log_tail: Sequence[str], log_error: str | None = None,
+                   before_deadline: bool = False) -> str:
+    """One line for the verdict: the Job, its reason and message, and its log's last lines
+    (`before_deadline`: read from the running pod just before the deadline stopped it)."""
     text = f"test Job {name} failed: {reading.reason}"
     if reading.message:
         text += f" ({reading.message})"
     text += f" after {reading.failed} failed pod(s)"
     if log_tail:
-        text += f"; last {len(log_tail)} log line(s) of pod {pod}: " + " | ".join(log_tail)
+        when = " just before the deadline" if before_deadline else ""
+        text += f"; last {len(log_tail)} log line(s) of pod {pod}{when}: " + " | ".join(log_tail)
     elif log_error:
         text += f"; no log: {log_error}"
     elif pod is None:

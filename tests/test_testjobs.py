@@ -200,14 +200,19 @@ async def test_the_driver_reports_the_deadline_as_the_reason(kube_emulator, kube
                                                              unique_pair):
     blue, green = unique_pair.blue, unique_pair.green
     kube_emulator.load(seed(blue, green, unique_pair.name("routing")))
+    kube_emulator.script_image("hangs:1", [{"exitCode": 0, "seconds": 120, "logs": [
+        "connecting to the database..."]}])
     outcomes: list[Outcome] = []
     driver = testjob.TestJobDriver(kube_api, poll_interval=0.1)
     await asyncio.wait_for(driver.run(_target(blue, green, image="hangs:1", timeout="1s"),
                                       outcomes.append), 10)
     final = outcomes[-1]
     assert final.status == "fail" and final.value == 0.0
-    assert "DeadlineExceeded" in final.reason
     assert final.details["reason"] == "DeadlineExceeded"
+    # The pod and its log are gone with the deadline: the lines were read just before it.
+    assert kube_emulator.pods(green, "gatekeeper.io/role=test-job") == []
+    assert "DeadlineExceeded" in final.reason and "just before the deadline: connecting " \
+        "to the database..." in final.reason
 
 
 async def test_an_api_refusal_is_an_error_outcome_never_a_pass(kube_emulator, kube_api,

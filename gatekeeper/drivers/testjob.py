@@ -66,9 +66,12 @@ class TestJobDriver:
                            f"in {target.dark}", at=self.clock(), details={"job": name}))
             return
         started = self.clock()
+        before_deadline: tuple[str | None, list[str]] = (None, [])
+        """The running pod's last lines read just before the deadline (its pods are deleted
+        when it passes, and their logs with them)."""
         while True:
             try:
-                job = await self._ensure(body)
+                job, server_now = await self._ensure(body)
             except errors.API_ERRORS as exc:
                 reason = kubeclient.describe_error(exc)
                 log.warning("test Job unavailable", pair=target.pair.name, job=name,
@@ -87,8 +90,13 @@ class TestJobDriver:
                                value=1.0, samples=1, at=self.clock(), details=details))
                 return
             if reading.status == "failed":
-                report(await self._failure(name, target.dark, reading, config, details))
+                report(await self._failure(name, target.dark, reading, config, details,
+                                           before_deadline))
                 return
+            if self._near_deadline(job, server_now, config):
+                pod, tail, _ = await self._tail(name, target.dark, config, phase="Running")
+                if tail:
+                    before_deadline = (pod, tail)
             report(Outcome("pending", f"test Job {name} running for "
                            f"{self.clock() - started:.0f}s (timeout {config.timeout:g}s)",
                            at=self.clock(), details={**details, "active": reading.active}))
@@ -121,44 +129,67 @@ class TestJobDriver:
             raise ValueError(f"pair {target.pair.name} has no test_job")
         return target.pair.test_job
 
-    async def _ensure(self, body: dict[str, Any]) -> Any:
-        """The Job of `body`'s name: read, else created (a concurrent create is read)."""
+    async def _ensure(self, body: dict[str, Any]) -> tuple[Any, float | None]:
+        """The Job of `body`'s name: read, else created (a concurrent create is read); with
+        the API server's clock at the answer."""
         meta = body["metadata"]
+        read = self.batch.read_namespaced_job
         try:
-            return await kubeclient.read_json(self.batch.read_namespaced_job, meta["name"],
-                                              meta["namespace"])
+            return await kubeclient.read_json_dated(read, meta["name"], meta["namespace"])
         except errors.APINotFoundError:
             pass
         try:
-            job = await kubeclient.read_json(self.batch.create_namespaced_job,
-                                             meta["namespace"], body)
+            job = await kubeclient.read_json_dated(self.batch.create_namespaced_job,
+                                                   meta["namespace"], body)
         except errors.APIConflictError:  # 409 AlreadyExists: another writer was first
-            return await kubeclient.read_json(self.batch.read_namespaced_job, meta["name"],
-                                              meta["namespace"])
+            return await kubeclient.read_json_dated(read, meta["name"], meta["namespace"])
         log.info("test Job created", job=meta["name"], namespace=meta["namespace"],
                  image=body["spec"]["template"]["spec"]["containers"][0]["image"])
         return job
 
-    async def _failure(self, name: str, namespace: str, reading: testjobs.JobReading,
-                       config: TestJobConfig, details: dict[str, Any]) -> Outcome:
-        """The fail outcome, with the last lines of the newest failed pod's log."""
+    def _near_deadline(self, job: Any, server_now: float | None,
+                       config: TestJobConfig) -> bool:
+        """Whether the Job's deadline (its startTime, on the API server's clock, plus the
+        timeout) passes before the next poll or so."""
+        start = (job.get("status") or {}).get("startTime")
+        if not start or server_now is None:
+            return False
+        try:
+            started = testjobs.parse_time(str(start))
+        except ValueError:
+            return False
+        return started + config.timeout - server_now <= 2 * self.poll_interval + 1.0
+
+    async def _tail(self, name: str, namespace: str, config: TestJobConfig, *,
+                    phase: str) -> tuple[str | None, list[str], str | None]:
+        """(pod, its last log lines, the problem reading them) of the Job's newest pod in
+        `phase`."""
         pod: str | None = None
-        tail: list[str] = []
-        problem: str | None = None
         try:
             pods = await kubeclient.read_json(self.core.list_namespaced_pod, namespace,
                                               label_selector=f"job-name={name}")
-            pod = testjobs.newest_failed_pod(pods.get("items") or [])
-            if pod is not None:
-                text = await self.core.read_namespaced_pod_log(
-                    pod, namespace, container=testjobs.CONTAINER,
-                    tail_lines=config.log_tail_lines, limit_bytes=LOG_BYTES)
-                tail = [line[:LINE_CHARS] for line in str(text).splitlines()][
-                    -config.log_tail_lines:]
+            pod = testjobs.newest_pod(pods.get("items") or [], phase)
+            if pod is None:
+                return None, [], None
+            text = await self.core.read_namespaced_pod_log(
+                pod, namespace, container=testjobs.CONTAINER,
+                tail_lines=config.log_tail_lines, limit_bytes=LOG_BYTES)
         except errors.API_ERRORS as exc:
-            problem = kubeclient.describe_error(exc)
+            return pod, [], kubeclient.describe_error(exc)
+        tail = [line[:LINE_CHARS] for line in str(text).splitlines()][-config.log_tail_lines:]
+        return pod, tail, None
+
+    async def _failure(self, name: str, namespace: str, reading: testjobs.JobReading,
+                       config: TestJobConfig, details: dict[str, Any],
+                       before_deadline: tuple[str | None, list[str]]) -> Outcome:
+        """The fail outcome, with the last lines of the newest failed pod's log (or, for a
+        Job stopped at its deadline, of the running pod's, read just before it)."""
+        pod, tail, problem = await self._tail(name, namespace, config, phase="Failed")
+        early = False
+        if not tail and before_deadline[1]:
+            (pod, tail), early, problem = before_deadline, True, None
         reason = testjobs.failure_reason(name, reading, pod=pod, log_tail=tail,
-                                         log_error=problem)
+                                         log_error=problem, before_deadline=early)
         log.warning("test Job failed", job=name, namespace=namespace, reason=reading.reason,
                     pod=pod)
         return Outcome("fail", reason, value=0.0, samples=1, at=self.clock(), details={
