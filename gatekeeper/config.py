@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -464,6 +465,19 @@ class PairConfig(_Section):
     mirroring: MirroringConfig | None = Field(
         None, description="mirror production requests to the dark while it validates "
         "(off by default; TraefikService routes only)")
+    _object_namespace: str | None = PrivateAttr(None)
+
+    @property
+    def object_namespace(self) -> str | None:
+        """The namespace of the BlueGreenPair object this pair was read from (its record is
+        in that object's status); None for a pair of the configuration file."""
+        return self._object_namespace
+
+    def declared_in(self, namespace: str) -> PairConfig:
+        """This pair as read from a BlueGreenPair object in NAMESPACE."""
+        pair = self.model_copy()
+        pair._object_namespace = namespace
+        return pair
 
     @model_validator(mode="after")
     def _distinct(self) -> PairConfig:

@@ -13,6 +13,7 @@ The group is `bluegreen.dev`: nothing like OPA Gatekeeper's `*.gatekeeper.sh`. P
 from __future__ import annotations
 
 import copy
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -275,7 +276,7 @@ def parse_object(obj: Mapping[str, Any]) -> PairConfig:
         raise InvalidPairObject(namespace, name, [
             "spec.name: Forbidden: the pair's name is the object's metadata.name"])
     try:
-        return PairConfig.model_validate({**spec, "name": name})
+        return PairConfig.model_validate({**spec, "name": name}).declared_in(namespace)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -283,6 +284,124 @@ def parse_object(obj: Mapping[str, Any]) -> PairConfig:
             where = "metadata.name" if loc == ("name",) else _field_path(loc)
             problems.append(f"{where}: {error['msg']}")
         raise InvalidPairObject(namespace, name, problems) from None
+
+
+# ---- status: the pair's record -------------------------------------------------------------
+
+_SPLIT_OUT = {"transitions": "transitions", "last_action": "lastAction"}
+"""Record fields kept beside `record` in the status (readable with kubectl), not inside it."""
+
+
+def _camel(text: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in text.replace("-", "_").split("_")
+                   if part) or "Unknown"
+
+
+def _time(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(kind: str, status: str, reason: str, message: str, generation: int | None,
+               previous: Mapping[str, Any] | None, now: float) -> dict[str, Any]:
+    """A metav1.Condition; its lastTransitionTime moves only when its status does."""
+    before = {c.get("type"): c for c in (previous or {}).get("conditions") or []}.get(kind)
+    since = before.get("lastTransitionTime") if before and before.get("status") == status \
+        else _time(now)
+    condition = {"type": kind, "status": status, "reason": reason,
+                 "message": message[:1024], "lastTransitionTime": since}
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def record_of(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The stored record (`state.PairState.to_dict` form) in an object's status; None when
+    none was written yet. A record that is not a JSON object is returned as found, for the
+    reader to report."""
+    if not status or "record" not in status:
+        return None
+    record = status["record"]
+    if not isinstance(record, dict):
+        return {"record": record}
+    merged = dict(record)
+    for key, field in _SPLIT_OUT.items():
+        if field in status:
+            merged[key] = status[field]
+    return merged
+
+
+def status_for(record: Mapping[str, Any], *, generation: int | None,
+               previous: Mapping[str, Any] | None, now: float) -> dict[str, Any]:
+    """The status holding RECORD: summary fields and conditions for people and kubectl, the
+    record itself for gatekeeper. The published verdict (`verdict`, `score`, `reasons`, the
+    Safe condition) is kept from PREVIOUS: it is written by `with_verdict`."""
+    previous = previous or {}
+    raw = record.get("lifecycle")
+    release: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    phase = str(release.get("phase") or "idle")
+    reason = str(release.get("reason") or "")
+    status: dict[str, Any] = {}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    status["phase"] = phase
+    for key in ("active", "dark"):
+        if release.get(key):
+            status[key] = release[key]
+    for key in ("verdict", "score", "reasons", "evaluatedAt"):
+        if key in previous:
+            status[key] = previous[key]
+    blocked = phase == "blocked"
+    conditions = [
+        _condition("Valid", "True", "SpecAccepted", "the spec is a valid pair", generation,
+                   previous, now),
+        _condition("Ready", "True" if phase == "ready" else "False", _camel(phase),
+                   reason or f"phase {phase}", generation, previous, now),
+        _condition("Blocked", "True" if blocked else "False",
+                   _camel(str(release.get("block_cause") or "blocked")) if blocked
+                   else "NotBlocked", reason if blocked else "", generation, previous, now),
+    ]
+    safe = next((c for c in previous.get("conditions") or [] if c.get("type") == "Safe"), None)
+    conditions.append(dict(safe) if safe else _condition(
+        "Safe", "Unknown", "NotEvaluated", "no verdict published yet", generation, None, now))
+    status["conditions"] = conditions
+    for key, field in _SPLIT_OUT.items():
+        if record.get(key) is not None:
+            status[field] = copy.deepcopy(record[key])
+    status["record"] = {k: copy.deepcopy(v) for k, v in record.items() if k not in _SPLIT_OUT}
+    return status
+
+
+def with_verdict(previous: Mapping[str, Any] | None, *, verdict: str, score: float | None,
+                 reasons: list[str], generation: int | None, at: float) -> dict[str, Any]:
+    """PREVIOUS with the dark's verdict published (summary fields and the Safe condition)."""
+    status = copy.deepcopy(dict(previous or {}))
+    status["verdict"] = verdict
+    if score is None:
+        status.pop("score", None)
+    else:
+        status["score"] = float(round(score))
+    status["reasons"] = reasons[:10]
+    status["evaluatedAt"] = _time(at)
+    value = {"safe": "True", "unsafe": "False"}.get(verdict, "Unknown")
+    safe = _condition("Safe", value, _camel(verdict), "; ".join(reasons[:3]) or verdict,
+                      generation, previous, at)
+    status["conditions"] = [c for c in status.get("conditions") or []
+                            if c.get("type") != "Safe"] + [safe]
+    return status
+
+
+def invalid_status(problems: list[str], *, generation: int | None,
+                   previous: Mapping[str, Any] | None, now: float) -> dict[str, Any]:
+    """PREVIOUS with the Valid condition False naming each field: gatekeeper skips the
+    object until its spec is fixed (the record, if any, is kept)."""
+    status = copy.deepcopy(dict(previous or {}))
+    valid = _condition("Valid", "False", "InvalidSpec", "; ".join(problems), generation,
+                       previous, now)
+    status["conditions"] = [c for c in status.get("conditions") or []
+                            if c.get("type") != "Valid"] + [valid]
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
 
 
 HEADER = ("# Generated from gatekeeper/config.py by `gatekeeper crd` (make sync-chart): do not\n"

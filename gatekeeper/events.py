@@ -1,8 +1,9 @@
-"""Kubernetes Events on the route objects, so `kubectl describe ingressroute` tells the story.
+"""Kubernetes Events on the route objects and the pair's own BlueGreenPair object, so
+`kubectl describe ingressroute` (and `kubectl describe bgp`) tells the story.
 
-Every action (flip, rollback, scale) leaves a core/v1 Event on each route of the pair. An
-Event that cannot be written is logged and forgotten: the audit trail must never stop a
-rollback.
+Every action (flip, rollback, scale) leaves a core/v1 Event on each route of the pair, and
+on the pair's BlueGreenPair object when it was read from one. An Event that cannot be
+written is logged and forgotten: the audit trail must never stop a rollback.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
+from gatekeeper import crd
+from gatekeeper.config import PairConfig
 from gatekeeper.kubeclient import ApiException, read_json
-from gatekeeper.routers.base import RouteView
 
 log = structlog.get_logger()
 
@@ -41,7 +44,53 @@ RECONCILED = "Reconciled"
 APPROVED = "Approved"
 UNAPPROVED = "Unapproved"
 
+INVALID_SPEC = "InvalidSpec"
+
 EventType = Literal["Normal", "Warning"]
+
+
+class Involved(Protocol):
+    """What an Event is about (a route, or a pair object)."""
+
+    @property
+    def api_version(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def uid(self) -> str: ...
+    @property
+    def resource_version(self) -> str: ...
+    @property
+    def ref(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class PairObject:
+    """A BlueGreenPair object as an Event's involvedObject."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+    resource_version: str = ""
+    api_version: str = crd.API_VERSION
+    kind: str = crd.KIND
+
+    @property
+    def ref(self) -> str:
+        """`BlueGreenPair team/api`, for logs."""
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+def with_pair(pair: PairConfig | None, targets: Iterable[Involved]) -> list[Involved]:
+    """TARGETS plus the pair's BlueGreenPair object when it was read from one."""
+    out = list(targets)
+    if pair is not None and pair.object_namespace:
+        out.append(PairObject(pair.object_namespace, pair.name))
+    return out
 
 
 def _timestamp(seconds: float) -> str:
@@ -54,7 +103,7 @@ def _micro_timestamp(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_body(target: RouteView, *, reason: str, message: str, event_type: EventType,
+def event_body(target: Involved, *, reason: str, message: str, event_type: EventType,
                action: str, instance: str, at: float) -> dict[str, Any]:
     """The Event object (pure), involving the route so `kubectl describe` lists it."""
     if len(message) > MAX_MESSAGE:
@@ -101,11 +150,12 @@ class EventRecorder:
         self.instance = instance or os.environ.get("POD_NAME") or socket.gethostname()
         self.clock = clock
 
-    async def emit(self, targets: Iterable[RouteView], *, reason: str, message: str,
-                   action: str, warning: bool = False) -> int:
-        """One Event per route object; returns how many were written."""
+    async def emit(self, targets: Iterable[Involved], *, reason: str, message: str,
+                   action: str, warning: bool = False, pair: PairConfig | None = None) -> int:
+        """One Event per route object (and on PAIR's BlueGreenPair object when it was read
+        from one); returns how many were written."""
         written = 0
-        for target in targets:
+        for target in with_pair(pair, targets):
             body = event_body(target, reason=reason, message=message,
                               event_type="Warning" if warning else "Normal", action=action,
                               instance=self.instance, at=self.clock())

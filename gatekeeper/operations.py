@@ -122,7 +122,7 @@ class Operations(Actor):
             return 0
         live = await self.live(pair)
         return await self.events.emit(live.routes, reason=reason, message=message,
-                                      action=action, warning=warning)
+                                      action=action, warning=warning, pair=pair)
 
     async def execute(self, pair: PairConfig, action: Action) -> ActionResult:
         """Carry out a decided lifecycle `Action` (`actions.executor`): the way the control

@@ -1,9 +1,14 @@
-"""Durable per-pair state in one ConfigMap, written with optimistic concurrency.
+"""Durable per-pair state, written with optimistic concurrency: in the pair's own
+BlueGreenPair object's status, or (pairs of the configuration file) in one ConfigMap.
 
-`data[<pair>]` holds the pair's state as JSON. Every write carries the resourceVersion it
-read, so two writers never lose each other's change (409 -> re-read, re-apply, retry). The
-live routes stay the truth: `reconcile` corrects the state from them after a restart, so a
-crash between a route patch and the state write leaves nothing inconsistent.
+A pair read from a BlueGreenPair object (`PairConfig.object_namespace`) keeps its record in
+that object's `status` (gatekeeper.crd.status_for): no object holds more than one pair's
+state, so no write approaches the 1 MiB object limit however many pairs there are. A pair
+of the configuration file keeps it in `data[<pair>]` of the state ConfigMap. Every write
+carries the resourceVersion it read, so two writers never lose each other's change (409 ->
+re-read, re-apply, retry). The live routes stay the truth: `reconcile` corrects the state
+from them after a restart, so a crash between a route patch and the state write leaves
+nothing inconsistent.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any, Literal
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import errors, lifecycle
+from gatekeeper import crd, errors, lifecycle
 from gatekeeper.config import PairConfig, StateConfig
 from gatekeeper.kubeclient import ApiException, read_json
 from gatekeeper.lifecycle import Observation, ReleaseState
@@ -277,8 +282,134 @@ def _write_lock(where: str) -> asyncio.Lock:
     return locks.setdefault(where, asyncio.Lock())
 
 
+def _parse_record(raw: Any, where: str, name: str, at: float) -> PairState:
+    """A stored record; an unreadable one (not JSON, not an object, a field of the wrong
+    type) is a fresh state saying why (`unreadable`), keeping the text it replaces for the
+    next write: the live routes are the truth it is rebuilt from."""
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        return PairState.from_dict(data)
+    except (ValueError, TypeError, RecursionError) as exc:
+        problem = f"{where} is not a readable state record: {exc}"
+        log.error("state record unreadable; rebuilding it from the routes", pair=name,
+                  error=problem)
+        text = raw if isinstance(raw, str) else json.dumps(raw, default=str)
+        return PairState(unreadable=problem,
+                         extra={UNREADABLE_KEY: {"error": problem, "at": at,
+                                                 "text": str(text)[:4096]}})
+
+
+class ObjectRecords:
+    """Each object pair's record in its own BlueGreenPair's status (the `status`
+    subresource, written with the resourceVersion read)."""
+
+    def __init__(self, api: client.ApiClient, *, clock: Callable[[], float] = time.time,
+                 retries: int = 8) -> None:
+        self.objects = client.CustomObjectsApi(api)
+        self.clock = clock
+        self.retries = retries
+
+    @staticmethod
+    def _where(pair: PairConfig) -> str:
+        return f"BlueGreenPair {pair.object_namespace}/{pair.name}"
+
+    async def read(self, pair: PairConfig) -> dict[str, Any] | None:
+        """The object (None when it is gone)."""
+        try:
+            body: dict[str, Any] = await read_json(
+                self.objects.get_namespaced_custom_object, crd.GROUP, crd.VERSION,
+                pair.object_namespace, crd.PLURAL, pair.name)
+        except errors.APINotFoundError:
+            return None
+        except ApiException as exc:
+            raise StateError(f"reading {self._where(pair)}: HTTP {exc.status}") from exc
+        return body
+
+    def _parse(self, body: dict[str, Any] | None, pair: PairConfig) -> PairState:
+        raw = crd.record_of((body or {}).get("status"))
+        if raw is None:
+            return PairState()
+        if set(raw) == {"record"}:  # not an object
+            raw = raw["record"]
+        return _parse_record(raw, f"{self._where(pair)} status.record", pair.name,
+                             self.clock())
+
+    async def load(self, pair: PairConfig) -> PairState:
+        """The pair's record; a fresh one when none was written yet (or the object is gone:
+        the next write says so)."""
+        return self._parse(await self.read(pair), pair)
+
+    async def update(self, pair: PairConfig, mutate: Callable[[PairState], object]
+                     ) -> PairState:
+        """Read, mutate, write the status with the resourceVersion read; on 409 start over."""
+        for _attempt in range(self.retries):
+            body = await self.read(pair)
+            if body is None:
+                raise StateError(f"{self._where(pair)} is gone: its record cannot be written")
+            state = self._parse(body, pair)
+            before = state.to_dict()
+            mutate(state)
+            after = state.to_dict()
+            previous = body.get("status") or {}
+            generation = (body.get("metadata") or {}).get("generation")
+            status = crd.status_for(after, generation=generation, previous=previous,
+                                    now=self.clock())
+            if after == before and status == previous:
+                return state
+            body = {**body, "status": status}
+            try:
+                await read_json(self.objects.replace_namespaced_custom_object_status,
+                                crd.GROUP, crd.VERSION, pair.object_namespace, crd.PLURAL,
+                                pair.name, body)
+            except errors.APIConflictError:
+                log.debug("pair object status conflict; retrying", pair=pair.name)
+                continue
+            except errors.APINotFoundError as exc:
+                raise StateError(f"{self._where(pair)} is gone: its record cannot be "
+                                 "written") from exc
+            except ApiException as exc:
+                raise StateError(f"writing {self._where(pair)} status: HTTP {exc.status} "
+                                 f"{exc.reason or ''}".strip()) from exc
+            return state
+        raise StateError(f"{self._where(pair)}: still conflicting after {self.retries} "
+                         "attempts")
+
+    async def publish(self, pair: PairConfig, *, verdict: str, score: float | None,
+                      reasons: list[str], at: float) -> bool:
+        """Show the dark's verdict in the status (summary fields, the Safe condition); no
+        write when the verdict, the score in whole points and the reasons are what the
+        status shows (a score drifting by tenths would write every tick). Returns whether it
+        wrote."""
+        for _attempt in range(self.retries):
+            body = await self.read(pair)
+            if body is None:
+                return False
+            previous = body.get("status") or {}
+            shown = (previous.get("verdict"), previous.get("score"), previous.get("reasons"))
+            rounded = None if score is None else float(round(score))
+            if shown == (verdict, rounded, reasons[:10]):
+                return False
+            generation = (body.get("metadata") or {}).get("generation")
+            status = crd.with_verdict(previous, verdict=verdict, score=score, reasons=reasons,
+                                      generation=generation, at=at)
+            try:
+                await read_json(self.objects.replace_namespaced_custom_object_status,
+                                crd.GROUP, crd.VERSION, pair.object_namespace, crd.PLURAL,
+                                pair.name, {**body, "status": status})
+            except errors.APIConflictError:
+                continue
+            except ApiException as exc:
+                raise StateError(f"writing {self._where(pair)} status: HTTP "
+                                 f"{exc.status}") from exc
+            return True
+        return False
+
+
 class StateStore:
-    """Reads and writes the state ConfigMap; one instance per API client."""
+    """Reads and writes each pair's record: an object pair's in its own object's status,
+    a configured pair's in the state ConfigMap. One instance per API client."""
 
     def __init__(self, api: client.ApiClient, settings: StateConfig, *,
                  clock: Callable[[], float] = time.time, retries: int = 8) -> None:
@@ -287,6 +418,7 @@ class StateStore:
         self.clock = clock
         self.retries = retries
         self.core = client.CoreV1Api(api)
+        self.objects = ObjectRecords(api, clock=clock, retries=retries)
 
     async def _read(self) -> dict[str, Any] | None:
         try:
@@ -304,37 +436,44 @@ class StateStore:
 
     async def load(self, pair: PairConfig | str) -> PairState:
         """The pair's state; a fresh one when nothing was stored yet."""
+        if isinstance(pair, PairConfig) and pair.object_namespace:
+            return await self.objects.load(pair)
         body = await self._read()
         return self._parse(body, _name(pair))
 
+    async def load_configmap(self) -> dict[str, PairState]:
+        """Every record in the state ConfigMap by pair name (the migration reads them)."""
+        body = await self._read()
+        names = sorted((body or {}).get("data") or {})
+        return {name: self._parse(body, name) for name in names}
+
     def _parse(self, body: dict[str, Any] | None, name: str) -> PairState:
-        """The stored record; an unreadable one (not JSON, not an object, a field of the
-        wrong type) is a fresh state saying why (`unreadable`), keeping the text it replaces
-        for the next write: the live routes are the truth it is rebuilt from."""
+        """The stored record (see `_parse_record`)."""
         raw = ((body or {}).get("data") or {}).get(name)
         if not raw:
             return PairState()
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError(f"a JSON {type(data).__name__}, not an object")
-            return PairState.from_dict(data)
-        except (ValueError, TypeError, RecursionError) as exc:
-            problem = (f"ConfigMap {self._where()} key {name!r} is not a readable state "
-                       f"record: {exc}")
-            log.error("state record unreadable; rebuilding it from the routes", pair=name,
-                      error=problem)
-            return PairState(unreadable=problem,
-                             extra={UNREADABLE_KEY: {"error": problem, "at": self.clock(),
-                                                     "text": str(raw)[:4096]}})
+        return _parse_record(raw, f"ConfigMap {self._where()} key {name!r}", name,
+                             self.clock())
 
     async def update(self, pair: PairConfig | str,
                      mutate: Callable[[PairState], object]) -> PairState:
         """Read, apply `mutate` in place (may run more than once: keep it pure; its return
         value is ignored), write with the resourceVersion read; on 409 start over. Skips the
         write when nothing changed."""
+        if isinstance(pair, PairConfig) and pair.object_namespace:
+            async with _write_lock(f"{pair.object_namespace}/{pair.name}"):
+                return await self.objects.update(pair, mutate)
         async with _write_lock(self._where()):
             return await self._update(_name(pair), mutate)
+
+    async def publish(self, pair: PairConfig, *, verdict: str, score: float | None,
+                      reasons: list[str], at: float) -> bool:
+        """An object pair's verdict in its status (`ObjectRecords.publish`); nothing for a
+        pair of the configuration file (its verdict is in the API and the metrics)."""
+        if not pair.object_namespace:
+            return False
+        return await self.objects.publish(pair, verdict=verdict, score=score,
+                                          reasons=reasons, at=at)
 
     async def _update(self, name: str, mutate: Callable[[PairState], object]) -> PairState:
         for _attempt in range(self.retries):

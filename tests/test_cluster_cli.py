@@ -175,22 +175,31 @@ def test_unreachable_cluster_exits_3(tmp_path: Path, capsys: pytest.CaptureFixtu
     }))
     config = write_config(tmp_path, kubeconfig)
     code, _, err = run(capsys, "flip", "--config", str(config))
-    assert code == 3 and err.startswith("error: reading the routes of pair api")
+    # the first call lists the BlueGreenPair objects (the pair could be one of them)
+    assert code == 3 and err.startswith("error: reading the BlueGreenPair objects: cannot "
+                                        "reach the API server")
 
 
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Unknown pair, ambiguous pair, missing file, missing kubeconfig: exit 2."""
-    config = write_config(tmp_path, tmp_path / "missing-kubeconfig", extra="""\
+    """Unknown pair, ambiguous pair, missing file, missing kubeconfig: exit 2. (With
+    `objects.enabled` the pair could be a BlueGreenPair object: the pair is then picked
+    after reading them, and an unconfigurable client is the first error.)"""
+    pairs = """\
   - name: web
     namespaces: [web-blue, web-green]
     routes:
       - name: web-live
         namespace: routing
-""")
+"""
+    config = write_config(tmp_path, tmp_path / "missing-kubeconfig",
+                          extra=pairs + "objects:\n  enabled: false\n")
     code, _, err = run(capsys, "flip", "--config", str(config), "--pair", "nope")
     assert code == 2 and "unknown pair 'nope'" in err
     code, _, err = run(capsys, "dark", "--config", str(config))
     assert code == 2 and "choose one with --pair" in err
+    config = write_config(tmp_path, tmp_path / "missing-kubeconfig", extra=pairs)
+    code, _, err = run(capsys, "flip", "--config", str(config), "--pair", "nope")
+    assert code == 2 and "cannot configure the Kubernetes client" in err
     code, _, err = run(capsys, "status", "--config", str(tmp_path / "absent.yaml"))
     assert code == 2
     code, _, err = run(capsys, "status", "--config", str(config), "--pair", "api")

@@ -78,7 +78,8 @@ async def scale_up(actor: Actor, pair: PairConfig, namespace: str | None = None
     text = ", ".join(f"{n} -> {r}" for n, r in done)
     if done:
         await actor.events.emit(live.routes, reason=events.SCALED_UP,
-                                message=f"scaled up {target}: {text}", action="scale_up")
+                                message=f"scaled up {target}: {text}", action="scale_up",
+                                pair=pair)
     reasons = [f"scaled up {target}: {text}" if done else f"nothing scaled in {target}",
                *(f"failed: {f}" for f in failed), *([warning] if warning else [])]
     return result("scale_up", active=live.active, changed=bool(done), namespace=target,
@@ -178,7 +179,7 @@ async def scale_down(actor: Actor, pair: PairConfig, namespace: str | None = Non
     warning = await actor.write(pair, live, mutate)
     if done:
         await actor.events.emit(
-            live.routes, reason=events.SCALED_DOWN, action="scale_down",
+            live.routes, reason=events.SCALED_DOWN, action="scale_down", pair=pair,
             message=f"scaled down {target} to {keep}: " + ", ".join(n for n, _ in done))
     reasons = [f"scaled down {target} to {keep}: " + ", ".join(n for n, _ in done)
                if done else f"nothing scaled in {target}",

@@ -140,7 +140,7 @@ class Actor:
 
             await self.write(pair, live if live.consistent else None, mutate)
             await self.events.emit(live.routes, reason=reason, message="; ".join(reasons),
-                                   action=action, warning=True)
+                                   action=action, warning=True, pair=pair)
         return result(action, active=live.active, refused=True, reasons=reasons,
                       dry_run=self.dry_run_for(pair), **details)
 

@@ -176,7 +176,7 @@ async def resume(actor: Actor, pair: PairConfig, live: ActiveState) -> ActionRes
     message = f"{kind} {source} -> {target} {note}"
     await actor.events.emit(after.routes, reason=events.FLIPPED if kind == "flip"
                             else events.ROLLED_BACK, message=message, action=switched,
-                            warning=goal != target or not finished)
+                            warning=goal != target or not finished, pair=pair)
     log.warning("unfinished switch resumed", pair=pair.name, kind=kind, source=source,
                 target=target, goal=goal, moved=moved, failures=failures, finished=finished)
     reasons = [message, *failures, *([warning] if warning else [])]

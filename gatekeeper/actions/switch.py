@@ -288,7 +288,8 @@ async def _switch(actor: Actor, kind: SwitchKind, pair: PairConfig, live: Active
             (f", reason: {reason}" if reason else "") + (", forced" if plan["forced"] else "") \
             + ")"
         await actor.events.emit(live.routes, reason=events.FLIPPED if kind == "flip"
-                                else events.ROLLED_BACK, message=message, action=kind)
+                                else events.ROLLED_BACK, message=message, action=kind,
+                                pair=pair)
         bound.info("switched", source=source, target=target)
         reasons = [f"{kind}: {source} -> {target}",
                    *([outcome.unverified] if outcome.unverified else []), *warnings]
@@ -306,7 +307,7 @@ async def _switch(actor: Actor, kind: SwitchKind, pair: PairConfig, live: Active
     message = f"{kind} {source} -> {target} failed: " + "; ".join(p for p in problems if p)
     await actor.events.emit(live.routes, reason=events.FLIP_FAILED if kind == "flip"
                             else events.ROLLBACK_FAILED, message=message, action=kind,
-                            warning=True)
+                            warning=True, pair=pair)
     bound.error("switch failed", problems=problems)
     return result(kind, active=after, changed=outcome.changed, refused=True,
                   reasons=[p for p in problems if p] + warnings,

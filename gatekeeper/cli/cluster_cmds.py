@@ -19,12 +19,13 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from gatekeeper import events, kubeclient
+from gatekeeper import events, kubeclient, pairobjects
 from gatekeeper.cli import announce, gates, remote
 from gatekeeper.config import Config, PairConfig, load_config, parse_config
 from gatekeeper.decisions import Request, decide
 from gatekeeper.durations import parse_duration
 from gatekeeper.environments import Readiness
+from gatekeeper.errors import API_ERRORS
 from gatekeeper.lifecycle import Action, ReleaseState
 from gatekeeper.operations import (
     CLUSTER_ERRORS,
@@ -164,20 +165,31 @@ def _main(args: argparse.Namespace, runner: Runner) -> int:
         return EXIT_USAGE
     try:
         config = _load(args)
-        pair = _pick(config, args.pair)
+        if not config.objects.enabled:  # else the pair may be a BlueGreenPair object
+            _pick(config, args.pair)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(_run(config, pair, args, runner))
+    return asyncio.run(_run(config, args, runner))
 
 
-async def _run(config: Config, pair: PairConfig, args: argparse.Namespace, runner: Runner) -> int:
+async def _run(config: Config, args: argparse.Namespace, runner: Runner) -> int:
     try:
         api = await kubeclient.create_api_client(config.kubernetes)
     except Exception as exc:  # noqa: BLE001 - kubeconfig problems come in many types
         print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        try:  # the pairs declared as BlueGreenPair objects, then the one asked for
+            config, _objects = await pairobjects.resolve(api, config)
+            pair = _pick(config, args.pair)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except API_ERRORS as exc:
+            print(f"error: reading the BlueGreenPair objects: "
+                  f"{kubeclient.describe_error(exc)}", file=sys.stderr)
+            return EXIT_CLUSTER
         try:  # every route's Traefik API group, checked or discovered
             config = await discovery.resolve_route_groups(api, config)
         except discovery.RouteGroupError as exc:

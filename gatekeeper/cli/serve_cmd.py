@@ -20,6 +20,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from gatekeeper.cli.common import load_config_or_report
 from gatekeeper.config import LoadedConfig
+from gatekeeper.errors import API_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -81,10 +82,22 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
     except Exception as exc:  # noqa: BLE001 - any configuration failure is reported and fatal
         print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
         return 2
+    from gatekeeper import pairobjects
     from gatekeeper.routers import discovery
 
+    try:  # the pairs declared as BlueGreenPair objects join the configured ones
+        config, found = await pairobjects.resolve(api, loaded.config)
+    except API_ERRORS as exc:
+        print("error: cannot read the BlueGreenPair objects: "
+              f"{kubeclient.describe_error(exc)}", file=sys.stderr)
+        await api.close()
+        return 3
+    if found.rejected:
+        print(f"warning: {len(found.rejected)} BlueGreenPair object(s) skipped (invalid "
+              "spec; their status says which field): "
+              + ", ".join(r.ref for r in found.rejected), file=sys.stderr)
     try:  # every route's Traefik API group, checked or discovered, before anything starts
-        config = await discovery.resolve_route_groups(api, loaded.config)
+        config = await discovery.resolve_route_groups(api, config)
     except discovery.RouteGroupError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)

@@ -95,6 +95,21 @@ class Records:
         view.state = state
         return state
 
+    async def publish(self, pair: PairConfig) -> None:
+        """Show the dark's last verdict in the pair object's status (object pairs only; no
+        write while it is unchanged). A failure is logged: the verdict is in the API and
+        the metrics anyway."""
+        verdict = self.views[pair.name].verdict
+        if verdict is None or not pair.object_namespace or self.dry_run_for(pair):
+            return
+        try:
+            await self.store.publish(pair, verdict=verdict.verdict,
+                                     score=verdict.candidate.score,
+                                     reasons=list(verdict.reasons), at=self.wall())
+        except CLUSTER_ERRORS as exc:
+            log.warning("verdict not shown in the pair object's status", pair=pair.name,
+                        error=str(exc))
+
     async def commit(self, pair: PairConfig, before: ReleaseState, state: ReleaseState,
                      transitions: list[Transition], *, audit: dict[str, Any] | None = None
                      ) -> None:

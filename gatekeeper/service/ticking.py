@@ -209,6 +209,7 @@ class Ticker:
             if not self.acts_on(pair.name):
                 return  # lost the Lease meanwhile: the new leader owns the state
             await records.commit(pair, before, state, transitions)
+            await records.publish(pair)
 
     async def _recover(self, pair: PairConfig) -> bool:
         """Finish or undo a switch a dead leader left between two routes, and bring the stored

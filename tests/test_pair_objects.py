@@ -1,0 +1,212 @@
+"""Pairs as BlueGreenPair objects, through kubernetes_asyncio over HTTP against the emulator
+serving the generated CRD: each pair's record in its own object's status (1,000 of them,
+none near the 1 MiB object limit the shared ConfigMap hit), optimistic concurrency on the
+status, invalid objects marked with a condition naming the field while the others proceed,
+Events on the pair object."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from gatekeeper import crd, events, pairobjects
+from gatekeeper.config import Config, StateConfig
+from gatekeeper.lifecycle import ReleaseState
+from gatekeeper.state import PairState, StateError, StateStore
+
+SETTINGS = StateConfig(configmap="gatekeeper-state", namespace="gatekeeper", history=20)
+MIB = 1024 * 1024
+
+
+def pair_object(name: str, namespace: str = "team", *, blue: str = "blue",
+                green: str = "green", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": crd.API_VERSION, "kind": crd.KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"namespaces": [f"{name}-{blue}", f"{name}-{green}"],
+                     "routes": [{"name": f"{name}-live", "namespace": "routing"}], **spec}}
+
+
+def config(**extra: Any) -> Config:
+    return Config.model_validate({"state": SETTINGS.model_dump(), **extra})
+
+
+@pytest.fixture
+def cluster(kube_emulator: Any) -> Any:
+    kube_emulator.load([crd.definition()] + [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        for ns in ("team", "other-team", "gatekeeper")])
+    return kube_emulator
+
+
+def full_history(state: PairState, index: int) -> None:
+    """A busy pair's record: every phase change of a long release history (~6 KB)."""
+    state.release = ReleaseState(phase="validating", active=f"p{index}-blue",
+                                 dark=f"p{index}-green", reason="gates passing")
+    for step in range(SETTINGS.history):
+        state.transition("phase", at=1_700_000_000.0 + step, history=SETTINGS.history,
+                         source="validating", target="ready", trigger="gates",
+                         reason=f"release 1.{step}.0 of pair {index}: every gate passed "
+                                "with the dark's error rate and p99 within the budget " * 2)
+    state.count("flip")
+
+
+async def test_a_thousand_pairs_each_keep_their_record_in_their_own_status(cluster,
+                                                                          kube_api):
+    cluster.load([pair_object(f"p{i}") for i in range(1000)])
+    resolved, found = await pairobjects.resolve(kube_api, config())
+    assert len(resolved.pairs) == 1000 and found.rejected == []
+    store = StateStore(kube_api, SETTINGS)
+    limit = asyncio.Semaphore(16)
+
+    async def write(pair: Any) -> PairState:
+        index = int(pair.name[1:])
+        async with limit:
+            return await store.update(pair, lambda s: full_history(s, index))
+
+    written = await asyncio.gather(*(write(pair) for pair in resolved.pairs))
+    assert all(len(state.transitions) == SETTINGS.history for state in written)
+    objects = cluster.list_objects(crd.API_VERSION, crd.KIND)
+    sizes = [len(json.dumps(o)) for o in objects]
+    assert sum(sizes) > 4 * MIB  # one ConfigMap holding all of them could not exist
+    assert max(sizes) < 64 * 1024
+    by_name = {o["metadata"]["name"]: o for o in objects}
+    for index in (0, 499, 999):
+        status = by_name[f"p{index}"]["status"]
+        assert status["phase"] == "validating" and status["active"] == f"p{index}-blue"
+        assert status["record"]["lifecycle"]["dark"] == f"p{index}-green"
+        assert len(status["transitions"]) == SETTINGS.history
+        assert f"of pair {index}:" in status["transitions"][0]["reason"]
+        assert status["observedGeneration"] == 1
+    assert cluster.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper") is None
+    again = await store.load(resolved.pairs[7])
+    assert again.phase == "validating" and again.counters == {"flip": 1}
+
+
+async def test_status_writes_retry_on_conflict_and_spec_edits_bump_the_generation(cluster,
+                                                                                 kube_api):
+    cluster.load(pair_object("api"))
+    resolved, _ = await pairobjects.resolve(kube_api, config())
+    pair = resolved.pair("api")
+    store = StateStore(kube_api, SETTINGS)
+    objects = client.CustomObjectsApi(kube_api)
+    calls = 0
+
+    def mutate(state: PairState) -> None:
+        nonlocal calls
+        calls += 1
+        state.count("flip")
+
+    async def meddle() -> None:  # another writer changes the object between read and write
+        await objects.patch_namespaced_custom_object(
+            crd.GROUP, crd.VERSION, "team", crd.PLURAL, "api",
+            {"spec": {"selector": f"app=api-{calls}"}},
+            _content_type="application/merge-patch+json")
+
+    real = store.objects.read
+
+    async def read_then_meddle(p: Any) -> Any:
+        body = await real(p)
+        if calls == 0:
+            await meddle()
+        return body
+
+    store.objects.read = read_then_meddle  # type: ignore[method-assign]
+    state = await store.update(pair, mutate)
+    assert calls == 2 and state.counters == {"flip": 1}
+    stored = cluster.get_object(crd.API_VERSION, crd.KIND, "api", "team")
+    assert stored["metadata"]["generation"] == 2
+    assert stored["status"]["observedGeneration"] == 2
+    assert stored["spec"]["selector"] == "app=api-0"
+
+
+async def test_invalid_objects_get_a_condition_naming_the_field_and_the_others_proceed(
+        cluster, kube_api):
+    same = pair_object("same", green="blue")  # the schema allows it, the models do not
+    cluster.load([
+        pair_object("good"),
+        same,
+        pair_object("configured", "other-team"),  # a name the configuration already has
+        pair_object("twin", "team"),
+    ])
+    cluster.clock_offset += 5  # a second object of one name, created later: refused
+    cluster.load(pair_object("twin", "other-team"))
+    configured = {"name": "configured", "namespaces": ["c-blue", "c-green"],
+                  "routes": [{"name": "c-live", "namespace": "routing"}]}
+    resolved, found = await pairobjects.resolve(kube_api, config(pairs=[configured]))
+    assert sorted(p.name for p in resolved.pairs) == ["configured", "good", "twin"]
+    assert resolved.pair("twin").object_namespace == "team"
+    assert sorted(r.ref for r in found.rejected) == [
+        "other-team/configured", "other-team/twin", "team/same"]
+    valid = {}
+    for namespace, name in (("team", "same"), ("other-team", "configured"),
+                            ("other-team", "twin")):
+        status = cluster.get_object(crd.API_VERSION, crd.KIND, name, namespace)["status"]
+        (valid[name],) = [c for c in status["conditions"] if c["type"] == "Valid"]
+    assert valid["same"]["status"] == "False" and valid["same"]["reason"] == "InvalidSpec"
+    assert valid["same"]["message"].startswith("spec: Value error, the two namespaces")
+    assert valid["configured"]["message"].startswith(
+        'metadata.name: Duplicate value: "configured"')
+    assert "BlueGreenPair team/twin" in valid["twin"]["message"]
+    warnings = [e for e in cluster.list_objects("v1", "Event", "team")
+                if e["involvedObject"]["kind"] == crd.KIND]
+    assert [(e["involvedObject"]["name"], e["reason"], e["type"]) for e in warnings] == [
+        ("same", events.INVALID_SPEC, "Warning")]
+    again, _ = await pairobjects.resolve(kube_api, config(pairs=[configured]))
+    assert len([e for e in cluster.list_objects("v1", "Event", "team")
+                if e["involvedObject"]["kind"] == crd.KIND]) == 1  # not repeated
+    good = await StateStore(kube_api, SETTINGS).update(
+        again.pair("good"), lambda s: s.count("flip"))
+    assert good.counters == {"flip": 1}
+    fixed = cluster.get_object(crd.API_VERSION, crd.KIND, "good", "team")["status"]
+    assert [c["status"] for c in fixed["conditions"] if c["type"] == "Valid"] == ["True"]
+
+
+async def test_events_go_on_the_pair_object_too(cluster, kube_api):
+    cluster.load(pair_object("api"))
+    resolved, _ = await pairobjects.resolve(kube_api, config())
+    recorder = events.EventRecorder(kube_api)
+    written = await recorder.emit([], reason=events.FLIPPED, message="flip: a -> b",
+                                  action="flip", pair=resolved.pair("api"))
+    assert written == 1
+    (event,) = cluster.list_objects("v1", "Event", "team")
+    assert event["involvedObject"] == {"apiVersion": crd.API_VERSION, "kind": crd.KIND,
+                                       "name": "api", "namespace": "team"}
+
+
+async def test_a_cluster_without_the_crd_has_no_pair_objects(kube_emulator, kube_api):
+    configured = {"name": "c", "namespaces": ["c-blue", "c-green"],
+                  "routes": [{"name": "c-live", "namespace": "routing"}]}
+    resolved, found = await pairobjects.resolve(kube_api, config(pairs=[configured]))
+    assert [p.name for p in resolved.pairs] == ["c"] and found.installed is False
+    off = config(pairs=[configured], objects={"enabled": False})
+    assert (await pairobjects.resolve(kube_api, off))[0] is off
+    with pytest.raises(ValueError, match="no pairs"):
+        config(objects={"enabled": False})
+
+
+async def test_the_verdict_is_published_only_when_it_changes(cluster, kube_api):
+    cluster.load(pair_object("api"))
+    resolved, _ = await pairobjects.resolve(kube_api, config())
+    pair = resolved.pair("api")
+    store = StateStore(kube_api, SETTINGS)
+    assert await store.publish(pair, verdict="safe", score=97.4, reasons=["all gates pass"],
+                               at=1_700_000_000.0)
+    assert not await store.publish(pair, verdict="safe", score=97.2,
+                                   reasons=["all gates pass"], at=1_700_000_015.0)
+    await store.update(pair, lambda s: s.count("flip"))
+    status = cluster.get_object(crd.API_VERSION, crd.KIND, "api", "team")["status"]
+    assert (status["verdict"], status["score"]) == ("safe", 97.0)
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    assert conditions["Safe"] == ("True", "Safe")
+    assert conditions["Ready"][0] == "False" and conditions["Blocked"][0] == "False"
+    assert await store.publish(pair, verdict="unsafe", score=40.0, reasons=["p99 up"],
+                               at=1_700_000_030.0)
+    status = cluster.get_object(crd.API_VERSION, crd.KIND, "api", "team")["status"]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Safe"] == "False"
+    cluster.delete_object(crd.API_VERSION, crd.KIND, "api", "team")
+    with pytest.raises(StateError, match="is gone"):
+        await store.update(pair, lambda s: s.count("flip"))
