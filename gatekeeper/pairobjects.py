@@ -1,5 +1,6 @@
 """The pairs declared as BlueGreenPair objects: read them all, keep those gatekeeper can use,
-and tell the others why not in their own status.
+and tell the others why not in their own status; `migrate` turns configured pairs and their
+state ConfigMap records into objects.
 
 An object the pair models refuse (or whose name another pair already has) gets the
 condition `Valid=False`, reason `InvalidSpec`, naming each field, and a Warning Event; it is
@@ -20,6 +21,7 @@ from kubernetes_asyncio import client
 from gatekeeper import crd, errors, events
 from gatekeeper.config import Config, PairConfig
 from gatekeeper.kubeclient import ApiException, read_json
+from gatekeeper.state import PairState, StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -153,3 +155,64 @@ async def resolve(api: client.ApiClient, config: Config, *,
     if not found.pairs:
         return config, found
     return config.model_copy(update={"pairs": (*config.pairs, *found.pairs)}), found
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """What the migration did for one configured pair."""
+
+    pair: str
+    outcome: str
+    """created, exists, conflict, skipped"""
+    note: str = ""
+
+
+async def migrate(api: client.ApiClient, config: Config, store: StateStore, namespace: str,
+                  *, overwrite: bool = False, dry_run: bool = False) -> list[Migrated]:
+    """Each pair of CONFIG as a BlueGreenPair object in NAMESPACE, with its record from the
+    state ConfigMap written to the object's status: phase, lifecycle and history kept.
+
+    Idempotent: an object whose spec already says the same is reused, and a record already
+    in its status is kept unless OVERWRITE (then the ConfigMap's copy replaces it). An
+    object of the same name with another spec is a conflict, left alone. The ConfigMap is
+    not changed (a backup until the pairs are removed from the configuration)."""
+    objects = client.CustomObjectsApi(api)
+    records = await store.load_configmap()
+    done: list[Migrated] = []
+    for pair in config.pairs:
+        manifest = crd.manifest_of(pair, namespace)
+        record = records.get(pair.name)
+        if record is not None and record.unreadable:
+            done.append(Migrated(pair.name, "skipped", record.unreadable))
+            continue
+        try:
+            existing: dict[str, Any] | None = await read_json(
+                objects.get_namespaced_custom_object, crd.GROUP, crd.VERSION, namespace,
+                crd.PLURAL, pair.name)
+        except errors.APINotFoundError:
+            existing = None
+        if existing is not None and crd.spec_of(crd.parse_object(existing)) != manifest["spec"]:
+            done.append(Migrated(pair.name, "conflict", f"BlueGreenPair {namespace}/"
+                                 f"{pair.name} exists with another spec: left alone"))
+            continue
+        outcome = "exists" if existing is not None else "created"
+        if dry_run:
+            done.append(Migrated(pair.name, outcome, "dry run: nothing written"))
+            continue
+        if existing is None:
+            await read_json(objects.create_namespaced_custom_object, crd.GROUP, crd.VERSION,
+                            namespace, crd.PLURAL, manifest)
+        copied = record.to_dict() if record is not None else None
+
+        def restore(state: PairState, copied: dict[str, Any] | None = copied) -> None:
+            if copied is None or (state.to_dict() != PairState().to_dict() and not overwrite):
+                return
+            fresh = PairState.from_dict(copied)
+            for name in fresh.__dataclass_fields__:
+                setattr(state, name, getattr(fresh, name))
+
+        await store.update(pair.declared_in(namespace), restore)
+        note = "no record in the state ConfigMap" if record is None else \
+            f"record copied: phase {record.phase}, {len(record.transitions)} transitions"
+        done.append(Migrated(pair.name, outcome, note))
+    return done

@@ -210,3 +210,50 @@ async def test_the_verdict_is_published_only_when_it_changes(cluster, kube_api):
     cluster.delete_object(crd.API_VERSION, crd.KIND, "api", "team")
     with pytest.raises(StateError, match="is gone"):
         await store.update(pair, lambda s: s.count("flip"))
+
+
+def _configured(name: str) -> dict[str, Any]:
+    return {"name": name, "namespaces": [f"{name}-blue", f"{name}-green"],
+            "routes": [{"name": f"{name}-live", "namespace": "routing"}],
+            "policy": {"soak": "1h"}}
+
+
+async def test_migration_moves_configured_pairs_and_their_records_to_objects(
+        cluster, kube_api, tmp_path):
+    from gatekeeper.cli import main
+    from kube_emulator.kubeconfig import write_kubeconfig
+
+    old = config(pairs=[_configured("api"), _configured("web")])
+    store = StateStore(kube_api, SETTINGS)
+    for index, pair in enumerate(old.pairs):
+        await store.update(pair, lambda s, i=index: full_history(s, i))
+    await store.update(old.pair("web"), lambda s: setattr(
+        s, "release", ReleaseState(phase="blocked", active="web-green", dark="web-blue",
+                                   reason="a person must look", block_cause="state")))
+    before = {p.name: (await store.load(p)).to_dict() for p in old.pairs}
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(json.dumps({"pairs": [_configured("api"), _configured("web")],
+                                "state": SETTINGS.model_dump(), "rule_files": ["rules/"]}))
+    kubeconfig = write_kubeconfig(str(cluster.url), tmp_path / "kubeconfig")
+    argv = ["migrate-to-objects", "--config", str(path), "--namespace", "team",
+            "--kubeconfig", str(kubeconfig)]
+    assert await asyncio.to_thread(main, [*argv, "--dry-run"]) == 0
+    assert cluster.list_objects(crd.API_VERSION, crd.KIND) == []
+    assert await asyncio.to_thread(main, argv) == 0
+    moved, found = await pairobjects.resolve(kube_api, config())
+    assert sorted(p.name for p in moved.pairs) == ["api", "web"] and not found.rejected
+    for pair in moved.pairs:
+        assert pair.object_namespace == "team"
+        assert pair.model_dump() == old.pair(pair.name).model_dump()
+        record = await store.load(pair)
+        assert record.to_dict() == before[pair.name]
+    web = cluster.get_object(crd.API_VERSION, crd.KIND, "web", "team")["status"]
+    assert web["phase"] == "blocked" and len(web["transitions"]) == SETTINGS.history
+    assert {c["type"]: c["status"] for c in web["conditions"]}["Blocked"] == "True"
+    version = web["record"]
+    assert await asyncio.to_thread(main, argv) == 0  # again: nothing changes
+    assert cluster.get_object(crd.API_VERSION, crd.KIND, "web", "team")["status"][
+        "record"] == version
+    other = pair_object("api", "other-team")
+    cluster.load(other)
+    assert await asyncio.to_thread(main, [*argv[:4], "other-team", *argv[5:]]) == 1

@@ -34,6 +34,8 @@ EXAMPLES: dict[str, str] = {
     "serve": "gatekeeper serve --config /etc/gatekeeper/gatekeeper.yaml\n"
              "gatekeeper serve --config gatekeeper.yaml --dry-run --port 8080",
     "crd": "gatekeeper crd | kubectl apply -f -",
+    "migrate-to-objects": "gatekeeper migrate-to-objects --config gatekeeper.yaml "
+                          "--namespace gatekeeper --dry-run",
     "completion": "gatekeeper completion bash > /etc/bash_completion.d/gatekeeper\n"
                   "gatekeeper completion zsh > \"${fpath[1]}/_gatekeeper\"",
 }
