@@ -28,6 +28,9 @@ from gatekeeper.yamlfiles import ConfigFileError, LineMap, load_yaml_file, valid
 
 SourceName = Literal["prometheus", "alertmanager", "probe", "logs", "loki", "kubernetes",
                      "validation"]
+DriverName = Literal["load", "jobs", "mirroring"]
+"""The validation drivers that post outcomes (gatekeeper.drivers): a typo is refused here,
+never judged as a pair that "runs no such driver"."""
 NoDataPolicy = Literal["unknown", "fail", "pass", "ignore"]
 KubernetesCheck = Literal["pods_ready", "restarts", "config_parity", "images_differ"]
 SeriesPolicy = Literal["single", "worst"]
@@ -248,9 +251,8 @@ class Rule(_Strict):
     logs: LogSpec | None = None
     loki: LokiSpec | None = None
     check: KubernetesCheck | None = None
-    driver: str | None = Field(
-        None, pattern=r"^[a-z][a-z0-9_-]*$",
-        description="source 'validation': which validation driver's outcome (load, jobs...)")
+    driver: DriverName | None = Field(
+        None, description="source 'validation': which validation driver's outcome")
     pass_criteria: CriteriaList = Field(default=(), alias="pass")
     warning_criteria: CriteriaList = Field(default=(), alias="warning")
     compare: StatisticalComparison | None = None

@@ -351,3 +351,20 @@ def test_service_addresses_must_map_a_service_name_to_an_ip(tmp_path):
     good = {"api-service.green.svc:8080": "127.0.0.1:41000"}
     assert load_config(_config(tmp_path, spec, service_addresses=good)).config \
         .service_addresses == good
+
+
+def test_a_misspelt_driver_is_refused_with_file_and_line(tmp_path):
+    """`driver: laod` would read as "runs no laod driver" (a pass): refused instead."""
+    from gatekeeper.rules import load_rule_set
+
+    path = tmp_path / "checks.yaml"
+    path.write_text(yaml.safe_dump({"rules": [{**CHECKS_RULE, "driver": "laod"}]},
+                                   sort_keys=False))
+    with pytest.raises(ConfigFileError) as caught:
+        load_rule_set([path])
+    line = _line_of(path, "driver:")
+    assert f"{path}:{line}:" in str(caught.value) and "'load', 'jobs' or 'mirroring'" \
+        in str(caught.value), caught.value
+    shipped = load_rule_set([Path(__file__).resolve().parent.parent / "rules" / "sets"
+                             / "synthetic-checks.yaml"])
+    assert [r.driver for r in shipped.rules] == ["load"]
