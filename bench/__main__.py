@@ -21,6 +21,7 @@ BENCHMARKS = {
     "long_polls": "bench.long_polls",
     "judgment": "bench.judgment",
     "load": "bench.load",
+    "shards": "bench.shards",
 }
 """Benchmark name -> module with `run(options) -> Outcome`, in the order they run."""
 

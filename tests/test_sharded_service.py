@@ -36,8 +36,9 @@ from tests.service_support import (
 pytestmark = pytest.mark.timeout(120)
 
 PAIRS = [(f"app{k}", f"app{k}-blue", f"app{k}-green", f"app{k}-routing") for k in range(8)]
-ELECTION = {"enabled": True, "lease_duration": "2s", "renew_deadline": "1.2s",
-            "retry_period": "0.2s"}
+# A renew deadline of seconds: a loaded CI machine must not drop a fence by being slow.
+ELECTION = {"enabled": True, "lease_duration": "4s", "renew_deadline": "3s",
+            "retry_period": "0.3s"}
 GENEROUS = 30.0
 
 
@@ -183,6 +184,12 @@ async def test_replicas_split_the_pairs_and_forward_to_the_owner(ring, kube_api)
         record = await stored(kube_api, name)
         assert record["last_action"]["holder"]["lease"] == f"replica-{'abc'[acting]}"
 
+        # /readyz says which shards each replica acts on: all of them, each once.
+        async def every_shard_once() -> bool:
+            held = [(await get_json(http, f"{url}/readyz"))[1]["shards"] for url in ring.urls]
+            return sorted(s for shards in held for s in shards) == list(range(8))
+
+        await ring.until(every_shard_once, "/readyz lists every shard once")
         # Any replica answers reads: the pair through its owner, the list from all.
         status, detail = await get_json(http, f"{ring.urls[other]}/api/v1/pairs/{name}")
         assert status == 200 and detail["leader"] is True and detail["active"] == green

@@ -67,6 +67,10 @@ def serve_command(args: argparse.Namespace) -> int:
     if not 0 <= port <= 65535:
         print(f"error: --port must be 0..65535, got {port}", file=sys.stderr)
         return 2
+    if port != loaded.config.server.port:  # the port other replicas forward to, too
+        server = loaded.config.server.model_copy(update={"port": port})
+        loaded = dataclasses.replace(loaded, config=loaded.config.model_copy(
+            update={"server": server}))
     return asyncio.run(serve(loaded, host=host, port=port, dry_run=args.dry_run,
                              tokens=tokens))
 

@@ -290,6 +290,9 @@ async def readyz(request: web.Request) -> web.Response:
                 if (problem := state_problem(view))]
     body: dict[str, Any] = {"status": "degraded" if problems else "ready",
                             "leader": controller.is_leader}
+    held = getattr(controller.leadership, "held", None)
+    if controller.leadership.sharded and held is not None:
+        body["shards"] = sorted(held())  # the shards this replica acts on now
     if problems:
         body["problems"] = problems
     return responses.json_response(body)

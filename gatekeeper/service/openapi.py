@@ -44,7 +44,10 @@ _SCHEMAS: dict[str, Any] = {
     "Status": {
         "type": "object", "required": ["status"],
         "properties": {"status": {"type": "string"}, "leader": {"type": "boolean"},
-                       "problems": {"type": "array", "items": {"type": "string"}}},
+                       "problems": {"type": "array", "items": {"type": "string"}},
+                       "shards": {"type": "array", "items": {"type": "integer"},
+                                  "description": "sharded replicas: the shards this one "
+                                                 "acts on"}},
     },
     "PairSummary": {
         "type": "object",
