@@ -14,29 +14,40 @@ from gatekeeper.measurements import RuleResult, Verdict
 ADVICE = "enable load or mirroring for the dark"
 
 
+def advice(load_rate: float | None) -> str:
+    """What to do about too little evidence: enable load, or (when the pair already sends
+    `load_rate` requests/s) raise it or look at why the dark's metrics miss them."""
+    if load_rate is None:
+        return ADVICE
+    return (f"the pair's load sends {format_number(load_rate)} requests/s while the dark "
+            "validates and is Ready: raise load.rate, or check that the dark's metrics are "
+            "scraped and count those requests")
+
+
 def _lacking(result: RuleResult) -> bool:
     if result.status == "no_data":
         return result.details.get("no_data_policy") != "ignore"
     return bool(result.min_samples) and (result.samples or 0) < result.min_samples
 
 
-def _hint(result: RuleResult, window: float) -> str:
+def _hint(result: RuleResult, window: float, todo: str) -> str:
     span = promql_duration(window)
     unit = "requests" if result.source == "prometheus" else "samples"
     if result.samples is not None:
         minimum = (f" (minimum {format_number(result.min_samples)})"
                    if result.min_samples else "")
         return (f"{result.rule}: dark served {format_number(result.samples)} {unit} in "
-                f"{span}{minimum}: {ADVICE}")
-    return f"{result.rule}: no data for the dark in {span} ({result.reason}): {ADVICE}, " \
+                f"{span}{minimum}: {todo}")
+    return f"{result.rule}: no data for the dark in {span} ({result.reason}): {todo}, " \
            f"or fix the {result.source or 'source'}"
 
 
 def dark_evidence(verdict: Verdict | None, windows: Mapping[str, float],
-                  default_window: float) -> dict[str, Any]:
+                  default_window: float, *, todo: str = ADVICE) -> dict[str, Any]:
     """Per rule of the dark: source, status, samples seen and the rule's minimum; `enough` is
-    False when a rule that decides lacks data or samples, and `hint` then says what to do.
-    `windows` maps a rule to its judged span (else `default_window`)."""
+    False when a rule that decides lacks data or samples, and `hint` then says what to do
+    (`todo`: `advice(...)`). `windows` maps a rule to its judged span (else
+    `default_window`)."""
     if verdict is None:
         return {"enough": False, "rules": [], "hint": "not evaluated yet"}
     rules = []
@@ -48,5 +59,5 @@ def dark_evidence(verdict: Verdict | None, windows: Mapping[str, float],
                       "samples": result.samples, "min_samples": result.min_samples,
                       "window": window, "enough": not lacking})
         if lacking:
-            hints.append(_hint(result, window))
+            hints.append(_hint(result, window, todo))
     return {"enough": not hints, "rules": rules, "hint": "; ".join(hints) or None}

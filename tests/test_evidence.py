@@ -46,3 +46,13 @@ def test_enough_samples_and_ignored_rules_need_no_hint():
     ), {}, 300.0)
     assert found == {"enough": True, "hint": None, "rules": found["rules"]}
     assert dark_evidence(None, {}, 300.0)["enough"] is False
+
+
+def test_a_pair_that_already_sends_load_is_told_to_raise_it_or_check_the_metrics():
+    from gatekeeper.evidence import advice
+
+    found = dark_evidence(verdict(result("error-rate", "no_data", 12, 100)), {}, 300.0,
+                          todo=advice(20.0))
+    assert "dark served 12 requests in 5m (minimum 100): the pair's load sends 20 " \
+           "requests/s" in found["hint"] and "raise load.rate" in found["hint"]
+    assert advice(None) == "enable load or mirroring for the dark"

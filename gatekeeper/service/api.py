@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gatekeeper import lifecycle
 from gatekeeper.config import PairConfig, PolicyConfig
 from gatekeeper.errors import NotLeaderError
-from gatekeeper.evidence import dark_evidence
+from gatekeeper.evidence import advice, dark_evidence
 from gatekeeper.operations import ClusterError
 from gatekeeper.service import forwarding, jsonbody, responses
 from gatekeeper.service.auth import Identity
@@ -155,7 +155,8 @@ def pair_detail(view: PairView, controller: Controller) -> dict[str, Any]:
         "result": view.verdict.to_dict() if view.verdict else None,
         "evidence": dark_evidence(
             view.verdict, {r.name: r.window for r in controller.evaluator.rule_set.rules
-                           if r.window is not None}, controller.evaluator.window),
+                           if r.window is not None}, controller.evaluator.window,
+            todo=advice(view.pair.load.rate if view.pair.load is not None else None)),
         "validation": drivers_detail(controller, view.pair.name),
         "readiness": {ns: (r.to_dict() if r is not None else {"error": view.read_errors.get(
             ns, "not read yet")}) for ns, r in view.readiness.items()},
