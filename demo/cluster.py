@@ -14,24 +14,28 @@ from typing import Any
 import yaml
 
 from telemetry_sandbox import httpjson
+from telemetry_sandbox.traefik_follow import Dispatch, dispatch
 
 BLUE = "production-blue"
 GREEN = "production-green"
 NAMESPACES = (BLUE, GREEN)
 ROUTE_NAMESPACE = "routing"
 ROUTE_NAME = "api-live"
+SERVICE_NAME = "api-weighted"
+"""The weighted TraefikService `api-live` routes through: gatekeeper owns it (flips, mirroring)."""
 DEPLOYMENT = "api"
 SELECTOR = "app=api"
 IMAGE = "registry.example.com/api"
 _HEADERS = {"Authorization": "Bearer demo"}
-_ROUTE_PATH = (
-    f"/apis/traefik.io/v1alpha1/namespaces/{ROUTE_NAMESPACE}/ingressroutes/{ROUTE_NAME}"
+_SERVICE_PATH = (
+    f"/apis/traefik.io/v1alpha1/namespaces/{ROUTE_NAMESPACE}/traefikservices/{SERVICE_NAME}"
 )
 
 
 def seed_objects(*, version: str, replicas: int) -> str:
     """The starting cluster: blue serves `version` with `replicas` pods, green (the dark
-    namespace) runs the same images scaled to 0, and `api-live` sends traffic to blue."""
+    namespace) runs the same images scaled to 0, and `api-live` sends traffic to blue
+    through the weighted TraefikService `api-weighted` (the one gatekeeper switches)."""
     documents: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
         for name in (*NAMESPACES, ROUTE_NAMESPACE, "gatekeeper")
@@ -54,9 +58,17 @@ def seed_objects(*, version: str, replicas: int) -> str:
             "routes": [{
                 "match": "Host(`api.example.com`)",
                 "kind": "Rule",
-                "services": [{"name": "api-service", "namespace": BLUE, "port": 8080}],
+                "services": [{"name": SERVICE_NAME, "namespace": ROUTE_NAMESPACE,
+                              "kind": "TraefikService"}],
             }],
         },
+    })
+    documents.append({
+        "apiVersion": "traefik.io/v1alpha1",
+        "kind": "TraefikService",
+        "metadata": {"name": SERVICE_NAME, "namespace": ROUTE_NAMESPACE},
+        "spec": {"weighted": {"services": [
+            {"name": "api-service", "namespace": BLUE, "port": 8080, "weight": 100}]}},
     })
     return yaml.safe_dump_all(documents, sort_keys=False)
 
@@ -100,10 +112,14 @@ class Cluster:
         _status, body = httpjson.request("GET", self.url + path, headers=_HEADERS, timeout_s=5)
         return yaml.safe_load(body)
 
+    def dispatch(self) -> Dispatch:
+        """Where Traefik sends `api-live`'s requests right now (users, mirrored copies)."""
+        return dispatch(self._get(_SERVICE_PATH))
+
     def active(self) -> str:
-        """The namespace `api-live` sends traffic to right now."""
-        route = self._get(_ROUTE_PATH)
-        return str(route["spec"]["routes"][0]["services"][0]["namespace"])
+        """The namespace that answers most of `api-live`'s users right now."""
+        users = self.dispatch().users
+        return max(users, key=lambda ns: users[ns]) if users else ""
 
     def namespace(self, namespace: str) -> NamespaceView:
         """Version, desired and ready replicas of the `api` Deployment."""

@@ -134,6 +134,11 @@ VALIDATION_RPS = 15.0
 the dark gets no user traffic, so this is where act 1's samples come from."""
 
 
+MIRROR_PERCENT = 20
+"""Percent of production requests gatekeeper has Traefik copy to the dark while it validates
+(the pair's `mirroring`; the traffic model sends the copies as Traefik would)."""
+
+
 def gatekeeper_config(
     *, prometheus: str, alertmanager: str, kubeconfig: Path, token_file: Path, port: int,
     timing: Timing, rules: Path | None = None, apps: dict[str, str] | None = None,
@@ -152,8 +157,11 @@ def gatekeeper_config(
         "pairs": [{
             "name": PAIR,
             "namespaces": list(cl.NAMESPACES),
-            "routes": [{"kind": "IngressRoute", "name": cl.ROUTE_NAME,
+            "routes": [{"kind": "TraefikService", "name": cl.SERVICE_NAME,
                         "namespace": cl.ROUTE_NAMESPACE}],
+            # The demo's production requests are GETs: copying them writes nothing.
+            "mirroring": {"percent": MIRROR_PERCENT, "max_body_size": 65536,
+                          "acknowledge_shared_writes": True},
             "selector": cl.SELECTOR,
             "replicas": {cl.DEPLOYMENT: 2},
             "load": {

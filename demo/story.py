@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from demo.cluster import BLUE, GREEN
 from demo.narration import Narrator, Snapshot
-from demo.stack import PAIR, Stack
+from demo.stack import MIRROR_PERCENT, PAIR, Stack
 from gatekeeper.durations import parse_duration
 from telemetry_sandbox import httpjson
 
@@ -124,6 +124,7 @@ class Story:
         self.wait_replicas(GREEN, 2, 15)
         self.narrator.say("check", "verified: production-green's Deployment now asks for 2 "
                                    "replicas")
+        mirroring = self.mirroring_while_validating()
         pending = self.pending_during_soak()
         soak = parse_duration(self.timing.soak)
         snapshot = self.wait("an automatic flip to production-green",
@@ -149,6 +150,13 @@ class Story:
         self.narrator.say("check", f"production-green's evidence: {synthetic:.0f} synthetic "
                                    "requests gatekeeper sent it while validating (no user "
                                    "traffic reached it before the flip)")
+        plan = self.stack.cluster.dispatch()
+        if plan.mirrors or plan.users != {GREEN: 1.0}:
+            raise ActFailed(f"after the flip api-weighted should send every user to "
+                            f"production-green without mirroring; Traefik would: {plan}")
+        self.narrator.say("check", f"{mirroring}; gatekeeper removed the mirroring before the "
+                                   "flip: api-weighted now sends every user to "
+                                   "production-green")
         observation = parse_duration(self.timing.observation)
         self.wait("the observation window to pass and the pair to become stable",
                   lambda s: s.pair.get("phase") == "stable", observation + 20)
@@ -158,6 +166,24 @@ class Story:
         return (f"gates pending during the soak ({pending}), flipped to production-green by "
                 f"itself {flipped - started:.0f}s after validation began, old namespace scaled "
                 "down after the observation window")
+
+    def mirroring_while_validating(self) -> str:
+        """While green validates, Traefik copies MIRROR_PERCENT % of production to it."""
+        limit = min(time.time() + 30, self.deadline)
+        while True:
+            plan = self.stack.cluster.dispatch()
+            copies = self.stack.traffic.mirrored.get(GREEN, 0)
+            if plan.mirrors.get(GREEN) == MIRROR_PERCENT and copies > 0:
+                break
+            if time.time() >= limit:
+                raise ActFailed(f"expected gatekeeper to mirror {MIRROR_PERCENT} % of "
+                                f"production to production-green while it validates; Traefik "
+                                f"would: {plan}, copies sent: {copies}")
+            time.sleep(0.2)
+        self.narrator.say("check", f"mirroring: Traefik copies {MIRROR_PERCENT} % of "
+                                   "production-blue's requests to production-green (answers "
+                                   "discarded, maxBodySize 65536)")
+        return f"{self.stack.traffic.mirrored.get(GREEN, 0)} mirrored copies reached it"
 
     def pending_during_soak(self) -> str:
         """Ask the pipelines' question while the gates pass but the soak is not over: the

@@ -2,11 +2,15 @@
 and where its log lines go.
 
 A release is an image tag with a behaviour (error ratio, latency, maybe a defect that only
-shows under production traffic). Like Traefik, the traffic model reads the live route and
-sends production traffic to the active namespace only: the dark one gets no user traffic,
-as in the design document, and its evidence comes from gatekeeper's own synthetic load
-(the pair's `load`, gatekeeper.drivers.load). Like the kubelet, it files each log line under
-a Ready pod. The story only changes images, so every reaction in the demo is gatekeeper's own.
+shows under production traffic). Like Traefik, the traffic model reads the live route (the
+TraefikService gatekeeper switches, through `telemetry_sandbox.traefik_follow`) and sends
+production traffic where its weights say, to the active namespace only unless gatekeeper
+splits it: the dark one gets no user traffic, as in the design document. Its evidence comes
+from gatekeeper's own synthetic load (the pair's `load`, gatekeeper.drivers.load) and, while
+gatekeeper mirrors, from copies of production requests: like Traefik, the model copies the
+mirrors' percent of the requests to the dark and discards its answers. Like the kubelet, it
+files each log line under a Ready pod. The story only changes images, so every reaction in
+the demo is gatekeeper's own.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from demo.cluster import NAMESPACES, Cluster
 from telemetry_sandbox import SyntheticApp, TrafficProfile, run_load
 from telemetry_sandbox.background import BackgroundLoop
 from telemetry_sandbox.httpjson import HTTPStatusError
+from telemetry_sandbox.traefik_follow import Dispatch, MirrorCounter
 
 _LOG = logging.getLogger(__name__)
 API_PATHS = ("/api/franchises/lsu-tigers", "/api/franchises", "/api/standings")
@@ -78,6 +83,10 @@ class Traffic:
         self.deadline = deadline
         self.degraded: set[str] = set()
         self.sent: dict[str, int] = defaultdict(int)
+        self.mirrored: dict[str, int] = defaultdict(int)
+        """Copies of production requests sent per namespace (their answers discarded)."""
+        self._plan = Dispatch()
+        self._mirrors = MirrorCounter()
         self._active_since: dict[str, tuple[str, float]] = {}
         self._targets: dict[str, float] = {}
         self._stop = threading.Event()
@@ -106,7 +115,8 @@ class Traffic:
                 _LOG.warning("traffic model could not read the cluster: %s", exc)
 
     def _refresh(self) -> None:
-        active = self.cluster.active()
+        plan = self.cluster.dispatch()
+        active = max(plan.users, key=lambda ns: plan.users[ns]) if plan.users else ""
         targets: dict[str, float] = {}
         now = time.time()
         for namespace in NAMESPACES:
@@ -132,16 +142,32 @@ class Traffic:
                 app.set_profile(profile)
             if view.ready == 0:
                 continue
-            if namespace == active:
-                targets[namespace] = self.load.active_rps
+            if plan.users.get(namespace):
+                targets[namespace] = self.load.active_rps * plan.users[namespace]
         self._targets = targets
+        self._plan = plan
+
+    def _copies(self) -> dict[str, float]:
+        """Mirrored copies for the next one-second slice of production requests, counted
+        as Traefik counts them (the demo's requests are GETs without a body)."""
+        copies: dict[str, float] = defaultdict(float)
+        plan = self._plan
+        if not plan.mirrors:
+            return {}
+        for _request in range(round(sum(self._targets.values()))):
+            for namespace in self._mirrors.route(plan):
+                copies[namespace] += 1.0
+        return dict(copies)
 
     async def _send(self) -> None:
         """One-second slices of bounded load, re-targeted between slices."""
         while not self._stop.is_set() and time.time() < self.deadline:
             targets = dict(self._targets)
+            copies = self._copies()
+            sends = [(namespace, rps, self.sent) for namespace, rps in targets.items()]
+            sends += [(namespace, rps, self.mirrored) for namespace, rps in copies.items()]
             slices = []
-            for namespace, rps in targets.items():
+            for namespace, rps, _tally in sends:
                 urls = [self.apps[namespace].url + path for path in API_PATHS]
                 slices.append(run_load(urls, rps, 1.0, timeout_s=3.0))
             if not slices:
@@ -149,11 +175,11 @@ class Traffic:
                 continue
             started = time.monotonic()
             results = await asyncio.gather(*slices, return_exceptions=True)
-            for namespace, result in zip(targets, results, strict=True):
+            for (namespace, _rps, tally), result in zip(sends, results, strict=True):
                 if isinstance(result, BaseException):
                     _LOG.warning("load slice for %s failed: %s", namespace, result)
                 else:
-                    self.sent[namespace] += sum(result.values())
+                    tally[namespace] += sum(result.values())  # a copy's answer: discarded
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
 
 
