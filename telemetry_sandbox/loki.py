@@ -30,12 +30,10 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
-from telemetry_sandbox.loopback import LOOPBACK_HOST, require_loopback_host
+from telemetry_sandbox.loopback import LOOPBACK_HOST
+from telemetry_sandbox.threaded_http import QuietHandler, ThreadedHTTPService
 
 __all__ = ["LogQLParseError", "LokiStandIn", "RecordedRequest", "parse_metric_query"]
 
@@ -230,7 +228,7 @@ class _Stream:
     entries: list[tuple[int, str]] = field(default_factory=list)
 
 
-class LokiStandIn:
+class LokiStandIn(ThreadedHTTPService):
     """Stores log lines per stream and answers Loki's instant metric queries over them."""
 
     def __init__(
@@ -241,8 +239,7 @@ class LokiStandIn:
         multi_tenant: bool = False,
         require_token: str | None = None,
     ) -> None:
-        self.host = require_loopback_host(host)
-        self._requested_port = port
+        self._init_http(host, port)
         self.multi_tenant = multi_tenant
         self.require_token = require_token
         self.delay_s = 0.0
@@ -250,46 +247,11 @@ class LokiStandIn:
         self.requests: list[RecordedRequest] = []
         self._streams: dict[tuple[str, frozenset[tuple[str, str]]], _Stream] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- lifecycle: start(), stop(), url and the context manager from ThreadedHTTPService ---------
 
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:40125 (after start())."""
-        if self._server is None:
-            raise RuntimeError("LokiStandIn is not started")
-        return f"http://{self.host}:{self._server.server_address[1]}"
-
-    def start(self) -> Self:
-        """Bind the port and serve from a daemon thread."""
-        if self._server is None:
-            self._server = ThreadingHTTPServer((self.host, self._requested_port),
-                                               _handler_for(self))
-            self._server.daemon_threads = True
-            self._thread = threading.Thread(target=self._server.serve_forever,
-                                            kwargs={"poll_interval": 0.1},
-                                            name="loki-stand-in", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (bounded join)."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+    def _handler(self) -> type[QuietHandler]:
+        return _handler_for(self)
 
     # -- data -------------------------------------------------------------------------------
 
@@ -374,10 +336,8 @@ def _time_param(raw: str | None) -> float:
     return number / 1e9 if number > 1e12 else number
 
 
-def _handler_for(loki: LokiStandIn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+def _handler_for(loki: LokiStandIn) -> type[QuietHandler]:
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self._serve("GET", "")
 
@@ -391,14 +351,6 @@ def _handler_for(loki: LokiStandIn) -> type[BaseHTTPRequestHandler]:
             params = {key: values[-1] for key, values in raw.items()}
             headers = {key.lower(): value for key, value in self.headers.items()}
             status, content_type, body = loki.answer(method, parts.path, params, headers)
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
+            self.send_body(status, content_type, body.encode())
 
     return Handler

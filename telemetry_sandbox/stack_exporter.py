@@ -30,9 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Self
 from urllib.parse import urlsplit
 
 from telemetry_sandbox.exposition import (
@@ -45,8 +42,9 @@ from telemetry_sandbox.exposition import (
     render_histogram_family,
 )
 from telemetry_sandbox.latency import DEFAULT_BUCKETS, golden_sequence
-from telemetry_sandbox.loopback import LOOPBACK_HOST, require_loopback_host
+from telemetry_sandbox.loopback import LOOPBACK_HOST
 from telemetry_sandbox.profile import TrafficProfile
+from telemetry_sandbox.threaded_http import QuietHandler, ThreadedHTTPService
 from telemetry_sandbox.virtual_traffic import VirtualTraffic
 
 __all__ = ["PodResources", "StackExporter", "traefik_service_name"]
@@ -131,7 +129,7 @@ class _Traffic:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-class StackExporter:
+class StackExporter(ThreadedHTTPService):
     """Synthetic cAdvisor, kube-state-metrics, OpenTelemetry, Traefik and DB-client series."""
 
     def __init__(
@@ -143,8 +141,7 @@ class StackExporter:
         traefik_namespace: str = "traefik",
         clock: Clock = time.monotonic,
     ) -> None:
-        self.host = require_loopback_host(host)
-        self._requested_port = port
+        self._init_http(host, port)
         self.warm_start_s = warm_start_s
         self.traefik_namespace = traefik_namespace
         self._clock = clock
@@ -153,50 +150,11 @@ class StackExporter:
         self._otel: dict[str, _Traffic] = {}
         self._traefik: dict[str, _Traffic] = {}
         self._db: dict[str, _Traffic] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- lifecycle: start(), stop(), address and the context manager from ThreadedHTTPService ----
 
-    @property
-    def address(self) -> str:
-        """`127.0.0.1:PORT`, the scrape target (after start())."""
-        if self._server is None:
-            raise RuntimeError("StackExporter is not started")
-        return f"{self.host}:{self._server.server_address[1]}"
-
-    def start(self) -> Self:
-        """Bind the port and serve /metrics from a daemon thread."""
-        if self._server is None:
-            self._server = ThreadingHTTPServer((self.host, self._requested_port),
-                                               _handler_for(self))
-            self._server.daemon_threads = True
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                name="stack-exporter-http", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (bounded join)."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _handler(self) -> type[QuietHandler]:
+        return _handler_for(self)
 
     # -- what to export ---------------------------------------------------------------------
 
@@ -392,24 +350,12 @@ def _db_samples(entry: _Traffic) -> list[HistogramSample]:
     return out
 
 
-def _handler_for(exporter: StackExporter) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+def _handler_for(exporter: StackExporter) -> type[QuietHandler]:
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             if urlsplit(self.path).path != "/metrics":
-                self._send(404, "text/plain", b"not found\n")
+                self.send_body(404, "text/plain", b"not found\n")
                 return
-            self._send(200, CONTENT_TYPE, exporter.render_metrics().encode())
-
-        def _send(self, status: int, content_type: str, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return  # scrapes every second: keep test output quiet
+            self.send_body(200, CONTENT_TYPE, exporter.render_metrics().encode())
 
     return Handler

@@ -13,8 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,8 +27,9 @@ from telemetry_sandbox.exposition import (
 )
 from telemetry_sandbox.latency import DEFAULT_BUCKETS
 from telemetry_sandbox.loglines import LogBuffer, LogCallback
-from telemetry_sandbox.loopback import LOOPBACK_HOST, require_loopback_host
+from telemetry_sandbox.loopback import LOOPBACK_HOST
 from telemetry_sandbox.profile import TrafficProfile
+from telemetry_sandbox.threaded_http import QuietHandler, ThreadedHTTPService
 from telemetry_sandbox.virtual_traffic import VirtualTraffic
 
 __all__ = ["SyntheticFleet"]
@@ -39,7 +38,7 @@ Clock = Callable[[], float]
 _LOG = logging.getLogger(__name__)
 
 
-class SyntheticFleet:
+class SyntheticFleet(ThreadedHTTPService):
     """Virtual traffic for many namespaces, exported at `GET /metrics` on one loopback port.
 
     Also serves `GET /logs/<namespace>?limit=N` (JSON list of lines) and `GET /-/healthy`.
@@ -58,8 +57,7 @@ class SyntheticFleet:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
     ) -> None:
-        self.host = require_loopback_host(host)
-        self._requested_port = port
+        self._init_http(host, port)
         self.warm_start_s = warm_start_s
         self.tick_s = tick_s
         self.log_buffer_lines = log_buffer_lines
@@ -70,71 +68,32 @@ class SyntheticFleet:
         self._traffic: dict[str, VirtualTraffic] = {}
         self._logs: dict[str, LogBuffer] = {}
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._threads: list[threading.Thread] = []
+        self._ticker: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- lifecycle: port, address, url and the context manager from ThreadedHTTPService -------
 
-    @property
-    def port(self) -> int:
-        """The bound port (after start())."""
-        if self._server is None:
-            raise RuntimeError("SyntheticFleet is not started")
-        return int(self._server.server_address[1])
-
-    @property
-    def address(self) -> str:
-        """`127.0.0.1:PORT`, the scrape target."""
-        return f"{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:40125."""
-        return f"http://{self.address}"
+    def _handler(self) -> type[QuietHandler]:
+        return _handler_for(self)
 
     def start(self) -> Self:
         """Bind the port and start the HTTP and log-ticker threads."""
-        if self._server is not None:
+        if self.running:
             return self
         self._stopping.clear()
-        server = ThreadingHTTPServer((self.host, self._requested_port), _handler_for(self))
-        server.daemon_threads = True
-        self._server = server
-        self._threads = [
-            threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                name="synthetic-fleet-http",
-                daemon=True,
-            ),
-            threading.Thread(target=self._tick_loop, name="synthetic-fleet-ticker", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        super().start()
+        self._ticker = threading.Thread(target=self._tick_loop, name="synthetic-fleet-ticker",
+                                        daemon=True)
+        self._ticker.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and join the threads (bounded)."""
-        server, self._server = self._server, None
         self._stopping.set()
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._threads = []
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().stop()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+            self._ticker = None
 
     # -- profiles ---------------------------------------------------------------------------
 
@@ -248,36 +207,24 @@ class SyntheticFleet:
             self.advance()
 
     def __repr__(self) -> str:
-        where = self.url if self._server is not None else "stopped"
+        where = self.url if self.running else "stopped"
         return f"<SyntheticFleet {where} namespaces={len(self._traffic)}>"
 
 
-def _handler_for(fleet: SyntheticFleet) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+def _handler_for(fleet: SyntheticFleet) -> type[QuietHandler]:
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
             if parts.path == "/metrics":
-                self._send(200, fleet.render_metrics().encode(), CONTENT_TYPE)
+                self.send_body(200, CONTENT_TYPE, fleet.render_metrics().encode())
             elif parts.path.startswith("/logs/"):
                 namespace = parts.path.removeprefix("/logs/")
                 limit = parse_qs(parts.query).get("limit", [None])[0]
                 lines = fleet.logs(namespace, int(limit) if limit else None)
-                self._send(200, json.dumps(lines).encode(), "application/json")
+                self.send_body(200, "application/json", json.dumps(lines).encode())
             elif parts.path in ("/-/healthy", "/-/ready"):
-                self._send(200, b"OK\n", "text/plain")
+                self.send_body(200, "text/plain", b"OK\n")
             else:
-                self._send(404, b"not found\n", "text/plain")
-
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Silence per-request stderr lines."""
+                self.send_body(404, "text/plain", b"not found\n")
 
     return Handler
