@@ -2,6 +2,10 @@
 
 Unknown keys and wrong types are errors naming file, line and key. Every setting has a
 default a platform team can start from; docs/configuration.md is the reference.
+
+Over 450 lines on purpose: one pydantic model per section, and the checks across sections
+(a pair's policy against its routes, its load against the ceilings, the watch streams
+against the pairs) need them all in one place.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ a non-JSON error body raises out of the loop and kills it; it writes local wall-
 with a `Z` suffix (wrong renewTime on any host not in UTC); it keeps believing it leads
 until its renew deadline even after reading another holder; and it insists on periods of
 at least one second. This module is the same loop, small, with those fixed.
+
+Over 450 lines on purpose: one election loop whose renew, release and guard paths share the
+Lease record they read and must be checked together.
 """
 
 from __future__ import annotations

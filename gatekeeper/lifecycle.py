@@ -11,6 +11,9 @@ controller should take. Actions change the phase only once they have happened: t
 reports them back through `completed` (or `failed`), so a dry run or a refused action never
 leaves the state claiming a flip that did not happen. Every function returns a `Step`.
 docs/lifecycle.md describes the phases for users.
+
+Over 450 lines on purpose: the phases' transitions are one state machine, and its rules
+are checked against each other when read side by side (a split would scatter one `step`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 A rule file holds `variables` (defaults for query templates), optional `score` thresholds and a
 list of `rules`. See docs/rules.md for the user-facing description of every field.
+
+Over 450 lines on purpose: one model family whose cross-field checks (source against its
+fields, comparison kind against criteria) name the file and line of the offending key.
 """
 
 from __future__ import annotations

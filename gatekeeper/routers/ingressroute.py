@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from kubernetes_asyncio import client
-
 from gatekeeper.config import RouteRef
 from gatekeeper.routers import traefik
 from gatekeeper.routers.base import (
@@ -78,19 +76,12 @@ def switch_ops(body: dict[str, Any], *, source: str, target: str,
     return ops
 
 
-class IngressRouteRouter:
+class IngressRouteRouter(traefik.TraefikRouter):
     """Reads and switches an IngressRoute by patching its services' namespace."""
 
     kind: ClassVar[str] = "IngressRoute"
-
-    def __init__(self, api: client.ApiClient) -> None:
-        self.api = api
-
-    async def read(self, ref: RouteRef) -> RouteSnapshot:
-        """Fetch the IngressRoute (and note a twin in the other Traefik API group)."""
-        body = await traefik.get(self.api, ref, PLURAL)
-        twin = await traefik.other_group(self.api, ref, PLURAL)
-        return RouteSnapshot(ref, view_of(ref, body, also_in_group=twin), body)
+    plural: ClassVar[str] = PLURAL
+    view_of = staticmethod(view_of)
 
     def refusal(self, snapshot: RouteSnapshot) -> str | None:
         """A Flux-managed IngressRoute would be reverted at Flux's next reconciliation."""

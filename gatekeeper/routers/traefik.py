@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import aiohttp
 import structlog
@@ -32,12 +32,33 @@ from gatekeeper.routers.base import (
     TRAEFIK_VERSION,
     RouteConflict,
     RouteError,
+    RouteSnapshot,
+    RouteView,
 )
 
 log = structlog.get_logger()
 
 Body = dict[str, Any]
 Op = dict[str, Any]
+
+
+class TraefikRouter:
+    """What the IngressRoute and TraefikService routers share: the client, and reading
+    the object (noting a twin in the other Traefik API group)."""
+
+    kind: ClassVar[str]
+    plural: ClassVar[str]
+    view_of: ClassVar[Callable[..., RouteView]]
+    """The kind's `view_of(ref, body, *, also_in_group)`."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    async def read(self, ref: RouteRef) -> RouteSnapshot:
+        """Fetch the route (and note a twin in the other Traefik API group)."""
+        body = await get(self.api, ref, self.plural)
+        twin = await other_group(self.api, ref, self.plural)
+        return RouteSnapshot(ref, type(self).view_of(ref, body, also_in_group=twin), body)
 
 
 def describe(ref: RouteRef) -> str:

@@ -27,8 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from kubernetes_asyncio import client
-
 from gatekeeper.config import RouteRef
 from gatekeeper.routers import traefik
 from gatekeeper.routers.base import (
@@ -263,19 +261,12 @@ def mirroring_spec(body: dict[str, Any], *, dark: str, percent: int, max_body_si
     return spec
 
 
-class TraefikServiceRouter:
+class TraefikServiceRouter(traefik.TraefikRouter):
     """Reads and switches a weighted TraefikService gatekeeper owns."""
 
     kind: ClassVar[str] = "TraefikService"
-
-    def __init__(self, api: client.ApiClient) -> None:
-        self.api = api
-
-    async def read(self, ref: RouteRef) -> RouteSnapshot:
-        """Fetch the TraefikService (and note a twin in the other Traefik API group)."""
-        body = await traefik.get(self.api, ref, PLURAL)
-        twin = await traefik.other_group(self.api, ref, PLURAL)
-        return RouteSnapshot(ref, view_of(ref, body, also_in_group=twin), body)
+    plural: ClassVar[str] = PLURAL
+    view_of = staticmethod(view_of)
 
     def refusal(self, snapshot: RouteSnapshot) -> str | None:
         """A weighted service still applied by Flux would have its weights reverted."""

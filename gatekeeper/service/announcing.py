@@ -8,6 +8,7 @@ Approvals also leave a Kubernetes Event on the routes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
 
 import structlog
 
@@ -23,18 +24,17 @@ __all__ = ["Announcer"]
 log = structlog.get_logger(__name__)
 
 
+@dataclass
 class Announcer:
     """Derives each pair's notices from its last announced snapshot and sends them."""
 
-    def __init__(self, config: Config, views: PairViews, operations: Operations, *,
-                 notifier: Notifier | None, clock: Callable[[], float],
-                 wall: Callable[[], float]) -> None:
-        self.config = config
-        self.views = views
-        self.operations = operations
-        self.notifier = notifier
-        self.clock = clock
-        self.wall = wall
+    config: Config
+    views: PairViews
+    operations: Operations
+    _: KW_ONLY
+    notifier: Notifier | None
+    clock: Callable[[], float]
+    wall: Callable[[], float]
 
     def announce(self, pair: PairConfig, before: ReleaseState, state: ReleaseState, *,
                  by: str = "") -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 
 import structlog
 
@@ -39,17 +39,17 @@ class Folded:
     """Dry-run: what would have been done."""
 
 
+@dataclass
 class Folder:
     """Carries out lifecycle actions and folds their results into the state."""
 
-    def __init__(self, operations: Operations, views: PairViews, dispatcher: Dispatcher,
-                 records: Records, *, recorder: Recorder, clock: Callable[[], float]) -> None:
-        self.operations = operations
-        self.views = views
-        self.dispatcher = dispatcher
-        self.records = records
-        self.recorder = recorder
-        self.clock = clock
+    operations: Operations
+    views: PairViews
+    dispatcher: Dispatcher
+    records: Records
+    _: KW_ONLY
+    recorder: Recorder
+    clock: Callable[[], float]
 
     def fold(self, pair: PairConfig, state: ReleaseState, action: Action,
              result: ActionResult, started: float, *, automatic: bool,

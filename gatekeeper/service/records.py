@@ -8,7 +8,7 @@ or stops the pair's validation drivers for the new state (gatekeeper.drivers).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Any
 
 import structlog
@@ -28,25 +28,22 @@ __all__ = ["Records"]
 log = structlog.get_logger(__name__)
 
 
+@dataclass
 class Records:
     """Loads and commits the pairs' lifecycle states, keeping the views in step."""
 
-    def __init__(self, config: Config, views: PairViews, store: StateStore, *,
-                 recorder: Recorder, announcer: Announcer, drivers: Drivers,
-                 dry_run_for: Callable[[PairConfig], bool], acts_on: Callable[[str], bool],
-                 closing: Callable[[], bool], clock: Callable[[], float],
-                 wall: Callable[[], float]) -> None:
-        self.config = config
-        self.views = views
-        self.store = store
-        self.recorder = recorder
-        self.announcer = announcer
-        self.drivers = drivers
-        self.dry_run_for = dry_run_for
-        self.acts_on = acts_on
-        self.closing = closing
-        self.clock = clock
-        self.wall = wall
+    config: Config
+    views: PairViews
+    store: StateStore
+    _: KW_ONLY
+    recorder: Recorder
+    announcer: Announcer
+    drivers: Drivers
+    dry_run_for: Callable[[PairConfig], bool]
+    acts_on: Callable[[str], bool]
+    closing: Callable[[], bool]
+    clock: Callable[[], float]
+    wall: Callable[[], float]
 
     def wall_time(self, reading: float) -> float:
         """A lifecycle time (steady clock) as wall time: for the audit trail, and to compare

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Literal
 
 import structlog
@@ -38,27 +38,28 @@ __all__ = ["Requests"]
 log = structlog.get_logger(__name__)
 
 
+@dataclass
 class Requests:
     """Answers the API's and the webhook's requested actions."""
 
-    def __init__(self, config: Config, views: PairViews, operations: Operations, *,
-                 reads: client.ApiClient, dispatcher: Dispatcher, folder: Folder,
-                 records: Records, announcer: Announcer, recorder: Recorder,
-                 leadership: LeaderView, acts_on: Callable[[str], bool],
-                 clock: Callable[[], float]) -> None:
-        self.config = config
-        self.views = views
-        self.operations = operations
-        self.reads = reads
-        self.dispatcher = dispatcher
-        self.folder = folder
-        self.records = records
-        self.announcer = announcer
-        self.recorder = recorder
-        self.leadership = leadership
-        self.acts_on = acts_on
-        self.clock = clock
-        self.dry_run = operations.dry_run
+    config: Config
+    views: PairViews
+    operations: Operations
+    _: KW_ONLY
+    reads: client.ApiClient
+    dispatcher: Dispatcher
+    folder: Folder
+    records: Records
+    announcer: Announcer
+    recorder: Recorder
+    leadership: LeaderView
+    acts_on: Callable[[str], bool]
+    clock: Callable[[], float]
+
+    @property
+    def dry_run(self) -> bool:
+        """The whole service only decides and reports (`policy.dry_run`, `--dry-run`)."""
+        return self.operations.dry_run
 
     @contextlib.asynccontextmanager
     async def _acting(self, name: str) -> AsyncIterator[PairConfig]:

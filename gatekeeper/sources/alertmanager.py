@@ -22,6 +22,7 @@ from gatekeeper import errors
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
 from gatekeeper.sources.base import Target
+from gatekeeper.sources.sessions import LazySession
 from gatekeeper.templating import namespace_regex
 
 log = structlog.get_logger()
@@ -103,14 +104,7 @@ class AlertmanagerSource:
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self._session = session
-        self._owns_session = session is None
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Created lazily: an aiohttp session belongs to the running event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
+        self._client = LazySession(session)
 
     async def _fetch(self, filters: list[str]) -> list[Any]:
         params = [("active", "true"), ("silenced", "true"), ("inhibited", "true"),
@@ -129,14 +123,8 @@ class AlertmanagerSource:
             raise ValueError(f"expected a list of alerts, got {type(alerts).__name__}")
         return alerts
 
-    async def measure(
-        self,
-        rule: Rule,
-        targets: Sequence[Target],
-        *,
-        window: float,
-        variables: Mapping[str, str],
-    ) -> dict[str, Measurement]:
+    async def measure(self, rule: Rule, targets: Sequence[Target], *, window: float,
+                      variables: Mapping[str, str]) -> dict[str, Measurement]:
         """Count the rule's firing alerts per target namespace with one request."""
         namespaces = [t.namespace for t in targets]
         try:
@@ -180,6 +168,4 @@ class AlertmanagerSource:
 
     async def close(self) -> None:
         """Close the HTTP session if this source created it."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()

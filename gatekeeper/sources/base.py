@@ -35,14 +35,8 @@ class Source(Protocol):
 
     name: str
 
-    async def measure(
-        self,
-        rule: Rule,
-        targets: Sequence[Target],
-        *,
-        window: float,
-        variables: Mapping[str, str],
-    ) -> dict[str, Measurement]:
+    async def measure(self, rule: Rule, targets: Sequence[Target], *, window: float,
+                      variables: Mapping[str, str]) -> dict[str, Measurement]:
         """Return a Measurement per target namespace; never raise for source failures.
 
         `targets` never name one namespace twice (the evaluator puts pairs that share a

@@ -237,14 +237,8 @@ class KubernetesSource:
     async def close(self) -> None:
         """Nothing to release: the shared ApiClient belongs to whoever passed it in."""
 
-    async def measure(
-        self,
-        rule: Rule,
-        targets: Sequence[Target],
-        *,
-        window: float,
-        variables: Mapping[str, str],
-    ) -> dict[str, Measurement]:
+    async def measure(self, rule: Rule, targets: Sequence[Target], *, window: float,
+                      variables: Mapping[str, str]) -> dict[str, Measurement]:
         """Run the rule's check for every target; the rule's `window` overrides `window`."""
         try:
             if rule.check in ("pods_ready", "restarts"):

@@ -128,14 +128,8 @@ class LogSource:
     async def close(self) -> None:
         """Nothing to release: the shared ApiClient belongs to whoever passed it in."""
 
-    async def measure(
-        self,
-        rule: Rule,
-        targets: Sequence[Target],
-        *,
-        window: float,
-        variables: Mapping[str, str],
-    ) -> dict[str, Measurement]:
+    async def measure(self, rule: Rule, targets: Sequence[Target], *, window: float,
+                      variables: Mapping[str, str]) -> dict[str, Measurement]:
         """Scan every target namespace concurrently; the rule's `window` overrides `window`."""
         spec = rule.logs or LogSpec.model_validate({})
         seconds = max(1, math.ceil(rule.window if rule.window is not None else window))

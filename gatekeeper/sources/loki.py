@@ -32,6 +32,7 @@ from gatekeeper.errors import SourceError, succeeded
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import LogSpec, LokiSpec, Rule
 from gatekeeper.sources.base import Target
+from gatekeeper.sources.sessions import LazySession
 from gatekeeper.templating import namespace_regex
 
 log = structlog.get_logger(__name__)
@@ -126,15 +127,8 @@ class LokiSource:
             self._headers["X-Scope-OrgID"] = tenant
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        self._session = session
-        self._owns_session = session is None
+        self._client = LazySession(session)
         self.queries_sent = 0
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Created lazily: an aiohttp session belongs to the running event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
 
     async def instant(self, query: str) -> Any:
         """Run one LogQL instant query at now; the parsed JSON, or LokiQueryError."""
@@ -161,14 +155,8 @@ class LokiSource:
         except ValueError as exc:
             raise LokiQueryError("bad_response", f"not JSON: {body[:80]!r}") from exc
 
-    async def measure(
-        self,
-        rule: Rule,
-        targets: Sequence[Target],
-        *,
-        window: float,
-        variables: Mapping[str, str],
-    ) -> dict[str, Measurement]:
+    async def measure(self, rule: Rule, targets: Sequence[Target], *, window: float,
+                      variables: Mapping[str, str]) -> dict[str, Measurement]:
         """Two queries for all target namespaces; the rule's `window` overrides `window`."""
         spec = rule.logs or LogSpec.model_validate({})
         loki = rule.loki or LokiSpec.model_validate({})
@@ -203,9 +191,7 @@ class LokiSource:
 
     async def close(self) -> None:
         """Close the HTTP session if this source created it."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
 
 def _status_error(status: int, body: str) -> LokiQueryError:

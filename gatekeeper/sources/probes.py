@@ -24,6 +24,7 @@ from gatekeeper.jsonpaths import MISSING, SHOWN, json_problems, lookup, short
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import ProbeSpec, Rule
 from gatekeeper.sources.base import Target
+from gatekeeper.sources.sessions import LazySession
 from gatekeeper.templating import render
 
 __all__ = ["MISSING", "ProbeSource", "body_problems", "lookup"]  # the first two: jsonpaths
@@ -64,23 +65,10 @@ class ProbeSource:
     name = "probe"
 
     def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
-        self._session = session
-        self._owns_session = session is None
+        self._client = LazySession(session)
 
-    def _client(self) -> aiohttp.ClientSession:
-        # Created lazily: an aiohttp session belongs to the running event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        return self._session
-
-    async def measure(
-        self,
-        rule: Rule,
-        targets: Sequence[Target],
-        *,
-        window: float,
-        variables: Mapping[str, str],
-    ) -> dict[str, Measurement]:
+    async def measure(self, rule: Rule, targets: Sequence[Target], *, window: float,
+                      variables: Mapping[str, str]) -> dict[str, Measurement]:
         """Probe all targets concurrently, at most MAX_CONCURRENT_PROBES at a time."""
         if rule.probe is None:
             return {t.namespace: Measurement.error(f"probe: rule {rule.name!r} has no 'probe'")
@@ -163,6 +151,4 @@ class ProbeSource:
 
     async def close(self) -> None:
         """Close the HTTP session if this source created it."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()

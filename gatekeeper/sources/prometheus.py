@@ -7,6 +7,9 @@ Prometheus's own `bad_data` / `execution` / `timeout` errors. Ambiguous answers 
 a partial answer (`warnings`) is an error unless the rule has `accept_partial`, several
 series for one namespace are an error unless the rule has `series: worst`, and samples
 stamped too far from gatekeeper's clock are no data.
+
+Over 450 lines on purpose: the checks that make an answer fail closed are read with the
+queries and the client whose answers they judge.
 """
 
 from __future__ import annotations
@@ -193,14 +196,8 @@ class PrometheusSource:
 
     # -- the Source protocol ------------------------------------------------------------------
 
-    async def measure(
-        self,
-        rule: Rule,
-        targets: Sequence[Target],
-        *,
-        window: float,
-        variables: Mapping[str, str],
-    ) -> dict[str, Measurement]:
+    async def measure(self, rule: Rule, targets: Sequence[Target], *, window: float,
+                      variables: Mapping[str, str]) -> dict[str, Measurement]:
         """One query per group of targets that render the same query (normally one)."""
         window = rule.window or window
         if rule.count_comparison is not None:

@@ -23,6 +23,9 @@ Callbacks run in the stream's task, in the order the server sent the events, aft
 cache was updated; a failing callback is logged and the stream carries on. Keep them
 short: a slow callback delays that stream's later events (and the one-second promise that
 a `kubectl patch` of a route is seen at once).
+
+About 480 lines on purpose: one reflector loop (list, watch, resume, re-list) and the cache it
+keeps current are one state machine (`watching.targets` plans the streams).
 """
 
 from __future__ import annotations
@@ -31,45 +34,26 @@ import asyncio
 import functools
 import json
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, Protocol, TypedDict
+from typing import Any, NamedTuple, Protocol, TypedDict
 
 import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
 from gatekeeper import errors, kubeclient, tasks
-from gatekeeper.config import PairConfig, RouteRef
+from gatekeeper.config import PairConfig
 from gatekeeper.kubeclient import ApiException
+from gatekeeper.watching.targets import DEPLOYMENTS, PODS, Resource, Scope, Target, targets_for
 
-__all__ = [
-    "ALL_NAMESPACES",
-    "DEPLOYMENTS",
-    "PODS",
-    "EventHandler",
-    "ObjectKey",
-    "Resource",
-    "StreamState",
-    "Target",
-    "WatchSettings",
-    "Watcher",
-    "route_resource",
-    "targets_for",
-]
+__all__ = ["EventHandler", "ObjectKey", "StreamState", "WatchSettings", "Watcher"]
 
 log = structlog.get_logger()
 
 Obj = dict[str, Any]
 _MAX_LINE = 16 * 1024 * 1024  # no single event is larger (etcd refuses objects over ~1.5 MiB)
 _FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
-_ROUTE_PLURALS = {"IngressRoute": "ingressroutes", "TraefikService": "traefikservices"}
-ROUTE_VERSION = "v1alpha1"
-ALL_NAMESPACES = ""
-"""A target's namespace when it watches every namespace (no namespace is called "")."""
-Scope = Literal["auto", "namespaces", "cluster"]
-
-
 class RawEvent(TypedDict):
     """One line of a watch stream, as the API server sends it."""
 
@@ -82,80 +66,6 @@ class EventHandler(Protocol):
     MODIFIED or DELETED, `obj` the raw object (its apiVersion tells the API group)."""
 
     def __call__(self, kind: str, event_type: str, obj: Obj) -> Awaitable[None]: ...
-
-
-@dataclass(frozen=True, order=True)
-class Resource:
-    """A kind of object and where the API serves it."""
-
-    kind: str
-    group: str
-    version: str
-    plural: str
-
-    @property
-    def api_version(self) -> str:
-        """`v1`, `apps/v1`, `traefik.io/v1alpha1`."""
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-
-PODS = Resource("Pod", "", "v1", "pods")
-DEPLOYMENTS = Resource("Deployment", "apps", "v1", "deployments")
-
-
-def route_resource(ref: RouteRef) -> Resource:
-    """The custom resource a route reference names, in its configured API group."""
-    return Resource(ref.kind, ref.api_group, ROUTE_VERSION, _ROUTE_PLURALS[ref.kind])
-
-
-@dataclass(frozen=True, order=True)
-class Target:
-    """One watch stream: all objects of a resource in one namespace, or (namespace
-    `ALL_NAMESPACES`) in every namespace, of which those in `kept` are cached."""
-
-    resource: Resource
-    namespace: str
-    kept: tuple[str, ...] = field(default=(), compare=False)
-    """The namespaces whose objects a cluster-wide stream keeps (sorted)."""
-
-    @property
-    def cluster_wide(self) -> bool:
-        """True when the stream lists and watches every namespace."""
-        return self.namespace == ALL_NAMESPACES
-
-    def keeps(self, namespace: str) -> bool:
-        """Whether an object in `namespace` belongs in the cache."""
-        return namespace == self.namespace if not self.cluster_wide else namespace in self.kept
-
-    def __str__(self) -> str:
-        group = f".{self.resource.group}" if self.resource.group else ""
-        where = "*" if self.cluster_wide else self.namespace
-        return f"{self.resource.plural}{group}/{where}"
-
-
-def targets_for(pairs: Iterable[PairConfig], *, scope: Scope = "namespaces",
-                max_streams: int | None = None) -> tuple[Target, ...]:
-    """Pods and Deployments of both namespaces of every pair, and every route's kind in its
-    namespace; each stream once, however many pairs share it.
-
-    With scope `cluster`, or `auto` and more of those streams than `max_streams`, one
-    cluster-wide stream per resource kind instead, keeping the same namespaces.
-    """
-    found: set[Target] = set()
-    for pair in pairs:
-        for namespace in pair.namespaces:
-            found.add(Target(PODS, namespace))
-            found.add(Target(DEPLOYMENTS, namespace))
-        for ref in pair.routes:
-            found.add(Target(route_resource(ref), ref.namespace))
-    crowded = max_streams is not None and len(found) > max_streams
-    if scope == "cluster" or (scope == "auto" and crowded):
-        kept: dict[Resource, set[str]] = {}
-        for target in found:
-            kept.setdefault(target.resource, set()).add(target.namespace)
-        found = {Target(resource, ALL_NAMESPACES, tuple(sorted(namespaces)))
-                 for resource, namespaces in kept.items()}
-    return tuple(sorted(found))
 
 
 class ObjectKey(NamedTuple):
