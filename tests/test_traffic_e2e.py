@@ -267,3 +267,35 @@ async def test_a_failing_progressive_step_returns_the_dark_to_zero_in_one_patch(
     assert weights(kube_emulator, routing) == {blue: 100}
     assert EXPOSURE not in stored(kube_emulator, routing)["metadata"]["annotations"]
     assert len(ts_patches(kube_emulator)) == patches + 1
+
+
+async def test_passing_progressive_steps_then_the_normal_full_flip(
+        tmp_path: Path, kube_emulator: Any, kube_api: Any, prometheus: Any,
+        synthetic_fleet: Any, unique_pair: Any, start: Any) -> None:
+    """10 % then 50 %, each held and judged on the healthy dark, then all of it: the split
+    never counts as inconsistent routes (no block), and the flip is the usual one."""
+    blue, green, routing = unique_pair.blue, unique_pair.green, unique_pair.name("routing")
+    kube_emulator.load(seed(blue, green, routing))
+    synthetic_fleet.set_profile(blue, **HEALTHY)
+    synthetic_fleet.set_profile(green, **HEALTHY)
+    loaded = config(tmp_path, prometheus.url, blue, green, routing, mirroring=False, policy={
+        "consecutive_passes": 2,
+        "progressive": {"steps": [10, 50], "hold": "2s", "max_hold": "40s"}})
+    service, _ = await start(loaded)
+    await wait_until(lambda: service.controller.views["api"].state.active == blue,
+                     within=10, what="first evaluation")
+    await set_image(kube_api, green, NEW)
+    await wait_until(lambda: service.controller.views["api"].state.phase == "flipped",
+                     within=60, what="flip after the steps")
+    assert weights(kube_emulator, routing) == {green: 100}
+    assert EXPOSURE not in stored(kube_emulator, routing)["metadata"]["annotations"]
+    splits = []
+    for record in ts_patches(kube_emulator):
+        for op in record.body or []:
+            if op.get("op") == "replace" and op["path"] == "/spec/weighted/services":
+                splits.append({s["namespace"]: s["weight"] for s in op["value"]})
+    assert splits == [{blue: 90, green: 10}, {blue: 50, green: 50}, {green: 100}]
+    record = service.controller.views["api"].record
+    phases = [t.get("to") for t in (record.transitions if record else [])
+              if t.get("kind") == "phase"]
+    assert "blocked" not in phases and phases[-1] == "flipped"
