@@ -25,6 +25,8 @@ import yaml
 from demo import cluster as cl
 from demo.monitoring import BearerAlertmanager, write_alert_rules
 from demo.world import Load, PodLogs, Release, Traffic
+from gatekeeper import crd
+from gatekeeper.config import PairConfig
 from telemetry_sandbox import (
     ManagedProcess,
     PrometheusServer,
@@ -154,28 +156,7 @@ def gatekeeper_config(
         "evaluation": {"interval": timing.interval, "window": timing.window,
                        "source_timeout": "3s"},
         "rule_files": [str(rules or ROOT / "rules")],
-        "pairs": [{
-            "name": PAIR,
-            "namespaces": list(cl.NAMESPACES),
-            "routes": [{"kind": "TraefikService", "name": cl.SERVICE_NAME,
-                        "namespace": cl.ROUTE_NAMESPACE}],
-            # The demo's production requests are GETs: copying them writes nothing.
-            "mirroring": {"percent": MIRROR_PERCENT, "max_body_size": 65536,
-                          "acknowledge_shared_writes": True},
-            "selector": cl.SELECTOR,
-            "replicas": {cl.DEPLOYMENT: 2},
-            "load": {
-                "url": "http://api-service.${namespace}.svc:8080",
-                "rate": VALIDATION_RPS, "ramp": "2s", "concurrency": 16,
-                "requests": [
-                    {"path": "/api/franchises/lsu-tigers", "expect_json": {"id": "lsu-tigers"},
-                     "require_fields": ["links.self"], "max_latency": "2s", "weight": 2},
-                    {"path": "/api/franchises", "require_fields": ["items"],
-                     "max_latency": "2s"},
-                    {"path": "/api/standings", "max_latency": "2s"},
-                ],
-            },
-        }],
+        # The pair is a BlueGreenPair object in the cluster (pair_object), not listed here.
         "service_addresses": {f"api-service.{namespace}.svc:8080": address
                               for namespace, address in (apps or {}).items()},
         "policy": {
@@ -198,6 +179,35 @@ def gatekeeper_config(
                             "renew_deadline": "6s", "retry_period": "1s"},
         "server": {"host": "127.0.0.1", "port": port},
     }
+
+
+def pair_object() -> dict[str, Any]:
+    """The demo's pair as the app team declares it: a BlueGreenPair in its namespace
+    (docs/pair-objects.md); gatekeeper reads it at start and keeps its record in its status
+    (`kubectl get bgp -A` shows the phase and verdict)."""
+    pair = PairConfig.model_validate({
+        "name": PAIR,
+        "namespaces": list(cl.NAMESPACES),
+        "routes": [{"kind": "TraefikService", "name": cl.SERVICE_NAME,
+                    "namespace": cl.ROUTE_NAMESPACE}],
+        # The demo's production requests are GETs: copying them writes nothing.
+        "mirroring": {"percent": MIRROR_PERCENT, "max_body_size": 65536,
+                      "acknowledge_shared_writes": True},
+        "selector": cl.SELECTOR,
+        "replicas": {cl.DEPLOYMENT: 2},
+        "load": {
+            "url": "http://api-service.${namespace}.svc:8080",
+            "rate": VALIDATION_RPS, "ramp": "2s", "concurrency": 16,
+            "requests": [
+                {"path": "/api/franchises/lsu-tigers", "expect_json": {"id": "lsu-tigers"},
+                 "require_fields": ["links.self"], "max_latency": "2s", "weight": 2},
+                {"path": "/api/franchises", "require_fields": ["items"],
+                 "max_latency": "2s"},
+                {"path": "/api/standings", "max_latency": "2s"},
+            ],
+        },
+    })
+    return crd.manifest_of(pair, cl.ROUTE_NAMESPACE)
 
 
 @contextlib.contextmanager
@@ -229,7 +239,8 @@ def _start(workdir: Path, timing: Timing, deadline: float,
     token_file.chmod(0o600)
 
     seed = workdir / "cluster.yaml"
-    seed.write_text(cl.seed_objects(version="1.4.0", replicas=2))
+    seed.write_text(cl.seed_objects(version="1.4.0", replicas=2) + "---\n"
+                    + yaml.safe_dump_all([crd.definition(), pair_object()], sort_keys=False))
     kubeconfig = workdir / "kubeconfig"
     emulator = ManagedProcess(
         "kube-emulator",

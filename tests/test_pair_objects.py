@@ -257,3 +257,67 @@ async def test_migration_moves_configured_pairs_and_their_records_to_objects(
     other = pair_object("api", "other-team")
     cluster.load(other)
     assert await asyncio.to_thread(main, [*argv[:4], "other-team", *argv[5:]]) == 1
+
+
+async def test_the_service_gates_an_object_pair_and_writes_its_status(
+        tmp_path, cluster, kube_api, aiohttp_server):
+    """The control loop on a pair read from an object: its phase and verdict appear in the
+    object's status, a flip through the API moves them and leaves an Event on the object;
+    an invalid object beside it is marked and skipped."""
+    import dataclasses
+
+    import aiohttp
+
+    from gatekeeper.service.app import create_service
+    from tests.service_support import (
+        NEW,
+        PODS_READY_RULE,
+        TOKEN,
+        post_json,
+        seed,
+        wait_until,
+        write_config,
+    )
+
+    BLUE, GREEN, ROUTING = "obj-blue", "obj-green", "obj-routing"
+
+    cluster.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
+    good = pair_object("api")
+    good["spec"] = {"namespaces": [BLUE, GREEN], "selector": "app=api",
+                    "routes": [{"name": "api-live", "namespace": ROUTING}]}
+    cluster.load([good, pair_object("broken", green="blue")])
+    loaded = write_config(tmp_path, [], prometheus_url=None, rules=[PODS_READY_RULE],
+                          policy={"auto_flip": False})
+    config, found = await pairobjects.resolve(kube_api, loaded.config)
+    assert [p.name for p in config.pairs] == ["api"] and [r.ref for r in found.rejected] == [
+        "team/broken"]
+    service = create_service(dataclasses.replace(loaded, config=config), kube_api,
+                             token=TOKEN)
+    server = await aiohttp_server(service.app)
+    url = str(server.make_url("")).rstrip("/")
+
+    def status() -> dict[str, Any]:
+        return cluster.get_object(crd.API_VERSION, crd.KIND, "api", "team").get("status") or {}
+
+    try:
+        await wait_until(lambda: status().get("verdict") == "safe" and status().get("phase"),
+                         within=20, what="the verdict in the object's status")
+        assert status()["active"] == BLUE and status()["dark"] == GREEN
+        async with aiohttp.ClientSession() as http:
+            code, body = await post_json(http, f"{url}/api/v1/pairs/api/flip",
+                                         {"force": True})
+        assert code == 200, body
+        await wait_until(lambda: status().get("active") == GREEN, within=20,
+                         what="the flip in the object's status")
+        assert status()["phase"] == "flipped"
+        assert status()["lastAction"]["kind"] == "flip"
+        assert any(t.get("kind") == "flip" for t in status()["transitions"])
+    finally:
+        await service.close()
+    flipped = [e for e in cluster.list_objects("v1", "Event", "team")
+               if e["involvedObject"]["name"] == "api" and e["reason"] == events.FLIPPED]
+    assert len(flipped) == 1
+    broken = cluster.get_object(crd.API_VERSION, crd.KIND, "broken", "team")["status"]
+    assert [c["status"] for c in broken["conditions"] if c["type"] == "Valid"] == ["False"]
+    assert "record" not in broken
+    assert cluster.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper") is None
