@@ -2,7 +2,9 @@
 
 Reads are served from the controller's cache (no cluster or Prometheus call per request).
 Mutations need the bearer token, are idempotent, answer 409 with reasons when unsafe
-(unless `force`), 503 when this replica is not the leader, and say what was done.
+(unless `force`), 503 when this replica is not the leader (sharded replicas forward a
+request about another replica's pair to its owner: service.forwarding), and say what was
+done.
 
 Over 450 lines on purpose: one short handler per route, and the bodies they answer with,
 so the API's whole surface is read in one file.
