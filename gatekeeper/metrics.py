@@ -199,6 +199,17 @@ class Recorder:
             self.rule_info.labels(pair, rule.name, rule.source, str(rule.key).lower(),
                                   target).set(1)
 
+    def forget_pair(self, pair: str) -> None:
+        """Drop every series of the pair (a sharded replica whose shard moved away: the new
+        owner exports them now, and two replicas must not both show the pair)."""
+        for collector in vars(self).values():
+            names = getattr(collector, "_labelnames", ())
+            if not names or names[0] != "pair":
+                continue
+            for labels in list(collector._metrics):  # prometheus_client has no public lister
+                if labels[0] == pair:
+                    collector.remove(*labels)
+
     def forget_namespace_roles(self, pair: str, namespaces: Iterable[str]) -> None:
         """Drop per-namespace series after a flip so a namespace never shows both roles."""
         for collector in (self.rule_status, self.rule_value, self.score):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -168,6 +169,13 @@ async def test_replicas_split_the_pairs_and_forward_to_the_owner(ring, kube_api)
     c = await ring.add("replica-c")
     await ring.settle()
     assert any(c.controller.acts_on(p) for p, *_ in PAIRS)
+    # A replica exports the series of its own pairs only (a moved pair's are dropped).
+    async with aiohttp.ClientSession() as http:
+        for url, service in zip(ring.urls, ring.services, strict=True):
+            async with http.get(f"{url}/metrics") as response:
+                text = await response.text()
+            shown = set(re.findall(r'^gatekeeper_phase\{pair="([^"]+)"', text, re.M))
+            assert shown == {p for p, *_ in PAIRS if service.controller.acts_on(p)}
 
     # A flip POSTed to a replica that does not own the pair is done by the owner.
     name, blue, green, routing = PAIRS[0]

@@ -68,11 +68,24 @@ class Ticker:
         self.cache = cache
         self._reading = asyncio.Semaphore(PAIR_READS)
         self._steps: set[asyncio.Task[None]] = set()
+        self._shown: set[str] = set()
+        """Pairs this replica evaluated (sharded: the ones whose series it exports)."""
 
     async def tick(self) -> None:
         """One evaluation of every pair, then one lifecycle step per pair."""
         started = time.monotonic()
         pairs = [pair for pair in self.config.pairs if self.evaluates(pair)]
+        drivers = self.dispatcher.drivers
+        for pair in self.config.pairs:
+            if self.evaluates(pair):
+                self._shown.add(pair.name)
+                continue
+            # Its shard moved to another replica: the evidence and the metrics are its.
+            if drivers.running(pair.name) is not None:
+                await drivers.halt(pair.name, "not_leader")
+            if pair.name in self._shown:
+                self._shown.discard(pair.name)
+                self.recorder.forget_pair(pair.name)
         generations = dict(self.views.generation)
         reads = await asyncio.gather(*(self._read_bounded(pair) for pair in pairs))
         assignments = [
