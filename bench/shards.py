@@ -123,7 +123,8 @@ def _metric(text: str, name: str) -> float:
 
 
 def _get_text(url: str) -> str:
-    return httpjson.request("GET", url, timeout_s=30)[1].decode()
+    # Generous: a replica busy with a tick over thousands of pairs answers late.
+    return httpjson.request("GET", url, timeout_s=120)[1].decode()
 
 
 def _prometheus_queries(prometheus: str) -> float:
@@ -182,7 +183,7 @@ def _wait(predicate: Any, what: str, timeout_s: float) -> float:
 def _snapshot(replicas: list[ManagedProcess], emulator: ManagedProcess,
               prometheus: str) -> dict[str, Any]:
     texts = [_get_text(f"{r.url}/metrics") for r in replicas]
-    counts = httpjson.get_json(f"{emulator.url}/_emulator/requests?limit=0", timeout_s=30)
+    counts = httpjson.get_json(f"{emulator.url}/_emulator/requests?limit=0", timeout_s=120)
     return {"at": time.monotonic(),
             "cycles": [_metric(t, "gatekeeper_evaluation_duration_seconds_count")
                        for t in texts],
@@ -195,7 +196,7 @@ def _state_puts(emulator: ManagedProcess, configmap: str, seen: set[tuple[float,
                 statuses: list[int]) -> None:
     """New PUTs of the state ConfigMap in the emulator's request log (polled, deduped)."""
     answer = httpjson.get_json(f"{emulator.url}/_emulator/requests?method=PUT"
-                               f"&path=/configmaps/{configmap}", timeout_s=30)
+                               f"&path=/configmaps/{configmap}", timeout_s=120)
     for record in answer["requests"]:
         key = (record["time"], record["path"])
         if key not in seen:
@@ -231,8 +232,8 @@ def _group(count: int, all_pairs: list[Pair], *, work: Path, emulator: ManagedPr
 
         def stored() -> int:
             try:
-                return len((httpjson.get_json(configmap, timeout_s=30) or {}).get("data") or {})
-            except httpjson.HTTPStatusError:
+                return len((httpjson.get_json(configmap, timeout_s=60) or {}).get("data") or {})
+            except (httpjson.HTTPStatusError, OSError):
                 return 0
 
         # Every pair's first-sight record written: from here on a PUT is a changed pair.
