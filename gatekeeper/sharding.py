@@ -13,8 +13,8 @@ with client-go's leader election for each shard's Lease (leadership.LeaseLock):
   and the Lease is free or expired, or when the holder is no longer a live member and the
   Lease expired (a dead replica's shards are taken within about one lease duration);
 - a replica that should give a shard up (a new member joined) first stops starting actions
-  on it (`acts_on` turns False), waits for the actions in flight (`guard`, at most
-  `drain_timeout`, renewing meanwhile), then empties the Lease; the new holder takes only a
+  on it (`acts_on` turns False), waits for the actions in flight (`guard`; renewing the
+  Lease meanwhile, however long they take), then empties the Lease; the new holder takes only a
   free or expired Lease, so two replicas never act on one pair;
 - a replica acts on a pair only while it holds the pair's shard Lease renewed less than
   `renew_deadline` ago (the fence of today's leader, per shard).
@@ -307,14 +307,12 @@ class ShardLeases:
         if shard.draining_since is None:
             shard.draining_since = started
             log.info("handing a shard over", identity=self.identity, shard=index, to=wanted)
-        waited = started - shard.draining_since
-        if shard.in_flight and waited < self.drain_timeout:
+        if shard.in_flight:
+            # Never released under a running action (a flip waiting for readiness may take
+            # minutes): the Lease is renewed, no new action starts, the taker waits.
             if await shard.lock.acquire_or_renew(current=lease):
                 shard.renewed_at = started
             return
-        if shard.in_flight:
-            log.warning("handing a shard over with actions still in flight",
-                        identity=self.identity, shard=index, actions=shard.in_flight)
         await shard.lock.release(budget=self.election.renew_deadline)
         shard.draining_since = None
 
