@@ -321,3 +321,65 @@ async def test_the_service_gates_an_object_pair_and_writes_its_status(
     assert [c["status"] for c in broken["conditions"] if c["type"] == "Valid"] == ["False"]
     assert "record" not in broken
     assert cluster.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper") is None
+
+
+async def test_serve_picks_up_pair_objects_added_and_deleted_while_it_runs(
+        tmp_path, cluster, kube_api):
+    """`gatekeeper serve` in-process: a new object's pair is served after the next resync,
+    a deleted one's is gone; SIGTERM still stops it (exit 0)."""
+    import os
+    import signal
+
+    import aiohttp
+
+    from gatekeeper.cli.serve_cmd import serve
+    from kube_emulator.kubeconfig import write_kubeconfig
+    from tests.service_support import (
+        PODS_READY_RULE,
+        free_port,
+        get_json,
+        seed,
+        wait_until,
+        write_config,
+    )
+
+    def declare(name: str) -> None:
+        blue, green, routing = f"{name}-blue", f"{name}-green", f"{name}-routing"
+        cluster.load(seed(blue, green, routing))
+        obj = pair_object(name)
+        obj["spec"] = {"namespaces": [blue, green], "selector": "app=api",
+                       "routes": [{"name": "api-live", "namespace": routing}]}
+        cluster.load(obj)
+
+    declare("first")
+    kubeconfig = write_kubeconfig(str(cluster.url), tmp_path / "kubeconfig")
+    loaded = write_config(tmp_path, [], prometheus_url=None, rules=[PODS_READY_RULE],
+                          kubernetes={"mode": "kubeconfig", "kubeconfig": str(kubeconfig)},
+                          objects={"resync": "1s"}, state={"namespace": "gatekeeper"})
+    port = free_port()
+    task = asyncio.create_task(serve(loaded, host="127.0.0.1", port=port, dry_run=False,
+                                     tokens={}))
+    url = f"http://127.0.0.1:{port}/api/v1/pairs"
+
+    async def serving(*names: str) -> bool:
+        assert not task.done(), "serve stopped"
+        async with aiohttp.ClientSession() as http:
+            try:
+                _code, body = await get_json(http, url)
+            except aiohttp.ClientError:
+                return False
+        return sorted(p["pair"] for p in body.get("pairs", [])) == list(names)
+
+    try:
+        await wait_until(lambda: serving("first"), within=20, interval=0.3,
+                         what="the first object's pair")
+        declare("second")
+        await wait_until(lambda: serving("first", "second"), within=20, interval=0.3,
+                         what="the added object's pair")
+        cluster.delete_object(crd.API_VERSION, crd.KIND, "first", "team")
+        await wait_until(lambda: serving("second"), within=20, interval=0.3,
+                         what="the deleted object's pair gone")
+    finally:
+        if not task.done():
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(task, 30) == 0

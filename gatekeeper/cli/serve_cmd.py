@@ -77,16 +77,36 @@ def serve_command(args: argparse.Namespace) -> int:
 
 async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
                 tokens: dict[str, str]) -> int:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT. When the BlueGreenPair objects change (listed every
+    `objects.resync`), the service stops as on SIGTERM (actions in flight finish) and starts
+    again on the same port with the new set of pairs."""
     from gatekeeper import kubeclient
-    from gatekeeper.service.app import create_service, serving
 
     try:
         api = await kubeclient.create_api_client(loaded.config.kubernetes)
     except Exception as exc:  # noqa: BLE001 - any configuration failure is reported and fatal
         print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
         return 2
-    from gatekeeper import pairobjects
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        while True:
+            code, port = await _serve_once(api, loaded, host=host, port=port,
+                                           dry_run=dry_run, tokens=tokens, stop=stop)
+            if code is not None:
+                return code
+            log.info("BlueGreenPair objects changed: serving the new set of pairs")
+    finally:
+        await api.close()
+
+
+async def _resolve(api: Any, loaded: LoadedConfig
+                   ) -> tuple[LoadedConfig | None, int, Any]:
+    """The configuration with the object pairs and the routes' API groups; (None, exit code,
+    None) after printing why it cannot start."""
+    from gatekeeper import kubeclient, pairobjects
     from gatekeeper.routers import discovery
 
     try:  # the pairs declared as BlueGreenPair objects join the configured ones
@@ -94,8 +114,7 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
     except API_ERRORS as exc:
         print("error: cannot read the BlueGreenPair objects: "
               f"{kubeclient.describe_error(exc)}", file=sys.stderr)
-        await api.close()
-        return 3
+        return None, 3, None
     if found.rejected:
         print(f"warning: {len(found.rejected)} BlueGreenPair object(s) skipped (invalid "
               "spec; their status says which field): "
@@ -105,32 +124,47 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
     except discovery.RouteGroupError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
-        await api.close()
-        return 2
+        return None, 2, None
     except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
         print("error: cannot reach the Kubernetes API for API discovery: "
               f"{kubeclient.describe_error(exc)}", file=sys.stderr)
-        await api.close()
-        return 3
-    loaded = dataclasses.replace(loaded, config=config)
+        return None, 3, None
+    return dataclasses.replace(loaded, config=config), 0, found
+
+
+async def _serve_once(api: Any, base: LoadedConfig, *, host: str, port: int, dry_run: bool,
+                      tokens: dict[str, str], stop: asyncio.Event) -> tuple[int | None, int]:
+    """Serve one set of pairs: (exit code, port) once stopped, or (None, the port listened
+    on) when the pair objects changed."""
+    from gatekeeper import pairobjects
+    from gatekeeper.service.app import create_service, serving
+
+    loaded, code, found = await _resolve(api, base)
+    if loaded is None:
+        return code, port
     service = create_service(loaded, api, token=None, tokens=tokens, dry_run=dry_run)
     settings = loaded.config.server
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    objects = base.config.objects
     try:
         async with serving(service.app, settings, host=host, port=port,
                            recorder=service.recorder) as listener:
+            port = listener.port
             log.info("gatekeeper serving", url=f"http://{host}:{port}", dry_run=dry_run,
                      pairs=[p.name for p in loaded.config.pairs],
                      max_connections=listener.max_connections)
-            await stop.wait()
+            waits: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
+            if objects.enabled and objects.resync > 0 and found.installed:
+                waits.append(asyncio.create_task(
+                    pairobjects.changed(api, found.seen, objects.resync)))
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in waits:
+                    task.cancel()
             log.info("stopping: finishing actions in flight")
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return 2, port
     finally:
         await service.close()
-        await api.close()
-    return 0
+    return (0 if stop.is_set() else None), port
