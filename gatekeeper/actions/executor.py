@@ -1,8 +1,8 @@
 """The one executor: a lifecycle `Action` carried out on the cluster.
 
-Whoever decided the action (the control loop's `lifecycle.step`, a person's request through
-the API or the CLI decided by `decisions.decide`, an alert decided by
-`lifecycle.alert_rollback`), it runs here, so every caller gets the same preconditions,
+Whoever decided the action (the control loop's `lifecycle.step`; a person's request through
+the API or the CLI, or an alert's rollback from the webhook, decided by `decisions.decide`),
+it runs here, so every caller gets the same preconditions,
 the same all-or-none switch, the same records and Events, and one `ActionResult`.
 """
 
