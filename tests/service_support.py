@@ -7,8 +7,11 @@ its own emulated API server, so tests never see each other's pairs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from kubernetes_asyncio import client
 from gatekeeper.config import LoadedConfig, load_config
 from gatekeeper.kubeclient import read_json
 
+_ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-3f9a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROUTE = "api-live"
@@ -192,6 +196,66 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def route_targets(emulator: Any, routes: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Where each IngressRoute `(namespace, name)` sends traffic now, `{"ns/name": target}`,
+    read from the emulator's store (its Python API: never faulted, never logged)."""
+    pointed = {}
+    for namespace, name in routes:
+        body = emulator.get_object("traefik.io/v1alpha1", "IngressRoute", name, namespace)
+        assert body is not None, f"no IngressRoute {namespace}/{name}"
+        pointed[f"{namespace}/{name}"] = body["spec"]["routes"][0]["services"][0]["namespace"]
+    return pointed
+
+
+@contextlib.contextmanager
+def emulator_process(kubeconfig: Path, *args: str) -> Iterator[str]:
+    """`python -m kube_emulator ARGS` as its own process on a free loopback port; yields its
+    URL once it accepts connections and has written `kubeconfig`. Stopped afterwards
+    (terminate, then kill), its output pipe closed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kube_emulator", "--port", "0", *args,
+         "--kubeconfig-out", str(kubeconfig)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=_ROOT)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # printed once it accepts connections
+        assert "listening on" in line, line
+        deadline = time.monotonic() + 10
+        while not kubeconfig.is_file() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield line.split(" on ", 1)[1].strip()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+async def webhook_receiver(aiohttp_server: Any, tmp_path: Path
+                           ) -> tuple[list[dict[str, Any]], Path]:
+    """A loopback webhook receiver (pytest-aiohttp's `aiohttp_server`, a stand-in for a chat
+    or incident tool): the JSON bodies it received, and a file holding its URL for a
+    receiver's `url_file`."""
+    from aiohttp import web
+
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    receiver = await aiohttp_server(app)
+    url_file = tmp_path / "webhook-url"
+    url_file.write_text(str(receiver.make_url("/hook")))
+    return received, url_file
 
 
 def writes(emulator: Any) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gatekeeper.cli import main
+from tests.service_support import emulator_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "kube_emulator" / "examples" / "bluegreen.yaml"
@@ -58,28 +59,9 @@ def cluster(tmp_path: Path) -> Iterator[Path]:
     extra = tmp_path / "gatekeeper-namespace.yaml"
     extra.write_text("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: gatekeeper\n")
     kubeconfig = tmp_path / "kubeconfig"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kube_emulator", "--objects", str(SEED), "--objects", str(extra),
-         "--port", "0", "--ready-delay", "1.0", "--kubeconfig-out", str(kubeconfig)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # printed once it accepts connections
-        assert "listening on" in line, line
-        deadline = time.monotonic() + 10
-        while not kubeconfig.is_file() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with emulator_process(kubeconfig, "--objects", str(SEED), "--objects", str(extra),
+                          "--ready-delay", "1.0"):
         yield write_config(tmp_path, kubeconfig)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

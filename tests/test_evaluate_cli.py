@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.service_support import emulator_process
 from tests.test_evaluate_prometheus import wait_for_ratio
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,18 +22,8 @@ def cluster(tmp_path, unique_pair):
     objects = tmp_path / "cluster.yaml"
     objects.write_text(seed.replace("production-blue", blue).replace("production-green", green))
     kubeconfig = tmp_path / "kubeconfig"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kube_emulator", "--objects", str(objects), "--port", "0",
-         "--kubeconfig-out", str(kubeconfig)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = process.stdout.readline()
-        assert "listening on" in line, line
+    with emulator_process(kubeconfig, "--objects", str(objects)):
         yield kubeconfig
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        process.stdout.close()
 
 
 def write_config(tmp_path, prometheus, alertmanager, kubeconfig, blue, green):

@@ -8,7 +8,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from kubernetes_asyncio import client
 
 from gatekeeper.operations import Operations
@@ -22,6 +21,7 @@ from tests.service_support import (
     replicas,
     seed,
     wait_until,
+    webhook_receiver,
     write_config,
 )
 
@@ -72,17 +72,7 @@ async def test_a_dark_that_never_turns_ready_is_blocked_after_ready_timeout(
         start_service: Any, kube_emulator: Any, aiohttp_server: Any, tmp_path: Any) -> None:
     """Pods that never pass their readiness probe: `blocked` naming ready_timeout and the
     pods, and the notifier tells the configured webhook."""
-    received: list[dict[str, Any]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    receiver = await aiohttp_server(app)
-    url_file = tmp_path / "webhook-url"
-    url_file.write_text(str(receiver.make_url("/hook")))
+    received, url_file = await webhook_receiver(aiohttp_server, tmp_path)
     service, url = await start_service(
         policy={"ready_timeout": "2s"},
         notifications={"receivers": [{"kind": "webhook", "url_file": str(url_file)}]})

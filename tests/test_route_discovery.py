@@ -11,7 +11,6 @@ import copy
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from gatekeeper.config import Config
 from gatekeeper.routers import discovery
 from gatekeeper.routers.discovery import RouteGroupError
 from tests.fixtures.kube import BLUE, GREEN, ROUTE_NAME, ROUTING, bluegreen_seed
+from tests.service_support import emulator_process
 
 OLD, NEW = "traefik.containo.us", "traefik.io"
 
@@ -138,27 +138,8 @@ SEED = ROOT / "kube_emulator" / "examples" / "bluegreen.yaml"
 def v3_cluster(tmp_path: Path) -> Iterator[Path]:
     """A standalone emulator without traefik.containo.us (a Traefik v3 cluster); its kubeconfig."""
     kubeconfig = tmp_path / "kubeconfig"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kube_emulator", "--objects", str(SEED), "--port", "0",
-         "--absent-group", OLD, "--kubeconfig-out", str(kubeconfig)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert "listening on" in line, line
-        deadline = time.monotonic() + 10
-        while not kubeconfig.is_file() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with emulator_process(kubeconfig, "--objects", str(SEED), "--absent-group", OLD):
         yield kubeconfig
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 def _config_file(folder: Path, kubeconfig: Path, group: str | None) -> Path:

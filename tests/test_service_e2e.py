@@ -11,7 +11,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from gatekeeper.cli import check_cmd, main
 from gatekeeper.service.app import create_service
@@ -30,6 +29,7 @@ from tests.service_support import (
     seed,
     set_image,
     wait_until,
+    webhook_receiver,
     write_config,
     writes,
 )
@@ -263,17 +263,7 @@ async def test_a_dark_without_evidence_is_blocked_after_validation_timeout(
     """The dark gets no traffic at all (no series in Prometheus): the verdict stays unknown,
     and after validation_timeout the pair is blocked naming the rule's missing data and what
     to do, instead of validating forever; the API shows the block."""
-    received: list[dict[str, Any]] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    receiver = await aiohttp_server(app)
-    url_file = tmp_path / "webhook-url"
-    url_file.write_text(str(receiver.make_url("/hook")))
+    received, url_file = await webhook_receiver(aiohttp_server, tmp_path)
     blue, green, routing = _names(unique_pair)
     kube_emulator.load(seed(blue, green, routing, green_image=OLD))
     synthetic_fleet.set_profile(blue, **HEALTHY)

@@ -29,6 +29,7 @@ from gatekeeper.routers import reading
 from kube_emulator import Emulator, running
 from kube_emulator.kubeconfig import DUMMY_TOKEN
 from tests.fixtures.kube import BLUE, GREEN, ROUTE_NAME, ROUTING, bluegreen_seed
+from tests.service_support import route_targets
 
 IR = "traefik.io/v1alpha1"
 EDGE = "edge"
@@ -82,8 +83,7 @@ class Cluster:
 
     def pointed(self) -> dict[str, str]:
         """Where each route sends traffic now."""
-        return {f"{ns}/{n}": self.route(ns, n)["spec"]["routes"][0]["services"][0]["namespace"]
-                for ns, n in ROUTES}
+        return route_targets(self.emulator, ROUTES)
 
     def assert_not_half_flipped(self) -> str:
         """All routes point at the same namespace; returns it."""

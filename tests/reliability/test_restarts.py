@@ -31,6 +31,7 @@ from gatekeeper.operations import Operations
 from kube_emulator import Emulator, FaultRule, running
 from tests.fixtures.kube import BLUE, GREEN, api_client_for
 from tests.reliability.test_kube_faults import IR, ROUTES, three_route_seed
+from tests.service_support import route_targets
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,12 +71,7 @@ class Cluster:
 
     def pointed(self) -> dict[str, str]:
         """Where each route sends traffic."""
-        out = {}
-        for namespace, name in ROUTES:
-            body = self.emulator.get_object(IR, "IngressRoute", name, namespace)
-            assert body is not None
-            out[name] = body["spec"]["routes"][0]["services"][0]["namespace"]
-        return out
+        return route_targets(self.emulator, ROUTES)
 
     def state(self) -> dict[str, Any]:
         """The pair's stored state (the ConfigMap as written)."""

@@ -69,8 +69,7 @@ class Cluster:
 
     def pointed(self) -> dict[str, str]:
         """Where each route sends traffic now (read from the store, never faulted)."""
-        return {f"{ns}/{n}": self.route(ns, n)["spec"]["routes"][0]["services"][0]["namespace"]
-                for ns, n in ROUTES}
+        return support.route_targets(self.emulator, ROUTES)
 
     async def kubectl_point(self, namespace: str, name: str, target: str, mark: str) -> None:
         """A person points one route at `target` (kubectl edit: GET, change, PUT)."""

@@ -28,7 +28,15 @@ import yaml
 from kube_emulator import Emulator, FaultRule, running
 from tests.fixtures.kube import BLUE, GREEN
 from tests.reliability.test_kube_faults import IR, ROUTES, three_route_seed
-from tests.service_support import AUTH, PODS_READY_RULE, TOKEN, free_port, rfc3339, wait_until
+from tests.service_support import (
+    AUTH,
+    PODS_READY_RULE,
+    TOKEN,
+    free_port,
+    rfc3339,
+    route_targets,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -68,12 +76,7 @@ class Cluster:
     replicas: list[Replica] = field(default_factory=list)
 
     def pointed(self) -> dict[str, str]:
-        out = {}
-        for namespace, name in ROUTES:
-            body = self.emulator.get_object(IR, "IngressRoute", name, namespace)
-            assert body is not None
-            out[name] = body["spec"]["routes"][0]["services"][0]["namespace"]
-        return out
+        return route_targets(self.emulator, ROUTES)
 
     def state(self) -> dict[str, Any]:
         body = self.emulator.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper")
