@@ -117,7 +117,7 @@ async def cli(cluster: Cluster, *argv: str, kill_on: FaultRule | None = None
         sys.executable, "-m", "gatekeeper", *argv, "--config", str(cluster.config),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     if kill_on is not None:
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(60):  # a CLI start takes seconds on a loaded machine
             while not kill_on.matched:
                 if process.returncode is not None:
                     break
