@@ -36,6 +36,10 @@ _PASSED = ("Authorization", "Content-Type", "Accept")
 _POLL = 0.05
 
 
+class OwnerUnreachable(Exception):
+    """The owner's address refused the connection: the request was not delivered."""
+
+
 class Forwarder:
     """Finds a pair's owner and relays a request to it (one HTTP client per service)."""
 
@@ -77,16 +81,23 @@ class Forwarder:
             if found is not None and found.address and found.identity != self.identity:
                 return found
             if time.monotonic() >= deadline:
-                why = (f"no replica holds the shard of pair {name!r} right now"
-                       if found is None else
-                       f"the owner of pair {name!r} ({found.identity}) has no address "
-                       "(set sharding.address or POD_IP)")
+                if found is None:
+                    why = f"no replica holds the shard of pair {name!r} right now"
+                elif found.identity == self.identity:
+                    why = (f"this replica holds the shard of pair {name!r} but could not "
+                           "renew its Lease in time")
+                else:
+                    why = (f"the owner of pair {name!r} ({found.identity}) has no address "
+                           "(set sharding.address or POD_IP)")
                 raise responses.http_error(503, f"{why}; retry shortly", retry_after=2)
             await asyncio.sleep(_POLL)
 
     async def relay(self, request: web.Request, owner: Owner, body: bytes | None = None,
-                    *, extra_timeout: float = 0.0) -> web.Response:
-        """Send the request to the owner and return its answer (502 when unreachable)."""
+                    *, extra_timeout: float = 0.0, unreachable: bool = False
+                    ) -> web.Response:
+        """Send the request to the owner and return its answer (503 when it fails). With
+        `unreachable`, OwnerUnreachable when the connection could not even be made (the
+        request was never delivered, so asking the next owner is safe)."""
         headers = {key: request.headers[key] for key in _PASSED if key in request.headers}
         headers[FORWARDED_BY] = self.identity or "gatekeeper"
         url = f"{owner.address}{request.path_qs}"
@@ -102,6 +113,16 @@ class Forwarder:
                     if key in answer.headers:
                         out.headers[key] = answer.headers[key]
                 out.headers.setdefault(SERVED_BY, owner.identity)
+        except aiohttp.ClientConnectorError as exc:
+            if unreachable:
+                log.info("the owner is unreachable; waiting for its shard to move",
+                         owner=owner.identity, path=request.path)
+                raise OwnerUnreachable(owner.identity) from exc
+            log.warning("forwarding to the owner failed", owner=owner.identity,
+                        path=request.path, error=repr(exc)[:200])
+            raise responses.http_error(
+                503, f"the owner of this pair ({owner.identity}) cannot be reached; retry "
+                     "shortly", retry_after=2) from exc
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.warning("forwarding to the owner failed", owner=owner.identity,
                         path=request.path, error=repr(exc)[:200])
@@ -121,10 +142,19 @@ class Forwarder:
         controller then refuses with the owner named, 503 and Retry-After)."""
         if not self.active or FORWARDED_BY in request.headers:
             return None
-        owner = await self.owner(name)
-        if owner is None:
-            return None
-        return await self.relay(request, owner, body, extra_timeout=extra_timeout)
+        settings = self.controller.config.leader_election
+        deadline = time.monotonic() + 2 * (settings.lease_duration + settings.retry_period)
+        while True:
+            owner = await self.owner(name)
+            if owner is None:
+                return None
+            try:
+                return await self.relay(request, owner, body, extra_timeout=extra_timeout,
+                                        unreachable=time.monotonic() < deadline)
+            except OwnerUnreachable:
+                # Never reached it (connection refused: it died): its shard is taken over
+                # within a lease duration, by this replica or another; ask again.
+                await asyncio.sleep(settings.retry_period)
 
     async def gather_lists(self, request: web.Request, own: list[dict[str, Any]]
                            ) -> list[dict[str, Any]]:
