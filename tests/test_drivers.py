@@ -18,7 +18,9 @@ from gatekeeper.service.app import create_service
 from gatekeeper.tasks import Backoff
 from tests.service_support import (
     AUTH,
+    ERROR_RATE_RULE,
     NEW,
+    OLD,
     PODS_READY_RULE,
     TOKEN,
     post_json,
@@ -218,3 +220,39 @@ async def test_only_the_lease_holder_drives_and_shutdown_stops_it(
             await server.close()
         for service in services:
             await service.close()
+
+
+async def test_the_drivers_stop_when_validation_is_abandoned_or_the_pair_is_blocked(
+        tmp_path, kube_emulator, kube_api, aiohttp_server, prometheus, unique_pair):
+    """The dark goes back to the active's images (abort); a new release then stays unknown
+    (no series in Prometheus) past validation_timeout and is blocked: each stops the
+    drivers."""
+    blue, green, routing = _names(unique_pair)
+    kube_emulator.load(seed(blue, green, routing))
+    driver = Recording()
+    loaded = write_config(tmp_path, [("api", blue, green, routing)],
+                          prometheus_url=prometheus.url,
+                          rules=[ERROR_RATE_RULE, PODS_READY_RULE],
+                          policy={"auto_flip": False, "validation_timeout": "3s"})
+    service = create_service(loaded, kube_api, token=TOKEN, drivers=[driver])
+    server = await aiohttp_server(service.app)
+    view, drivers = service.controller.views["api"], service.controller.drivers
+    try:
+        await wait_until(lambda: view.state.active == blue, within=10, what="first tick")
+        await set_image(kube_api, green, NEW)
+        await wait_until(lambda: drivers.running("api") is not None, within=10,
+                         what="drivers started")
+        await set_image(kube_api, green, OLD)  # the pipeline put the dark back
+        await wait_until(lambda: drivers.running("api") is None, within=10,
+                         what="drivers stopped")
+        assert view.state.phase == "idle" and driver.stops == [(green, "abort", None)]
+        await set_image(kube_api, green, "registry.example.com/api:1.6.0")
+        await wait_until(lambda: len(driver.starts) == 2, within=10, what="started again")
+        await wait_until(lambda: view.state.phase == "blocked", within=20, what="blocked")
+        await wait_until(lambda: drivers.running("api") is None, within=5,
+                         what="drivers stopped at the block")
+        assert driver.stops[-1] == (green, "blocked", None)
+        assert view.state.block_cause == "validation_timeout"
+    finally:
+        await server.close()
+        await service.close()
