@@ -258,6 +258,22 @@ async def webhook_receiver(aiohttp_server: Any, tmp_path: Path
     return received, url_file
 
 
+class ServedAPI:
+    """GET and POST (with the test token) to a `gatekeeper serve` process at `self.url`; each
+    call opens its own session, and bodies are read as JSON whatever their content type."""
+
+    url: str
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def post(self, path: str, body: Any) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, \
+                http.post(self.url + path, json=body, headers=AUTH) as response:
+            return response.status, await response.json(content_type=None)
+
+
 def writes(emulator: Any) -> list[str]:
     """Mutating requests the emulated API server answered (`PATCH /apis/...`)."""
     return [f"{r.method} {r.path}" for r in emulator.requests.records()

@@ -41,7 +41,15 @@ from gatekeeper.metrics import RULE_STATUSES, VERDICTS, Recorder
 from kube_emulator import running
 from telemetry_sandbox import TrafficProfile, httpjson
 from telemetry_sandbox.stack_exporter import traefik_service_name
-from tests.service_support import AUTH, NEW, ROUTE, TOKEN, free_port, seed, wait_until
+from tests.service_support import (
+    NEW,
+    ROUTE,
+    TOKEN,
+    ServedAPI,
+    free_port,
+    seed,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
@@ -452,7 +460,7 @@ def _has_numbers(result: list[dict[str, Any]]) -> bool:
     return any(not math.isnan(float(v)) for v in values)
 
 
-class ServeProcess:
+class ServeProcess(ServedAPI):
     """`python -m gatekeeper serve` against the emulated cluster, on a loopback port."""
 
     def __init__(self, config: Path, port: int) -> None:
@@ -475,15 +483,6 @@ class ServeProcess:
             return status == 200
 
         await wait_until(ready, within=30, what="gatekeeper serve ready")
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
-            return response.status, await response.json(content_type=None)
-
-    async def post(self, path: str, body: Any) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, \
-                http.post(self.url + path, json=body, headers=AUTH) as response:
-            return response.status, await response.json(content_type=None)
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:

@@ -29,9 +29,9 @@ from kube_emulator import Emulator, FaultRule, running
 from tests.fixtures.kube import BLUE, GREEN
 from tests.reliability.test_kube_faults import IR, ROUTES, three_route_seed
 from tests.service_support import (
-    AUTH,
     PODS_READY_RULE,
     TOKEN,
+    ServedAPI,
     free_port,
     rfc3339,
     route_targets,
@@ -47,22 +47,13 @@ LEASE = {"enabled": True, "lease_name": "gatekeeper-leader", "namespace": "gatek
 
 
 @dataclass
-class Replica:
+class Replica(ServedAPI):
     """One `gatekeeper serve` process."""
 
     name: str
     url: str
     process: asyncio.subprocess.Process
     output: list[str] = field(default_factory=list)
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
-            return response.status, await response.json(content_type=None)
-
-    async def post(self, path: str, body: Any) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, \
-                http.post(self.url + path, json=body, headers=AUTH) as response:
-            return response.status, await response.json(content_type=None)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
