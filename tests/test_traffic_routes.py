@@ -193,3 +193,18 @@ async def test_failed_step_back_to_zero_in_one_patch_and_flip_from_split(
     body = stored(seeded, NAME, "TraefikService")
     assert [e["namespace"] for e in body["spec"]["weighted"]["services"]] == [GREEN]
     assert EXPOSURE not in body["metadata"]["annotations"]
+
+
+async def test_a_step_from_the_mirroring_form_ends_the_mirroring(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """Mirroring still on when the first step comes: one patch, weighted split, no mirror."""
+    pair = pair_config(TS_REF)
+    router = traefikservice.TraefikServiceRouter(kube_api)
+    mirrored = await router.install_mirroring(await router.read(pair.routes[0]), dark=GREEN,
+                                              percent=10, max_body_size=1024)
+    split = await router.expose(mirrored, Exposure(active=BLUE, dark=GREEN, percent=1, step=1))
+    body = stored(seeded, NAME, "TraefikService")
+    assert "mirroring" not in body["spec"] and split.view.weights == {BLUE: 99, GREEN: 1}
+    assert MIRRORING not in body["metadata"]["annotations"]
+    assert EXPOSURE in body["metadata"]["annotations"]
+    assert (await reading.read_active(kube_api, pair)).exposed == 1
