@@ -229,8 +229,7 @@ class ShardLeases:
 
     async def _round(self, started: float) -> None:
         """Renew our member Lease, list the ring, then take, renew or hand over shards."""
-        if await self._member.acquire_or_renew():
-            pass
+        await self._member.acquire_or_renew()  # our own name: always ours to renew
         listed = await kubeclient.read_json(
             self._api.list_namespaced_lease, self.election.namespace,
             label_selector=f"{RING_LABEL}={self.ring_name}")
