@@ -42,11 +42,14 @@ async def test_seeded_deployment_has_ready_pods_and_status(kube_bluegreen, kube_
 async def test_scale_subresource_creates_pods_that_become_ready_after_delay(
     kube_bluegreen, kube_api
 ):
-    kube_bluegreen.ready_delay = 0.3
+    # Long enough that the not-yet-ready checks below run inside the delay on a loaded
+    # runner (at 0.3 s the new pods were sometimes Ready before the list came back).
+    kube_bluegreen.ready_delay = 4.0
     core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
     scale = await apps.read_namespaced_deployment_scale("api", GREEN)
     assert (scale.spec.replicas, scale.status.replicas, scale.status.selector) == (2, 2, "app=api")
 
+    patched = time.monotonic()
     scale = await apps.patch_namespaced_deployment_scale("api", GREEN, {"spec": {"replicas": 4}})
     assert scale.spec.replicas == 4
     pods = (await core.list_namespaced_pod(GREEN)).items
@@ -57,9 +60,8 @@ async def test_scale_subresource_creates_pods_that_become_ready_after_delay(
     assert (deploy.status.replicas, deploy.status.ready_replicas) == (4, 2)
     assert deploy.status.unavailable_replicas == 2
 
-    started = time.monotonic()
-    await kube_bluegreen.wait_deployment_ready(GREEN, "api", within=2)
-    assert time.monotonic() - started >= 0.2
+    await kube_bluegreen.wait_deployment_ready(GREEN, "api", within=60)
+    assert time.monotonic() - patched >= 3.9  # not Ready before the delay
     pods = (await core.list_namespaced_pod(GREEN)).items
     assert all(ready(p) for p in pods)
     deploy = await apps.read_namespaced_deployment("api", GREEN)
