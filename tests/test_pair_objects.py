@@ -377,7 +377,9 @@ async def test_serve_picks_up_pair_objects_added_and_deleted_while_it_runs(
         await wait_until(lambda: serving("first", "second"), within=20, interval=0.3,
                          what="the added object's pair")
         cluster.delete_object(crd.API_VERSION, crd.KIND, "first", "team")
-        await wait_until(lambda: serving("second"), within=20, interval=0.3,
+        # A restart first finishes the actions in flight and closes the service (the
+        # deleted pair's tick may be mid-write): allow that on a loaded runner.
+        await wait_until(lambda: serving("second"), within=60, interval=0.3,
                          what="the deleted object's pair gone")
     finally:
         if not task.done():

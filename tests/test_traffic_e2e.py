@@ -249,10 +249,13 @@ async def test_a_failing_progressive_step_returns_the_dark_to_zero_in_one_patch(
     annotations = stored(kube_emulator, routing)["metadata"]["annotations"]
     assert '"step": 1' in annotations[EXPOSURE]
     async with aiohttp.ClientSession() as http:
+        # The expose action's own reason ("progressive step 1: 10 % to ...") stands
+        # until the next tick holds the step and says "progressive step 1/2 ...".
         async def shown() -> bool:
             _, body = await get_json(http, f"{url}/api/v1/pairs/api")
-            return bool(body["traffic"]["percent"] == 10)
-        await wait_until(shown, within=5, what="step shown by the API")
+            return bool(body["traffic"]["percent"] == 10
+                        and "progressive step 1/2" in body["lifecycle"]["reason"])
+        await wait_until(shown, within=20, what="step shown by the API")
         status, body = await get_json(http, f"{url}/api/v1/pairs/api")
         assert status == 200 and body["phase"] == "ready" and body["active"] == blue
         assert body["traffic"] == {**body["traffic"], "step": 1, "steps": [10, 50],
