@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import ApiError
 from .jsonvalues import clone
-from .kubelet import is_ready
+from .kubelet import NODE_NAME, is_ready
 from .operations import NAME_ALPHABET, ObjectAPI, random_suffix
 from .resources import DEPLOYMENTS, NAMESPACES, PODS, REPLICASETS, ResourceType
 from .store import Event
@@ -46,6 +46,30 @@ def owner_reference(owner: Mapping[str, Any]) -> Obj:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def pod_from_template(owner: Mapping[str, Any], template: Mapping[str, Any],
+                      rng: random.Random) -> Obj:
+    """The Pod a controller (ReplicaSet, Job) creates from `owner`'s pod template: a
+    generated name in the owner's namespace, the template's labels and annotations, a
+    controller ownerReference to `owner`, and the emulator's one node."""
+    template = clone(template)
+    tmeta = template.get("metadata") or {}
+    meta = owner["metadata"]
+    body: Obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{meta['name']}-{random_suffix(rng)}",
+            "namespace": meta["namespace"],
+            "labels": dict(tmeta.get("labels") or {}),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {**(template.get("spec") or {}), "nodeName": NODE_NAME},
+    }
+    if tmeta.get("annotations"):
+        body["metadata"]["annotations"] = dict(tmeta["annotations"])
+    return body
 
 
 def controller_of(obj: Mapping[str, Any], kind: str) -> str | None:
@@ -268,23 +292,8 @@ class WorkloadControllers:
         self.api.mutate(REPLICASETS, namespace, name, change, subresource="status")
 
     def _create_pod(self, rs: Obj) -> None:
-        template = clone(rs["spec"].get("template") or {})
-        tmeta = template.get("metadata") or {}
         meta = rs["metadata"]
-        body: Obj = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{meta['name']}-{random_suffix(self.rng)}",
-                "namespace": meta["namespace"],
-                "labels": dict(tmeta.get("labels") or {}),
-                "annotations": dict(tmeta.get("annotations") or {}),
-                "ownerReferences": [owner_reference(rs)],
-            },
-            "spec": {**(template.get("spec") or {}), "nodeName": "emulator-node"},
-        }
-        if not body["metadata"]["annotations"]:
-            del body["metadata"]["annotations"]
+        body = pod_from_template(rs, rs["spec"].get("template") or {}, self.rng)
         try:
             self.api.create(PODS, meta["namespace"], body)
         except ApiError as exc:

@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .jsonvalues import type_name
 from .resources import ResourceType
 from .timefmt import parse_rfc3339
 
@@ -200,24 +201,8 @@ def _prune_value(schema: Mapping[str, Any], parent: Any, key: Any, path: str,
             _prune_value(schema["items"], value, i, f"{path}[{i}]", dropped)
 
 
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "null"
-
-
 def _type_matches(expected: str, value: Any) -> bool:
-    actual = _type_name(value)
+    actual = type_name(value)
     if expected == "integer":
         return actual == "integer" or (actual == "number" and float(value).is_integer())
     if expected == "number":
@@ -288,12 +273,12 @@ def _check(schema: Mapping[str, Any], value: Any, path: str, causes: Causes) -> 
         return
     if schema.get("x-kubernetes-int-or-string"):
         if not (_type_matches("integer", value) or isinstance(value, str)):
-            causes.append((path, f'Invalid value: "{_type_name(value)}": {path} in body must '
-                           f'be of type integer,string: "{_type_name(value)}"'))
+            causes.append((path, f'Invalid value: "{type_name(value)}": {path} in body must '
+                           f'be of type integer,string: "{type_name(value)}"'))
             return
     elif schema.get("type") and not _type_matches(schema["type"], value):
-        causes.append((path, f'Invalid value: "{_type_name(value)}": {path} in body must be '
-                       f'of type {schema["type"]}: "{_type_name(value)}"'))
+        causes.append((path, f'Invalid value: "{type_name(value)}": {path} in body must be '
+                       f'of type {schema["type"]}: "{type_name(value)}"'))
         return
     if "enum" in schema and value not in schema["enum"]:
         allowed = ", ".join(json.dumps(v) for v in schema["enum"])

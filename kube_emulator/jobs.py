@@ -24,11 +24,10 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from .controllers import owner_reference
+from .controllers import pod_from_template
 from .errors import ApiError
-from .jsonvalues import clone
-from .kubelet import NODE_NAME, is_ready
-from .operations import ObjectAPI, random_suffix
+from .kubelet import is_ready
+from .operations import ObjectAPI
 from .resources import JOBS, PODS
 from .store import Event
 from .timefmt import parse_rfc3339, rfc3339
@@ -250,23 +249,9 @@ class JobController:
             self._schedule_ttl(current)
 
     def _create_pod(self, job: Obj) -> None:
-        template = clone((job.get("spec") or {}).get("template") or {})
-        tmeta = template.get("metadata") or {}
         meta = job["metadata"]
-        body: Obj = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{meta['name']}-{random_suffix(self.rng)}",
-                "namespace": meta["namespace"],
-                "labels": dict(tmeta.get("labels") or {}),
-                "ownerReferences": [owner_reference({**job, "apiVersion": "batch/v1",
-                                                     "kind": "Job"})],
-            },
-            "spec": {**(template.get("spec") or {}), "nodeName": NODE_NAME},
-        }
-        if tmeta.get("annotations"):
-            body["metadata"]["annotations"] = dict(tmeta["annotations"])
+        body = pod_from_template({**job, "apiVersion": "batch/v1", "kind": "Job"},
+                                 (job.get("spec") or {}).get("template") or {}, self.rng)
         try:
             self.api.create(PODS, meta["namespace"], body)
         except ApiError as exc:

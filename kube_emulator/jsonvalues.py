@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
@@ -17,6 +18,23 @@ def clone(value: T) -> T:
     if isinstance(value, list):
         return cast(T, [clone(v) for v in value])
     return value
+
+
+def type_name(value: Any) -> str:
+    """A value's JSON type as the API server's schema errors name it (`integer`, `object`...)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return "null"
 
 
 def json_equal(a: Any, b: Any) -> bool:

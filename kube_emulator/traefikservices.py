@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .jsonvalues import type_name
+
 Causes = list[tuple[str, str]]
 
 KINDS = ("Service", "TraefikService")
@@ -33,25 +35,9 @@ _MIRRORING_FIELDS = {**_SERVICE_FIELDS, "mirrorBody": "boolean", "maxBodySize": 
 _MIRROR_FIELDS = {**_SERVICE_FIELDS, "percent": "integer"}
 
 
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return "null"
-
-
 def _wrong_type(path: str, value: Any, expected: str) -> tuple[str, str]:
-    return (path, f'Invalid value: "{_type_name(value)}": {path} in body must be of type '
-                  f'{expected}: "{_type_name(value)}"')
+    return (path, f'Invalid value: "{type_name(value)}": {path} in body must be of type '
+                  f'{expected}: "{type_name(value)}"')
 
 
 def _check(path: str, value: Any, kind: str) -> Causes:
@@ -67,7 +53,7 @@ def _check(path: str, value: Any, kind: str) -> Causes:
         return [(path, f"Invalid value: {value}: {path} in body should be greater than or "
                        "equal to 0")]
     if kind == "int-or-string" and not (is_int or isinstance(value, str)):
-        return [(path, f'Invalid value: "{_type_name(value)}": {path} in body must be of type '
+        return [(path, f'Invalid value: "{type_name(value)}": {path} in body must be of type '
                        'integer or string')]
     for enum_kind, allowed in (("kind", KINDS), ("strategy", STRATEGIES)):
         if kind == enum_kind and value not in allowed:

@@ -9,6 +9,27 @@ LOOPBACK_HOST = "127.0.0.1"
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+class LoopbackAddress:
+    """`address` and `url` of a stand-in that serves on `host` at `port` (after it starts)."""
+
+    host: str
+
+    @property
+    def port(self) -> int:
+        """The bound port (after start)."""
+        raise NotImplementedError
+
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:PORT`, e.g. as a scrape target (after start)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:40125 (after start)."""
+        return f"http://{self.address}"
+
+
 def free_port(host: str = LOOPBACK_HOST) -> int:
     """Ask the kernel for a currently free TCP port on the loopback interface.
 

@@ -38,7 +38,7 @@ from telemetry_sandbox.loglines import (
     error_line,
     exception_line,
 )
-from telemetry_sandbox.loopback import LOOPBACK_HOST, require_loopback_host
+from telemetry_sandbox.loopback import LOOPBACK_HOST, LoopbackAddress, require_loopback_host
 from telemetry_sandbox.profile import TrafficProfile, weighted_choice
 from telemetry_sandbox.synthetic_fleet import SyntheticFleet
 
@@ -64,7 +64,7 @@ _LOG = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class SyntheticApp:
+class SyntheticApp(LoopbackAddress):
     """An aiohttp service for one namespace with configurable errors, latency and health.
 
     Use `async with SyntheticApp(...)` inside a running loop, or `with SyntheticApp(...)`
@@ -112,16 +112,6 @@ class SyntheticApp:
         if self._port is None:
             raise RuntimeError("SyntheticApp is not started")
         return self._port
-
-    @property
-    def address(self) -> str:
-        """`127.0.0.1:PORT`, e.g. as a scrape target."""
-        return f"{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:40126."""
-        return f"http://{self.address}"
 
     # -- async lifecycle --------------------------------------------------------------------
 

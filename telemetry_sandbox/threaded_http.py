@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
-from telemetry_sandbox.loopback import require_loopback_host
+from telemetry_sandbox.loopback import LoopbackAddress, require_loopback_host
 
 
 class QuietHandler(BaseHTTPRequestHandler):
@@ -44,7 +44,7 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class ThreadedHTTPService:
+class ThreadedHTTPService(LoopbackAddress):
     """Base for a stand-in served over HTTP from a daemon thread on a loopback port."""
 
     host: str
@@ -73,16 +73,6 @@ class ThreadedHTTPService:
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
         return int(self._server.server_address[1])
-
-    @property
-    def address(self) -> str:
-        """`127.0.0.1:PORT`, e.g. a scrape target (after start())."""
-        return f"{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:40125 (after start())."""
-        return f"http://{self.address}"
 
     def start(self) -> Self:
         """Bind the port and serve from a daemon thread (again: a no-op)."""

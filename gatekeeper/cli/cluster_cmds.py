@@ -20,7 +20,7 @@ import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from gatekeeper import events, kubeclient, pairobjects
-from gatekeeper.cli import announce, gates, remote
+from gatekeeper.cli import announce, common, gates, remote
 from gatekeeper.config import Config, PairConfig, load_config, parse_config
 from gatekeeper.decisions import Request, decide
 from gatekeeper.durations import parse_duration
@@ -174,10 +174,8 @@ def _main(args: argparse.Namespace, runner: Runner) -> int:
 
 
 async def _run(config: Config, args: argparse.Namespace, runner: Runner) -> int:
-    try:
-        api = await kubeclient.create_api_client(config.kubernetes)
-    except Exception as exc:  # noqa: BLE001 - kubeconfig problems come in many types
-        print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
+    api = await common.api_client_or_report(config.kubernetes)
+    if api is None:
         return EXIT_USAGE
     try:
         try:  # the pairs declared as BlueGreenPair objects, then the one asked for

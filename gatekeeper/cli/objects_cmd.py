@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from gatekeeper import crd, kubeclient
+from gatekeeper.cli import common
 from gatekeeper.errors import API_ERRORS
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_CLUSTER = 0, 1, 2, 3
@@ -66,10 +67,8 @@ async def _migrate(config: Any, args: argparse.Namespace) -> int:
     from gatekeeper import pairobjects
     from gatekeeper.state import StateError, StateStore
 
-    try:
-        api = await kubeclient.create_api_client(config.kubernetes)
-    except Exception as exc:  # noqa: BLE001 - kubeconfig problems come in many types
-        print(f"error: cannot configure the Kubernetes client: {exc}", file=sys.stderr)
+    api = await common.api_client_or_report(config.kubernetes)
+    if api is None:
         return EXIT_USAGE
     try:
         store = StateStore(api, config.state)
