@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -15,9 +15,9 @@ from gatekeeper import tasks
 from gatekeeper.config import LeaderElectionConfig
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.leadership import Leadership, default_identity
-from tests.fixtures.kube import api_client_for
+from tests import replica_support
 
-NAMESPACE = "gatekeeper"
+NAMESPACE = replica_support.NAMESPACE
 LEASE = "gatekeeper-leader"
 # Short periods keep the tests in seconds; bounds below are generous multiples of them.
 FAST = LeaderElectionConfig(lease_duration=1.0, renew_deadline=0.6, retry_period=0.1)
@@ -34,27 +34,10 @@ def _every_log_level() -> Iterator[None]:
     structlog.configure(wrapper_class=wrapper)
 
 
-@pytest.fixture
-async def namespace(kube_api: client.ApiClient) -> str:
-    await client.CoreV1Api(kube_api).create_namespace(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-    return NAMESPACE
-
-
-@pytest.fixture
-async def group() -> AsyncIterator[tasks.Tasks]:
-    owner = tasks.Tasks(name="replicas", shutdown_timeout=5.0)
-    yield owner
-    await owner.close()
-
-
-@pytest.fixture
-async def replica_clients(kube_emulator) -> AsyncIterator[list[client.ApiClient]]:
-    """One ApiClient per replica, as separate processes would have."""
-    clients = [api_client_for(str(kube_emulator.url)) for _ in range(5)]
-    yield clients
-    for api in clients:
-        await api.close()
+# The replica fixtures (namespace, group, replica_clients), shared with test_sharding.py.
+namespace = replica_support.namespace
+group = replica_support.group
+replica_clients = replica_support.replica_clients
 
 
 async def read_lease(api: client.ApiClient) -> client.V1Lease:

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 from kubernetes_asyncio import client
 
-from gatekeeper import ring, tasks
+from gatekeeper import ring
 from gatekeeper.config import LeaderElectionConfig, ShardingConfig
 from gatekeeper.errors import NotLeaderError, NotOwnerError
 from gatekeeper.sharding import ShardLeases, member_address
-from tests.fixtures.kube import api_client_for
+from tests import replica_support
 
-NAMESPACE = "gatekeeper"
+NAMESPACE = replica_support.NAMESPACE
 # Short periods keep the tests in seconds; the renew deadline leaves a loaded machine 15
 # retry periods before a replica's fence lapses.
 FAST = LeaderElectionConfig(lease_duration=2.0, renew_deadline=1.5, retry_period=0.1)
@@ -68,27 +67,10 @@ def test_member_address() -> None:
 # -- replicas against the emulator ------------------------------------------------------
 
 
-@pytest.fixture
-async def namespace(kube_api: client.ApiClient) -> str:
-    await client.CoreV1Api(kube_api).create_namespace(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-    return NAMESPACE
-
-
-@pytest.fixture
-async def group() -> AsyncIterator[tasks.Tasks]:
-    owner = tasks.Tasks(name="replicas", shutdown_timeout=5.0)
-    yield owner
-    await owner.close()
-
-
-@pytest.fixture
-async def replica_clients(kube_emulator) -> AsyncIterator[list[client.ApiClient]]:
-    """One ApiClient per replica, as separate processes would have."""
-    clients = [api_client_for(str(kube_emulator.url)) for _ in range(4)]
-    yield clients
-    for api in clients:
-        await api.close()
+# The replica fixtures (namespace, group, replica_clients), shared with test_leadership.py.
+namespace = replica_support.namespace
+group = replica_support.group
+replica_clients = replica_support.replica_clients
 
 
 def replica(api: client.ApiClient, name: str, **kwargs) -> ShardLeases:
