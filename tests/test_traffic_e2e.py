@@ -179,7 +179,10 @@ async def test_mirroring_removed_on_abort(
     await wait_until(lambda: not mirroring_on(kube_emulator, routing), within=25,
                      what="mirroring removed on abort")
     assert weights(kube_emulator, routing) == {blue: 100}
+    # The stop is recorded after its cleanup patch lands: wait for the record, not the patch.
     # The rollout may stop the drivers first (not Ready); either way none runs now.
+    await wait_until(lambda: bool(service.controller.drivers.stops), within=10,
+                     what="the drivers' stop recorded")
     assert service.controller.drivers.stops[-1][2] in ("abort", "not_ready")
     assert service.controller.drivers.running("api") is None
 
