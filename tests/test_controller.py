@@ -101,7 +101,8 @@ async def test_a_tick_lists_afresh_while_the_watch_is_down(service, kube_emulato
         assert seen[namespace_lists] >= 2, seen  # both namespaces, read afresh
     view = controller.views["ctl"]
     assert view.readiness[GREEN].ready and view.readiness[BLUE].ready
-    assert rule.injected > 0
+    # The streams' reconnects were refused (they retry after a backoff, so wait for one).
+    await wait_until(lambda: rule.injected > 0, within=15, what="a refused watch reconnect")
 
     kube_emulator.faults.clear()
     await wait_until(lambda: all(s.live for s in streams(service)), within=15,
