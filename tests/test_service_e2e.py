@@ -180,9 +180,10 @@ async def test_critical_alert_rolls_back_once_through_the_real_alertmanager(
     assert metric_value(text, "gatekeeper_webhook_requests_total", outcome="rollback") == 1
     latency = metric_value(text, "gatekeeper_action_latency_seconds_sum", action="rollback")
     print(f"webhook received -> routes patched and verified: {latency * 1000:.0f} ms")
-    # Recorded, and not a hang. No tighter bound: tests assert no wall-clock times (0.5 s
-    # failed at 0.501 s on a loaded 2-core machine); the latency figure is bench/'s.
-    assert 0 < latency < 5, latency
+    # Recorded once, for this rollback. How long it took is bench/'s figure (tests assert no
+    # wall-clock times: a bound here failed on a loaded 2-core machine).
+    assert metric_value(text, "gatekeeper_action_latency_seconds_count", action="rollback") == 1
+    assert latency > 0, latency
     assert view.state.trigger == "alertmanager" and "ApiErrorBudgetBurn" in view.state.reason
 
 

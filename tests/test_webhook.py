@@ -179,10 +179,10 @@ async def test_thousand_identical_webhooks_make_one_rollback(flipped_service, ku
     assert others == 999
     latency = metric_value(text, "gatekeeper_action_latency_seconds_sum", action="rollback")
     print(f"1000 webhooks in {took:.2f}s; receipt-to-rollback {latency * 1000:.0f} ms")
-    # Under this flood the emulated API server shares the event loop with 100 requests in
-    # flight, so each of the rollback's API calls queues behind them; the 0.5 s bound for
-    # a normal delivery is asserted in test_service_e2e with the real Alertmanager.
-    assert latency < 5
+    # One rollback timed, not a thousand; how long it took is bench/'s figure
+    # (`make bench BENCH_ARGS='--only webhook_flood'`): tests assert no wall-clock times.
+    assert metric_value(text, "gatekeeper_action_latency_seconds_count", action="rollback") == 1
+    assert latency > 0, latency
 
 
 async def test_webhook_answers_for_no_action_and_bad_requests(flipped_service, kube_api):
