@@ -424,3 +424,34 @@ async def test_streams_never_take_the_callers_connections(kube_bluegreen) -> Non
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await api.close()
+
+
+async def test_watching_another_set_of_pairs_stops_and_starts_only_the_streams_that_differ(
+        started, kube_bluegreen):
+    """`watch` follows a new set of pairs (an object added or deleted, shards moved): the
+    streams no longer needed close and their objects leave the cache (reads go to the API
+    server), the kept ones go on without re-listing, new ones list before answering."""
+    watcher, _recorder = started
+    routes = watching.Target(watching.route_resource(PAIR.routes[0]), ROUTING)
+    assert watcher.listed(watching.PODS, GREEN)
+    routes_lists = watcher.streams[routes].lists
+    only_routes = PairConfig(name="routes-only", namespaces=("elsewhere-a", "elsewhere-b"),
+                             routes=PAIR.routes)
+    assert watcher.watch([only_routes])
+    assert watcher.listed(watching.PODS, GREEN) is None  # no stream covers it now
+    await wait_for_true(lambda: kube_bluegreen.open_watches == len(watcher.targets)
+                        and all(s.live for s in watcher.streams.values()))
+    assert not watcher.objects("Pod", GREEN) and not watcher.objects("Deployment", BLUE)
+    assert watcher.streams[routes].lists == routes_lists  # kept, not re-listed
+    assert watcher.watch([PAIR])
+    await asyncio.wait_for(watcher.wait_synced(), GENEROUS)
+    assert [p["metadata"]["name"] for p in watcher.listed(watching.PODS, GREEN) or []]
+    assert watcher.listed(watching.PODS, "elsewhere-a") is None
+
+
+async def wait_for_true(predicate) -> None:
+    for _ in range(int(GENEROUS / 0.05)):
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")

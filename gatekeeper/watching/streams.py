@@ -138,17 +138,17 @@ class Watcher:
     def __init__(
         self,
         api: client.ApiClient,
-        pairs: Sequence[PairConfig],
+        pairs: Sequence[PairConfig] = (),
         *,
         on_event: EventHandler | None = None,
         settings: WatchSettings | None = None,
+        targets: Sequence[Target] | None = None,
     ) -> None:
+        """Watch what PAIRS need (`targets_for`), or exactly TARGETS when given (the
+        BlueGreenPair objects). ValueError when the pairs need more than `max_streams`
+        streams with scope `namespaces`."""
         self.settings = settings or WatchSettings()
-        self.targets = targets_for(pairs, scope=self.settings.scope,
-                                   max_streams=self.settings.max_streams)
-        if len(self.targets) > self.settings.max_streams:
-            raise ValueError(f"{len(self.targets)} watch streams exceed max_streams "
-                             f"{self.settings.max_streams} (scope {self.settings.scope!r})")
+        self.targets = tuple(sorted(targets)) if targets is not None else self._plan(pairs)
         self.streams: dict[Target, StreamState] = {t: StreamState() for t in self.targets}
         self._api = api
         self._core = client.CoreV1Api(api)
@@ -159,15 +159,82 @@ class Watcher:
         self._places: dict[tuple[str, str, str], dict[str, Obj]] = {}
         """(group, kind, namespace) -> name -> object: the cache, indexed for `listed`."""
         self._covering: dict[tuple[Resource, str], Target] = {}
-        for target in self.targets:
-            for namespace in target.kept if target.cluster_wide else (target.namespace,):
-                self._covering[(target.resource, namespace)] = target
+        self._everywhere: dict[Resource, Target] = {}
+        self._cover()
         self._synced = asyncio.Event()
         self._changed = asyncio.Condition()
+        self._retargeted = asyncio.Event()
+        """Set by `watch`: `run` starts and stops streams for the new targets."""
         self.last_resource_version: str | None = None
         """The resourceVersion of the latest list, event or bookmark on any stream."""
         if not self.targets:
             self._synced.set()
+
+    def _plan(self, pairs: Sequence[PairConfig]) -> tuple[Target, ...]:
+        found = targets_for(pairs, scope=self.settings.scope,
+                            max_streams=self.settings.max_streams)
+        if len(found) > self.settings.max_streams:
+            raise ValueError(f"{len(found)} watch streams exceed max_streams "
+                             f"{self.settings.max_streams} (scope {self.settings.scope!r})")
+        return found
+
+    def _cover(self) -> None:
+        """Index which target covers each (resource, namespace)."""
+        self._covering.clear()
+        self._everywhere.clear()
+        for target in self.targets:
+            if target.keep_all:
+                self._everywhere[target.resource] = target
+                continue
+            for namespace in target.kept if target.cluster_wide else (target.namespace,):
+                self._covering[(target.resource, namespace)] = target
+
+    def _covered_by(self, resource: Resource, namespace: str) -> Target | None:
+        return self._covering.get((resource, namespace)) or self._everywhere.get(resource)
+
+    def watch(self, pairs: Sequence[PairConfig]) -> bool:
+        """From now on watch what PAIRS need (the set of pairs changed, or this replica's
+        shards did): streams no longer needed stop and their objects leave the cache, new
+        ones list first (until they have, their namespaces are read from the API server:
+        `listed` answers None). Streams kept go on untouched. Returns False, keeping the
+        current streams, when the pairs need more than `max_streams` (scope `namespaces`)."""
+        try:
+            wanted = self._plan(pairs)
+        except ValueError as exc:
+            log.error("cannot watch the new set of pairs; their reads go to the API server",
+                      error=str(exc))
+            return False
+        current = {_identity(t): t for t in self.targets}
+        new = {_identity(t): t for t in wanted}
+        if current.keys() == new.keys():
+            return True
+        for ident, target in current.items():
+            if ident not in new:
+                del self.streams[target]
+        for ident, target in new.items():
+            if ident not in current:
+                self.streams[target] = StreamState()
+        self.targets = wanted
+        self._cover()
+        if all(state.synced for state in self.streams.values()):
+            self._synced.set()
+        else:
+            self._synced.clear()
+        self._retargeted.set()
+        return True
+
+    def _drop_uncovered(self) -> None:
+        """Forget the cached objects no target covers any more (after `watch`)."""
+        kinds = {(t.resource.group, t.resource.kind): t.resource for t in self.targets}
+        for key in list(self._cache):
+            resource = kinds.get((key.group, key.kind))
+            if resource is None or self._covered_by(resource, key.namespace) is None:
+                del self._cache[key]
+                place = self._places.get((key.group, key.kind, key.namespace))
+                if place is not None:
+                    place.pop(key.name, None)
+                    if not place:
+                        del self._places[(key.group, key.kind, key.namespace)]
 
     # -- reading the cache ------------------------------------------------------------------
 
@@ -214,7 +281,7 @@ class Watcher:
         """The namespace's objects of `resource`, as a list of them would answer now; None
         when no stream covers them or the one that does is not listed and connected.
         The objects are the cache's own: read them, never change them."""
-        target = self._covering.get((resource, namespace))
+        target = self._covered_by(resource, namespace)
         if target is None:
             return None
         state = self.streams[target]
@@ -235,34 +302,47 @@ class Watcher:
     # -- the streams ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run one stream per target until cancelled, on a connection pool of their own;
-        each stream's crash is logged and it restarts (its own loop already retries API
-        and network errors)."""
-        streams = kubeclient.own_pool(self._api, connections=len(self.targets))
+        """Run one stream per target until cancelled, on a connection pool of their own
+        (started and stopped as `watch` changes the targets); each stream's crash is logged
+        and it restarts (its own loop already retries API and network errors)."""
+        streams = kubeclient.own_pool(
+            self._api, connections=max(1, len(self.targets), self.settings.max_streams))
         self._core = client.CoreV1Api(streams)
         self._apps = client.AppsV1Api(streams)
         self._custom = client.CustomObjectsApi(streams)
-        log.info("watching", streams=len(self.targets),
-                 cluster_wide=sum(1 for t in self.targets if t.cluster_wide))
+        running: dict[tuple[Target, tuple[str, ...]], asyncio.Task[None]] = {}
         try:
             async with tasks.Tasks(name="watching", shutdown_timeout=5.0) as group:
-                for target in self.targets:
-                    group.start(f"watch {target}",
-                                functools.partial(self._watch_forever, target),
+                while True:
+                    self._retargeted.clear()
+                    wanted = {_identity(t): t for t in self.targets}
+                    stopped = [running.pop(ident) for ident in list(running)
+                               if ident not in wanted]
+                    for task in stopped:
+                        task.cancel()
+                    if stopped:
+                        await asyncio.wait(stopped)
+                    self._drop_uncovered()
+                    for ident, target in wanted.items():
+                        if ident not in running:
+                            running[ident] = group.start(
+                                f"watch {target}", functools.partial(
+                                    self._watch_forever, target, self.streams[target]),
                                 backoff=self.settings.backoff)
-                await asyncio.Event().wait()
+                    log.info("watching", streams=len(self.targets), stopped=len(stopped),
+                             cluster_wide=sum(1 for t in self.targets if t.cluster_wide))
+                    await self._retargeted.wait()
         finally:
             await streams.close()
 
-    async def _watch_forever(self, target: Target) -> None:
+    async def _watch_forever(self, target: Target, state: StreamState) -> None:
         """List, then watch and resume; re-list on 410; back off on errors."""
         try:
-            await self._watch_loop(target)
-        finally:  # crashed or cancelled: its part of the cache is no longer current
-            self.streams[target].live = False
+            await self._watch_loop(target, state)
+        finally:  # crashed, cancelled or no longer wanted: its part of the cache is stale
+            state.live = False
 
-    async def _watch_loop(self, target: Target) -> None:
-        state = self.streams[target]
+    async def _watch_loop(self, target: Target, state: StreamState) -> None:
         failures = 0
         bound = structlog.get_logger().bind(stream=str(target))
         while True:
@@ -468,6 +548,12 @@ class Watcher:
         metadata = obj.get("metadata") or {}
         return ObjectKey(resource.group, resource.kind, str(metadata.get("namespace") or ""),
                          str(metadata.get("name") or ""))
+
+
+def _identity(target: Target) -> tuple[Target, tuple[str, ...]]:
+    """A stream's identity: a cluster-wide stream keeping other namespaces is another one
+    (it must list again to fill them)."""
+    return target, target.kept
 
 
 def _rv(obj: Mapping[str, Any]) -> str | None:

@@ -55,6 +55,9 @@ class Target:
     namespace: str
     kept: tuple[str, ...] = field(default=(), compare=False)
     """The namespaces whose objects a cluster-wide stream keeps (sorted)."""
+    keep_all: bool = field(default=False, compare=False)
+    """A cluster-wide stream that keeps every namespace's objects (the BlueGreenPair
+    objects, which may be declared anywhere)."""
 
     @property
     def cluster_wide(self) -> bool:
@@ -63,7 +66,9 @@ class Target:
 
     def keeps(self, namespace: str) -> bool:
         """Whether an object in `namespace` belongs in the cache."""
-        return namespace == self.namespace if not self.cluster_wide else namespace in self.kept
+        if not self.cluster_wide:
+            return namespace == self.namespace
+        return self.keep_all or namespace in self.kept
 
     def __str__(self) -> str:
         group = f".{self.resource.group}" if self.resource.group else ""
