@@ -70,5 +70,5 @@ clean:
 	rm -rf $(VENV) demo-output .pytest_cache
 
 # Copy rules/, alerts/ and dashboards/ into the Helm chart (tests/test_helm_chart.py checks they match)
-# and regenerate the BlueGreenPair CRD from gatekeeper/config.py (tests/test_crd.py checks it).
+# and regenerate the BlueGreenPair CRD from gatekeeper/config/ (tests/test_crd.py checks it).
 sync-chart: ; rm -rf helm/gatekeeper/files && mkdir -p helm/gatekeeper/files/rules/sets helm/gatekeeper/files/alerts helm/gatekeeper/files/dashboards && cp rules/*.yaml helm/gatekeeper/files/rules/ && cp rules/sets/*.yaml helm/gatekeeper/files/rules/sets/ && cp alerts/*.rules.yaml helm/gatekeeper/files/alerts/ && cp dashboards/*.json helm/gatekeeper/files/dashboards/ && $(VENV)/bin/python -m gatekeeper crd > helm/gatekeeper/crds/bluegreenpairs.bluegreen.dev.yaml

@@ -404,7 +404,7 @@ def invalid_status(problems: list[str], *, generation: int | None,
     return status
 
 
-HEADER = ("# Generated from gatekeeper/config.py by `gatekeeper crd` (make sync-chart): do not\n"
+HEADER = ("# Generated from gatekeeper/config/ by `gatekeeper crd` (make sync-chart): do not\n"
           "# edit; tests/test_crd.py checks this file equals what the models generate.\n")
 
 

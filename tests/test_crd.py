@@ -38,7 +38,7 @@ PAIR = PairConfig.model_validate({
 
 def test_the_committed_crd_is_the_one_the_models_generate():
     assert COMMITTED.read_text() == crd.manifest_text(), (
-        "helm/gatekeeper/crds/ is stale: run `make sync-chart` (gatekeeper/config.py changed)")
+        "helm/gatekeeper/crds/ is stale: run `make sync-chart` (gatekeeper/config/ changed)")
 
 
 def test_every_pair_field_but_name_is_in_the_spec_schema():

@@ -562,7 +562,7 @@ def _same_keys(schema_section: dict[str, Any], model: Any, where: str) -> None:
     in_schema, in_model = set(schema_section["properties"]), set(model.model_fields)
     assert in_schema == in_model, (
         f"helm/gatekeeper/values.schema.json {where}: missing {sorted(in_model - in_schema)}, "
-        f"unknown {sorted(in_schema - in_model)} (gatekeeper/config.py changed?)")
+        f"unknown {sorted(in_schema - in_model)} (gatekeeper/config/ changed?)")
 
 
 def test_schema_config_section_matches_the_configuration_model():
