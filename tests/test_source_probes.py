@@ -8,8 +8,9 @@ import socket
 import pytest
 from aiohttp import web
 
+from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
-from gatekeeper.sources.base import Target
+from gatekeeper.sources.base import Target, measure_each
 from gatekeeper.sources.probes import MISSING, ProbeSource, lookup
 
 HEALTHY = {"status": "Healthy", "checks": [{"name": "ServiceBus", "status": "Healthy"}]}
@@ -184,3 +185,19 @@ def test_lookup_paths():
     assert lookup(document, "a.c") is MISSING
     assert lookup(document, "a.b.5") is MISSING
     assert lookup(document, "a.b[n=z]") is MISSING
+
+
+async def test_a_crash_measuring_one_target_is_its_error_and_spares_the_others():
+    """measure_each (probes and logs): a bug measuring one namespace fails closed for that
+    namespace only; the other namespaces keep their measurements."""
+    targets = [Target("api", "green", "blue"), Target("api", "blue", "green")]
+
+    async def measure(target):
+        if target.namespace == "green":
+            raise RuntimeError("a bug")
+        return Measurement.ok(1.0)
+
+    got = await measure_each(targets, measure, source="probe", rule="health")
+    assert got["green"].status == "error"
+    assert got["green"].message == "probe: internal error: RuntimeError('a bug')"
+    assert got["blue"] == Measurement.ok(1.0)

@@ -4,51 +4,37 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from gatekeeper.config import service, sources
 from gatekeeper.config.drivers import LoadLimits, ServiceAddresses
 from gatekeeper.config.fields import Section
 from gatekeeper.config.notifications import NotificationsConfig
 from gatekeeper.config.pairs import PairConfig, traefikservices_only
 from gatekeeper.config.policy import PolicyConfig
-from gatekeeper.config.service import (
-    AuthConfig,
-    LeaderElectionConfig,
-    PairObjectsConfig,
-    ServerConfig,
-    ShardingConfig,
-    StateConfig,
-    WebhookConfig,
-)
-from gatekeeper.config.sources import (
-    AlertmanagerConfig,
-    EvaluationConfig,
-    KubernetesConfig,
-    LokiConfig,
-    PrometheusConfig,
-)
 
 
 class Config(Section):
     """The whole configuration file."""
 
-    prometheus: PrometheusConfig | None = None
-    alertmanager: AlertmanagerConfig | None = None
-    loki: LokiConfig | None = None
-    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    prometheus: sources.PrometheusConfig | None = None
+    alertmanager: sources.AlertmanagerConfig | None = None
+    loki: sources.LokiConfig | None = None
+    kubernetes: sources.KubernetesConfig = Field(default_factory=sources.KubernetesConfig)
+    evaluation: sources.EvaluationConfig = Field(default_factory=sources.EvaluationConfig)
     rule_files: tuple[str, ...] = Field(("rules/",), min_length=1)
     variables: dict[str, str] = Field(default_factory=dict)
     pairs: tuple[PairConfig, ...] = ()
     """Pairs kept in the configuration (small setups); more come from BlueGreenPair objects
     (`objects`)."""
-    objects: PairObjectsConfig = Field(default_factory=PairObjectsConfig)
+    objects: service.PairObjectsConfig = Field(default_factory=service.PairObjectsConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
-    auth: AuthConfig = Field(default_factory=AuthConfig)
-    state: StateConfig = Field(default_factory=StateConfig)
-    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
-    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    webhook: service.WebhookConfig = Field(default_factory=service.WebhookConfig)
+    auth: service.AuthConfig = Field(default_factory=service.AuthConfig)
+    state: service.StateConfig = Field(default_factory=service.StateConfig)
+    leader_election: service.LeaderElectionConfig = Field(
+        default_factory=service.LeaderElectionConfig)
+    sharding: service.ShardingConfig = Field(default_factory=service.ShardingConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
-    server: ServerConfig = Field(default_factory=ServerConfig)
+    server: service.ServerConfig = Field(default_factory=service.ServerConfig)
     load_limits: LoadLimits = Field(default_factory=LoadLimits)
     service_addresses: ServiceAddresses = Field(
         default_factory=dict, description="where the synthetic load reaches a Service when "

@@ -13,10 +13,8 @@ from gatekeeper.config import RouteRef
 from gatekeeper.routers import traefik
 from gatekeeper.routers.base import (
     RouteConflict,
-    RouteRefused,
     RouteSnapshot,
     RouteView,
-    flux_owner,
 )
 
 PLURAL = "ingressroutes"
@@ -83,31 +81,20 @@ class IngressRouteRouter(traefik.TraefikRouter):
     plural: ClassVar[str] = PLURAL
     view_of = staticmethod(view_of)
 
-    def refusal(self, snapshot: RouteSnapshot) -> str | None:
-        """A Flux-managed IngressRoute would be reverted at Flux's next reconciliation."""
-        owner = flux_owner(snapshot.view.labels, snapshot.view.annotations)
-        if owner is None:
-            return None
-        return (
-            f"{snapshot.view.ref} is managed by Flux ({owner}): a direct patch would be reverted "
-            "at its next reconciliation. Point the IngressRoute in git at a weighted "
-            "TraefikService that gatekeeper owns and configure the pair's route with "
-            "kind: TraefikService (docs/cluster-control.md)"
-        )
+    flux_reverts: ClassVar[str] = (
+        "a direct patch would be reverted at its next reconciliation. Point the IngressRoute "
+        "in git at a weighted TraefikService that gatekeeper owns and configure the pair's "
+        "route with kind: TraefikService (docs/cluster-control.md)")
 
     async def switch(self, snapshot: RouteSnapshot, *, source: str, target: str,
                      annotations: Mapping[str, str | None] | None = None) -> RouteSnapshot:
         """One test-guarded JSON Patch (the annotations included); RouteConflict if anything
         moved since the read."""
-        reason = self.refusal(snapshot)
-        if reason is not None:
-            raise RouteRefused(snapshot.view.ref, reason)
+        self.ensure_patchable(snapshot)
         if snapshot.view.namespaces != frozenset({source}):
             raise RouteConflict(snapshot.view.ref, f"points at {sorted(snapshot.view.namespaces)},"
                                 f" not {source}")
         ops = switch_ops(snapshot.body, source=source, target=target,
                          service=snapshot.ref.service)
         ops += traefik.annotation_ops(snapshot.body, annotations)
-        body = await traefik.patch(self.api, snapshot.ref, PLURAL, ops)
-        view = view_of(snapshot.ref, body, also_in_group=snapshot.view.also_in_group)
-        return RouteSnapshot(snapshot.ref, view, body)
+        return await self.patched(snapshot, ops)

@@ -32,8 +32,10 @@ from gatekeeper.routers.base import (
     TRAEFIK_VERSION,
     RouteConflict,
     RouteError,
+    RouteRefused,
     RouteSnapshot,
     RouteView,
+    flux_owner,
 )
 
 log = structlog.get_logger()
@@ -59,6 +61,33 @@ class TraefikRouter:
         body = await get(self.api, ref, self.plural)
         twin = await other_group(self.api, ref, self.plural)
         return RouteSnapshot(ref, type(self).view_of(ref, body, also_in_group=twin), body)
+
+    flux_reverts: ClassVar[str]
+    """What Flux would revert on this kind, and what to do instead (said in the refusal)."""
+
+    def refusal(self, snapshot: RouteSnapshot) -> str | None:
+        """Why gatekeeper must not patch this route, or None: Flux applies it (it would
+        revert the patch at its next reconciliation), or `form_refusal` says why not."""
+        owner = flux_owner(snapshot.view.labels, snapshot.view.annotations)
+        if owner is not None:
+            return f"{snapshot.view.ref} is managed by Flux ({owner}): {self.flux_reverts}"
+        return self.form_refusal(snapshot)
+
+    def form_refusal(self, snapshot: RouteSnapshot) -> str | None:
+        """Why the route's form cannot be switched by this kind's patches (None: it can)."""
+        return None
+
+    def ensure_patchable(self, snapshot: RouteSnapshot) -> None:
+        """RouteRefused when `refusal` names a reason not to patch the route."""
+        reason = self.refusal(snapshot)
+        if reason is not None:
+            raise RouteRefused(snapshot.view.ref, reason)
+
+    async def patched(self, snapshot: RouteSnapshot, ops: list[Op]) -> RouteSnapshot:
+        """Apply the test-guarded `ops` (`patch`); the route as the patch left it."""
+        body = await patch(self.api, snapshot.ref, self.plural, ops)
+        view = type(self).view_of(snapshot.ref, body, also_in_group=snapshot.view.also_in_group)
+        return RouteSnapshot(snapshot.ref, view, body)
 
 
 def describe(ref: RouteRef) -> str:
@@ -117,6 +146,17 @@ async def other_group(api: client.ApiClient, ref: RouteRef, plural: str) -> str 
     return other
 
 
+async def _json_patch(objects: client.CustomObjectsApi, ref: RouteRef, plural: str,
+                      ops: list[Op]) -> Body:
+    """One JSON Patch request (no retry): the route as the API server returns it."""
+    body: Body = await objects.patch_namespaced_custom_object(
+        ref.api_group, TRAEFIK_VERSION, ref.namespace, plural, ref.name, ops,
+        # the stub omits `_content_type`, which the generated client accepts
+        _content_type=JSON_PATCH,  # type: ignore[call-arg]
+    )
+    return body
+
+
 async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]) -> Body:
     """Apply a JSON Patch; its `test` ops make a concurrent edit fail with RouteConflict."""
     objects = client.CustomObjectsApi(api)
@@ -136,12 +176,7 @@ async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]
         attempt += 1
         headers = None
         try:
-            body: Body = await objects.patch_namespaced_custom_object(
-                ref.api_group, TRAEFIK_VERSION, ref.namespace, plural, ref.name, ops,
-                # the stub omits `_content_type`, which the generated client accepts
-                _content_type=JSON_PATCH,  # type: ignore[call-arg]
-            )
-            return body
+            return await _json_patch(objects, ref, plural, ops)
         except ApiException as exc:
             last_attempt = attempt >= kubeclient.ATTEMPTS or not kubeclient.transient(exc)
             if maybe_applied and (_changed(exc) or last_attempt):
@@ -191,12 +226,7 @@ async def fence(api: client.ApiClient, ref: RouteRef, plural: str | None = None)
         ops.append({"op": "add", "path": "/metadata/annotations/" + FENCE.replace("/", "~1"),
                     "value": uuid.uuid4().hex[:12]})
         try:
-            fenced: Body = await objects.patch_namespaced_custom_object(
-                ref.api_group, TRAEFIK_VERSION, ref.namespace, plural, ref.name, ops,
-                # the stub omits `_content_type`, which the generated client accepts
-                _content_type=JSON_PATCH,  # type: ignore[call-arg]
-            )
-            return fenced
+            return await _json_patch(objects, ref, plural, ops)
         except ApiException as exc:
             if not _changed(exc) and not kubeclient.transient(exc):
                 raise _error(ref, exc, "fencing") from exc

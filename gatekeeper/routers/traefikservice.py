@@ -31,11 +31,9 @@ from gatekeeper.config import RouteRef
 from gatekeeper.routers import traefik
 from gatekeeper.routers.base import (
     RouteConflict,
-    RouteRefused,
     RouteSnapshot,
     RouteView,
     at,
-    flux_owner,
 )
 
 PLURAL = "traefikservices"
@@ -268,24 +266,15 @@ class TraefikServiceRouter(traefik.TraefikRouter):
     plural: ClassVar[str] = PLURAL
     view_of = staticmethod(view_of)
 
-    def refusal(self, snapshot: RouteSnapshot) -> str | None:
-        """A weighted service still applied by Flux would have its weights reverted."""
-        owner = flux_owner(snapshot.view.labels, snapshot.view.annotations)
-        if owner is not None:
-            return (
-                f"{snapshot.view.ref} is managed by Flux ({owner}): it would revert the weights. "
-                "Keep the TraefikService out of git (gatekeeper owns it), or annotate it "
-                "kustomize.toolkit.fluxcd.io/ssa: IfNotPresent"
-            )
+    flux_reverts: ClassVar[str] = (
+        "it would revert the weights. Keep the TraefikService out of git (gatekeeper owns "
+        "it), or annotate it kustomize.toolkit.fluxcd.io/ssa: IfNotPresent")
+
+    def form_refusal(self, snapshot: RouteSnapshot) -> str | None:
+        """Only a weighted TraefikService is switched (by its weights)."""
         if not (weighted_body(snapshot.body).get("spec") or {}).get("weighted"):
             return f"{snapshot.view.ref} is not a weighted TraefikService (spec.weighted)"
         return None
-
-    async def _patch(self, snapshot: RouteSnapshot, ops: list[dict[str, Any]]
-                     ) -> RouteSnapshot:
-        body = await traefik.patch(self.api, snapshot.ref, PLURAL, ops)
-        view = view_of(snapshot.ref, body, also_in_group=snapshot.view.also_in_group)
-        return RouteSnapshot(snapshot.ref, view, body)
 
     async def set_weights(self, snapshot: RouteSnapshot, weights: Mapping[str, int], *,
                           annotations: Mapping[str, str | None] | None = None
@@ -293,14 +282,12 @@ class TraefikServiceRouter(traefik.TraefikRouter):
         """Progressive weights, e.g. {"production-green": 10, "production-blue": 90}.
         Gatekeeper's mirroring and exposure marks are dropped in the same patch unless
         `annotations` sets them again."""
-        reason = self.refusal(snapshot)
-        if reason is not None:
-            raise RouteRefused(snapshot.view.ref, reason)
+        self.ensure_patchable(snapshot)
         ops = weight_ops(snapshot.body, weights, service=snapshot.ref.service)
         notes: dict[str, str | None] = {MIRRORING: None, EXPOSURE: None}
         notes.update(annotations or {})
         ops += traefik.annotation_ops(snapshot.body, notes)
-        return await self._patch(snapshot, ops)
+        return await self.patched(snapshot, ops)
 
     async def expose(self, snapshot: RouteSnapshot, exposure: Exposure) -> RouteSnapshot:
         """One progressive step: `exposure.percent` % to the dark, the rest to the active,
@@ -318,9 +305,7 @@ class TraefikServiceRouter(traefik.TraefikRouter):
                                 ) -> RouteSnapshot:
         """Switch the weighted form (all weight on the active namespace) to Traefik's
         mirroring form copying `percent` % of the requests to `dark`; idempotent."""
-        reason = self.refusal(snapshot)
-        if reason is not None:
-            raise RouteRefused(snapshot.view.ref, reason)
+        self.ensure_patchable(snapshot)
         current = mirroring_of(snapshot.body)
         if current is not None and (current.dark, current.percent) == (dark, percent):
             return snapshot
@@ -337,7 +322,7 @@ class TraefikServiceRouter(traefik.TraefikRouter):
                {"op": "replace", "path": "/spec", "value": spec}]
         ops += traefik.annotation_ops(snapshot.body, {
             MIRRORING: json.dumps(note, sort_keys=True), EXPOSURE: None})
-        return await self._patch(snapshot, ops)
+        return await self.patched(snapshot, ops)
 
     async def remove_mirroring(self, snapshot: RouteSnapshot) -> RouteSnapshot:
         """Back to the weighted form gatekeeper's mirroring replaced; idempotent (a route
@@ -350,7 +335,7 @@ class TraefikServiceRouter(traefik.TraefikRouter):
                {"op": "test", "path": "/spec", "value": snapshot.body.get("spec")},
                {"op": "replace", "path": "/spec", "value": restored["spec"]}]
         ops += traefik.annotation_ops(snapshot.body, {MIRRORING: None})
-        return await self._patch(snapshot, ops)
+        return await self.patched(snapshot, ops)
 
     async def switch(self, snapshot: RouteSnapshot, *, source: str, target: str,
                      annotations: Mapping[str, str | None] | None = None) -> RouteSnapshot:

@@ -1,14 +1,20 @@
-"""The one small interface every source implements, and the data it is called with."""
+"""The one small interface every source implements, the data it is called with, and
+`measure_each` (per-target measuring, concurrent, a crash confined to its target)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import structlog
+
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
+
+log = structlog.get_logger()
 
 CYCLE: ContextVar[int] = ContextVar("gatekeeper_evaluation_cycle", default=0)
 """The evaluation cycle a source call belongs to; sources may share identical queries in it.
@@ -50,3 +56,22 @@ class Source(Protocol):
     async def close(self) -> None:
         """Release connections and threads."""
         ...
+
+
+async def measure_each(targets: Sequence[Target],
+                       measure: Callable[[Target], Awaitable[Measurement]], *,
+                       source: str, rule: str) -> dict[str, Measurement]:
+    """Measure every target concurrently with `measure` (which bounds its own concurrency).
+    A crash measuring one target (a bug) is logged and becomes that target's error
+    (`<source>: internal error: ...`): it never loses the other targets' measurements."""
+
+    async def guarded(target: Target) -> Measurement:
+        try:
+            return await measure(target)
+        except Exception as exc:  # a bug here must not lose the other targets
+            log.exception(f"{source} measurement crashed", rule=rule,
+                          namespace=target.namespace)
+            return Measurement.error(f"{source}: internal error: {exc!r}")
+
+    results = await asyncio.gather(*(guarded(t) for t in targets))
+    return {t.namespace: m for t, m in zip(targets, results, strict=True)}

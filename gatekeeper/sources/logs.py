@@ -22,7 +22,7 @@ from kubernetes_asyncio import client
 from gatekeeper import errors, kubeclient, testjobs
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import LogSpec, Rule
-from gatekeeper.sources.base import Target
+from gatekeeper.sources.base import Target, measure_each
 
 log = structlog.get_logger()
 MAX_CONCURRENT_READS = 16
@@ -134,16 +134,9 @@ class LogSource:
         spec = rule.logs or LogSpec.model_validate({})
         seconds = max(1, math.ceil(rule.window if rule.window is not None else window))
         limit = asyncio.Semaphore(self.max_concurrency)
-
-        async def one(target: Target) -> Measurement:
-            try:
-                return await self._namespace(target, spec, seconds, limit)
-            except Exception as exc:  # a bug here must not lose the other namespaces
-                log.exception("log scan crashed", rule=rule.name, namespace=target.namespace)
-                return Measurement.error(f"logs: internal error: {exc!r}")
-
-        results = await asyncio.gather(*(one(t) for t in targets))
-        return {t.namespace: m for t, m in zip(targets, results, strict=True)}
+        return await measure_each(
+            targets, lambda target: self._namespace(target, spec, seconds, limit),
+            source="logs", rule=rule.name)
 
     async def _namespace(
         self, target: Target, spec: LogSpec, seconds: int, limit: asyncio.Semaphore

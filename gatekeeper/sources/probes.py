@@ -23,7 +23,7 @@ from yarl import URL
 from gatekeeper.jsonpaths import MISSING, SHOWN, json_problems, lookup, short
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import ProbeSpec, Rule
-from gatekeeper.sources.base import Target
+from gatekeeper.sources.base import Target, measure_each
 from gatekeeper.sources.sessions import LazySession
 from gatekeeper.templating import render
 
@@ -78,14 +78,9 @@ class ProbeSource:
 
         async def bounded(target: Target) -> Measurement:
             async with limit:
-                try:
-                    return await self._probe(spec, target, variables)
-                except Exception as exc:  # a bug here must not lose the other targets
-                    log.exception("probe crashed", rule=rule.name, namespace=target.namespace)
-                    return Measurement.error(f"probe: internal error: {exc!r}")
+                return await self._probe(spec, target, variables)
 
-        results = await asyncio.gather(*(bounded(t) for t in targets))
-        return {t.namespace: m for t, m in zip(targets, results, strict=True)}
+        return await measure_each(targets, bounded, source="probe", rule=rule.name)
 
     async def _probe(
         self, spec: ProbeSpec, target: Target, variables: Mapping[str, str]

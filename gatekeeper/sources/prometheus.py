@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,14 +245,10 @@ class PrometheusSource:
         try:
             answers = await asyncio.gather(*(self.instant(query) for _, _, query in jobs))
         except PrometheusQueryError as exc:
-            log.warning("prometheus query failed", rule=rule.name, kind=exc.kind, error=str(exc))
-            return {ns: Measurement.error(f"prometheus {exc}", query=shown) for ns in wanted}
+            return _query_failed(rule, exc, wanted, shown)
         warnings = tuple(w for answer in answers for w in answer.warnings)
-        if warnings and not rule.accept_partial:
-            message = (f"prometheus answered a partial result (warnings: "
-                       f"{'; '.join(warnings)[:300]}); set accept_partial to judge it")
-            log.warning("prometheus partial answer", rule=rule.name, warnings=warnings)
-            return {ns: Measurement.error(message, query=shown) for ns in wanted}
+        if (refused := _partial_refused(rule, warnings, wanted, shown)) is not None:
+            return refused
         now = self._clock()
         counts: dict[str, dict[str, float]] = {ns: {} for ns in wanted}
         stale: set[str] = set()
@@ -293,14 +289,10 @@ class PrometheusSource:
                 answer = await self.instant(query)
             counted = await self.instant(samples_query) if samples_query else None
         except PrometheusQueryError as exc:
-            log.warning("prometheus query failed", rule=rule.name, kind=exc.kind, error=str(exc))
-            return {ns: Measurement.error(f"prometheus {exc}", query=query) for ns in wanted}
+            return _query_failed(rule, exc, wanted, query)
         warnings = (*answer.warnings, *(counted.warnings if counted else ()))
-        if warnings and not rule.accept_partial:
-            message = (f"prometheus answered a partial result (warnings: "
-                       f"{'; '.join(warnings)[:300]}); set accept_partial to judge it")
-            log.warning("prometheus partial answer", rule=rule.name, warnings=warnings)
-            return {ns: Measurement.error(message, query=query) for ns in wanted}
+        if (refused := _partial_refused(rule, warnings, wanted, query)) is not None:
+            return refused
         now = self._clock()
         # A range's points reach back one window; an instant's are stamped "now".
         oldest = now - self.max_sample_age - (window if rule.compare is not None else 0.0)
@@ -359,6 +351,25 @@ class PrometheusSource:
                 sample_count=count)
         return Measurement.ok(value, query=query, sample_count=count,
                               message=_chosen_note(series, chosen))
+
+
+def _query_failed(rule: Rule, exc: PrometheusQueryError, wanted: Iterable[str],
+                  query: str) -> dict[str, Measurement]:
+    """Every wanted namespace's error when a query of the rule failed (logged once)."""
+    log.warning("prometheus query failed", rule=rule.name, kind=exc.kind, error=str(exc))
+    return {ns: Measurement.error(f"prometheus {exc}", query=query) for ns in wanted}
+
+
+def _partial_refused(rule: Rule, warnings: Sequence[str], wanted: Iterable[str],
+                     query: str) -> dict[str, Measurement] | None:
+    """Every wanted namespace's error when Prometheus answered partially (`warnings`) and the
+    rule does not `accept_partial`; None when the answer may be judged."""
+    if not warnings or rule.accept_partial:
+        return None
+    message = (f"prometheus answered a partial result (warnings: "
+               f"{'; '.join(warnings)[:300]}); set accept_partial to judge it")
+    log.warning("prometheus partial answer", rule=rule.name, warnings=warnings)
+    return {ns: Measurement.error(message, query=query) for ns in wanted}
 
 
 def parse_answer(status: int, text: str) -> Answer:
