@@ -37,6 +37,7 @@ __all__ = [
     "connect",
     "create_api_client",
     "describe_error",
+    "http_date",
     "in_cluster_available",
     "own_pool",
     "read_json",
@@ -204,10 +205,11 @@ async def read_json_dated(call: Callable[..., Awaitable[Any]], *args: Any, **kwa
         if not errors.succeeded(response.status):
             raise errors.from_response(response.status, response.reason, body, response.headers)
         date = response.headers.get("Date")
-    return json.loads(body), _http_date(date)
+    return json.loads(body), http_date(date)
 
 
-def _http_date(text: str | None) -> float | None:
+def http_date(text: str | None) -> float | None:
+    """An HTTP `Date` header as Unix seconds; None when missing or unreadable."""
     if not text:
         return None
     try:

@@ -133,11 +133,11 @@ async def get_config(request: web.Request) -> web.Response:
     """Current tunables."""
     emu = _emulator(request)
     return _ok({"ready_delay": emu.ready_delay, "bookmark_interval": emu.bookmark_interval,
-                "clock_offset": emu.clock_offset})
+                "clock_offset": emu.clock_offset, "watch_lag": emu.watch_lag})
 
 
 async def set_config(request: web.Request) -> web.Response:
-    """POST {"ready_delay"?, "bookmark_interval"?, "clock_offset"?}."""
+    """POST {"ready_delay"?, "bookmark_interval"?, "clock_offset"?, "watch_lag"?}."""
     body = await _json(request)
     emu = _emulator(request)
     try:
@@ -147,6 +147,8 @@ async def set_config(request: web.Request) -> web.Response:
             emu.bookmark_interval = max(0.05, float(body["bookmark_interval"]))
         if "clock_offset" in body:
             emu.clock_offset = float(body["clock_offset"])
+        if "watch_lag" in body:
+            emu.watch_lag = max(0.0, float(body["watch_lag"]))
     except (TypeError, ValueError) as exc:
         raise bad_request(str(exc)) from None
     return await get_config(request)

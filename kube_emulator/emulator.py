@@ -47,8 +47,13 @@ class Emulator:
         system_namespaces: bool = True,
         clock_offset: float = 0.0,
         job_retry_delay: float = 0.0,
+        watch_lag: float = 0.0,
     ) -> None:
         self.rng = random.Random(seed)
+        self.watch_lag = watch_lag
+        """Seconds each watch event is held before it is sent: a real API server's watch
+        cache trails its writes (a client that reads its own writes from a watch sees
+        them late). 0: at once."""
         self.clock_offset = clock_offset
         """Seconds the server's clock is ahead of this machine's (negative: behind): object
         timestamps, log timestamps and the `Date` header all follow it, as on a real API

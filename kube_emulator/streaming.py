@@ -110,6 +110,8 @@ async def serve_watch(
                 continue
             if item is None:
                 break
+            if emulator.watch_lag > 0 and not await emulator.pause(emulator.watch_lag):
+                break
             await response.write(_line({"type": item["type"],
                                         "object": with_type(rt, item["object"])}))
     except ConnectionError:

@@ -12,6 +12,7 @@ from gatekeeper.rules import Rule
 from gatekeeper.sources.base import Target
 from gatekeeper.sources.logs import MAX_LINE_BYTES, LineCounter, LogSource
 from tests.fixtures.kube import BLUE, GREEN, api_client_for
+from tests.service_support import wait_until
 
 
 def _counter(pattern: str = r"(?i)\berror\b", *exclude: str) -> LineCounter:
@@ -175,3 +176,28 @@ async def test_unreachable_api_server_is_an_error():
         await api.close()
     assert {m.status for m in result.values()} == {"error"}
     assert "cannot reach the API server" in result[GREEN].message
+
+
+async def test_pods_come_from_the_watch_cache_while_it_is_current(
+        kube_bluegreen, kube_api, blue_green_watcher):
+    """With the watch cache current, the pods are not listed (only their logs are read), a
+    pod added a moment ago is read once the cache has it, and the selector still applies."""
+    from functools import partial
+
+    from gatekeeper.watching import PODS
+
+    cached = LogSource(kube_api, pods=partial(blue_green_watcher.listed, PODS))
+    kube_bluegreen.append_logs_by_selector(GREEN, "app=api", ["ERROR one"])
+    kube_bluegreen.requests.clear()
+    result = await cached.measure(_rule(), _targets(), window=300, variables={})
+    assert result[GREEN].value == 2 and result[BLUE].value == 0  # 1 line x 2 pods
+    assert kube_bluegreen.requests.records(verb="list") == []
+    assert len(kube_bluegreen.requests.records(path_contains="/log")) == 4  # 2 pods x 2 ns
+    kube_bluegreen.faults.add(status=500, verb="watch", times=100)
+    kube_bluegreen.drop_watches()
+    await wait_until(lambda: not any(s.live for s in blue_green_watcher.streams.values()),
+                     within=10, what="every watch stream down")
+    kube_bluegreen.requests.clear()
+    result = await cached.measure(_rule(), _targets(), window=300, variables={})
+    assert result[GREEN].value == 2  # listed afresh while the stream is down
+    assert len(kube_bluegreen.requests.records(verb="list", path_contains="/pods")) >= 2

@@ -207,7 +207,8 @@ def create_service(
     board = OutcomeBoard()
     watcher = _watcher(api, config) if watch else None
     sources = build_sources(config, rule_set, api_client=api, board=board,
-                            pods=functools.partial(watcher.listed, PODS) if watcher else None)
+                            pods=functools.partial(watcher.listed, PODS) if watcher else None,
+                            server_now=watcher.server_now if watcher else None)
     evaluator = Evaluator(rule_set, sources, window=config.evaluation.window,
                           source_timeout=config.evaluation.source_timeout,
                           max_concurrency=config.evaluation.max_concurrency, clock=clock)

@@ -36,6 +36,8 @@ class LiveRead:
     exposure_step: int = 0
     mirrored: bool = False
     """Some route is in gatekeeper's mirroring form."""
+    routes_cached: bool = False
+    """The routes came from the watch cache (they said what the pair's record expected)."""
 
 
 def active_health(score: NamespaceScore | None) -> tuple[Health, tuple[str, ...]]:

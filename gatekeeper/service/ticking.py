@@ -66,6 +66,8 @@ class Ticker:
         self.clock = clock
         self.interval = config.evaluation.interval
         self.cache = cache
+        self.routes = livereads.RouteMemory()
+        """What fresh route reads learned (twins, when), for the cached reads."""
         self._reading = asyncio.Semaphore(PAIR_READS)
         self._steps: set[asyncio.Task[None]] = set()
         self._shown: set[str] = set()
@@ -124,8 +126,11 @@ class Ticker:
                 if readiness is not None:
                     self.recorder.record_replicas(
                         pair.name, namespace, sum(d.replicas for d in readiness.deployments))
+        cached = {pair.name for pair, live in zip(pairs, reads, strict=True)
+                  if live.routes_cached}
         steps = [asyncio.create_task(self._advance(pair, observations[pair.name],
-                                                   generations[pair.name]),
+                                                   generations[pair.name],
+                                                   routes_cached=pair.name in cached),
                                      name=f"advance {pair.name}") for pair in pairs]
         for task in steps:
             self._steps.add(task)
@@ -142,8 +147,13 @@ class Ticker:
 
     async def read(self, pair: PairConfig) -> LiveRead:
         """Live routes and both namespaces' Deployments (`livereads.read_pair`, from the
-        watch cache while it is current)."""
-        return await livereads.read_pair(self.reads, pair, self.cache)
+        watch cache while it is current; the routes only while they say what the pair's
+        record expects, so a route change is always confirmed by a fresh read)."""
+        state = self.views[pair.name].state
+        expected = livereads.Expected(state.active, state.exposure_step) \
+            if state.active is not None else None
+        return await livereads.read_pair(self.reads, pair, self.cache, memory=self.routes,
+                                         expected=expected)
 
     async def _read_bounded(self, pair: PairConfig) -> LiveRead:
         """`read`, at most PAIR_READS pairs at a time: the request timeout then measures the
@@ -176,11 +186,14 @@ class Ticker:
             self.recorder.record_source(source, up=failed == 0, errors=failed)
 
     async def _advance(self, pair: PairConfig, observation: Observation,
-                       generation: int) -> None:
+                       generation: int, *, routes_cached: bool = False) -> None:
         """Step the lifecycle; on the leader act and persist, elsewhere show the leader's.
 
         Skipped when a requested action ran since this tick's reads (they are stale: the
-        routes may have moved), or while one is running; the next tick reads afresh.
+        routes may have moved), or while one is running; the next tick reads afresh. Also
+        skipped when the routes came from the watch cache and the stored record, read now,
+        expects something else of them (another process moved them and the cache has not
+        seen it yet): the next tick reads them afresh.
         """
         lock = self.views.locks[pair.name]
         if lock.locked():
@@ -202,6 +215,13 @@ class Ticker:
             before = await records.load(pair, observation) if not dry \
                 or view.record is None \
                 else view.state
+            if routes_cached and livereads.Expected(before.active, before.exposure_step) \
+                    != livereads.Expected(observation.active, observation.exposure_step):
+                bound.info("cached routes disagree with the stored state; reading them "
+                           "afresh on the next tick", stored=before.active,
+                           routes=observation.active)
+                self.routes.forget(pair)
+                return
             if not dry and _needs_recovery(view.record, observation):
                 if await self._recover(pair):
                     return  # routes moved: the next tick reads them afresh

@@ -7,10 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
+from gatekeeper import labels
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
 
@@ -34,6 +35,24 @@ class Target:
     span: float | None = None
     """Seconds of counts the pair's sequential comparisons judge (since the dark became ready);
     None: the rule's window. Only count comparisons (`rate`, `latency`) use it."""
+
+
+PodCache = Callable[[str], "list[dict[str, Any]] | None"]
+"""A namespace's pods from the watch cache while it is current, else None (then listed)."""
+
+
+def cached_pods(cache: PodCache | None, target: Target) -> list[dict[str, Any]] | None:
+    """The target's pods (its selector applied) from the watch cache, as a list of them
+    would answer; None when the cache cannot answer (not current, an unparsable selector):
+    then list them."""
+    cached = cache(target.namespace) if cache is not None else None
+    if cached is None:
+        return None
+    try:
+        match = labels.matcher(target.selector)
+    except ValueError:
+        return None
+    return [p for p in cached if match((p.get("metadata") or {}).get("labels") or {})]
 
 
 class Source(Protocol):

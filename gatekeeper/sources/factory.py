@@ -8,7 +8,7 @@ from typing import Any
 from gatekeeper.config import Config
 from gatekeeper.outcomes import OutcomeBoard
 from gatekeeper.rules import RuleSet
-from gatekeeper.sources.base import Source
+from gatekeeper.sources.base import PodCache, Source
 
 
 def configured_drivers(config: Config) -> dict[str, frozenset[str]]:
@@ -27,12 +27,12 @@ def needs_kubernetes(rule_set: RuleSet) -> bool:
 def build_sources(
     config: Config, rule_set: RuleSet, *, api_client: Any | None = None,
     board: OutcomeBoard | None = None,
-    pods: Callable[[str], list[dict[str, Any]] | None] | None = None,
+    pods: PodCache | None = None, server_now: Callable[[], float | None] | None = None,
 ) -> dict[str, Source]:
     """One instance per source the rules use; absent ones make those rules `error`.
     `board` holds the validation drivers' outcomes (the `validation` source reads it; an
     empty one outside the service). `pods`: a namespace's pods from the watch cache while
-    current (else None)."""
+    current (else None); `server_now`: the API server's clock as the cache last saw it."""
     used = rule_set.sources()
     sources: dict[str, Source] = {}
     if "prometheus" in used and config.prometheus is not None:
@@ -79,12 +79,13 @@ def build_sources(
     if api_client is not None and "logs" in used:
         from gatekeeper.sources.logs import LogSource
 
-        sources["logs"] = LogSource(api_client)
+        sources["logs"] = LogSource(api_client, pods=pods)
     if api_client is not None and "kubernetes" in used:
         from gatekeeper.sources.kubernetes import KubernetesSource
 
         sources["kubernetes"] = KubernetesSource(
-            api_client, read_secrets=config.kubernetes.read_secrets, pods=pods)
+            api_client, read_secrets=config.kubernetes.read_secrets, pods=pods,
+            server_now=server_now)
     return sources
 
 

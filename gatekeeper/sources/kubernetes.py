@@ -1,13 +1,15 @@
 """Checks read from Kubernetes objects: readiness, restarts, config parity, new images.
 
 Each check lists what it needs once per namespace and resource kind (raw JSON, see
-`kubeclient.read_json`) and computes a number per target namespace:
+`kubeclient.read_json`), pods from the watch cache while it is current, and computes a
+number per target namespace:
 
 - `pods_ready`: ready pods / pods matching the pair's selector (Succeeded pods, finished
   jobs, and gatekeeper's own test Job pods are left out). No pods is no data, never a
   vacuous 1.
 - `restarts`: container restarts within the window (see `restarts_within`), the window
-  ending at the API server's time (the list answer's `Date`), not at gatekeeper's clock.
+  ending at the API server's time (the list answer's `Date`, or the watch cache's estimate
+  of the server's clock: `server_now`), not at gatekeeper's clock.
 - `config_parity`: differences between the ConfigMaps and Secrets of the namespace and the
   other one of its pair (see `parity_differences`). Secret values are only ever hashed.
 - `images_differ`: 1 when the Deployments' container images differ from the other
@@ -28,10 +30,10 @@ from typing import Any
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import errors, kubeclient, labels, testjobs
+from gatekeeper import errors, kubeclient, testjobs
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import Rule
-from gatekeeper.sources.base import Target
+from gatekeeper.sources.base import PodCache, Target, cached_pods
 
 log = structlog.get_logger()
 SHOWN = 5
@@ -210,15 +212,12 @@ def deployment_images(deployments: Json) -> set[str]:
     return images
 
 
-PodCache = Callable[[str], "list[Json] | None"]
-"""A namespace's pods from the watch cache while it is current, else None (then listed)."""
-
-
 class KubernetesSource:
     """Answers `rule.check` per namespace from live Kubernetes objects.
 
-    `pods_ready` reads the pods from `pods` (the watch cache) while it can answer;
-    `restarts` always lists them, for the API server's clock (its Date header).
+    `pods_ready` and `restarts` read the pods from `pods` (the watch cache) while it can
+    answer; `restarts` only while `server_now` (the API server's clock as the cache last
+    saw it) is known too, else it lists them for the list answer's Date.
     """
 
     name = "kubernetes"
@@ -226,6 +225,7 @@ class KubernetesSource:
     def __init__(
         self, api_client: client.ApiClient, *, read_secrets: bool = False,
         clock: Callable[[], float] = time.time, pods: PodCache | None = None,
+        server_now: Callable[[], float | None] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
@@ -233,6 +233,7 @@ class KubernetesSource:
         """config_parity compares Secrets too (kubernetes.read_secrets; off: never listed)."""
         self.clock = clock
         self.cached_pods = pods
+        self.server_now = server_now
 
     async def close(self) -> None:
         """Nothing to release: the shared ApiClient belongs to whoever passed it in."""
@@ -261,8 +262,12 @@ class KubernetesSource:
         where = (f"pods matching {target.selector!r}" if target.selector else "pods") + \
             f" in namespace {target.namespace}"
         query = f"{check} of {where}" + (f" over {window:g}s" if check == "restarts" else "")
-        items = self._from_cache(target) if check == "pods_ready" else None
         server_now = None
+        if check == "pods_ready":
+            items = cached_pods(self.cached_pods, target)
+        else:
+            server_now = self.server_now() if self.server_now is not None else None
+            items = cached_pods(self.cached_pods, target) if server_now is not None else None
         if items is None:
             try:
                 listed, server_now = await kubeclient.read_json_dated(
@@ -294,17 +299,6 @@ class KubernetesSource:
                    else f"no restarts within {window:g}s in {len(pods)} pods")
         return Measurement.ok(float(total), message=message, query=query,
                               sample_count=float(len(pods)))
-
-    def _from_cache(self, target: Target) -> list[Json] | None:
-        """The target's pods from the watch cache (None: list them)."""
-        cached = self.cached_pods(target.namespace) if self.cached_pods is not None else None
-        if cached is None:
-            return None
-        try:
-            match = labels.matcher(target.selector)
-        except ValueError:
-            return None
-        return [p for p in cached if match((p.get("metadata") or {}).get("labels") or {})]
 
     async def _list_each(
         self, namespaces: Iterable[str], call: Callable[..., Awaitable[Any]], what: str,

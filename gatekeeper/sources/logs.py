@@ -1,6 +1,7 @@
 """Error lines in pod logs: the seed's `kubectl logs -l app=api-all --since=1h | grep -ci error`.
 
-Every started container of every pod matching the pair's selector is read over the window
+The pods come from the watch cache while it is current (`pods`), else from a list. Every
+started container of every pod matching the pair's selector is read over the window
 (`sinceSeconds`), at most `limit_bytes` per container, concurrently but bounded. Logs are
 streamed and counted chunk by chunk: memory holds one chunk and one line per container, and
 the event loop gets a turn between chunks however fast the API server answers.
@@ -22,7 +23,7 @@ from kubernetes_asyncio import client
 from gatekeeper import errors, kubeclient, testjobs
 from gatekeeper.measurements import Measurement
 from gatekeeper.rules import LogSpec, Rule
-from gatekeeper.sources.base import Target, measure_each
+from gatekeeper.sources.base import PodCache, Target, cached_pods, measure_each
 
 log = structlog.get_logger()
 MAX_CONCURRENT_READS = 16
@@ -120,10 +121,12 @@ class LogSource:
     name = "logs"
 
     def __init__(
-        self, api_client: client.ApiClient, *, max_concurrency: int = MAX_CONCURRENT_READS
+        self, api_client: client.ApiClient, *, max_concurrency: int = MAX_CONCURRENT_READS,
+        pods: PodCache | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.max_concurrency = max_concurrency
+        self.cached_pods = pods
 
     async def close(self) -> None:
         """Nothing to release: the shared ApiClient belongs to whoever passed it in."""
@@ -144,15 +147,19 @@ class LogSource:
         where = (f"pods matching {target.selector!r}" if target.selector else "pods") + \
             f" in namespace {target.namespace}"
         query = f"logs of {where} over {seconds}s matching {spec.pattern!r}"
-        try:
-            pods = await kubeclient.read_json(
-                self.core.list_namespaced_pod, target.namespace, label_selector=target.selector)
-        except errors.API_ERRORS as exc:
-            reason = kubeclient.describe_error(exc)
-            return Measurement.error(f"logs: listing {where} failed: {reason}", query=query)
+        listed = cached_pods(self.cached_pods, target)
+        if listed is None:
+            try:
+                pods = await kubeclient.read_json(
+                    self.core.list_namespaced_pod, target.namespace,
+                    label_selector=target.selector)
+            except errors.API_ERRORS as exc:
+                reason = kubeclient.describe_error(exc)
+                return Measurement.error(f"logs: listing {where} failed: {reason}", query=query)
+            listed = pods.get("items") or []
         # gatekeeper's own test Job pods are not the application: their failures are the
         # test Job's outcome, not error lines of the release.
-        items = [p for p in pods.get("items") or [] if not testjobs.is_test_pod(p)]
+        items = [p for p in listed if not testjobs.is_test_pod(p)]
         if not items:
             return Measurement.no_data(f"logs: no {where}", query=query)
         jobs = [(pod["metadata"]["name"], name)

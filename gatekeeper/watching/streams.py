@@ -34,6 +34,7 @@ import asyncio
 import functools
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypedDict
@@ -167,6 +168,9 @@ class Watcher:
         """Set by `watch`: `run` starts and stops streams for the new targets."""
         self.last_resource_version: str | None = None
         """The resourceVersion of the latest list, event or bookmark on any stream."""
+        self._server_date: tuple[float, float] | None = None
+        """(the API server's Date, our monotonic clock then) of the latest list or watch
+        answer: the server's clock for readers of the cache (`server_now`)."""
         if not self.targets:
             self._synced.set()
 
@@ -290,6 +294,33 @@ class Watcher:
         place = self._places.get((resource.group, resource.kind, namespace)) or {}
         return [place[name] for name in sorted(place)]
 
+    def named(self, resource: Resource, namespace: str, name: str) -> Obj | None:
+        """One object of `resource`, as a GET of it would answer now; None when it is absent
+        or when the stream covering it is not listed and connected (then GET it). The
+        object is the cache's own: read it, never change it."""
+        target = self._covering.get((resource, namespace))
+        if target is None:
+            return None
+        state = self.streams[target]
+        if not (state.synced and state.live):
+            return None
+        return (self._places.get((resource.group, resource.kind, namespace)) or {}).get(name)
+
+    def server_now(self) -> float | None:
+        """The API server's clock now, as Unix seconds: its `Date` on the latest list or
+        watch answer plus our monotonic time since (so a step of our own wall clock does not
+        move it; the header has whole seconds, like a fresh list's). None before any answer.
+        """
+        if self._server_date is None:
+            return None
+        date, at = self._server_date
+        return date + (time.monotonic() - at)
+
+    def _dated(self, date: float | None) -> None:
+        """Note the server's Date (Unix seconds) of an answer that just arrived."""
+        if date is not None:
+            self._server_date = (date, time.monotonic())
+
     def subscribe(self, handler: EventHandler) -> Callable[[], None]:
         """Add a callback; returns a function that removes it again."""
         self._handlers.append(handler)
@@ -400,9 +431,10 @@ class Watcher:
         while True:
             extra: dict[str, Any] = {"_continue": token} if token else {}
             # A 410 here (continue token expired) is an ordinary failure: list again.
-            page = await kubeclient.read_json(
+            page, date = await kubeclient.read_json_dated(
                 call, *args, limit=self.settings.page_size,
                 _request_timeout=self.settings.list_timeout, **extra)
+            self._dated(date)
             items.extend(page.get("items") or [])
             metadata = page.get("metadata") or {}
             token = metadata.get("continue") or None
@@ -465,6 +497,7 @@ class Watcher:
                     raise _Gone() from error
                 raise error
             state.live = True
+            self._dated(kubeclient.http_date(response.headers.get("Date")))
             buffer = bytearray()
             async for chunk in response.content.iter_any():
                 received = True
