@@ -285,26 +285,24 @@ class Watcher:
         """The namespace's objects of `resource`, as a list of them would answer now; None
         when no stream covers them or the one that does is not listed and connected.
         The objects are the cache's own: read them, never change them."""
-        target = self._covered_by(resource, namespace)
-        if target is None:
-            return None
-        state = self.streams[target]
-        if not (state.synced and state.live):
-            return None
-        place = self._places.get((resource.group, resource.kind, namespace)) or {}
-        return [place[name] for name in sorted(place)]
+        place = self._current(resource, namespace)
+        return None if place is None else [place[name] for name in sorted(place)]
 
     def named(self, resource: Resource, namespace: str, name: str) -> Obj | None:
         """One object of `resource`, as a GET of it would answer now; None when it is absent
         or when the stream covering it is not listed and connected (then GET it). The
         object is the cache's own: read it, never change it."""
-        target = self._covering.get((resource, namespace))
-        if target is None:
+        place = self._current(resource, namespace)
+        return None if place is None else place.get(name)
+
+    def _current(self, resource: Resource, namespace: str) -> dict[str, Obj] | None:
+        """Name -> object of the namespace's `resource` while the stream covering them is
+        listed and connected; else None."""
+        target = self._covered_by(resource, namespace)
+        state = self.streams.get(target) if target is not None else None
+        if state is None or not (state.synced and state.live):
             return None
-        state = self.streams[target]
-        if not (state.synced and state.live):
-            return None
-        return (self._places.get((resource.group, resource.kind, namespace)) or {}).get(name)
+        return self._places.get((resource.group, resource.kind, namespace)) or {}
 
     def server_now(self) -> float | None:
         """The API server's clock now, as Unix seconds: its `Date` on the latest list or
