@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -27,7 +28,13 @@ from gatekeeper.criteria import Criterion, parse_criterion
 from gatekeeper.durations import parse_duration
 from gatekeeper.jsonpaths import path_problem
 from gatekeeper.templating import template_variables
-from gatekeeper.yamlfiles import ConfigFileError, LineMap, load_yaml_file, validation_problems
+from gatekeeper.yamlfiles import (
+    ConfigFileError,
+    LineMap,
+    load_yaml_file,
+    named_items,
+    validation_problems,
+)
 
 SourceName = Literal["prometheus", "alertmanager", "probe", "logs", "loki", "kubernetes",
                      "validation"]
@@ -37,6 +44,11 @@ never judged as a pair that "runs no such driver"."""
 NoDataPolicy = Literal["unknown", "fail", "pass", "ignore"]
 KubernetesCheck = Literal["pods_ready", "restarts", "config_parity", "images_differ"]
 SeriesPolicy = Literal["single", "worst"]
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written as `30s`, `5m`, `2h` or a number."""
+OptionalSeconds = Annotated[
+    float | None, BeforeValidator(lambda value: None if value is None else parse_duration(value))]
+"""Seconds as `Seconds`, or None (not given)."""
 BUILTIN_VARIABLES = frozenset({"namespace", "namespaces", "window", "selector", "pair"})
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]*[a-z0-9])?$")
 
@@ -66,13 +78,8 @@ class StatisticalComparison(_Strict):
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     direction: Literal["increase", "decrease", "either"] = "increase"
     allowed_effect: float = Field(1.1, ge=1.0, description="allowed ratio of means")
-    step: float = Field(15.0, gt=0, description="seconds between range samples")
+    step: Seconds = Field(15.0, gt=0, description="seconds between range samples")
     min_samples: int = Field(10, ge=3)
-
-    @field_validator("step", mode="before")
-    @classmethod
-    def _step(cls, value: Any) -> float:
-        return parse_duration(value)
 
 
 _COUNTER_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
@@ -88,13 +95,8 @@ class _CountComparison(_Strict):
     confidence: float = Field(0.99, gt=0.5, lt=1.0)
     detect: float = Field(5.0, gt=1.0, description="regression to be caught before a pass")
     power: float = Field(0.8, gt=0.0, lt=1.0)
-    baseline_window: float | None = Field(
+    baseline_window: OptionalSeconds = Field(
         None, description="span of the active's counts; default: the dark's judged span")
-
-    @field_validator("baseline_window", mode="before")
-    @classmethod
-    def _baseline_window(cls, value: Any) -> float | None:
-        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _detectable(self) -> _CountComparison:
@@ -161,13 +163,8 @@ class ProbeSpec(_Strict):
     expect_status: int = Field(200, ge=100, le=599)
     expect_json: dict[str, Any] = Field(default_factory=dict)
     require_fields: tuple[str, ...] = ()
-    timeout: float = 5.0
+    timeout: Seconds = 5.0
     headers: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("timeout", mode="before")
-    @classmethod
-    def _timeout(cls, value: Any) -> float:
-        return parse_duration(value)
 
     @field_validator("expect_json", "require_fields")
     @classmethod
@@ -268,7 +265,7 @@ class Rule(_Strict):
     key: bool = False
     no_data: NoDataPolicy = "unknown"
     min_samples: float = Field(0, ge=0)
-    window: float | None = None
+    window: OptionalSeconds = None
     series: SeriesPolicy = Field(
         "single", description="several series for one namespace: an error, or judge the worst"
     )
@@ -289,11 +286,6 @@ class Rule(_Strict):
     @classmethod
     def _parse_criteria(cls, value: Any) -> tuple[Criterion, ...]:
         return _criteria(value)
-
-    @field_validator("window", mode="before")
-    @classmethod
-    def _window(cls, value: Any) -> float | None:
-        return None if value is None else parse_duration(value)
 
     @model_validator(mode="after")
     def _source_fields(self) -> Rule:
@@ -410,19 +402,6 @@ class RuleSet(BaseModel):
         return {rule.source for rule in self.rules}
 
 
-def _label_for(data: Any) -> Any:
-    def label(loc: tuple[str | int, ...]) -> str | None:
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-            try:
-                name = data["rules"][loc[1]].get("name")
-            except (KeyError, IndexError, TypeError, AttributeError):
-                name = None
-            return f"rule '{name}'" if name else f"rule #{loc[1] + 1}"
-        return None
-
-    return label
-
-
 def parse_rule_file(data: Any, line_map: LineMap) -> RuleFile:
     """Validate parsed YAML as a rule file, or raise ConfigFileError with one line per problem."""
     if not isinstance(data, dict):
@@ -432,7 +411,8 @@ def parse_rule_file(data: Any, line_map: LineMap) -> RuleFile:
     try:
         parsed = RuleFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigFileError(validation_problems(exc, line_map, label=_label_for(data))) from exc
+        label = named_items(data, "rules", "rule")
+        raise ConfigFileError(validation_problems(exc, line_map, label=label)) from exc
     problems = _check_templates(parsed, data, line_map)
     if problems:
         raise ConfigFileError(problems)

@@ -6,7 +6,7 @@ into the line of the YAML file it came from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,8 +130,25 @@ def describe_location(loc: Iterable[str | int]) -> str:
     return out or "(top level)"
 
 
+def named_items(data: Any, key: str, noun: str) -> Callable[[PathKey], str | None]:
+    """A `label` for `validation_problems`: a location inside item i of `data[key]` (a list
+    of mappings, each maybe with a `name`) is said as `<noun> '<name>'`, else `<noun> #i+1`."""
+
+    def label(loc: PathKey) -> str | None:
+        if len(loc) >= 2 and loc[0] == key and isinstance(loc[1], int):
+            try:
+                name = data[key][loc[1]].get("name")
+            except (KeyError, IndexError, TypeError, AttributeError):
+                name = None
+            return f"{noun} '{name}'" if name else f"{noun} #{loc[1] + 1}"
+        return None
+
+    return label
+
+
 def validation_problems(
-    error: ValidationError, line_map: LineMap, *, label: Any = None
+    error: ValidationError, line_map: LineMap, *,
+    label: Callable[[PathKey], str | None] | None = None,
 ) -> list[str]:
     """One line per pydantic error: `file:line: [label: ]field 'a.b': message`.
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from gatekeeper.config.document import Config
 from gatekeeper.rules import RuleSet, load_rule_set
-from gatekeeper.yamlfiles import ConfigFileError, load_yaml_file, validation_problems
+from gatekeeper.yamlfiles import ConfigFileError, load_yaml_file, named_items, validation_problems
 
 
 @dataclass(frozen=True)
@@ -23,19 +23,6 @@ class LoadedConfig:
     path: Path
 
 
-def _pair_label(data: Any) -> Any:
-    def label(loc: tuple[str | int, ...]) -> str | None:
-        if len(loc) >= 2 and loc[0] == "pairs" and isinstance(loc[1], int):
-            try:
-                name = data["pairs"][loc[1]].get("name")
-            except (KeyError, IndexError, TypeError, AttributeError):
-                name = None
-            return f"pair '{name}'" if name else f"pair #{loc[1] + 1}"
-        return None
-
-    return label
-
-
 def parse_config(data: Any, path: str | Path, line_map: Any) -> Config:
     """Validate parsed YAML; ConfigFileError with one line per problem."""
     if not isinstance(data, dict):
@@ -43,7 +30,8 @@ def parse_config(data: Any, path: str | Path, line_map: Any) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigFileError(validation_problems(exc, line_map, label=_pair_label(data))) from exc
+        label = named_items(data, "pairs", "pair")
+        raise ConfigFileError(validation_problems(exc, line_map, label=label)) from exc
 
 
 def _load_problems(config: Config, path: Path, line_map: Any) -> list[str]:
