@@ -336,57 +336,66 @@ class KubernetesSource:
         indexes = {ns: config_objects(configmaps[ns], secrets[ns])
                    for ns in namespaces if ns not in failed}
         del configmaps, secrets  # drop the listed values as soon as they are hashed
-        results = {}
-        for target in targets:
-            query = f"config_parity of {compared} in {target.namespace} against {target.other}"
-            reason = failed.get(target.namespace) or failed.get(target.other)
-            if reason is not None:
-                results[target.namespace] = Measurement.error(f"kubernetes: {reason}", query=query)
-                continue
-            mine, theirs = indexes[target.namespace], indexes[target.other]
-            if not mine and not theirs:
-                results[target.namespace] = Measurement.no_data(
-                    f"kubernetes: no {compared} in {target.namespace} or "
-                    f"{target.other}", query=query)
-                continue
-            problems = parity_differences(mine, theirs, other=target.other)
-            message = (f"{len(problems)} difference(s) from {target.other}: "
-                       f"{_listing(problems)}" if problems else
-                       f"{len(mine)} {compared} match {target.other}")
-            results[target.namespace] = Measurement.ok(
-                float(len(problems)), message=message, query=query,
-                sample_count=float(len(set(mine) | set(theirs))))
-        return results
+        return _against_other(
+            targets, failed,
+            lambda t: f"config_parity of {compared} in {t.namespace} against {t.other}",
+            lambda t, query: _parity(indexes[t.namespace], indexes[t.other], t, compared, query))
 
     async def _images_differ(self, targets: Sequence[Target]) -> dict[str, Measurement]:
         namespaces = {t.namespace for t in targets} | {t.other for t in targets}
         listed, failed = await self._list_each(
             namespaces, self.apps.list_namespaced_deployment, "Deployments")
-        results = {}
-        for target in targets:
-            query = f"images_differ of {target.namespace} against {target.other}"
-            reason = failed.get(target.namespace) or failed.get(target.other)
-            if reason is not None:
-                results[target.namespace] = Measurement.error(f"kubernetes: {reason}", query=query)
-                continue
-            mine = deployment_images(listed[target.namespace])
-            theirs = deployment_images(listed[target.other])
-            empty = [ns for ns, images in ((target.namespace, mine), (target.other, theirs))
-                     if not images]
-            if empty:
-                results[target.namespace] = Measurement.no_data(
-                    f"kubernetes: no Deployments in namespace {empty[0]}", query=query)
-                continue
-            if mine == theirs:
-                message = f"same images as {target.other}: {_listing(sorted(mine))}"
-            else:
-                message = (f"images differ from {target.other}: "
-                           f"only {target.namespace} has {_listing(sorted(mine - theirs))}; "
-                           f"only {target.other} has {_listing(sorted(theirs - mine))}")
-            results[target.namespace] = Measurement.ok(
-                float(mine != theirs), message=message, query=query,
-                sample_count=float(len(mine)))
-        return results
+        return _against_other(
+            targets, failed, lambda t: f"images_differ of {t.namespace} against {t.other}",
+            lambda t, query: _image_difference(deployment_images(listed[t.namespace]),
+                                               deployment_images(listed[t.other]), t, query))
+
+
+def _against_other(targets: Sequence[Target], failed: Mapping[str, str],
+                   query_for: Callable[[Target], str],
+                   judge: Callable[[Target, str], Measurement]) -> dict[str, Measurement]:
+    """Each target compared with its pair's other namespace by `judge(target, query)`; a
+    failed listing of either namespace is the target's error (fails closed)."""
+    results = {}
+    for target in targets:
+        query = query_for(target)
+        reason = failed.get(target.namespace) or failed.get(target.other)
+        results[target.namespace] = (
+            Measurement.error(f"kubernetes: {reason}", query=query) if reason is not None
+            else judge(target, query))
+    return results
+
+
+def _parity(mine: Mapping[str, ConfigObject], theirs: Mapping[str, ConfigObject],
+            target: Target, compared: str, query: str) -> Measurement:
+    """config_parity: the differences of a namespace's ConfigMaps (and Secrets) from the other's."""
+    if not mine and not theirs:
+        return Measurement.no_data(
+            f"kubernetes: no {compared} in {target.namespace} or {target.other}", query=query)
+    problems = parity_differences(mine, theirs, other=target.other)
+    message = (f"{len(problems)} difference(s) from {target.other}: "
+               f"{_listing(problems)}" if problems else
+               f"{len(mine)} {compared} match {target.other}")
+    return Measurement.ok(float(len(problems)), message=message, query=query,
+                          sample_count=float(len(set(mine) | set(theirs))))
+
+
+def _image_difference(mine: set[str], theirs: set[str], target: Target,
+                      query: str) -> Measurement:
+    """images_differ: 1 when a namespace's Deployment images differ from the other's."""
+    empty = [ns for ns, images in ((target.namespace, mine), (target.other, theirs))
+             if not images]
+    if empty:
+        return Measurement.no_data(f"kubernetes: no Deployments in namespace {empty[0]}",
+                                   query=query)
+    if mine == theirs:
+        message = f"same images as {target.other}: {_listing(sorted(mine))}"
+    else:
+        message = (f"images differ from {target.other}: "
+                   f"only {target.namespace} has {_listing(sorted(mine - theirs))}; "
+                   f"only {target.other} has {_listing(sorted(theirs - mine))}")
+    return Measurement.ok(float(mine != theirs), message=message, query=query,
+                          sample_count=float(len(mine)))
 
 
 def _readiness(pods: Sequence[Json], query: str) -> Measurement:
