@@ -16,6 +16,8 @@ from gatekeeper.switches import SwitchRecord
 TRAEFIK_VERSION = "v1alpha1"
 TRAEFIK_GROUPS = ("traefik.io", "traefik.containo.us")
 JSON_PATCH = "application/json-patch+json"
+ROUTE_PLURALS = {"IngressRoute": "ingressroutes", "TraefikService": "traefikservices"}
+"""The resource (plural) name of each route kind in the Traefik API groups."""
 
 # Flux marks what it applies with these labels; it reverts direct edits at its next sync.
 FLUX_LABELS = ("kustomize.toolkit.fluxcd.io/name", "helm.toolkit.fluxcd.io/name")

@@ -17,11 +17,9 @@ from kubernetes_asyncio import client
 
 from gatekeeper import errors, kubeclient
 from gatekeeper.config import Config, PairConfig, RouteRef
-from gatekeeper.routers.base import TRAEFIK_GROUPS, TRAEFIK_VERSION
+from gatekeeper.routers.base import ROUTE_PLURALS, TRAEFIK_GROUPS, TRAEFIK_VERSION
 
 __all__ = ["RouteGroupError", "choose_groups", "resolve_route_groups", "served_groups"]
-
-_PLURALS = {"IngressRoute": "ingressroutes", "TraefikService": "traefikservices"}
 
 
 class RouteGroupError(Exception):
@@ -115,7 +113,7 @@ async def _holder(api: client.ApiClient, route: RouteRef) -> str | None:
     for group in TRAEFIK_GROUPS:
         try:
             await kubeclient.read_json(objects.get_namespaced_custom_object, group,
-                                       TRAEFIK_VERSION, route.namespace, _PLURALS[route.kind],
+                                       TRAEFIK_VERSION, route.namespace, ROUTE_PLURALS[route.kind],
                                        route.name)
         except errors.APINotFoundError:
             continue

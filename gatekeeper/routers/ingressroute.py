@@ -17,8 +17,6 @@ from gatekeeper.routers.base import (
     RouteView,
 )
 
-PLURAL = "ingressroutes"
-
 
 def _switched(body: dict[str, Any], service: str | None) -> list[tuple[int, int, dict[str, Any]]]:
     """(route index, service index, service) of every Service entry the pair switches."""
@@ -78,7 +76,6 @@ class IngressRouteRouter(traefik.TraefikRouter):
     """Reads and switches an IngressRoute by patching its services' namespace."""
 
     kind: ClassVar[str] = "IngressRoute"
-    plural: ClassVar[str] = PLURAL
     view_of = staticmethod(view_of)
 
     flux_reverts: ClassVar[str] = (

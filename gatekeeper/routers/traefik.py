@@ -28,6 +28,7 @@ from gatekeeper import errors, kubeclient
 from gatekeeper.config import RouteRef
 from gatekeeper.routers.base import (
     JSON_PATCH,
+    ROUTE_PLURALS,
     TRAEFIK_GROUPS,
     TRAEFIK_VERSION,
     RouteConflict,
@@ -49,12 +50,16 @@ class TraefikRouter:
     the object (noting a twin in the other Traefik API group)."""
 
     kind: ClassVar[str]
-    plural: ClassVar[str]
     view_of: ClassVar[Callable[..., RouteView]]
     """The kind's `view_of(ref, body, *, also_in_group)`."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
+
+    @property
+    def plural(self) -> str:
+        """The kind's resource name (`ingressroutes`, `traefikservices`)."""
+        return ROUTE_PLURALS[self.kind]
 
     async def read(self, ref: RouteRef) -> RouteSnapshot:
         """Fetch the route (and note a twin in the other Traefik API group)."""
@@ -202,7 +207,6 @@ async def patch(api: client.ApiClient, ref: RouteRef, plural: str, ops: list[Op]
         await asyncio.sleep(delay)
 
 
-PLURALS = {"IngressRoute": "ingressroutes", "TraefikService": "traefikservices"}
 FENCE = "gatekeeper.io/fence"
 """Annotation a fence writes (a fresh random value each time)."""
 
@@ -215,7 +219,7 @@ async def fence(api: client.ApiClient, ref: RouteRef, plural: str | None = None)
     any such patch (tested against an older one) now fails. Returns the route after the
     fence; RouteError when it cannot be fenced.
     """
-    plural = plural or PLURALS[ref.kind]
+    plural = plural or ROUTE_PLURALS[ref.kind]
     objects = client.CustomObjectsApi(api)
     last: Exception | None = None
     for attempt in range(1, kubeclient.ATTEMPTS + 1):

@@ -36,7 +36,6 @@ from gatekeeper.routers.base import (
     at,
 )
 
-PLURAL = "traefikservices"
 FULL_WEIGHT = 100
 MIRRORING = "gatekeeper.io/mirroring"
 """Annotation on a TraefikService gatekeeper switched to its mirroring form."""
@@ -263,7 +262,6 @@ class TraefikServiceRouter(traefik.TraefikRouter):
     """Reads and switches a weighted TraefikService gatekeeper owns."""
 
     kind: ClassVar[str] = "TraefikService"
-    plural: ClassVar[str] = PLURAL
     view_of = staticmethod(view_of)
 
     flux_reverts: ClassVar[str] = (
