@@ -46,7 +46,8 @@ from gatekeeper.config import LeaderElectionConfig
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.kubeclient import ApiException
 
-__all__ = ["Leadership", "LeadershipCallback", "LeaseLock", "Owner", "default_identity"]
+__all__ = ["Leadership", "LeadershipCallback", "LeaseLock", "Owner", "check_timings",
+           "default_identity"]
 
 log = structlog.get_logger()
 
@@ -75,6 +76,16 @@ def default_identity(environ: Mapping[str, str] | None = None) -> str:
     env = os.environ if environ is None else environ
     base = env.get("POD_NAME") or socket.gethostname() or "gatekeeper"
     return f"{base}-{secrets.token_hex(3)}"
+
+
+def check_timings(settings: LeaderElectionConfig, what: str) -> None:
+    """ValueError unless 0 < retry_period < renew_deadline < lease_duration: a holder must
+    give up (renew_deadline) before its Lease can be taken over (lease_duration)."""
+    if not 0 < settings.retry_period < settings.renew_deadline < settings.lease_duration:
+        raise ValueError(
+            f"{what} needs 0 < retry_period < renew_deadline < lease_duration "
+            f"(got {settings.retry_period}, {settings.renew_deadline}, "
+            f"{settings.lease_duration})")
 
 
 def _micro_time(moment: datetime) -> str:
@@ -255,14 +266,8 @@ class Leadership:
         release_on_cancel: bool = True,
         drain_timeout: float = 10.0,
     ) -> None:
-        if settings.enabled and not (
-            0 < settings.retry_period < settings.renew_deadline < settings.lease_duration
-        ):
-            raise ValueError(
-                "leader election needs 0 < retry_period < renew_deadline < lease_duration "
-                f"(got {settings.retry_period}, {settings.renew_deadline}, "
-                f"{settings.lease_duration})"
-            )
+        if settings.enabled:
+            check_timings(settings, "leader election")
         self.settings = settings
         self.identity: str = settings.identity or default_identity()
         self.release_on_cancel = release_on_cancel

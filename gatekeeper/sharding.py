@@ -42,7 +42,7 @@ from gatekeeper import kubeclient, ring
 from gatekeeper.config import LeaderElectionConfig, ShardingConfig
 from gatekeeper.errors import NotOwnerError
 from gatekeeper.kubeclient import ApiException
-from gatekeeper.leadership import LeaseLock, Owner, default_identity
+from gatekeeper.leadership import LeaseLock, Owner, check_timings, default_identity
 
 __all__ = ["RING_LABEL", "ROLE_LABEL", "Owner", "ShardLeases", "member_address"]
 
@@ -89,11 +89,7 @@ class ShardLeases:
                  drain_timeout: float = 10.0, release_on_cancel: bool = True,
                  on_change: Callable[[], None] | None = None) -> None:
         """`release_on_cancel=False` leaves the Leases to expire (tests: a killed replica)."""
-        if not 0 < election.retry_period < election.renew_deadline < election.lease_duration:
-            raise ValueError(
-                "sharding needs 0 < retry_period < renew_deadline < lease_duration "
-                f"(got {election.retry_period}, {election.renew_deadline}, "
-                f"{election.lease_duration})")
+        check_timings(election, "sharding")
         self.election = election
         self.count = sharding.shards
         self.identity: str = election.identity or default_identity()

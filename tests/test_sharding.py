@@ -213,3 +213,11 @@ async def test_replicas_that_count_the_shards_differently_act_on_nothing(
     task_b.cancel()  # the old replica goes away (its member Lease expires)
     await watch.until(lambda: a.held() == frozenset(range(SHARDS.shards)),
                       "a acts again once the other count is gone")
+
+
+async def test_inconsistent_lease_periods_are_refused_for_sharding(kube_api) -> None:
+    """The same rule as leader election: a shard holder must give up its Lease
+    (renew_deadline) before another replica may take it (lease_duration)."""
+    with pytest.raises(ValueError, match="sharding needs 0 < retry_period < renew_deadline"):
+        ShardLeases(kube_api, LeaderElectionConfig(lease_duration=5, renew_deadline=5),
+                    SHARDS)
