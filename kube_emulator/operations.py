@@ -24,7 +24,7 @@ from .errors import (
     not_found,
     unsupported_media_type,
 )
-from .jsonvalues import clone
+from .jsonvalues import clone, json_equal
 from .resources import ResourceType
 from .selectors import FieldSelector, LabelSelector, SelectorError, object_matcher
 from .store import Matcher, ObjectStore, Watcher
@@ -374,11 +374,15 @@ class ObjectAPI:
         subresource: str | None = None,
     ) -> Obj | None:
         """Read-modify-write without preconditions (None if the object is gone)."""
-        current = self.store.get(rt, namespace, name)
+        current = self.store.peek(rt, namespace, name)
         if current is None:
             return None
         new = clone(current)
         change(new)
+        if json_equal(new, current):
+            # A no-op write: no new revision, as `_update` would find after preparing it
+            # (controllers refresh statuses on every event; most refreshes change nothing).
+            return with_type(rt, new)
         return self._update(rt, current, new, subresource, None, False)
 
     def put(self, obj: Mapping[str, Any]) -> Obj:

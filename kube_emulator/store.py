@@ -111,7 +111,12 @@ class ObjectStore:
     """All objects by resource, namespace and name, with revisions, history and watches."""
 
     def __init__(self, *, history_size: int = 10_000, watch_queue_limit: int = 10_000) -> None:
-        self._objects: dict[str, dict[tuple[str, str], Obj]] = {}
+        self._objects: dict[str, dict[str, dict[str, Obj]]] = {}
+        """resource key -> namespace ('' if cluster-scoped) -> name -> object: a namespaced
+        read touches only its namespace, as etcd's key prefixes do for the real server."""
+        self._sorted: dict[tuple[str, str], list[str]] = {}
+        """(resource key, namespace) -> its names in order; dropped when one is added or
+        removed, so a list of a namespace that did not change sorts nothing."""
         self._rv = 1
         self._compacted = 0
         self._history: deque[Event] = deque(maxlen=max(1, history_size))
@@ -143,8 +148,12 @@ class ObjectStore:
 
     def get(self, rt: ResourceType, namespace: str | None, name: str) -> Obj | None:
         """A copy of the object, or None."""
-        obj = self._objects.get(rt.key, {}).get((namespace or "", name))
+        obj = self.peek(rt, namespace, name)
         return clone(obj) if obj is not None else None
+
+    def peek(self, rt: ResourceType, namespace: str | None, name: str) -> Obj | None:
+        """The stored object itself, or None: read-only, do not mutate (see `iter`)."""
+        return self._objects.get(rt.key, {}).get(namespace or "", {}).get(name)
 
     def list(self, rt: ResourceType, namespace: str | None = None) -> list[Obj]:
         """Copies of all objects of a resource (optionally one namespace), sorted by key."""
@@ -152,27 +161,38 @@ class ObjectStore:
 
     def iter(self, rt: ResourceType, namespace: str | None = None) -> Iterator[Obj]:
         """Read-only view of stored objects, sorted by namespace/name; do not mutate."""
-        bucket = self._objects.get(rt.key, {})
-        for key in sorted(bucket):
-            if namespace is None or key[0] == namespace:
-                yield bucket[key]
+        namespaces = self._objects.get(rt.key, {})
+        if namespace is not None:
+            chosen = [namespace] if namespace in namespaces else []
+        else:
+            chosen = sorted(namespaces)
+        for ns in chosen:
+            bucket = namespaces.get(ns)
+            if not bucket:
+                continue
+            names = self._sorted.get((rt.key, ns))
+            if names is None:
+                names = self._sorted[(rt.key, ns)] = sorted(bucket)
+            for name in names:
+                obj = bucket.get(name)
+                if obj is not None:  # removed while a caller iterates: skip it
+                    yield obj
 
     def create(self, rt: ResourceType, obj: Obj) -> Obj:
         """Store a new object (AlreadyExists if taken); returns the stored copy."""
-        key = _ns_name(obj)
-        bucket = self._objects.setdefault(rt.key, {})
-        if key in bucket:
-            raise already_exists(rt.group, rt.plural, key[1])
+        namespace, name = _ns_name(obj)
+        if self.peek(rt, namespace, name) is not None:
+            raise already_exists(rt.group, rt.plural, name)
         return self._commit("ADDED", rt, clone(obj), None)
 
     def update(self, rt: ResourceType, obj: Obj, *, expected_rv: str | None = None) -> Obj:
         """Replace an existing object; 409 when `expected_rv` is not the current revision."""
-        key = _ns_name(obj)
-        current = self._objects.get(rt.key, {}).get(key)
+        namespace, name = _ns_name(obj)
+        current = self.peek(rt, namespace, name)
         if current is None:
-            raise not_found(rt.group, rt.plural, key[1])
+            raise not_found(rt.group, rt.plural, name)
         if expected_rv is not None and expected_rv != current["metadata"]["resourceVersion"]:
-            raise conflict(rt.group, rt.plural, key[1])
+            raise conflict(rt.group, rt.plural, name)
         return self._commit("MODIFIED", rt, clone(obj), current)
 
     def delete(
@@ -185,7 +205,7 @@ class ObjectStore:
         expected_uid: str | None = None,
     ) -> Obj:
         """Remove an object; the DELETED event carries the deletion revision."""
-        current = self._objects.get(rt.key, {}).get((namespace or "", name))
+        current = self.peek(rt, namespace, name)
         if current is None:
             raise not_found(rt.group, rt.plural, name)
         meta = current["metadata"]
@@ -201,11 +221,18 @@ class ObjectStore:
     def _commit(self, kind: str, rt: ResourceType, obj: Obj, previous: Obj | None) -> Obj:
         self._rv += 1
         obj.setdefault("metadata", {})["resourceVersion"] = str(self._rv)
-        bucket = self._objects.setdefault(rt.key, {})
+        namespace, name = _ns_name(obj)
+        namespaces = self._objects.setdefault(rt.key, {})
+        bucket = namespaces.setdefault(namespace, {})
         if kind == "DELETED":
-            bucket.pop(_ns_name(obj), None)
+            bucket.pop(name, None)
+            self._sorted.pop((rt.key, namespace), None)
+            if not bucket:
+                del namespaces[namespace]
         else:
-            bucket[_ns_name(obj)] = obj
+            if name not in bucket:
+                self._sorted.pop((rt.key, namespace), None)
+            bucket[name] = obj
         event = Event(kind, rt, obj, previous if kind == "MODIFIED" else None, self._rv)
         if len(self._history) == self._history.maxlen:
             self._compacted = max(self._compacted, self._history[0].rv)

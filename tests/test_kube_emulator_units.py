@@ -8,10 +8,13 @@ import pytest
 from kube_emulator import patching
 from kube_emulator.errors import ApiError
 from kube_emulator.faults import FaultInjector, FaultRule
-from kube_emulator.resources import NAMESPACES
+from kube_emulator.operations import ObjectAPI
+from kube_emulator.resources import NAMESPACES, lookup
 from kube_emulator.selectors import FieldSelector, LabelSelector, SelectorError
 from kube_emulator.store import ObjectStore
 from kube_emulator.timefmt import parse_rfc3339, rfc3339_nano
+
+CONFIGMAPS = lookup("", "v1", "configmaps")
 
 
 def test_json_patch_operations_and_atomicity():
@@ -110,3 +113,47 @@ def test_store_revisions_history_and_expiry():
     with pytest.raises(ApiError):
         store.watch(NAMESPACES, None, "4", lambda _o: True)
     store.forget(store.watch(NAMESPACES, None, compacted, lambda _o: True))
+
+
+def _names(objects):
+    return [(o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects]
+
+
+def test_store_lists_in_key_order_across_namespaces_after_adds_and_deletes():
+    """Objects are kept per namespace (a namespaced read touches only its own); lists are
+    still in namespace/name order, and follow every add and delete."""
+    store = ObjectStore()
+    for namespace, name in [("b", "y"), ("a", "z"), ("b", "x"), ("a", "a"), ("c", "m")]:
+        store.create(CONFIGMAPS, {"metadata": {"name": name, "namespace": namespace}})
+    assert _names(store.iter(CONFIGMAPS)) == [("a", "a"), ("a", "z"), ("b", "x"), ("b", "y"),
+                                              ("c", "m")]
+    assert _names(store.iter(CONFIGMAPS, "b")) == [("b", "x"), ("b", "y")]
+    store.create(CONFIGMAPS, {"metadata": {"name": "w", "namespace": "b"}})
+    store.delete(CONFIGMAPS, "b", "y")
+    store.delete(CONFIGMAPS, "c", "m")
+    assert _names(store.iter(CONFIGMAPS, "b")) == [("b", "w"), ("b", "x")]
+    assert _names(store.iter(CONFIGMAPS, "c")) == []
+    assert _names(store.list(CONFIGMAPS)) == [("a", "a"), ("a", "z"), ("b", "w"), ("b", "x")]
+    assert store.get(CONFIGMAPS, "b", "y") is None and store.peek(CONFIGMAPS, "b", "w")
+    # Deleting while iterating (as namespace cleanup does) visits each object once.
+    for obj in store.iter(CONFIGMAPS, "a"):
+        store.delete(CONFIGMAPS, "a", obj["metadata"]["name"])
+    assert _names(store.iter(CONFIGMAPS)) == [("b", "w"), ("b", "x")]
+    with pytest.raises(ApiError) as exc:
+        store.create(CONFIGMAPS, {"metadata": {"name": "x", "namespace": "b"}})
+    assert exc.value.code == 409
+
+
+def test_a_write_that_changes_nothing_makes_no_revision_and_no_event():
+    store = ObjectStore()
+    api = ObjectAPI(store)
+    api.ensure_namespace("a")
+    api.create(CONFIGMAPS, "a", {"metadata": {"name": "c"}, "data": {"k": "v"}})
+    revision = store.resource_version
+    watcher = store.watch(CONFIGMAPS, "a", revision, lambda _o: True)
+    same = api.mutate(CONFIGMAPS, "a", "c", lambda o: o["data"].__setitem__("k", "v"))
+    assert same is not None and same["metadata"]["resourceVersion"] == revision
+    assert store.resource_version == revision and not watcher.pending()
+    changed = api.mutate(CONFIGMAPS, "a", "c", lambda o: o["data"].__setitem__("k", "w"))
+    assert changed is not None and changed["metadata"]["resourceVersion"] != revision
+    assert watcher.pending()
