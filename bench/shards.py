@@ -16,8 +16,11 @@ Per group, over a measuring window after every replica finished a first tick:
   second for the whole run, failover included; a pair in a shard that two replicas held in
   one sample counts as acted on by two (must be 0);
 - state writes: pairs flipped through a replica that does not own them (forwarded), the
-  PUTs of the state ConfigMap per flipped pair, their HTTP statuses, and the ConfigMap's
-  size (each write replaces the whole object: the cost of one changed pair);
+  state PUTs per flipped pair, their HTTP statuses, and the bytes one PUT carries. The
+  pairs are BlueGreenPair objects (`BENCH_SHARD_STATE=objects`, the default): each pair's
+  record is its own object's status, so a changed pair writes one small object. With
+  `BENCH_SHARD_STATE=configmap` they are configured pairs sharing one state ConfigMap
+  (every write replaces the whole map; past about 1,200 pairs it passes 1 MiB);
 - failover: one replica SIGKILLed; seconds until the survivors hold every shard.
 """
 
@@ -33,6 +36,7 @@ import tempfile
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ from bench import reporting, workers
 from bench.fleet_worker import namespaces
 from bench.reporting import Options, Outcome
 from bench.service_stack import ROUTING, STATE_NAMESPACE, Pair, seed
+from gatekeeper import crd
 from telemetry_sandbox import ManagedProcess, PrometheusServer, ScrapeTarget, httpjson
 
 NAME = "shards"
@@ -61,8 +66,15 @@ ELECTION = {"enabled": True, "lease_duration": "6s", "renew_deadline": "4s",
             "retry_period": "1s"}
 READY_TIMEOUT_S = 900.0
 STORED_TIMEOUT_S = 240.0
-"""Past about 1,200 pairs the shared state ConfigMap passes the 1 MiB object limit and the
-first-sight writes fail (422): the run goes on after this long, saying how many were stored."""
+"""The run goes on after this long, saying how many first-sight records were stored (past
+about 1,200 pairs the shared state ConfigMap passes the 1 MiB object limit: 422)."""
+REQUEST_LOG_SIZE = 50_000
+POLL_S = 2.0
+"""Between polls that read every pair (the stored records): each costs the emulator a list."""
+OBJECTS_NAMESPACE = "pairs"
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+"""libyaml when PyYAML has it: a 5,000-pair seed is 25,000 documents."""
+STATE_MODES = ("objects", "configmap")
 
 
 def _rules(directory: Path) -> Path:
@@ -79,8 +91,22 @@ def _pairs(count: int) -> list[Pair]:
             for i, (blue, green) in enumerate(namespaces(count, PREFIX))]
 
 
+def _spec(pair: Pair) -> dict[str, Any]:
+    return {"namespaces": [pair.blue, pair.green], "selector": "app=api",
+            "routes": [{"name": pair.route, "namespace": ROUTING}]}
+
+
+def _pair_objects(all_pairs: list[Pair]) -> list[dict[str, Any]]:
+    """The BlueGreenPair CRD as the chart installs it, and one object per pair."""
+    definition = yaml.safe_load((reporting.ROOT / "helm" / "gatekeeper" / "crds"
+                                 / f"{crd.CRD_NAME}.yaml").read_text())
+    return [definition, *({"apiVersion": crd.API_VERSION, "kind": crd.KIND,
+                           "metadata": {"name": p.name, "namespace": OBJECTS_NAMESPACE},
+                           "spec": _spec(p)} for p in all_pairs)]
+
+
 def _config(all_pairs: list[Pair], *, ring: str, identity: str, work: Path,
-            prometheus: str, rules: Path) -> dict[str, Any]:
+            prometheus: str, rules: Path, objects: bool) -> dict[str, Any]:
     return {
         "prometheus": {"url": prometheus, "timeout": "30s"},
         "kubernetes": {"mode": "kubeconfig", "kubeconfig": str(work / "kubeconfig"),
@@ -88,8 +114,7 @@ def _config(all_pairs: list[Pair], *, ring: str, identity: str, work: Path,
         "evaluation": {"interval": f"{INTERVAL_S:g}s", "window": f"{WINDOW_S:g}s",
                        "source_timeout": "60s"},
         "rule_files": [str(rules)],
-        "pairs": [{"name": p.name, "namespaces": [p.blue, p.green], "selector": "app=api",
-                   "routes": [{"name": p.route, "namespace": ROUTING}]} for p in all_pairs],
+        "pairs": [] if objects else [{"name": p.name, **_spec(p)} for p in all_pairs],
         "policy": {"auto_flip": False, "auto_rollback": False},
         "auth": {"token_file": str(work / "token")},
         "server": {"host": "127.0.0.1"},
@@ -101,11 +126,11 @@ def _config(all_pairs: list[Pair], *, ring: str, identity: str, work: Path,
 
 
 def _replica(work: Path, all_pairs: list[Pair], *, ring: str, index: int, prometheus: str,
-             rules: Path) -> ManagedProcess:
+             rules: Path, objects: bool) -> ManagedProcess:
     path = work / f"{ring}-{index}.yaml"
     path.write_text(yaml.safe_dump(_config(all_pairs, ring=ring, identity=f"{ring}-{index}",
-                                           work=work, prometheus=prometheus, rules=rules),
-                                   sort_keys=False))
+                                           work=work, prometheus=prometheus, rules=rules,
+                                           objects=objects), sort_keys=False))
     # POD_IP: sharded replicas forward to http://$POD_IP:<port> (the port serve listens on).
     return ManagedProcess(f"gatekeeper {ring}-{index}", lambda port: [
         sys.executable, "-m", "gatekeeper", "serve", "--config", str(path),
@@ -142,41 +167,93 @@ def _readyz(url: str) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) else None
 
 
-class Sampler(threading.Thread):
-    """Samples every live replica's fenced shards until stopped; records overlaps."""
+@dataclass(frozen=True)
+class Reading:
+    """One replica's fenced shards, read by a request sent at `sent`, answered at `answered`."""
 
-    def __init__(self, replicas: list[ManagedProcess]) -> None:
+    replica: int
+    sent: float
+    answered: float
+    shards: frozenset[int]
+
+
+def overlaps(readings: list[Reading], within_s: float) -> set[int]:
+    """Shards that two replicas held at one same instant, as the readings prove it.
+
+    Replicas are read one after the other, so A holding a shard and B holding it in one
+    pass may be a hand-over between the two reads. It is proven simultaneous when A holds it
+    in a reading answered before B's was sent and again in one sent after B's was answered,
+    the two A readings less than `within_s` apart: A cannot lose a shard and get it back
+    that fast (a hand-over and a hand-back take a Lease round each, `retry_period` apart),
+    so A held it throughout, while B did too.
+    """
+    proven: set[int] = set()
+    for b in readings:
+        for shard in b.shards:
+            before = [a for a in readings if a.replica != b.replica and shard in a.shards
+                      and a.answered <= b.sent]
+            after = [a for a in readings if a.replica != b.replica and shard in a.shards
+                     and a.sent >= b.answered]
+            if any(x.replica == y.replica and y.answered - x.sent < within_s
+                   for x in before for y in after):
+                proven.add(shard)
+    return proven
+
+
+class Sampler(threading.Thread):
+    """Reads every live replica's fenced shards, in order and then again, until stopped;
+    records the shards proven held by two at once (`overlaps`) and, apart, those merely
+    seen on two in one pass (`coincident`: mostly hand-overs between two reads)."""
+
+    def __init__(self, replicas: list[ManagedProcess], within_s: float) -> None:
         super().__init__(daemon=True)
         self.replicas = replicas
+        self.within_s = within_s
         self.samples = 0
         self.overlapping: set[int] = set()
+        self.coincident: set[int] = set()
         self.done = threading.Event()
 
-    def held(self) -> dict[int, list[int]]:
-        """shard -> replicas (indexes) holding it, as of now."""
-        out: dict[int, list[int]] = {}
+    def readings(self) -> list[Reading]:
+        """One reading of each live replica's fenced shards, in replica order."""
+        out = []
         for index, process in enumerate(self.replicas):
             if not process.is_running:
                 continue
+            sent = time.monotonic()
             answer = _readyz(process.url)
-            for shard in (answer or {}).get("shards") or []:
-                out.setdefault(int(shard), []).append(index)
+            out.append(Reading(index, sent, time.monotonic(), frozenset(
+                int(s) for s in (answer or {}).get("shards") or [])))
+        return out
+
+    def held(self) -> dict[int, list[int]]:
+        """shard -> replicas (indexes) holding it, as of one pass."""
+        out: dict[int, list[int]] = {}
+        for reading in self.readings():
+            for shard in reading.shards:
+                out.setdefault(shard, []).append(reading.replica)
         return out
 
     def run(self) -> None:
         while not self.done.is_set():
-            held = self.held()
+            first = self.readings()
+            second = self.readings()
             self.samples += 1
-            self.overlapping.update(s for s, who in held.items() if len(who) > 1)
+            seen: dict[int, int] = {}
+            for reading in first:
+                for shard in reading.shards:
+                    seen[shard] = seen.get(shard, 0) + 1
+            self.coincident.update(s for s, n in seen.items() if n > 1)
+            self.overlapping.update(overlaps(first + second, self.within_s))
             self.done.wait(0.2)
 
 
-def _wait(predicate: Any, what: str, timeout_s: float) -> float:
+def _wait(predicate: Any, what: str, timeout_s: float, *, every_s: float = 0.1) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         if predicate():
             return time.monotonic() - started
-        time.sleep(0.1)
+        time.sleep(every_s)
     raise TimeoutError(f"{what} not within {timeout_s:g}s")
 
 
@@ -192,11 +269,11 @@ def _snapshot(replicas: list[ManagedProcess], emulator: ManagedProcess,
             "api_requests": counts["total"], "promql": _prometheus_queries(prometheus)}
 
 
-def _state_puts(emulator: ManagedProcess, configmap: str, seen: set[tuple[float, str]],
+def _state_puts(emulator: ManagedProcess, where: str, seen: set[tuple[float, str]],
                 statuses: list[int]) -> None:
-    """New PUTs of the state ConfigMap in the emulator's request log (polled, deduped)."""
-    answer = httpjson.get_json(f"{emulator.url}/_emulator/requests?method=PUT"
-                               f"&path=/configmaps/{configmap}", timeout_s=120)
+    """New PUTs whose path contains `where` in the emulator's request log (polled, deduped)."""
+    answer = httpjson.get_json(f"{emulator.url}/_emulator/requests?method=PUT&path={where}",
+                               timeout_s=120)
     for record in answer["requests"]:
         key = (record["time"], record["path"])
         if key not in seen:
@@ -204,12 +281,65 @@ def _state_puts(emulator: ManagedProcess, configmap: str, seen: set[tuple[float,
             statuses.append(int(record["status"]))
 
 
+def _matching_puts(emulator: ManagedProcess, where: str) -> tuple[int, int]:
+    """How many recorded PUTs have `where` in their path, and how many requests the emulator
+    received in all (the counts only, no records)."""
+    answer = httpjson.get_json(f"{emulator.url}/_emulator/requests?method=PUT&path={where}"
+                               "&limit=0", timeout_s=120)
+    return int(answer["matched"]), int(answer["total"])
+
+
+def _between(first: tuple[int, int], second: tuple[int, int]) -> int | None:
+    """Matching PUTs between two `_matching_puts` counts taken since the request log was
+    cleared; None once it held more than REQUEST_LOG_SIZE (the oldest were dropped)."""
+    if second[1] > REQUEST_LOG_SIZE:
+        return None
+    return second[0] - first[0]
+
+
+class StateView:
+    """Where a group's pair records are and what one state write costs."""
+
+    def __init__(self, emulator: ManagedProcess, ring: str, objects: bool) -> None:
+        self.objects = objects
+        self.configmap = (f"{emulator.url}/api/v1/namespaces/{STATE_NAMESPACE}/configmaps/"
+                          f"state-{ring}")
+        self.pair_objects = (f"{emulator.url}/apis/{crd.API_VERSION}/namespaces/"
+                             f"{OBJECTS_NAMESPACE}/{crd.PLURAL}")
+        self.every_put = f"/{crd.PLURAL}/" if objects else f"/configmaps/state-{ring}"
+        """What the request-log paths of this group's state writes contain."""
+
+    def puts_of(self, pair: Pair) -> str:
+        """What the request-log paths of PAIR's state writes contain."""
+        return f"/{crd.PLURAL}/{pair.name}/" if self.objects else self.every_put
+
+    def stored(self) -> int:
+        """How many pairs have a record."""
+        try:
+            if not self.objects:
+                return len((httpjson.get_json(self.configmap, timeout_s=60) or {}).get("data")
+                           or {})
+            listing = httpjson.get_json(self.pair_objects, timeout_s=120) or {}
+            return sum(1 for item in listing.get("items") or []
+                       if crd.record_of(item.get("status")) is not None)
+        except (httpjson.HTTPStatusError, OSError):
+            return 0
+
+    def write_bytes(self, pair: Pair) -> int:
+        """The size of what one state write of PAIR sends: the whole ConfigMap, or the
+        pair's object."""
+        url = self.configmap if not self.objects else f"{self.pair_objects}/{pair.name}"
+        return len(_get_text(url).encode())
+
+
 def _group(count: int, all_pairs: list[Pair], *, work: Path, emulator: ManagedProcess,
-           prometheus: str, rules: Path, token: str, options: Options) -> dict[str, Any]:
+           prometheus: str, rules: Path, token: str, options: Options,
+           objects: bool) -> dict[str, Any]:
     ring = f"gk-r{count}"
+    state = StateView(emulator, ring, objects)
     replicas = [_replica(work, all_pairs, ring=ring, index=i, prometheus=prometheus,
-                         rules=rules) for i in range(count)]
-    sampler = Sampler(replicas)
+                         rules=rules, objects=objects) for i in range(count)]
+    sampler = Sampler(replicas, _seconds(ELECTION["retry_period"]))
     with ExitStack() as stack:
         started = time.monotonic()
         for process in replicas:
@@ -228,30 +358,35 @@ def _group(count: int, all_pairs: list[Pair], *, work: Path, emulator: ManagedPr
                                             "gatekeeper_evaluation_duration_seconds_count")
                   >= 1, "a first tick", READY_TIMEOUT_S)
         ready_s = time.monotonic() - started
-        configmap = f"{emulator.url}/api/v1/namespaces/{STATE_NAMESPACE}/configmaps/state-{ring}"
-
-        def stored() -> int:
-            try:
-                return len((httpjson.get_json(configmap, timeout_s=60) or {}).get("data") or {})
-            except (httpjson.HTTPStatusError, OSError):
-                return 0
-
         # Every pair's first-sight record written: from here on a PUT is a changed pair.
         try:
-            _wait(lambda: stored() >= len(all_pairs), "every pair's state stored",
-                  STORED_TIMEOUT_S)
+            _wait(lambda: state.stored() >= len(all_pairs), "every pair's state stored",
+                  STORED_TIMEOUT_S, every_s=POLL_S)
         except TimeoutError:
-            print(f"  shards: only {stored()} of {len(all_pairs)} pairs stored", flush=True)
+            print(f"  shards: only {state.stored()} of {len(all_pairs)} pairs stored",
+                  flush=True)
         stored_s = time.monotonic() - started
+        # A clean request log: the state PUTs counted below are all still in it.
+        httpjson.request("DELETE", f"{emulator.url}/_emulator/requests", timeout_s=120)
         before = _snapshot(replicas, emulator, prometheus)
         seen: set[tuple[float, str]] = set()
         statuses: list[int] = []
-        _state_puts(emulator, f"state-{ring}", seen, statuses)
-        statuses.clear()
         flips, flip_s, served = FLIPS if not options.quick else QUICK_FLIPS, [], []
         rng = random.Random(count)
         auth = {"Authorization": f"Bearer {token}"}
-        for pair in rng.sample(all_pairs, flips):
+        flipped = rng.sample(all_pairs, flips)
+        # The flipped pairs' own state writes (objects mode: their objects' status; the
+        # ConfigMap mode cannot tell pairs apart: every write of the map counts).
+        wheres = sorted({state.puts_of(pair) for pair in flipped})
+
+        def poll() -> None:
+            for where in wheres:
+                _state_puts(emulator, where, seen, statuses)
+
+        poll()
+        statuses.clear()
+        every_before = _matching_puts(emulator, state.every_put)
+        for pair in flipped:
             via = replicas[rng.randrange(count)]
             sent = time.monotonic()
             try:
@@ -262,20 +397,19 @@ def _group(count: int, all_pairs: list[Pair], *, work: Path, emulator: ManagedPr
                 status = exc.status
             flip_s.append(time.monotonic() - sent)
             served.append(status)
-            _state_puts(emulator, f"state-{ring}", seen, statuses)
+            poll()
         time.sleep(2 * INTERVAL_S)  # the ticks after the flips record their phase changes
-        _state_puts(emulator, f"state-{ring}", seen, statuses)
+        poll()
         flip_statuses = list(statuses)
+        every_flips = _matching_puts(emulator, state.every_put)
         window = QUICK_MEASURE_S if options.quick else MEASURE_S
-        deadline = time.monotonic() + window
-        while time.monotonic() < deadline:
-            time.sleep(2.0)
-            _state_puts(emulator, f"state-{ring}", seen, statuses)
+        time.sleep(window)
         after = _snapshot(replicas, emulator, prometheus)
         elapsed = after["at"] - before["at"]
         cycles = [a - b for a, b in zip(after["cycles"], before["cycles"], strict=True)]
         seconds = [a - b for a, b in zip(after["cycle_s"], before["cycle_s"], strict=True)]
-        size = len(_get_text(configmap).encode())
+        every_window = _matching_puts(emulator, state.every_put)
+        size = state.write_bytes(flipped[0])
         rss = [reporting.rss_mib(p.pid or 0).get("rss_mib") for p in replicas]
         failover_s = None
         if count >= 2:
@@ -288,6 +422,7 @@ def _group(count: int, all_pairs: list[Pair], *, work: Path, emulator: ManagedPr
         sampler.join(10)
         overlapping_pairs = sum(1 for p in all_pairs
                                 if _shard(p.name) in sampler.overlapping)
+        coincident_pairs = sum(1 for p in all_pairs if _shard(p.name) in sampler.coincident)
     row = {
         "replicas": count, "pairs": len(all_pairs), "ready_s": round(ready_s, 1),
         "window_s": round(elapsed, 1),
@@ -304,13 +439,19 @@ def _group(count: int, all_pairs: list[Pair], *, work: Path, emulator: ManagedPr
         "state_puts_after_flips": len(flip_statuses),
         "state_put_statuses": sorted(set(flip_statuses)),
         "state_puts_per_flip": round(len(flip_statuses) / flips, 2),
-        "state_puts_in_window": len(statuses) - len(flip_statuses),
-        "state_configmap_bytes": size,
+        "state_puts_while_flipping": _between(every_before, every_flips),
+        "state_puts_in_window": _between(every_flips, every_window),
+        "state_write_bytes": size,
         "failover_s": None if failover_s is None else round(failover_s, 1),
         "samples": sampler.samples, "pairs_acted_on_by_two": overlapping_pairs,
+        "pairs_seen_on_two_in_one_pass": coincident_pairs,
     }
     print(f"  shards: {count} replica(s): {row}", flush=True)
     return row
+
+
+def _seconds(duration: str) -> float:
+    return float(duration.removesuffix("s"))
 
 
 def _shard(name: str) -> int:
@@ -322,6 +463,10 @@ def _shard(name: str) -> int:
 def run(options: Options) -> Outcome:
     """Fleet, Prometheus, emulator; then each replica count in turn."""
     count = QUICK_PAIRS if options.quick else int(os.environ.get("BENCH_SHARD_PAIRS", PAIRS))
+    mode = os.environ.get("BENCH_SHARD_STATE", STATE_MODES[0])
+    if mode not in STATE_MODES:
+        raise ValueError(f"BENCH_SHARD_STATE={mode!r}: expected one of {', '.join(STATE_MODES)}")
+    objects = mode == "objects"
     all_pairs = _pairs(count)
     fleet = workers.helper("fleet", "bench.fleet_worker",
                            ["--pairs", str(count), "--prefix", PREFIX])
@@ -329,13 +474,14 @@ def run(options: Options) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as scratch:
         work = Path(scratch)
         rules = _rules(work)
-        (work / "seed.yaml").write_text(yaml.safe_dump_all(seed(all_pairs)))
+        manifests = seed(all_pairs) + (_pair_objects(all_pairs) if objects else [])
+        (work / "seed.yaml").write_text(yaml.dump_all(manifests, Dumper=_DUMPER))
         token = secrets.token_hex(16)
         (work / "token").write_text(token)
         emulator = ManagedProcess("kube-emulator", lambda port: [
             sys.executable, "-m", "kube_emulator", "--port", str(port),
             "--objects", str(work / "seed.yaml"), "--kubeconfig-out", str(work / "kubeconfig"),
-            "--request-log-size", "20000"], ready_path="/readyz", env=workers.env(),
+            "--request-log-size", str(REQUEST_LOG_SIZE)], ready_path="/readyz", env=workers.env(),
             ready_timeout_s=READY_TIMEOUT_S)
         with fleet, emulator:
             target = ScrapeTarget("fleet", (f"127.0.0.1:{fleet.port}",), honor_labels=True)
@@ -346,23 +492,23 @@ def run(options: Options) -> Outcome:
                 for replicas in REPLICAS:
                     rows.append(_group(replicas, all_pairs, work=work, emulator=emulator,
                                        prometheus=prometheus.url, rules=rules, token=token,
-                                       options=options))
-    return _outcome(rows, count)
+                                       options=options, objects=objects))
+    return _outcome(rows, count, mode)
 
 
-def _outcome(rows: list[dict[str, Any]], count: int) -> Outcome:
+def _outcome(rows: list[dict[str, Any]], count: int, mode: str) -> Outcome:
     table = reporting.table(
-        f"Sharded replicas: {count:,} pairs, {SHARDS} shards, 4 Prometheus rules, interval "
-        f"{INTERVAL_S:g}s",
+        f"Sharded replicas: {count:,} pairs ({mode}), {SHARDS} shards, 4 Prometheus rules, "
+        f"interval {INTERVAL_S:g}s",
         ["replicas", "ready s", "stored s", "cycle s per replica", "PromQL/cycle", "API req/min",
-         "RSS MiB", "flip p50 s", "state PUTs/flip", "PUT statuses", "ConfigMap KiB",
+         "RSS MiB", "flip p50 s", "state PUTs/flip", "PUT statuses", "KiB per state PUT",
          "failover s", "pairs on two"],
         [[r["replicas"], r["ready_s"], r["stored_s"],
           " ".join(str(c) for c in r["cycle_s_per_replica"]),
           r["promql_per_cycle"], r["api_requests_per_min"],
           " ".join(str(m) for m in r["rss_mib"]), r["flip_s"].get("p50"),
           r["state_puts_per_flip"], ",".join(map(str, r["state_put_statuses"])),
-          round(r["state_configmap_bytes"] / 1024), r["failover_s"] or "",
+          round(r["state_write_bytes"] / 1024, 1), r["failover_s"] or "",
           r["pairs_acted_on_by_two"]] for r in rows])
     targets = {"pairs_acted_on_by_two": {
         "target": "== 0", "measured": [r["pairs_acted_on_by_two"] for r in rows]}}
@@ -371,8 +517,12 @@ def _outcome(rows: list[dict[str, Any]], count: int) -> Outcome:
         f"{ELECTION['renew_deadline']}, retry_period {ELECTION['retry_period']}; failover "
         "is bounded by about one lease duration plus a retry period.",
         "Flips are POSTed to a random replica (forwarded to the owner when it is not).",
-        "State: all pairs' records share one ConfigMap (the crd work moves each into its own "
-        "object's status); every state write PUTs the whole ConfigMap.",
+        "State: each pair's record in its BlueGreenPair's status (a write PUTs that object's "
+        "status); records stay from one replica group to the next, as across a rollout."
+        if mode == "objects" else
+        "State: all pairs' records share one ConfigMap; every state write PUTs the whole "
+        "ConfigMap (each group has its own).",
     ]
-    return Outcome(results={"runs": rows, "shards": SHARDS, "election": ELECTION},
+    return Outcome(results={"runs": rows, "shards": SHARDS, "election": ELECTION,
+                            "state": mode},
                    targets=targets, tables=[table], notes=notes)

@@ -195,19 +195,24 @@ async def expire_watches(request: web.Request) -> web.Response:
 
 
 async def get_requests(request: web.Request) -> web.Response:
-    """Recent requests, filterable by ?method=, ?path= (substring), ?verb=, ?limit=, and
-    the count of every request received (`total`, `by_verb`: not bounded by the log size)."""
+    """Recent requests, filterable by ?method=, ?path= (substring), ?verb=, ?limit= (the
+    last N; 0: none, only the counts), how many recorded ones matched (`matched`), and the
+    count of every request received (`total`, `by_verb`: not bounded by the log size)."""
     query = request.query
     log = _emulator(request).requests
     records = log.records(
         method=query.get("method"), path_contains=query.get("path"), verb=query.get("verb"))
+    matched = len(records)
     if "limit" in query:
         try:
-            records = records[-int(query["limit"]):]
+            limit = int(query["limit"])
         except ValueError:
             raise bad_request("limit must be an integer") from None
-    return _ok({"requests": [r.to_dict() for r in records], "total": log.total,
-                "by_verb": log.by_verb()})
+        if limit < 0:
+            raise bad_request("limit must not be negative")
+        records = records[max(0, len(records) - limit):]
+    return _ok({"requests": [r.to_dict() for r in records], "matched": matched,
+                "total": log.total, "by_verb": log.by_verb()})
 
 
 async def clear_requests(request: web.Request) -> web.Response:

@@ -118,6 +118,15 @@ async def test_request_counts_are_not_bounded_by_the_log_size(kube_emulator, kub
                             params={"limit": "1"}) as resp:
             body = await resp.json()
         assert body["total"] == size + 51 and body["by_verb"]["get"] == 1
+        assert [r["verb"] for r in body["requests"]] == ["get"] and body["matched"] == size
+        # limit=0: only the counts (a bench polling them must not get the whole log)
+        async with http.get(f"{kube_emulator.url}/_emulator/requests",
+                            params={"limit": "0", "verb": "list"}) as resp:
+            body = await resp.json()
+        assert body["requests"] == [] and body["matched"] == size - 1
+        async with http.get(f"{kube_emulator.url}/_emulator/requests",
+                            params={"limit": str(size * 2), "verb": "get"}) as resp:
+            assert len((await resp.json())["requests"]) == 1
         async with http.delete(f"{kube_emulator.url}/_emulator/requests") as resp:
             assert (await resp.json())["total"] == 0
     assert kube_emulator.requests.total == 0
