@@ -39,7 +39,8 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     # The HTTP thread advances time on every scrape: no separate ticker work needed.
-    fleet = SyntheticFleet(port=args.port, tick_s=3600.0)
+    # No log lines: the sharded bench judges with Prometheus rules only.
+    fleet = SyntheticFleet(port=args.port, tick_s=3600.0, log_lines=False)
     populate(fleet, args.pairs, args.prefix)
     with fleet:
         stop.wait()

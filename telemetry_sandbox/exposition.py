@@ -6,6 +6,7 @@ virtual time rather than incremented, and both exporters must emit identical sha
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ class HistogramState:
 
 def format_value(value: float) -> str:
     """Integers without a decimal point, floats with repr precision, +Inf/-Inf/NaN spelled out."""
+    if type(value) is int:
+        return str(value)
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -94,10 +97,20 @@ def format_value(value: float) -> str:
 
 def format_labels(labels: Mapping[str, str]) -> str:
     """`{a="x",b="y"}` with the text format's escaping."""
-    if not labels:
-        return ""
-    parts = [f'{name}="{_escape(str(value))}"' for name, value in labels.items()]
-    return "{" + ",".join(parts) + "}"
+    inner = _inner(tuple(labels.items())) if labels else ""
+    return "{" + inner + "}" if inner else ""
+
+
+@functools.lru_cache(maxsize=1 << 18)
+def _inner(items: tuple[tuple[str, str], ...]) -> str:
+    """`a="x",b="y"`: a fleet renders the same label sets at every scrape (a 5,000-pair
+    fleet, 240,000 lines a scrape, spent most of its time escaping them)."""
+    return ",".join(f'{name}="{_escape(str(value))}"' for name, value in items)
+
+
+@functools.lru_cache(maxsize=64)
+def _le_values(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    return tuple(repr(float(bound)) for bound in bounds)  # "1.0" as prometheus_client
 
 
 def render_counter_family(name: str, help_text: str, samples: Iterable[CounterSample]) -> str:
@@ -111,13 +124,15 @@ def render_histogram_family(name: str, help_text: str, samples: Iterable[Histogr
     """HELP/TYPE header plus _bucket (with le, ending at +Inf), _sum and _count per series."""
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
     for sample in samples:
-        for bound, count in zip(sample.bounds, sample.cumulative, strict=True):
-            labels = {**sample.labels, "le": repr(float(bound))}  # "1.0" as prometheus_client
-            lines.append(f"{name}_bucket{format_labels(labels)} {format_value(count)}")
-        labels = {**sample.labels, "le": "+Inf"}
-        lines.append(f"{name}_bucket{format_labels(labels)} {format_value(sample.count)}")
-        lines.append(f"{name}_sum{format_labels(sample.labels)} {format_value(sample.sum)}")
-        lines.append(f"{name}_count{format_labels(sample.labels)} {format_value(sample.count)}")
+        inner = _inner(tuple(sample.labels.items())) if sample.labels else ""
+        bucket = f"{name}_bucket{{{inner},le=" if inner else f"{name}_bucket{{le="
+        les = _le_values(tuple(sample.bounds))
+        for le, count in zip(les, sample.cumulative, strict=True):
+            lines.append(f'{bucket}"{le}"}} {format_value(count)}')
+        lines.append(f'{bucket}"+Inf"}} {format_value(sample.count)}')
+        labels = "{" + inner + "}" if inner else ""
+        lines.append(f"{name}_sum{labels} {format_value(sample.sum)}")
+        lines.append(f"{name}_count{labels} {format_value(sample.count)}")
     return "\n".join(lines) + "\n"
 
 

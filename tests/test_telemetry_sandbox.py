@@ -265,6 +265,23 @@ def test_fleet_logs_are_bounded_and_forwarded():
     assert sum(n for _, n in forwarded) == 30 * (20 + 1)  # 20 error lines/s (cap) + 1 INFO/s
 
 
+def test_a_fleet_without_log_lines_exports_the_same_metrics():
+    """`log_lines=False` (the benchmarks' big fleets) changes what is logged, not the series;
+    label values are escaped however often they are rendered."""
+    now = [50.0]
+    fleets = [SyntheticFleet(clock=lambda: now[0], wall_clock=lambda: 1.7e9 + now[0],
+                             log_lines=logs) for logs in (True, False)]
+    for fleet in fleets:
+        fleet.set_profile('x-"q"\\', rps=400, error_ratio=0.02, max_log_lines_per_s=20)
+        fleet.set_profile("x-blue", rps=30, error_ratio=0.0)
+    for _ in range(3):
+        now[0] += 7.5
+        with_logs, without = (fleet.render_metrics() for fleet in fleets)
+        assert with_logs == without
+    assert 'namespace="x-\\"q\\"\\\\"' in without and 'le="+Inf"' in without
+    assert fleets[0].logs("x-blue") and fleets[1].logs("x-blue") == []
+
+
 @pytest.mark.parametrize(
     ("p50", "p99"), [(0.05, 0.8), (0.03, 0.2), (0.1, 0.3), (0.2, 2.0), (0.01, 4.0)]
 )
