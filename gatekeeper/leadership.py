@@ -46,19 +46,21 @@ from gatekeeper.config import LeaderElectionConfig
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.kubeclient import ApiException
 
-__all__ = ["Leadership", "LeadershipCallback", "LeaseLock", "Owner", "check_timings",
-           "default_identity"]
+__all__ = ["ADDRESS_ANNOTATION", "Leadership", "LeadershipCallback", "LeaseLock", "Owner",
+           "check_timings", "default_identity"]
 
 log = structlog.get_logger()
 
 _JITTER = 0.2  # followers retry after retry_period * (1..1.2), so they do not race in lockstep
 _FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
+ADDRESS_ANNOTATION = "gatekeeper.io/address"
+"""On the Lease a replica holds: the URL other replicas forward its requests to."""
 
 
 @dataclass(frozen=True)
 class Owner:
     """Who acts on a pair as last seen, and where to forward its requests (sharding: the
-    holder of its shard; one leader: the leader, whose address is not known)."""
+    holder of its shard; one leader: the leader; `address` None when it announced none)."""
 
     identity: str
     address: str | None
@@ -120,6 +122,8 @@ class LeaseLock:
         """The holder as last read or written (None: free or never read)."""
         self.held_record: dict[str, Any] | None = None
         """The Lease as we last wrote it while holding it (None when not ours)."""
+        self.notes: dict[str, str] = {}
+        """The annotations of the Lease as last read or written (the holder's address)."""
         self._observed: tuple[Any, ...] | None = None  # the last lease record seen
         self._observed_at = 0.0  # monotonic time it was first seen
         self._expires_in = 0.0
@@ -140,6 +144,7 @@ class LeaseLock:
             self._observed = record
             self._observed_at = time.monotonic()
         self.holder = spec.get("holderIdentity") or None
+        self.notes = dict((lease.get("metadata") or {}).get("annotations") or {})
         self._expires_in = float(spec.get("leaseDurationSeconds") or self.lease_seconds)
         if self.holder != self.identity:
             self.held_record = None
@@ -214,6 +219,7 @@ class LeaseLock:
         spec = lease.get("spec") or {}
         self.held_record = lease
         self.holder = self.identity
+        self.notes = dict((lease.get("metadata") or {}).get("annotations") or {})
         self._observed = tuple(spec.get(key) for key in _RECORD)
         self._observed_at = time.monotonic()
         self._expires_in = float(self.lease_seconds)
@@ -265,7 +271,10 @@ class Leadership:
         on_stopped_leading: LeadershipCallback | None = None,
         release_on_cancel: bool = True,
         drain_timeout: float = 10.0,
+        address: str | None = None,
     ) -> None:
+        """`address`: the URL followers forward requests to while this replica leads
+        (written on the Lease; "" when none, so a previous leader's is not kept)."""
         if settings.enabled:
             check_timings(settings, "leader election")
         self.settings = settings
@@ -282,8 +291,10 @@ class Leadership:
             self._leading_event.set()
         self._renewed_at = -math.inf  # monotonic time the last successful renewal started
         self._holder: str | None = self.identity if self._leading else None
+        self.address = address
         self._lock = LeaseLock(self._api, settings.namespace, settings.lease_name,
-                               self.identity, self._lease_seconds)
+                               self.identity, self._lease_seconds,
+                               annotations={ADDRESS_ANNOTATION: address or ""})
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -332,14 +343,30 @@ class Leadership:
     sharded = False
     """One leader acts on every pair (every replica evaluates every pair)."""
 
+    @property
+    def forwards(self) -> bool:
+        """With leader election on, a follower sends requests that act on to the leader."""
+        return bool(self.settings.enabled)
+
     def acts_on(self, key: str) -> bool:
         """Whether this replica may act on the pair now: the leader acts on all."""
         return self.is_leader
 
     def owner_of(self, key: str) -> Owner | None:
-        """The replica acting on the pair: the leader as last seen."""
+        """The replica acting on the pair: the leader as last seen, with the address its
+        Lease announces."""
         holder = self.holder
-        return Owner(holder, None) if holder else None
+        if not holder:
+            return None
+        if holder == self.identity:
+            return Owner(holder, self.address)
+        address = self._lock.notes.get(ADDRESS_ANNOTATION) if self._lock.holder == holder \
+            else None
+        return Owner(holder, address or None)
+
+    def holds(self, key: str) -> bool:
+        """Whether the pair's state may still be written: while leading."""
+        return self.is_leader
 
     def require_owner(self, key: str) -> None:
         """`require_leader` (NotLeaderError)."""

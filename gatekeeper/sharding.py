@@ -42,7 +42,13 @@ from gatekeeper import kubeclient, ring
 from gatekeeper.config import LeaderElectionConfig, ShardingConfig
 from gatekeeper.errors import NotOwnerError
 from gatekeeper.kubeclient import ApiException
-from gatekeeper.leadership import LeaseLock, Owner, check_timings, default_identity
+from gatekeeper.leadership import (
+    ADDRESS_ANNOTATION,
+    LeaseLock,
+    Owner,
+    check_timings,
+    default_identity,
+)
 
 __all__ = ["RING_LABEL", "ROLE_LABEL", "Owner", "ShardLeases", "member_address"]
 
@@ -50,7 +56,6 @@ log = structlog.get_logger(__name__)
 
 RING_LABEL = "gatekeeper.io/ring"
 ROLE_LABEL = "gatekeeper.io/lease-role"
-ADDRESS_ANNOTATION = "gatekeeper.io/address"
 SHARDS_ANNOTATION = "gatekeeper.io/shards"
 _FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
 
@@ -133,10 +138,17 @@ class ShardLeases:
         """The shard of a pair key."""
         return ring.shard_of(key, self.count)
 
-    def _fenced(self, shard: _Shard) -> bool:
+    def _holding(self, shard: _Shard) -> bool:
         return (self.mismatch is None and shard.lock.held_record is not None
-                and shard.draining_since is None
                 and time.monotonic() - shard.renewed_at < self.election.renew_deadline)
+
+    def _fenced(self, shard: _Shard) -> bool:
+        return self._holding(shard) and shard.draining_since is None
+
+    def holds(self, key: str) -> bool:
+        """True while this replica holds the pair's shard Lease renewed within
+        renew_deadline, also while handing it over (a running step may still write)."""
+        return self._holding(self._shards[self.shard_of(key)])
 
     def held(self) -> frozenset[int]:
         """The shards this replica may act on now."""
@@ -148,6 +160,8 @@ class ShardLeases:
 
     sharded = True
     """Each replica evaluates and acts on the pairs of its own shards only."""
+    forwards = True
+    """A request about another replica's pair goes to its owner."""
 
     @property
     def is_leader(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -15,13 +16,16 @@ from aiohttp import web
 
 from gatekeeper.errors import NotLeaderError
 from gatekeeper.kubeclient import read_json
+from gatekeeper.leadership import Owner
 from gatekeeper.service.app import create_service
 from gatekeeper.service.auth import TokenAuth, load_token
+from gatekeeper.service.forwarding import SERVED_BY
 from tests.service_support import (
     AUTH,
     NEW,
     PODS_READY_RULE,
     TOKEN,
+    free_port,
     get_json,
     metric_value,
     post_json,
@@ -40,13 +44,15 @@ ACTIONS = ("approve", "unapprove", "flip", "rollback", "scale-down")
 
 
 class _NotLeading:
-    """A replica that never leads (another holds the Lease): the LeaderView protocol."""
+    """A replica that never leads (another holds the Lease, announcing no address to forward
+    to): the LeaderView protocol."""
 
     identity = "gatekeeper-this-5c"
     is_leader = False
     holder = "gatekeeper-other-7f"
 
     sharded = False
+    forwards = True
 
     @contextlib.asynccontextmanager
     async def leader_guard(self):
@@ -56,11 +62,14 @@ class _NotLeading:
     def acts_on(self, key):
         return False
 
+    def holds(self, key):
+        return False
+
     def require_owner(self, key):
         raise NotLeaderError(self.identity, self.holder)
 
     def owner_of(self, key):
-        return None
+        return Owner(self.holder, None)
 
     def guard(self, key):
         return self.leader_guard()
@@ -311,8 +320,9 @@ async def _text(url: str) -> str:
         return await response.text()
 
 
-async def test_followers_serve_reads_but_refuse_actions(api_service, kube_api):
-    """Only the Lease holder acts: elsewhere POSTs answer 503 naming the leader."""
+async def test_a_follower_without_the_leaders_address_refuses_actions(api_service, kube_api):
+    """Only the Lease holder acts: a follower that cannot forward (the leader announced no
+    address) answers 503 naming the leader at once, and still serves reads."""
     _service, url, _ = await api_service(leadership=_NotLeading())
     async with aiohttp.ClientSession() as http:
         assert (await get_json(http, f"{url}/api/v1/pairs/api"))[0] == 200
@@ -323,36 +333,48 @@ async def test_followers_serve_reads_but_refuse_actions(api_service, kube_api):
     assert await route_target(kube_api, ROUTING) == BLUE
 
 
-async def test_of_two_replicas_only_the_lease_holder_acts(tmp_path, kube_emulator, kube_api,
-                                                         aiohttp_server):
-    """Two services, one Lease: the holder flips; the other serves reads and answers 503
-    to actions and to Alertmanager (which then retries)."""
+async def test_a_follower_forwards_actions_and_alerts_to_the_leader(
+        tmp_path, kube_emulator, kube_api, aiohttp_server):
+    """Two services, one Lease (no sharding): the holder acts; the other serves reads
+    itself and forwards a flip, the flip-check and Alertmanager's webhook to the leader at
+    the address its Lease announces (never a bare 503)."""
     kube_emulator.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
     loaded = write_config(tmp_path, [("api", BLUE, GREEN, ROUTING)], prometheus_url=None,
                           rules=[PODS_READY_RULE], policy={"auto_flip": False},
                           leader_election={"enabled": True, "lease_duration": "4s",
                                            "renew_deadline": "3s", "retry_period": "0.5s"})
     services, urls = [], []
-    for _ in range(2):
-        service = create_service(loaded, kube_api, token=TOKEN)
-        server = await aiohttp_server(service.app)
+    for name in ("replica-a", "replica-b"):
+        port = free_port()
+        urls.append(f"http://127.0.0.1:{port}")
+        config = loaded.config.model_copy(update={
+            "sharding": loaded.config.sharding.model_copy(update={"address": urls[-1]}),
+            "leader_election": loaded.config.leader_election.model_copy(
+                update={"identity": name})})
+        service = create_service(replace(loaded, config=config), kube_api, token=TOKEN)
+        await aiohttp_server(service.app, port=port)
         services.append(service)
-        urls.append(str(server.make_url("")).rstrip("/"))
     try:
         await wait_until(lambda: any(s.controller.is_leader for s in services), within=10,
                          what="a leader")
         leader = next(i for i, s in enumerate(services) if s.controller.is_leader)
         follower = 1 - leader
-        assert not services[follower].controller.is_leader
+        lead_name = services[leader].controller.leadership.identity
+        await wait_until(lambda: services[follower].controller.leadership.owner_of("api")
+                         == Owner(lead_name, urls[leader]), within=10,
+                         what="the follower saw the leader's address")
         async with aiohttp.ClientSession() as http:
-            status, body = await post_json(http, f"{urls[follower]}/api/v1/pairs/api/flip",
-                                           {"force": True})
-            assert status == 503 and "not the leader" in body["error"]
-            status, body = await get_json(http, f"{urls[follower]}/api/v1/pairs/api")
-            assert status == 200 and body["leader"] is False
-            status, body = await post_json(http, f"{urls[leader]}/api/v1/pairs/api/flip",
-                                           {"force": True})
-            assert status == 200 and body["changed"] is True
+            async with http.get(f"{urls[follower]}/api/v1/pairs/api") as response:
+                body = await response.json()
+                assert response.status == 200 and body["leader"] is False
+                assert SERVED_BY not in response.headers  # a read is answered here
+            async with http.get(f"{urls[follower]}/api/v1/pairs/api/flip-check") as response:
+                assert response.headers[SERVED_BY] == lead_name
+            async with http.post(f"{urls[follower]}/api/v1/pairs/api/flip",
+                                 json={"force": True}, headers=AUTH) as response:
+                body = await response.json()
+                assert response.status == 200 and body["changed"] is True, body
+                assert response.headers[SERVED_BY] == lead_name
             assert await route_target(kube_api, ROUTING) == GREEN
             await wait_until(lambda: services[follower].controller.views["api"].state.phase
                              == "flipped", within=5, what="follower shows the leader's state")
@@ -360,11 +382,12 @@ async def test_of_two_replicas_only_the_lease_holder_acts(tmp_path, kube_emulato
                 "status": "firing", "fingerprint": "f1", "startsAt": rfc3339(),
                 "labels": {"severity": "critical", "namespace": GREEN}}]}
             status, body = await post_json(http, f"{urls[follower]}/api/v1/alertmanager", alert)
-            assert status == 503 and "not the leader" in body["error"]
-            assert await route_target(kube_api, ROUTING) == GREEN
-            status, body = await post_json(http, f"{urls[leader]}/api/v1/alertmanager", alert)
             assert status == 200 and body["outcome"] == "rollback", body
         assert await route_target(kube_api, ROUTING) == BLUE
+        rollbacks = metric_value(await _text(f"{urls[leader]}/metrics"),
+                                 "gatekeeper_rollbacks_total", pair="api",
+                                 trigger="alertmanager")
+        assert rollbacks == 1
     finally:
         for service in services:
             await service.close()

@@ -16,6 +16,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from gatekeeper.kubeclient import read_json
+from gatekeeper.ring import assign as ring_assign
 from gatekeeper.service.app import Service, create_service
 from gatekeeper.service.forwarding import SERVED_BY
 from tests.fixtures.kube import api_client_for
@@ -239,4 +240,33 @@ async def test_a_killed_replicas_pairs_are_taken_over(ring, kube_api) -> None:
     await ring.until(lambda: all(ring.services[1].controller.acts_on(p) for p, *_ in PAIRS),
                      "the survivor took every pair")
     assert await route_target(kube_api, routing) == green
+    assert ring.overlaps == []
+
+
+async def test_a_shard_moves_only_after_the_state_write_that_ends_an_action(
+        ring, kube_emulator, kube_api) -> None:
+    """The state write after a flip runs under the pair's shard guard: a replica that joins
+    while the old owner's write is slow gets the pair only once that write has landed (the
+    shard was once released as soon as the action returned, and the old owner's write of
+    the pair landed after the new owner had started acting on it)."""
+    a = await ring.add("replica-a")
+    await ring.settle()
+    moving = {shard for shard, member in ring_assign(8, ["replica-a", "replica-b"]).items()
+              if member == "replica-b"}
+    name, _blue, green, routing = next(
+        p for p in PAIRS if a.controller.leadership.shard_of(p[0]) in moving)
+    kube_emulator.faults.add(delay=1.0, verb="put", path="configmaps/gatekeeper-state")
+    async with aiohttp.ClientSession() as http:
+        flip = asyncio.create_task(post_json(http, f"{ring.urls[0]}/api/v1/pairs/{name}/flip",
+                                             {"force": True}))
+        await ring.until(lambda: a.controller.dispatcher.inflight, "the flip runs")
+        b = await ring.add("replica-b")
+        await ring.until(lambda: b.controller.acts_on(name), "replica-b took the pair")
+        record = await stored(kube_api, name)
+        status, body = await flip
+    assert status == 200 and body["changed"] is True, body
+    assert await route_target(kube_api, routing) == green
+    # The old owner's last write (the flip's phase transition) came first.
+    assert any(t.get("kind") == "phase" and t.get("to") == "flipped"
+               for t in record["transitions"]), record["transitions"]
     assert ring.overlaps == []

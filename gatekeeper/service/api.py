@@ -2,9 +2,9 @@
 
 Reads are served from the controller's cache (no cluster or Prometheus call per request).
 Mutations need the bearer token, are idempotent, answer 409 with reasons when unsafe
-(unless `force`), 503 when this replica is not the leader (sharded replicas forward a
-request about another replica's pair to its owner: service.forwarding), and say what was
-done.
+(unless `force`), are forwarded to the replica that acts on the pair when it is another
+(the leader, or the owner of the pair's shard: service.forwarding; 503 only when none can be
+reached), and say what was done.
 
 Over 450 lines on purpose: one short handler per route, and the bodies they answer with,
 so the API's whole surface is read in one file.
@@ -322,7 +322,7 @@ async def list_pairs(request: web.Request) -> web.Response:
     services = services_of(request)
     controller = services.controller
     forwarder = services.forwarder
-    if forwarder is None or not forwarder.active:
+    if forwarder is None or not forwarder.forwards_reads:
         return responses.json_response(
             {"pairs": [pair_summary(view, controller) for view in controller.views.values()]})
     own = [pair_summary(view, controller) for name, view in controller.views.items()
@@ -355,7 +355,8 @@ async def get_pair(request: web.Request) -> web.Response:
     services = services_of(request)
     view, controller = _pair(services, request), services.controller
     if services.forwarder is not None:
-        relayed = await services.forwarder.forward_if_elsewhere(request, view.pair.name)
+        relayed = await services.forwarder.forward_if_elsewhere(request, view.pair.name,
+                                                                read=True)
         if relayed is not None:
             return relayed
     inputs = _detail_inputs(view, controller)

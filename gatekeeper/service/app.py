@@ -87,8 +87,7 @@ def build_app(
     app[CONNECTIONS] = ConnectionBook()
     long_polls = LongPolls(controller.wait_tick,
                            on_change=controller.recorder.long_polls.set)
-    forwarder = (Forwarder(controller, timeout=config.sharding.forward_timeout)
-                 if controller.leadership.sharded else None)
+    forwarder = Forwarder(controller, timeout=config.sharding.forward_timeout)
     app[SERVICES] = Services(controller=controller, auth=auth,
                              deduper=AlertDeduper(ttl=max(3600.0, cooldown)),
                              long_polls=long_polls, forwarder=forwarder)
@@ -113,8 +112,7 @@ def build_app(
             if notifier is not None:
                 await notifier.drain(3.0)
             await group.close()
-            if forwarder is not None:
-                await forwarder.close()
+            await forwarder.close()
 
     async def stop_acting(_app: web.Application) -> None:
         controller.stop_acting()
@@ -227,12 +225,12 @@ def create_service(
         lease = kubeclient.own_pool(api, connections=LEASE_CONNECTIONS)
         clients.append(lease)
         elected: Leadership | ShardLeases
+        address = member_address(config.sharding.address, dict(os.environ),
+                                 config.server.port)
         if config.sharding.enabled and settings.enabled:
-            address = member_address(config.sharding.address, dict(os.environ),
-                                     config.server.port)
             elected = shards = ShardLeases(lease, settings, config.sharding, address=address)
         else:
-            elected = Leadership(lease, settings)
+            elected = Leadership(lease, settings, address=address)
         if settings.enabled:
             background["leadership"] = elected.run
         leadership = elected

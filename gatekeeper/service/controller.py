@@ -105,6 +105,7 @@ class Controller:
         self.records = Records(config, self.pairs, self.store, recorder=recorder,
                                announcer=self.announcer, drivers=self.drivers,
                                dry_run_for=operations.dry_run_for, acts_on=self.acts_on,
+                               holds=self.holds,
                                closing=lambda: self.dispatcher.closing, clock=self.clock,
                                wall=wall)
         self.folder = Folder(operations, self.pairs, self.dispatcher, self.records,
@@ -145,6 +146,11 @@ class Controller:
         """Whether this replica acts on the pair now (dry-run replicas decide as if);
         a call, read afresh after every await."""
         return self.dry_run or self.leadership.acts_on(name)
+
+    def holds(self, name: str) -> bool:
+        """Whether this replica still holds the pair's Lease (also while handing it over):
+        a running step may write the pair's state (dry-run: nothing is written anyway)."""
+        return self.dry_run or self.leadership.holds(name)
 
     def evaluates(self, pair: PairConfig) -> bool:
         """Sharded replicas evaluate only their own pairs; one leader's followers evaluate

@@ -8,6 +8,7 @@ leaves a half-flip), inside the Lease guard, and awaited on shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -51,8 +52,19 @@ class LeaderView(Protocol):
         """Each replica evaluates only the pairs it acts on."""
         ...
 
+    @property
+    def forwards(self) -> bool:
+        """A request acting on a pair another replica acts on is sent there (service.
+        forwarding): sharded replicas, and one leader's followers."""
+        ...
+
     def acts_on(self, key: str) -> bool:
         """True while this replica may act on the pair."""
+        ...
+
+    def holds(self, key: str) -> bool:
+        """True while this replica holds the pair's Lease within its renew deadline, also
+        while handing it over (a step already running may still write its state)."""
         ...
 
     def require_owner(self, key: str) -> None:
@@ -85,6 +97,15 @@ class Dispatcher:
         """ShuttingDown once `closing` is set."""
         if self.closing:
             raise ShuttingDown("gatekeeper is shutting down; no new action starts")
+
+    def holding(self, pair: PairConfig) -> AbstractAsyncContextManager[None]:
+        """Around a whole step on the pair (its action *and* the state write after it):
+        NotLeaderError unless this replica acts on it, and its Lease is neither handed
+        over nor released until the step ends, so a new owner never writes the pair's
+        state before the old owner's last write landed (dry-run: nothing to hold)."""
+        if self.dry_run:
+            return contextlib.nullcontext()
+        return self.leadership.guard(pair.name)
 
     async def shielded(self, pair: PairConfig,
                        factory: Callable[[], Awaitable[ActionResult]]) -> ActionResult:

@@ -1,11 +1,14 @@
-"""Sharded replicas: a request about a pair another replica owns is sent on to the owner.
+"""A request about a pair another replica acts on is sent on to that replica (its owner).
 
-A Kubernetes Service spreads calls over the replicas, but only the holder of a pair's shard
-acts on it (and evaluates it). So a POST (approve, flip, rollback, scale-down), a pair
-read, or the part of an Alertmanager notification that concerns another replica's pairs is
-forwarded to the owner's address (its member Lease's `gatekeeper.io/address`), with the
-caller's Authorization header (the owner checks it again) and `X-Gatekeeper-Forwarded-By`.
-The owner's answer is returned as it is, with `X-Gatekeeper-Served-By` naming who acted.
+A Kubernetes Service spreads calls over the replicas, but only one acts on a pair: the
+holder of its shard when sharded (who alone evaluates it, too), else the one leader. So a
+POST (approve, flip, rollback, scale-down), the flip-check, or the part of an Alertmanager
+notification that concerns another replica's pairs is forwarded to the owner's address
+(`gatekeeper.io/address` on its member Lease, or on the leader's Lease), and so is a pair
+read when sharded (a leader's followers evaluate every pair and answer reads themselves);
+with the caller's Authorization header (the owner checks it again) and
+`X-Gatekeeper-Forwarded-By`. The owner's answer is returned as it is, with
+`X-Gatekeeper-Served-By` naming who acted.
 
 A forwarded request is never forwarded again (no loops while a shard moves). While a shard
 moves (no live holder for a moment) the request waits up to one lease duration for the new
@@ -51,8 +54,14 @@ class Forwarder:
 
     @property
     def active(self) -> bool:
-        """Only sharded replicas forward (one leader's followers answer reads themselves)."""
-        return bool(self.controller.leadership.sharded) and not self.controller.dry_run
+        """Whether requests that act are forwarded: sharded replicas, and one leader's
+        followers (not with leader election off, nor in dry-run: every replica decides)."""
+        return bool(self.controller.leadership.forwards) and not self.controller.dry_run
+
+    @property
+    def forwards_reads(self) -> bool:
+        """Pair reads too: only sharded replicas (a leader's followers evaluate every pair)."""
+        return self.active and bool(self.controller.leadership.sharded)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -78,17 +87,20 @@ class Forwarder:
             if self.controller.acts_on(name):
                 return None
             found: Owner | None = leadership.owner_of(name)
-            if found is not None and found.address and found.identity != self.identity:
-                return found
+            if found is not None and found.identity != self.identity:
+                if found.address:
+                    return found
+                who = "the owner of its shard" if leadership.sharded else "the leader"
+                raise responses.http_error(
+                    503, f"pair {name!r}: {who} ({found.identity}) announces no address to "
+                         "forward to (set sharding.address or POD_IP); send the request to "
+                         "it directly", retry_after=2)
             if time.monotonic() >= deadline:
                 if found is None:
-                    why = f"no replica holds the shard of pair {name!r} right now"
-                elif found.identity == self.identity:
-                    why = (f"this replica holds the shard of pair {name!r} but could not "
-                           "renew its Lease in time")
+                    why = f"no replica acts on pair {name!r} right now"
                 else:
-                    why = (f"the owner of pair {name!r} ({found.identity}) has no address "
-                           "(set sharding.address or POD_IP)")
+                    why = (f"this replica acts on pair {name!r} but could not renew its "
+                           "Lease in time")
                 raise responses.http_error(503, f"{why}; retry shortly", retry_after=2)
             await asyncio.sleep(_POLL)
 
@@ -134,13 +146,15 @@ class Forwarder:
         return out
 
     async def forward_if_elsewhere(self, request: web.Request, name: str,
-                                   body: bytes | None = None, *, extra_timeout: float = 0.0
-                                   ) -> web.Response | None:
+                                   body: bytes | None = None, *, extra_timeout: float = 0.0,
+                                   read: bool = False) -> web.Response | None:
         """The owner's answer when another replica owns the pair; None to answer here.
+        A `read` (the pair's detail) is forwarded only by sharded replicas.
 
         A request that was already forwarded is answered here whatever happens (the
         controller then refuses with the owner named, 503 and Retry-After)."""
-        if not self.active or FORWARDED_BY in request.headers:
+        if not (self.forwards_reads if read else self.active) \
+                or FORWARDED_BY in request.headers:
             return None
         settings = self.controller.config.leader_election
         deadline = time.monotonic() + 2 * (settings.lease_duration + settings.retry_period)

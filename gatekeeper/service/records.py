@@ -41,6 +41,9 @@ class Records:
     drivers: Drivers
     dry_run_for: Callable[[PairConfig], bool]
     acts_on: Callable[[str], bool]
+    holds: Callable[[str], bool]
+    """Still holding the pair's Lease (also while handing it over): its state may be
+    written."""
     closing: Callable[[], bool]
     clock: Callable[[], float]
     wall: Callable[[], float]
@@ -143,6 +146,13 @@ class Records:
                                   source=t.source, target=t.target, trigger=t.trigger,
                                   reason=t.reason, by=t.by or None)
 
+        if not self.holds(pair.name):
+            # The fence lapsed (renewals failing): another replica may own the pair by now,
+            # and its state is its to write. A switch's own journal is already stored, so
+            # the next owner recovers from it and from the routes.
+            view.state_error = "state not written: this replica no longer acts on the pair"
+            log.warning("state not written: no longer acting on the pair", pair=pair.name)
+            return
         try:
             view.record = await self.store.update(pair, mutate)
             view.state_error, view.rebuilt = None, False

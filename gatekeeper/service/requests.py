@@ -68,8 +68,8 @@ class Requests:
             self.leadership.require_owner(pair.name)  # NotLeaderError / NotOwnerError
         if self.dispatcher.closing:
             raise ShuttingDown("gatekeeper is shutting down; no new action starts")
-        async with self.views.locks[pair.name]:
-            yield pair
+        async with self.views.locks[pair.name], self.dispatcher.holding(pair):
+            yield pair  # decided, acted on and committed under the pair's Lease
 
     async def request(self, name: str, kind: Literal["flip", "rollback", "scale_down"], *,
                       force: bool = False, reason: str = "", to: str | None = None,

@@ -204,45 +204,55 @@ class Ticker:
                 log.debug("reads predate an action; skipping this tick", pair=pair.name)
                 return
             view = self.views[pair.name]
-            bound = log.bind(pair=pair.name)
             records = self.records
             if not self.acts_on(pair.name) or self.dispatcher.closing:
                 await records.load(pair, observation)
                 records.record_phase(pair, view.state)
                 await records.drive(pair, view.state)
                 return
-            dry = self.operations.dry_run_for(pair)
-            before = await records.load(pair, observation) if not dry \
-                or view.record is None \
-                else view.state
-            if routes_cached and livereads.Expected(before.active, before.exposure_step) \
-                    != livereads.Expected(observation.active, observation.exposure_step):
-                bound.info("cached routes disagree with the stored state; reading them "
-                           "afresh on the next tick", stored=before.active,
-                           routes=observation.active)
-                self.routes.forget(pair)
-                return
-            if not dry and _needs_recovery(view.record, observation):
-                if await self._recover(pair):
-                    return  # routes moved: the next tick reads them afresh
-                before = await records.load(pair, observation)
-            step = lifecycle.step(before, observation, self.config.policy_for(pair),
-                                  self.clock())
-            state, transitions = step.state, list(step.transitions)
-            would = []
-            for action in step.actions:
-                folded = await self.folder.perform(pair, state, action, time.monotonic())
-                state = folded.state
-                transitions.extend(folded.transitions)
-                if folded.note:
-                    would.append(folded.note)
-            if would and tuple(would) != view.would:
-                bound.warning("dry-run: would act", would=would)
-            view.would = tuple(would)
-            if not self.acts_on(pair.name):
-                return  # lost the Lease meanwhile: the new leader owns the state
-            await records.commit(pair, before, state, transitions)
-            await records.publish(pair)
+            # Load, step, act and commit under the pair's Lease: it is not handed over
+            # between the action and the state write after it.
+            async with self.dispatcher.holding(pair):
+                await self._act(pair, observation, routes_cached=routes_cached)
+
+    async def _act(self, pair: PairConfig, observation: Observation, *,
+                   routes_cached: bool) -> None:
+        """The acting replica's step: load the state, step the lifecycle, perform the
+        actions, commit (inside `_step`'s lock and the pair's Lease guard)."""
+        view = self.views[pair.name]
+        records = self.records
+        dry = self.operations.dry_run_for(pair)
+        before = await records.load(pair, observation) if not dry \
+            or view.record is None \
+            else view.state
+        if routes_cached and livereads.Expected(before.active, before.exposure_step) \
+                != livereads.Expected(observation.active, observation.exposure_step):
+            log.info("cached routes disagree with the stored state; reading them afresh on "
+                     "the next tick", pair=pair.name, stored=before.active,
+                     routes=observation.active)
+            self.routes.forget(pair)
+            return
+        if not dry and _needs_recovery(view.record, observation):
+            if await self._recover(pair):
+                return  # routes moved: the next tick reads them afresh
+            before = await records.load(pair, observation)
+        step = lifecycle.step(before, observation, self.config.policy_for(pair),
+                              self.clock())
+        state, transitions = step.state, list(step.transitions)
+        would = []
+        for action in step.actions:
+            folded = await self.folder.perform(pair, state, action, time.monotonic())
+            state = folded.state
+            transitions.extend(folded.transitions)
+            if folded.note:
+                would.append(folded.note)
+        if would and tuple(would) != view.would:
+            log.warning("dry-run: would act", pair=pair.name, would=would)
+        view.would = tuple(would)
+        if not self.records.holds(pair.name):
+            return  # the fence lapsed meanwhile: the next owner owns the state
+        await records.commit(pair, before, state, transitions)
+        await records.publish(pair)
 
     async def _recover(self, pair: PairConfig) -> bool:
         """Finish or undo a switch a dead leader left between two routes, and bring the stored

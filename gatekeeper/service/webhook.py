@@ -230,7 +230,8 @@ async def handle_alertmanager(request: web.Request) -> web.Response:
     elsewhere: dict[str, list[str]] = {}
     if forwarder is not None and forwarder.active and FORWARDED_BY not in request.headers:
         elsewhere = await _owners_elsewhere(forwarder, controller, payload)
-    results = await _act(controller, services.deduper, payload, received)
+    sent = {name for pairs in elsewhere.values() for name in pairs}
+    results = await _act(controller, services.deduper, payload, received, sent)
     unreached: list[str] = []
     for address, pairs in elsewhere.items():
         assert forwarder is not None  # only a forwarder finds owners elsewhere
@@ -282,8 +283,9 @@ async def _owners_elsewhere(forwarder: Forwarder, controller: Controller,
 
 
 async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPayload,
-               received: float) -> list[_PairResult]:
-    """Group the alerts by pair first, then decide once per pair.
+               received: float, sent: set[str]) -> list[_PairResult]:
+    """Group the alerts by pair first, then decide once per pair (except the pairs `sent`
+    to the replicas that act on them).
 
     Deciding reads the pair's live state (is the rollback target ready?), so its cost must
     grow with the pairs concerned, not with the alerts: a storm of thousands of alerts for
@@ -294,7 +296,8 @@ async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPa
     actives = {name: (view.state.active if view.state.phase in _PREFERRED_PHASES
                       else None, view.pair.namespaces)
                for name, view in controller.views.items()
-               if not controller.leadership.sharded or controller.acts_on(name)}
+               if name not in sent
+               and (not controller.leadership.sharded or controller.acts_on(name))}
     fresh: dict[str, list[tuple[str, WebhookAlert]]] = {}
     repeated: dict[str, list[WebhookAlert]] = {}
     stale_alerts: dict[str, list[tuple[WebhookAlert, str]]] = {}
