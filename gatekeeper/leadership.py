@@ -135,6 +135,11 @@ class LeaseLock:
             return True
         return time.monotonic() >= self._observed_at + self._expires_in
 
+    def expired_for(self) -> float:
+        """Seconds since the Lease as last read expired by our clock (negative while it
+        is live; a released one expires a second after it was emptied)."""
+        return time.monotonic() - (self._observed_at + self._expires_in)
+
     def observe(self, lease: Mapping[str, Any]) -> None:
         """Note the Lease as read (by us or by a list): who holds it, and since when its
         record is unchanged, by our clock."""

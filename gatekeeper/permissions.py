@@ -96,9 +96,10 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "events", ("create",), "cluster", "events",
                "Events on the BlueGreenPair objects (their namespaces are not known in "
                "advance)", switch="objects.enabled"),
-    Permission("coordination.k8s.io", "leases", ("list",), "own", "sharding",
+    Permission("coordination.k8s.io", "leases", ("list", "delete"), "own", "sharding",
                "sharded replicas: the ring's member and shard Leases, one list per retry "
-               "period", switch="sharding.enabled"),
+               "period; the member Lease of a replica that died, deleted once long expired",
+               switch="sharding.enabled"),
     Permission("authentication.k8s.io", "tokenreviews", ("create",), "cluster",
                "service.auth", "who a service-account bearer token belongs to (the approver's "
                "name)", switch="auth.token_review"),

@@ -17,7 +17,12 @@ with client-go's leader election for each shard's Lease (leadership.LeaseLock):
   Lease meanwhile, however long they take), then empties the Lease; the new holder takes only a
   free or expired Lease, so two replicas never act on one pair;
 - a replica acts on a pair only while it holds the pair's shard Lease renewed less than
-  `renew_deadline` ago (the fence of today's leader, per shard).
+  `renew_deadline` ago (the fence of today's leader, per shard);
+- a member Lease left by a replica that died or left (expired by our clock for
+  `FORGET_AFTER` lease durations more) is deleted by a live replica, with the
+  resourceVersion it saw as precondition (a replica that came back and renewed it keeps
+  it), so the Leases do not pile up with every pod ever started. A replica whose member
+  Lease was deleted creates it again at its next round.
 
 Pairs are named by a key (`ring.shard_of`): a configured pair's name today, `namespace/name`
 for a pair object; nothing here depends on where the set of pairs comes from.
@@ -38,7 +43,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client
 
-from gatekeeper import kubeclient, ring
+from gatekeeper import errors, kubeclient, ring
 from gatekeeper.config import LeaderElectionConfig, ShardingConfig
 from gatekeeper.errors import NotOwnerError
 from gatekeeper.kubeclient import ApiException
@@ -58,6 +63,10 @@ RING_LABEL = "gatekeeper.io/ring"
 ROLE_LABEL = "gatekeeper.io/lease-role"
 SHARDS_ANNOTATION = "gatekeeper.io/shards"
 _FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
+FORGET_AFTER = 2
+"""Lease durations a member Lease stays after it expired, before a live replica deletes it."""
+FORGET_PER_ROUND = 16
+"""At most this many dead members' Leases deleted per round (the rest at the next ones)."""
 
 
 def member_address(configured: str | None, environ: dict[str, str], port: int) -> str | None:
@@ -120,6 +129,10 @@ class ShardLeases:
             for index in range(self.count)]
         self._seen: dict[str, LeaseLock] = {}
         """Other members' Leases, observed (their liveness by our clock)."""
+        self.forgotten = 0
+        """Dead members' Leases this replica deleted (tests and logs)."""
+        self._undeletable: set[str] = set()
+        """Member Leases a delete was refused for (403: logged once)."""
         self._members: dict[str, str | None] = {}
         """Live members as last listed: identity -> address."""
         self._held: frozenset[int] = frozenset()
@@ -245,6 +258,8 @@ class ShardLeases:
             label_selector=f"{RING_LABEL}={self.ring_name}")
         current: dict[int, dict[str, Any]] = {}
         alive: dict[str, str | None] = {self.identity: self.address}
+        dead: list[tuple[str, str]] = []
+        forget_after = FORGET_AFTER * self._seconds
         mismatch: str | None = None
         prefix = f"{self.ring_name}-shard-"
         for lease in listed.get("items") or []:
@@ -260,6 +275,8 @@ class ShardLeases:
                 seen = self._seen.setdefault(name, LeaseLock(
                     self._api, self.election.namespace, name, self.identity, self._seconds))
                 seen.observe(lease)
+                if seen.expired_for() >= forget_after:
+                    dead.append((name, str(metadata.get("resourceVersion") or "")))
                 if seen.holder is not None and not seen.available:
                     notes = metadata.get("annotations") or {}
                     alive[seen.holder] = notes.get(ADDRESS_ANNOTATION) or None
@@ -280,6 +297,29 @@ class ShardLeases:
         await asyncio.gather(*(self._step(index, current.get(index), desired.get(index),
                                           started)
                                for index in range(self.count)))
+        dead = [(name, version) for name, version in dead if name not in self._undeletable]
+        await asyncio.gather(*(self._forget(name, version)
+                               for name, version in dead[:FORGET_PER_ROUND]))
+
+    async def _forget(self, name: str, version: str) -> None:
+        """Delete a dead member's Lease, only as last listed (a 409: it was renewed or
+        replaced meanwhile; a 404: another replica deleted it first)."""
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(resource_version=version or None))
+        try:
+            await kubeclient.read_json(self._api.delete_namespaced_lease, name,
+                                       self.election.namespace, body=options)
+        except (errors.APIConflictError, errors.APINotFoundError):
+            return
+        except errors.APIForbiddenError as error:
+            self._undeletable.add(name)
+            log.warning("cannot delete a dead replica's member Lease (RBAC: delete on "
+                        "leases); it stays, expired and ignored", lease=name,
+                        error=_describe(error))
+            return
+        self._seen.pop(name, None)
+        self.forgotten += 1
+        log.info("deleted a dead replica's member Lease", identity=self.identity, lease=name)
 
     async def _step(self, index: int, lease: dict[str, Any] | None, wanted: str | None,
                     started: float) -> None:

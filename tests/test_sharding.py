@@ -194,6 +194,33 @@ async def test_a_killed_replica_is_taken_over_and_a_draining_one_waits_for_actio
     assert c.acts_on(key) and watch.overlaps == []
 
 
+async def test_the_member_leases_of_gone_replicas_are_deleted_once_long_expired(
+        namespace, replica_clients, group) -> None:
+    """`kubectl get leases` does not grow with every pod ever started: the member Lease of a
+    killed replica (left to expire) and of one that left (released) are deleted by the
+    survivor once expired for two lease durations more; the live one's stays."""
+    a = replica(replica_clients[0], "replica-a", release_on_cancel=False)
+    b, c = replica(replica_clients[1], "replica-b"), replica(replica_clients[2], "replica-c")
+    watch = Overlap([a, b, c])
+    tasks = {r.identity: group.start(r.identity, r.run) for r in (a, b, c)}
+    await watch.until(lambda: split([a, b, c]), "three replicas split the shards")
+    leases = client.CoordinationV1Api(replica_clients[3])
+
+    async def members() -> set[str]:
+        listed = await leases.list_namespaced_lease(
+            NAMESPACE, label_selector="gatekeeper.io/lease-role=member")
+        return {x.metadata.name for x in listed.items}
+
+    assert await members() == {f"gatekeeper-leader-member-replica-{n}" for n in "abc"}
+    tasks["replica-a"].cancel()  # killed
+    tasks["replica-c"].cancel()  # stopped cleanly: its Leases released
+    await watch.hold(FAST.lease_duration)  # expired, not yet long enough to be deleted
+    assert b.forgotten == 0
+    await watch.until(lambda: b.forgotten == 2, "the survivor deleted both member Leases")
+    assert await members() == {"gatekeeper-leader-member-replica-b"}
+    assert b.held() == frozenset(range(SHARDS.shards)) and watch.overlaps == []
+
+
 async def test_replicas_that_count_the_shards_differently_act_on_nothing(
         namespace, replica_clients, group) -> None:
     """A rollout that changes sharding.shards: a pair would be in two shards held by two

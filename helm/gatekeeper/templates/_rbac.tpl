@@ -4,7 +4,8 @@ RBAC rules per kind of namespace: exactly the API calls of gatekeeper/permission
 */}}
 
 {{/* gatekeeper's own namespace: the state ConfigMap and the leader Lease (with
-config.sharding.enabled the shard and member Leases, listed once per retry period). */}}
+config.sharding.enabled the shard and member Leases, listed once per retry period, and the
+member Leases of dead replicas deleted once long expired). */}}
 {{- define "gatekeeper.rbac.own" -}}
 - apiGroups: [""]
   resources: [configmaps]
@@ -12,7 +13,7 @@ config.sharding.enabled the shard and member Leases, listed once per retry perio
 {{- if (default dict .Values.config.sharding).enabled }}
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
-  verbs: [create, get, list, update]
+  verbs: [create, delete, get, list, update]
 {{- else }}
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
