@@ -10,7 +10,6 @@ objects (logged once): the configuration's pairs are served as before.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,8 +51,6 @@ class PairObjects:
     rejected: list[Rejected] = field(default_factory=list)
     installed: bool = True
     """False when the API server does not serve the resource (the CRD is not installed)."""
-    seen: frozenset[tuple[str, str, str, int]] = frozenset()
-    """The `fingerprint` of the objects these were chosen from."""
 
 
 async def list_objects(api: client.ApiClient) -> list[dict[str, Any]] | None:
@@ -78,49 +75,22 @@ async def list_objects(api: client.ApiClient) -> list[dict[str, Any]] | None:
             return items
 
 
-Fingerprint = frozenset[tuple[str, str, str, int]]
-
-
-def fingerprint(objects: Iterable[dict[str, Any]] | None) -> Fingerprint:
-    """What decides the pair set: each object's namespace, name, uid and generation (a
-    status write changes none of them; a spec edit bumps the generation)."""
-    out = set()
-    for obj in objects or ():
-        meta = obj.get("metadata") or {}
-        out.add((str(meta.get("namespace", "")), str(meta.get("name", "")),
-                 str(meta.get("uid", "")), int(meta.get("generation") or 0)))
-    return frozenset(out)
-
-
-async def changed(api: client.ApiClient, seen: Fingerprint, interval: float) -> None:
-    """Return once the cluster's BlueGreenPair objects differ from SEEN (listed every
-    INTERVAL seconds; a failed list is logged and tried again)."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            listed = await list_objects(api)
-        except errors.API_ERRORS as exc:
-            log.warning("cannot list the BlueGreenPair objects; trying again", error=str(exc))
-            continue
-        if fingerprint(listed) != seen:
-            return
-
-
 def _created(obj: dict[str, Any]) -> tuple[str, str, str]:
     meta = obj.get("metadata") or {}
     return (str(meta.get("creationTimestamp", "")), str(meta.get("namespace", "")),
             str(meta.get("name", "")))
 
 
-def choose(configured: Iterable[PairConfig], objects: Iterable[dict[str, Any]]
-           ) -> PairObjects:
+def choose(configured: Iterable[PairConfig], objects: Iterable[dict[str, Any]], *,
+           parse: Callable[[dict[str, Any]], PairConfig] = crd.parse_object) -> PairObjects:
     """The usable pairs among OBJECTS (pure). A name must be unique among all pairs: one a
-    configured pair has, or an older object has, is refused."""
+    configured pair has, or an older object has, is refused. PARSE reads one object
+    (`crd.parse_object`; the pair watch remembers the answer per generation)."""
     chosen = PairObjects()
     taken = {pair.name: "gatekeeper's configuration" for pair in configured}
     for obj in sorted(objects, key=_created):
         try:
-            pair = crd.parse_object(obj)
+            pair = parse(obj)
         except crd.InvalidPairObject as exc:
             chosen.rejected.append(Rejected(obj, exc.problems))
             continue
@@ -178,7 +148,6 @@ async def resolve(api: client.ApiClient, config: Config, *,
         found = PairObjects(installed=False)
     else:
         found = choose(config.pairs, listed)
-        found.seen = fingerprint(listed)
     recorder = events.EventRecorder(api, clock=clock)
     for rejected in found.rejected:
         log.error("BlueGreenPair skipped: its spec is invalid", object=rejected.ref,

@@ -86,8 +86,10 @@ PERMISSIONS: tuple[Permission, ...] = (
                "the state ConfigMap (optimistic concurrency)"),
     Permission("coordination.k8s.io", "leases", ("get", "create", "update"), "own",
                "leadership", "leader election: only the Lease holder acts"),
-    Permission(crd.GROUP, crd.PLURAL, ("get", "list"), "cluster", "pairobjects",
-               "the pairs declared as BlueGreenPair objects, in any namespace",
+    Permission(crd.GROUP, crd.PLURAL, ("get", "list", "watch"), "cluster",
+               "pairobjects, service.pairwatch",
+               "the pairs declared as BlueGreenPair objects, in any namespace (watched: a "
+               "change applies to its pair within seconds)",
                switch="objects.enabled"),
     Permission(crd.GROUP, f"{crd.PLURAL}/status", ("update",), "cluster", "state, pairobjects",
                "each pair's record in its own object's status (optimistic concurrency); the "

@@ -77,9 +77,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
 async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
                 tokens: dict[str, str]) -> int:
-    """Run until SIGTERM or SIGINT. When the BlueGreenPair objects change (listed every
-    `objects.resync`), the service stops as on SIGTERM (actions in flight finish) and starts
-    again on the same port with the new set of pairs."""
+    """Run until SIGTERM or SIGINT. BlueGreenPair objects added, edited or deleted while it
+    runs are followed by a watch (`service.pairwatch`): only the pair concerned changes,
+    the service goes on."""
     from gatekeeper import kubeclient
 
     try:
@@ -92,20 +92,15 @@ async def serve(loaded: LoadedConfig, *, host: str, port: int, dry_run: bool,
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        while True:
-            code, port = await _serve_once(api, loaded, host=host, port=port,
-                                           dry_run=dry_run, tokens=tokens, stop=stop)
-            if code is not None:
-                return code
-            log.info("BlueGreenPair objects changed: serving the new set of pairs")
+        return await _serve_until(api, loaded, host=host, port=port, dry_run=dry_run,
+                                  tokens=tokens, stop=stop)
     finally:
         await api.close()
 
 
-async def _resolve(api: Any, loaded: LoadedConfig
-                   ) -> tuple[LoadedConfig | None, int, Any]:
-    """The configuration with the object pairs and the routes' API groups; (None, exit code,
-    None) after printing why it cannot start."""
+async def _resolve(api: Any, loaded: LoadedConfig) -> tuple[LoadedConfig | None, int]:
+    """The configuration with the object pairs and the routes' API groups; (None, exit code)
+    after printing why it cannot start."""
     from gatekeeper import kubeclient, pairobjects
     from gatekeeper.routers import discovery
 
@@ -114,7 +109,7 @@ async def _resolve(api: Any, loaded: LoadedConfig
     except API_ERRORS as exc:
         print("error: cannot read the BlueGreenPair objects: "
               f"{kubeclient.describe_error(exc)}", file=sys.stderr)
-        return None, 3, None
+        return None, 3
     if found.rejected:
         print(f"warning: {len(found.rejected)} BlueGreenPair object(s) skipped (invalid "
               "spec; their status says which field): "
@@ -124,47 +119,35 @@ async def _resolve(api: Any, loaded: LoadedConfig
     except discovery.RouteGroupError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
-        return None, 2, None
+        return None, 2
     except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
         print("error: cannot reach the Kubernetes API for API discovery: "
               f"{kubeclient.describe_error(exc)}", file=sys.stderr)
-        return None, 3, None
-    return dataclasses.replace(loaded, config=config), 0, found
+        return None, 3
+    return dataclasses.replace(loaded, config=config), 0
 
 
-async def _serve_once(api: Any, base: LoadedConfig, *, host: str, port: int, dry_run: bool,
-                      tokens: dict[str, str], stop: asyncio.Event) -> tuple[int | None, int]:
-    """Serve one set of pairs: (exit code, port) once stopped, or (None, the port listened
-    on) when the pair objects changed."""
-    from gatekeeper import pairobjects
+async def _serve_until(api: Any, base: LoadedConfig, *, host: str, port: int, dry_run: bool,
+                       tokens: dict[str, str], stop: asyncio.Event) -> int:
+    """Serve until STOP is set; the exit code."""
     from gatekeeper.service.app import create_service, serving
 
-    loaded, code, found = await _resolve(api, base)
+    loaded, code = await _resolve(api, base)
     if loaded is None:
-        return code, port
+        return code
     service = create_service(loaded, api, token=None, tokens=tokens, dry_run=dry_run)
     settings = loaded.config.server
-    objects = base.config.objects
     try:
         async with serving(service.app, settings, host=host, port=port,
                            recorder=service.recorder) as listener:
-            port = listener.port
-            log.info("gatekeeper serving", url=f"http://{host}:{port}", dry_run=dry_run,
-                     pairs=[p.name for p in loaded.config.pairs],
+            log.info("gatekeeper serving", url=f"http://{host}:{listener.port}",
+                     dry_run=dry_run, pairs=[p.name for p in loaded.config.pairs],
                      max_connections=listener.max_connections)
-            waits: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
-            if objects.enabled and objects.resync > 0 and found.installed:
-                waits.append(asyncio.create_task(
-                    pairobjects.changed(api, found.seen, objects.resync)))
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waits:
-                    task.cancel()
+            await stop.wait()
             log.info("stopping: finishing actions in flight")
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 2, port
+        return 2
     finally:
         await service.close()
-    return (0 if stop.is_set() else None), port
+    return 0

@@ -53,10 +53,8 @@ class PairObjectsConfig(Section):
     `gatekeeper crd` or the chart, and a ClusterRole to list them and write their status);
     each such pair's record is written to its own object's status. Pairs listed under
     `pairs:` keep theirs in the state ConfigMap (`gatekeeper migrate-to-objects` moves
-    them). Off: only the configuration's pairs, and no pair-object call at all."""
-    resync: Duration = Field(30.0, ge=0)
-    """How often `serve` lists the objects again; an object added, deleted or whose spec
-    changed (its generation) makes it serve the new set of pairs (0: only at start)."""
+    them). Off: only the configuration's pairs, and no pair-object call at all. `serve`
+    watches the objects: one added, edited or deleted changes that pair within seconds."""
 
 
 class LeaderElectionConfig(Section):

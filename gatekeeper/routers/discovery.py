@@ -10,7 +10,8 @@ and the key to set, raised before anything starts, not a 404 or "cluster unreach
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -19,7 +20,8 @@ from gatekeeper import errors, kubeclient
 from gatekeeper.config import Config, PairConfig, RouteRef
 from gatekeeper.routers.base import ROUTE_PLURALS, TRAEFIK_GROUPS, TRAEFIK_VERSION
 
-__all__ = ["RouteGroupError", "choose_groups", "resolve_route_groups", "served_groups"]
+__all__ = ["RouteGroupError", "choose_groups", "resolve_object_pair", "resolve_route_groups",
+           "served_groups"]
 
 
 class RouteGroupError(Exception):
@@ -54,33 +56,59 @@ def choose_groups(config: Config, served: frozenset[str],
     problems: list[str] = []
     pairs: list[PairConfig] = []
     for index, pair in enumerate(config.pairs):
-        routes: list[RouteRef] = []
-        for route_index, route in enumerate(pair.routes):
-            key = _key(index, pair, route_index)
-            if "api_group" in route.model_fields_set:
-                if route.api_group not in served:
-                    others = sorted(served - {route.api_group})
-                    fix = (f"set {key} to {others[0]}" if others else
-                           f"install Traefik's CRDs for {route.api_group}")
-                    problems.append(
-                        f"{_describe(route)}: API group {route.api_group}/{TRAEFIK_VERSION} "
-                        f"is not served by the cluster ({_served_text(served)}): {fix}")
-                routes.append(route)
-                continue
-            candidates = [group for group in TRAEFIK_GROUPS if group in served]
-            if not candidates:
-                problems.append(
-                    f"{_describe(route)}: neither {' nor '.join(TRAEFIK_GROUPS)} "
-                    f"({TRAEFIK_VERSION}) is served by the cluster, so no API group could be "
-                    f"discovered: install Traefik's CRDs, or set {key}")
-                routes.append(route)
-                continue
-            group = holders.get((index, route_index)) or candidates[0]
-            routes.append(route.model_copy(update={"api_group": group}))
-        pairs.append(pair.model_copy(update={"routes": tuple(routes)}))
+        pairs.append(_choose_pair(
+            pair, served, {r: g for (i, r), g in holders.items() if i == index},
+            functools.partial(_key, index, pair), problems))
     if problems:
         raise RouteGroupError(problems)
     return config.model_copy(update={"pairs": tuple(pairs)})
+
+
+def _choose_pair(pair: PairConfig, served: frozenset[str], holders: Mapping[int, str | None],
+                 key: Callable[[int], str], problems: list[str]) -> PairConfig:
+    """PAIR with its routes' api_group decided; each problem appended to PROBLEMS, naming
+    the route's key (`key(route_index)`)."""
+    routes: list[RouteRef] = []
+    for route_index, route in enumerate(pair.routes):
+        if "api_group" in route.model_fields_set:
+            if route.api_group not in served:
+                others = sorted(served - {route.api_group})
+                fix = (f"set {key(route_index)} to {others[0]}" if others else
+                       f"install Traefik's CRDs for {route.api_group}")
+                problems.append(
+                    f"{_describe(route)}: API group {route.api_group}/{TRAEFIK_VERSION} "
+                    f"is not served by the cluster ({_served_text(served)}): {fix}")
+            routes.append(route)
+            continue
+        candidates = [group for group in TRAEFIK_GROUPS if group in served]
+        if not candidates:
+            problems.append(
+                f"{_describe(route)}: neither {' nor '.join(TRAEFIK_GROUPS)} "
+                f"({TRAEFIK_VERSION}) is served by the cluster, so no API group could be "
+                f"discovered: install Traefik's CRDs, or set {key(route_index)}")
+            routes.append(route)
+            continue
+        group = holders.get(route_index) or candidates[0]
+        routes.append(route.model_copy(update={"api_group": group}))
+    return pair.model_copy(update={"routes": tuple(routes)})
+
+
+async def resolve_object_pair(api: client.ApiClient, pair: PairConfig,
+                              served: frozenset[str]) -> PairConfig:
+    """One pair read from a BlueGreenPair object with its routes' API groups decided
+    (SERVED from `served_groups`); RouteGroupError naming `spec.routes[i].api_group`."""
+    holders: dict[int, str | None] = {}
+    if len(served) > 1:
+        for route_index, route in enumerate(pair.routes):
+            if "api_group" not in route.model_fields_set:
+                holders[route_index] = await _holder(api, route)
+    problems: list[str] = []
+    chosen = _choose_pair(pair, served, holders,
+                          lambda route_index: f"spec.routes[{route_index}].api_group",
+                          problems)
+    if problems:
+        raise RouteGroupError(problems)
+    return chosen
 
 
 async def served_groups(api: client.ApiClient) -> frozenset[str]:

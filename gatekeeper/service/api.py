@@ -451,6 +451,8 @@ def _action_handler(kind: ActionKind) -> Any:
                                                    force=back.force, reason=back.reason)
         except (NotLeaderError, ShuttingDown) as exc:
             raise responses.http_error(503, str(exc), retry_after=2) from exc
+        except KeyError as exc:  # its BlueGreenPair object was deleted while it waited
+            raise responses.http_error(404, str(exc.args[0] if exc.args else exc)) from exc
         except ClusterError as exc:
             raise responses.http_error(503, f"cluster unreachable: {exc}", retry_after=5
                                        ) from exc

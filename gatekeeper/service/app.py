@@ -48,10 +48,11 @@ from gatekeeper.service.dispatch import LeaderView
 from gatekeeper.service.forwarding import Forwarder
 from gatekeeper.service.longpoll import LongPolls
 from gatekeeper.service.notifications import Notifier, Receiver, load_receivers
+from gatekeeper.service.pairwatch import PairWatch
 from gatekeeper.service.responses import error_middleware
 from gatekeeper.sharding import ShardLeases, member_address
 from gatekeeper.sources.base import Source
-from gatekeeper.sources.factory import build_sources, close_sources
+from gatekeeper.sources.factory import build_sources, close_sources, pair_drivers
 from gatekeeper.tasks import CoroFactory, Tasks
 from gatekeeper.watching import PODS, Watcher, WatchSettings
 
@@ -204,9 +205,15 @@ def create_service(
     recorder = Recorder(registry)
     board = OutcomeBoard()
     watcher = _watcher(api, config) if watch else None
+
+    def drivers_of(name: str) -> frozenset[str]:  # the pairs served now (objects change)
+        view = controller.views.get(name)
+        return pair_drivers(view.pair) if view is not None else frozenset()
+
     sources = build_sources(config, rule_set, api_client=api, board=board,
                             pods=functools.partial(watcher.listed, PODS) if watcher else None,
-                            server_now=watcher.server_now if watcher else None)
+                            server_now=watcher.server_now if watcher else None,
+                            drivers_of=drivers_of)
     evaluator = Evaluator(rule_set, sources, window=config.evaluation.window,
                           source_timeout=config.evaluation.source_timeout,
                           max_concurrency=config.evaluation.max_concurrency, clock=clock)
@@ -245,11 +252,23 @@ def create_service(
                             leadership=leadership, notifier=notifier, wall=clock, reads=api,
                             drivers=Drivers(_drivers(config, recorder, drivers, load_resolver, api),
                                             board=board), cache=watcher)
+    follow = _follower(controller, watcher)
+    controller.on_pairs.append(follow)
     if shards is not None:
-        shards.on_change = controller.wake  # a shard taken or handed over: tick now
+        def moved() -> None:  # a shard taken or handed over: tick now, watch its pairs
+            controller.wake()
+            follow()
+
+        shards.on_change = moved
     if watcher is not None:
+        if controller.leadership.sharded:
+            follow()  # no shard held yet: nothing to watch
         watcher.subscribe(controller.on_watch_event)
         background["watch"] = watcher.run
+    if watch and config.objects.enabled:
+        pair_watch = PairWatch(api, controller, configured=[
+            pair for pair in config.pairs if pair.object_namespace is None], clock=clock)
+        background["pair objects"] = pair_watch.run
     reviewer = (TokenReviewer(actions, audiences=config.auth.token_review_audiences)
                 if config.auth.token_review else None)
     auth = TokenAuth(token, tokens=tokens, token_name=config.auth.token_name, reviewer=reviewer)
@@ -263,21 +282,36 @@ def _drivers(config: Config, recorder: Recorder, extra: Sequence[Driver],
              resolver: AbstractResolver | None, api: client.ApiClient) -> list[Driver]:
     """The validation drivers: `extra`, the synthetic load when a pair configures it, the
     test Job when a pair configures one (and `extra` has no `jobs` driver), mirroring when
-    a pair configures it (and `extra` has no `mirroring` driver)."""
+    a pair configures it (and `extra` has no `mirroring` driver). With `objects.enabled`
+    all three (unless in `extra`): a pair object may configure any of them at any time; a
+    driver no pair configures does nothing."""
     drivers = list(extra)
     names = {driver.name for driver in drivers}
     if resolver is None and config.service_addresses:
         resolver = StaticResolver(config.service_addresses)
-    if any(pair.load is not None for pair in config.pairs):
+    anything = config.objects.enabled
+    if "load" not in names and (anything or any(pair.load is not None
+                                                for pair in config.pairs)):
         drivers.append(LoadDriver(recorder, window=config.evaluation.window,
                                   resolver=resolver))
-    if any(pair.test_job is not None for pair in config.pairs) and \
+    if (anything or any(pair.test_job is not None for pair in config.pairs)) and \
             not any(driver.name == "jobs" for driver in drivers):
         drivers.append(TestJobDriver(api))
-    if MirroringDriver.name not in names and any(pair.mirroring is not None
-                                                 for pair in config.pairs):
+    if MirroringDriver.name not in names and (
+            anything or any(pair.mirroring is not None for pair in config.pairs)):
         drivers.append(MirroringDriver(api))
     return drivers
+
+
+def _follower(controller: Controller, watcher: Watcher | None) -> Callable[[], None]:
+    """What keeps the watch streams on the pairs this replica evaluates (all of them, or
+    a sharded replica's own): called when the pairs or the shards held change."""
+    def follow() -> None:
+        if watcher is not None:
+            watcher.watch([pair for pair in controller.pairs.pairs()
+                           if controller.evaluates(pair)])
+
+    return follow
 
 
 def _watcher(api: client.ApiClient, config: Config) -> Watcher:

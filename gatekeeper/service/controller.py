@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import structlog
@@ -120,6 +120,11 @@ class Controller:
                                  records=self.records, announcer=self.announcer,
                                  recorder=recorder, leadership=leadership,
                                  acts_on=self.acts_on, clock=self.clock)
+        self.on_pairs: list[Callable[[], None]] = []
+        """Called after the set of served pairs changed (the watch streams follow it)."""
+        self._desired: dict[str, PairConfig | None] = {}
+        """Pair name -> the spec to serve once its action in flight ends (None: remove)."""
+        self._settling: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._tick_done = asyncio.Event()
         self.ticks = 0
@@ -129,9 +134,8 @@ class Controller:
     # -- reads for the API ---------------------------------------------------------------------
 
     def view(self, name: str) -> PairView:
-        """The cached view of a pair; KeyError naming the configured pairs otherwise."""
-        pair = self.config.pair(name)
-        return self.views[pair.name]
+        """The cached view of a pair; KeyError naming the served pairs otherwise."""
+        return self.views[self.pairs.pair(name).name]
 
     def policy(self, pair: PairConfig) -> PolicyConfig:
         """The pair's effective policy."""
@@ -184,6 +188,90 @@ class Controller:
         """The hook for the evidence work: the release's evidence does not come (`problem`,
         '' once it does). Announced once, at the pair's next commit, while validating."""
         self.view(name).evidence_problem = problem
+
+    # -- the set of pairs ----------------------------------------------------------------------
+
+    def serve_pairs(self, pairs: Sequence[PairConfig]) -> None:
+        """Serve exactly PAIRS from now on (the BlueGreenPair objects changed), without
+        stopping the loop or any other pair. A new pair is served at once; a changed spec
+        or a removal waits, under the pair's lock, for the pair's action in flight to end
+        (each pair on its own, so nobody else waits), then the next tick judges the new
+        spec. A pair equal to the one served is left alone."""
+        wanted = {pair.name: pair for pair in pairs}
+        served = {pair.name: pair for pair in self.pairs.pairs()}
+        added = False
+        for name, pair in wanted.items():
+            now = served.get(name)
+            if now is None and name not in self._desired:
+                self._add(pair)
+                added = True
+            elif now is None or (now is not pair and now != pair):
+                self._desire(name, pair)
+            elif name in self._desired:
+                self._desire(name, now)  # an edit undone before it was applied
+        for name in served:
+            if name not in wanted:
+                self._desire(name, None)
+        if added:
+            self._pairs_changed()
+
+    @property
+    def settling(self) -> list[str]:
+        """Pairs whose new spec or removal waits for their action in flight."""
+        return sorted(self._settling)
+
+    def _add(self, pair: PairConfig) -> None:
+        self.pairs.add(pair)
+        self.recorder.record_rules(pair.name, self.evaluator.rule_set.rules)
+        log.info("pair served", pair=pair.name)
+
+    def _desire(self, name: str, pair: PairConfig | None) -> None:
+        self._desired[name] = pair
+        if name not in self._settling:
+            self._settling[name] = asyncio.create_task(self._settle(name),
+                                                       name=f"settle pair {name}")
+
+    async def _settle(self, name: str) -> None:
+        """Apply the pair's latest wanted spec (or removal) once its lock is free."""
+        try:
+            while name in self._desired:
+                lock = self.pairs.locks.get(name)
+                if lock is None:  # not served (removed meanwhile): a new pair again
+                    pair = self._desired.pop(name)
+                    if pair is not None:
+                        self._add(pair)
+                        self._pairs_changed()
+                    continue
+                async with lock:
+                    if name in self._desired:
+                        await self._apply(name, self._desired.pop(name))
+        except Exception:
+            log.exception("cannot apply the pair's new spec", pair=name)
+        finally:
+            self._settling.pop(name, None)
+
+    async def _apply(self, name: str, pair: PairConfig | None) -> None:
+        """Replace or remove a served pair (its lock held: no action of it runs)."""
+        current = self.pairs[name].pair
+        if pair is None:
+            await self.drivers.halt(name, "shutdown")
+            self.pairs.remove(name)
+            self.ticker.forget(name)
+            self.recorder.forget_pair(name)
+            log.info("pair no longer served", pair=name)
+        elif pair is current or pair == current:
+            return
+        else:
+            await self.drivers.halt(name, "new_release")
+            self.pairs.replace(pair)
+            log.info("pair's new spec served", pair=name)
+        self._pairs_changed()
+
+    def _pairs_changed(self) -> None:
+        self.config = self.config.model_copy(update={"pairs": tuple(self.pairs.pairs())})
+        for hook in self.on_pairs:
+            hook()
+        self.wake()
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -258,5 +346,7 @@ class Controller:
         the names of unfinished ones."""
         self.dispatcher.closing = True
         self._wake.set()
+        for task in list(self._settling.values()):
+            task.cancel()
         await self.drivers.close()
         return await self.dispatcher.close(deadline)

@@ -73,7 +73,9 @@ class ActionOutcome:
 
 
 class PairViews:
-    """Per pair: its view, its action lock and its generation."""
+    """Per pair: its view, its action lock and its generation; the set of pairs served
+    (configured ones first, then BlueGreenPair objects), which `add`, `replace` and
+    `remove` change while the service runs."""
 
     def __init__(self, pairs: Iterable[PairConfig]) -> None:
         self.views = {pair.name: PairView(pair) for pair in pairs}
@@ -84,6 +86,53 @@ class PairViews:
     def __getitem__(self, name: str) -> PairView:
         return self.views[name]
 
+    def pairs(self) -> list[PairConfig]:
+        """The pairs served now, in order."""
+        return [view.pair for view in self.views.values()]
+
+    def pair(self, name: str) -> PairConfig:
+        """The pair served as `name`; KeyError naming the served pairs otherwise."""
+        view = self.views.get(name)
+        if view is None:
+            known = ", ".join(self.views)
+            raise KeyError(f"unknown pair {name!r} (configured: {known})")
+        return view.pair
+
+    def served(self, pair: PairConfig) -> bool:
+        """Whether PAIR (this very spec) is still served: False once its object was
+        deleted or its spec replaced (work started on the old spec must not land)."""
+        view = self.views.get(pair.name)
+        return view is not None and view.pair is pair
+
     def bump(self, name: str) -> None:
         """An action ran (or the stored state moved): reads taken before now are stale."""
         self.generation[name] += 1
+
+    def add(self, pair: PairConfig) -> None:
+        """Serve a new pair (its record is loaded at its first tick)."""
+        self.views[pair.name] = PairView(pair)
+        self.locks[pair.name] = asyncio.Lock()
+        self.generation[pair.name] = 0
+
+    def replace(self, pair: PairConfig) -> None:
+        """Serve the pair's new spec (call it holding the pair's lock): the stored state
+        stays, the verdict and observation read with the old spec are dropped (unknown
+        until the next tick judges the new one) and reads taken before now are stale."""
+        view = self.views[pair.name]
+        view.pair = pair
+        _forget_judgement(view)
+        self.bump(pair.name)
+
+    def remove(self, name: str) -> None:
+        """Stop serving the pair (call it holding the pair's lock); a flip-check still
+        holding its view answers unknown."""
+        _forget_judgement(self.views[name])
+        del self.views[name]
+        del self.locks[name]
+        del self.generation[name]
+
+
+def _forget_judgement(view: PairView) -> None:
+    """Drop what the last tick read and judged (it was about another spec)."""
+    view.verdict = view.observation = view.evaluated_at = None
+    view.readiness, view.read_errors, view.would = {}, {}, ()

@@ -63,13 +63,19 @@ class Requests:
 
     @contextlib.asynccontextmanager
     async def _acting(self, name: str) -> AsyncIterator[PairConfig]:
-        pair = self.config.pair(name)
+        pair = self.views.pair(name)  # KeyError naming the served pairs
         if not self.acts_on(pair.name):
             self.leadership.require_owner(pair.name)  # NotLeaderError / NotOwnerError
         if self.dispatcher.closing:
             raise ShuttingDown("gatekeeper is shutting down; no new action starts")
-        async with self.views.locks[pair.name], self.dispatcher.holding(pair):
-            yield pair  # decided, acted on and committed under the pair's Lease
+        lock = self.views.locks[pair.name]
+        async with lock:
+            if not self.views.served(pair):  # its object was edited or deleted meanwhile
+                if self.views.locks.get(name) is not lock:
+                    raise KeyError(f"pair {name!r} was deleted while the request waited")
+                pair = self.views.pair(name)  # its new spec (the same lock guards it)
+            async with self.dispatcher.holding(pair):
+                yield pair  # decided, acted on and committed under the pair's Lease
 
     async def request(self, name: str, kind: Literal["flip", "rollback", "scale_down"], *,
                       force: bool = False, reason: str = "", to: str | None = None,

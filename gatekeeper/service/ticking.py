@@ -76,9 +76,10 @@ class Ticker:
     async def tick(self) -> None:
         """One evaluation of every pair, then one lifecycle step per pair."""
         started = time.monotonic()
-        pairs = [pair for pair in self.config.pairs if self.evaluates(pair)]
+        served = self.views.pairs()  # the set may change during the tick (pair objects)
+        pairs = [pair for pair in served if self.evaluates(pair)]
         drivers = self.dispatcher.drivers
-        for pair in self.config.pairs:
+        for pair in served:
             if self.evaluates(pair):
                 self._shown.add(pair.name)
                 continue
@@ -100,6 +101,7 @@ class Ticker:
         self._record_sources(verdicts)
         now = self.clock()
         observations = {}
+        pairs, reads = _still_served(self.views, pairs, reads)
         for pair, live in zip(pairs, reads, strict=True):
             view = self.views[pair.name]
             verdict = verdicts.get(pair.name)
@@ -144,6 +146,10 @@ class Ticker:
             if task.exception() is not None:
                 log.error("lifecycle step failed", error=repr(task.exception()),
                           task=task.get_name())
+
+    def forget(self, name: str) -> None:
+        """The pair is no longer served (its object was deleted)."""
+        self._shown.discard(name)
 
     async def read(self, pair: PairConfig) -> LiveRead:
         """Live routes and both namespaces' Deployments (`livereads.read_pair`, from the
@@ -195,13 +201,16 @@ class Ticker:
         expects something else of them (another process moved them and the cache has not
         seen it yet): the next tick reads them afresh.
         """
+        if not self.views.served(pair):
+            return  # deleted, or its spec replaced, since this tick read it
         lock = self.views.locks[pair.name]
         if lock.locked():
             log.info("pair busy with an action; skipping this tick", pair=pair.name)
             return
         async with lock:
-            if self.views.generation[pair.name] != generation:
-                log.debug("reads predate an action; skipping this tick", pair=pair.name)
+            if not self.views.served(pair) or self.views.generation[pair.name] != generation:
+                log.debug("reads predate an action or a new spec; skipping this tick",
+                          pair=pair.name)
                 return
             view = self.views[pair.name]
             records = self.records
@@ -276,6 +285,15 @@ class Ticker:
         if result.changed:
             self.views.bump(pair.name)
         return result.changed
+
+
+def _still_served(views: PairViews, pairs: list[PairConfig], reads: list[LiveRead]
+                  ) -> tuple[list[PairConfig], list[LiveRead]]:
+    """The pairs (and their reads) still served as they were when the tick read them: a
+    pair deleted meanwhile is gone, one whose spec changed is judged at the next tick."""
+    kept = [(pair, live) for pair, live in zip(pairs, reads, strict=True)
+            if views.served(pair)]
+    return [pair for pair, _ in kept], [live for _, live in kept]
 
 
 def _needs_recovery(record: PairState | None, observation: Observation) -> bool:

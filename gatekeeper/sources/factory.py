@@ -5,18 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gatekeeper.config import Config
+from gatekeeper.config import Config, PairConfig
 from gatekeeper.outcomes import OutcomeBoard
 from gatekeeper.rules import RuleSet
 from gatekeeper.sources.base import PodCache, Source
 
 
+def pair_drivers(pair: PairConfig) -> frozenset[str]:
+    """The validation drivers PAIR configures (`load`, `jobs`: its test_job)."""
+    return frozenset(name for name, on in (("load", pair.load is not None),
+                                           ("jobs", pair.test_job is not None)) if on)
+
+
 def configured_drivers(config: Config) -> dict[str, frozenset[str]]:
-    """Pair name -> the validation drivers it configures (`load`, `jobs`: its test_job)."""
-    return {pair.name: frozenset(name for name, on in (("load", pair.load is not None),
-                                                       ("jobs", pair.test_job is not None))
-                                 if on)
-            for pair in config.pairs}
+    """Pair name -> the validation drivers it configures."""
+    return {pair.name: pair_drivers(pair) for pair in config.pairs}
 
 
 def needs_kubernetes(rule_set: RuleSet) -> bool:
@@ -28,11 +31,14 @@ def build_sources(
     config: Config, rule_set: RuleSet, *, api_client: Any | None = None,
     board: OutcomeBoard | None = None,
     pods: PodCache | None = None, server_now: Callable[[], float | None] | None = None,
+    drivers_of: Callable[[str], frozenset[str]] | None = None,
 ) -> dict[str, Source]:
     """One instance per source the rules use; absent ones make those rules `error`.
     `board` holds the validation drivers' outcomes (the `validation` source reads it; an
     empty one outside the service). `pods`: a namespace's pods from the watch cache while
-    current (else None); `server_now`: the API server's clock as the cache last saw it."""
+    current (else None); `server_now`: the API server's clock as the cache last saw it.
+    `drivers_of`: a pair name's drivers now (the service's pairs change with their
+    objects; default: the configuration's)."""
     used = rule_set.sources()
     sources: dict[str, Source] = {}
     if "prometheus" in used and config.prometheus is not None:
@@ -73,9 +79,10 @@ def build_sources(
         from gatekeeper.sources.validation import ValidationSource
 
         drivers = configured_drivers(config)
+        known = drivers_of or (lambda pair: drivers.get(pair, frozenset()))
         sources["validation"] = ValidationSource(
             board if board is not None else OutcomeBoard(),
-            configured=lambda pair, driver: driver in drivers.get(pair, frozenset()))
+            configured=lambda pair, driver: driver in known(pair))
     if api_client is not None and "logs" in used:
         from gatekeeper.sources.logs import LogSource
 

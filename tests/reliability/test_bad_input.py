@@ -435,7 +435,7 @@ def _base_config(rules: str) -> dict[str, Any]:
                     "max_body_bytes": 1048576},
         "auth": {"token_env": "GATEKEEPER_TOKEN", "webhook_requires_token": True},
         "state": {"configmap": "gatekeeper-state", "namespace": "gatekeeper", "history": 20},
-        "objects": {"enabled": True, "resync": "30s"},
+        "objects": {"enabled": True},
         "leader_election": {"enabled": True, "lease_duration": "15s", "renew_deadline": "10s",
                             "retry_period": "2s"},
         "notifications": {"slack": [], "timeout": "5s", "retries": 3},
@@ -515,7 +515,6 @@ _INVALID_CONFIG_FIELDS: list[tuple[tuple[Any, ...], Any]] = [
     # BlueGreenPair objects. With objects off it is refused (test_pair_objects.py).
     (("pairs",), st.sampled_from(["api", None, {"name": "api"}, [None], ["api"]])),
     (("objects", "enabled"), st.sampled_from([2, None, "maybe"])),
-    (("objects", "resync"), _bad_durations),
 ]
 
 

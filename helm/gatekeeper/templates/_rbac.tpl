@@ -106,7 +106,7 @@ Events on them with config.objects.enabled (the default). */}}
 {{- if include "gatekeeper.objectsEnabled" . }}
 - apiGroups: [bluegreen.dev]
   resources: [bluegreenpairs]
-  verbs: [get, list]
+  verbs: [get, list, watch]
 - apiGroups: [bluegreen.dev]
   resources: [bluegreenpairs/status]
   verbs: [update]
