@@ -70,7 +70,7 @@ class Ring:
         self.clients: list[client.ApiClient] = []
         self.overlaps: list[tuple[str, list[str]]] = []
 
-    async def add(self, name: str) -> Service:
+    async def add(self, name: str, *, watch: bool = False) -> Service:
         from tests.service_support import free_port
 
         port = free_port()
@@ -82,7 +82,7 @@ class Ring:
         api = api_client_for(self.emulator_url)
         self.clients.append(api)
         service = create_service(replace(self.loaded, config=config), api, token=TOKEN,
-                                 watch=False)
+                                 watch=watch)
         self.servers.append(await self.start_server(service.app, port=port))
         self.services.append(service)
         self.urls.append(url)
@@ -269,4 +269,33 @@ async def test_a_shard_moves_only_after_the_state_write_that_ends_an_action(
     # The old owner's last write (the flip's phase transition) came first.
     assert any(t.get("kind") == "phase" and t.get("to") == "flipped"
                for t in record["transitions"]), record["transitions"]
+    assert ring.overlaps == []
+
+
+async def test_each_replica_watches_only_the_namespaces_of_its_own_pairs(ring) -> None:
+    """The watch streams follow the shards: each replica streams the Pods, Deployments and
+    routes of the pairs it owns, and when a third replica joins and takes shards, the
+    streams of the pairs that moved stop on the old owner and start on the new one."""
+
+    def own(service: Service) -> set[str]:
+        return {ns for name, *spaces in PAIRS if service.controller.acts_on(name)
+                for ns in spaces}
+
+    def watching_own(service: Service) -> bool:
+        watcher = service.controller.ticker.cache
+        return {t.namespace for t in watcher.targets} == own(service) and all(
+            s.live for s in watcher.streams.values())
+
+    def settled() -> bool:
+        return ring.split() and all(watching_own(s) for s in ring.live())
+
+    for name in ("replica-a", "replica-b"):
+        await ring.add(name, watch=True)
+    await ring.until(settled, "each replica watches its own pairs")
+    before = {s.controller.leadership.identity: own(s) for s in ring.live()}
+    await ring.add("replica-c", watch=True)
+    await ring.until(settled, "the streams followed the rebalancing")
+    after = {s.controller.leadership.identity: own(s) for s in ring.live()}
+    assert after["replica-c"] and all(after[n] <= before[n] for n in before)
+    assert any(after[n] < before[n] for n in before)  # some pairs moved to replica-c
     assert ring.overlaps == []

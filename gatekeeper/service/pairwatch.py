@@ -87,6 +87,8 @@ class PairWatch:
         """The problems last written to each invalid object's status."""
 
     async def _on_event(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        if event_type == "MODIFIED" and _key(obj) in self._parsed:
+            return  # a status write (ours, mostly): the spec of that generation is known
         self._dirty.set()
 
     async def run(self) -> None:
