@@ -113,6 +113,9 @@ async def test_objects_added_edited_and_deleted_change_only_their_pair(running, 
         await wait_until(lambda: verdict(service, "c") == "safe", within=WITHIN,
                          what="the added object's pair judged")
         assert await listed(service) == ["a", "b", "c"]
+        # The watch's first pass found the pairs the service started with unchanged.
+        assert not [e for e in logs if e["event"] in ("pair's new spec served",
+                                                      "pair no longer served")]
 
         # An edited spec is judged with the new spec: no pod matches the new selector.
         b_judged = controller.views["b"].evaluated_at

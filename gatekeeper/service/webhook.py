@@ -332,6 +332,11 @@ async def _act(controller: Controller, deduper: AlertDeduper, payload: WebhookPa
         except (NotLeaderError, ShuttingDown) as exc:
             _release(deduper, keys)
             raise responses.http_error(503, str(exc), retry_after=1) from exc
+        except KeyError:  # its BlueGreenPair object was deleted while this one waited
+            _release(deduper, keys)
+            results.append(_PairResult(pair, first, "ignored", len(claimed),
+                                       ("the pair is no longer served",)))
+            continue
         except Exception as exc:
             _release(deduper, keys)
             log.exception("webhook rollback failed", pair=pair)
