@@ -140,12 +140,16 @@ class PairWatch:
                 refused: list[str] = []
             except discovery.RouteGroupError as exc:  # discovery refused (403): say so
                 groups, refused = None, exc.problems
+            served = {pair.name: pair for pair in self.controller.pairs.pairs()}
             for pair, key in pending:
                 try:
                     if groups is None:
                         raise discovery.RouteGroupError(refused)
-                    self._resolved[key] = await discovery.resolve_object_pair(
-                        self.api, pair, groups)
+                    resolved = await discovery.resolve_object_pair(self.api, pair, groups)
+                    current = served.get(resolved.name)
+                    if current is not None and current == resolved:
+                        resolved = current  # the very instance served: passes compare `is`
+                    self._resolved[key] = resolved
                 except discovery.RouteGroupError as error:
                     self._unroutable[key] = error.problems
         rejected += [pairobjects.Rejected(objects[key], self._unroutable[key])
