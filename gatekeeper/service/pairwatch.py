@@ -57,6 +57,18 @@ def _key(obj: dict[str, Any]) -> _Key:
             str(meta.get("uid", "")), int(meta.get("generation") or 0))
 
 
+def _same_spec(parsed: PairConfig, served: PairConfig) -> bool:
+    """Whether SERVED is PARSED with its routes' API groups decided (the same object
+    generation, read at start): routes PARSED leaves without a group take SERVED's."""
+    if parsed.object_namespace != served.object_namespace or len(parsed.routes) != len(
+            served.routes):
+        return False
+    routes = tuple(mine if "api_group" in mine.model_fields_set
+                   else mine.model_copy(update={"api_group": theirs.api_group})
+                   for mine, theirs in zip(parsed.routes, served.routes, strict=True))
+    return parsed.model_copy(update={"routes": routes}) == served
+
+
 class PairWatch:
     """Keeps the controller's pairs equal to the configured ones plus the usable objects."""
 
@@ -132,24 +144,28 @@ class PairWatch:
         chosen = [(pair, key_of[(pair.object_namespace or "", pair.name)])
                   for pair in found.pairs]
         rejected = list(found.rejected)
-        pending = [(pair, key) for pair, key in chosen
-                   if key not in self._resolved and key not in self._unroutable]
+        served = {pair.name: pair for pair in self.controller.pairs.pairs()}
+        pending = []
+        for pair, key in chosen:
+            if key in self._resolved or key in self._unroutable:
+                continue
+            current = served.get(pair.name)
+            if current is not None and _same_spec(pair, current):
+                self._resolved[key] = current  # served as it is (read at start): no call
+            else:
+                pending.append((pair, key))
         if pending:
             try:
                 groups: frozenset[str] | None = await discovery.served_groups(self.api)
                 refused: list[str] = []
             except discovery.RouteGroupError as exc:  # discovery refused (403): say so
                 groups, refused = None, exc.problems
-            served = {pair.name: pair for pair in self.controller.pairs.pairs()}
             for pair, key in pending:
                 try:
                     if groups is None:
                         raise discovery.RouteGroupError(refused)
-                    resolved = await discovery.resolve_object_pair(self.api, pair, groups)
-                    current = served.get(resolved.name)
-                    if current is not None and current == resolved:
-                        resolved = current  # the very instance served: passes compare `is`
-                    self._resolved[key] = resolved
+                    self._resolved[key] = await discovery.resolve_object_pair(
+                        self.api, pair, groups)
                 except discovery.RouteGroupError as error:
                     self._unroutable[key] = error.problems
         rejected += [pairobjects.Rejected(objects[key], self._unroutable[key])
