@@ -53,7 +53,8 @@ _CONDITION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["type", "status"],
     "properties": {
-        "type": {"type": "string", "description": "Ready, Safe, Blocked or Valid"},
+        "type": {"type": "string",
+                 "description": "Ready, Safe, Blocked, Valid or Permitted"},
         "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
         "reason": {"type": "string", "description": "one CamelCase word"},
         "message": {"type": "string"},
@@ -363,6 +364,8 @@ def status_for(record: Mapping[str, Any], *, generation: int | None,
     safe = next((c for c in previous.get("conditions") or [] if c.get("type") == "Safe"), None)
     conditions.append(dict(safe) if safe else _condition(
         "Safe", "Unknown", "NotEvaluated", "no verdict published yet", generation, None, now))
+    conditions.extend(dict(c) for c in previous.get("conditions") or []
+                      if c.get("type") == "Permitted")  # written by `permitted_condition`
     status["conditions"] = conditions
     for key, field in _SPLIT_OUT.items():
         if record.get(key) is not None:
@@ -388,6 +391,33 @@ def with_verdict(previous: Mapping[str, Any] | None, *, verdict: str, score: flo
     status["conditions"] = [c for c in status.get("conditions") or []
                             if c.get("type") != "Safe"] + [safe]
     return status
+
+
+GRANT_HINT = "grant it with the chart's rbac.pairNamespaces or rbac.scope: cluster"
+
+
+def permitted_condition(forbidden: list[str], *, generation: int | None,
+                        previous: Mapping[str, Any] | None, now: float
+                        ) -> dict[str, Any] | None:
+    """The Permitted condition to write, or None when the status already says it (or
+    nothing was ever refused: no condition is added to every object). FORBIDDEN: what RBAC
+    refused, e.g. "list pods in namespace shop-green"."""
+    shown = next((c for c in (previous or {}).get("conditions") or []
+                  if c.get("type") == "Permitted"), None)
+    if forbidden:
+        message = ("gatekeeper may not " + "; ".join(forbidden[:5]) + f" (403): {GRANT_HINT}; "
+                   "until then its verdict stays unknown")
+        condition = _condition("Permitted", "False", "Forbidden", message, generation,
+                               previous, now)
+    elif shown is None:
+        return None
+    else:
+        condition = _condition("Permitted", "True", "Granted",
+                               "every read of the pair is allowed", generation, previous, now)
+    if shown is not None and (shown.get("status"), shown.get("message")) == (
+            condition["status"], condition["message"]):
+        return None
+    return condition
 
 
 def invalid_status(problems: list[str], *, generation: int | None,

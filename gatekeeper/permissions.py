@@ -23,6 +23,7 @@ client may read it (the built-in `system:discovery` role).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,11 +32,14 @@ from gatekeeper import crd
 from gatekeeper.config import Config
 from gatekeeper.routers.base import TRAEFIK_GROUPS
 
-__all__ = ["PERMISSIONS", "SCOPES", "Permission", "Scope", "granted", "namespace_scopes",
-           "rbac_rules", "required", "switches_on"]
+__all__ = ["LISTABLE_SCOPES", "PERMISSIONS", "SCOPES", "Permission", "Scope", "forbidden_call",
+           "granted", "listed_namespaces", "namespace_scopes", "rbac_rules", "required",
+           "switches_on"]
 
 Scope = Literal["own", "routes", "pairs", "tests", "cluster"]
 SCOPES: tuple[Scope, ...] = ("own", "routes", "pairs", "tests", "cluster")
+LISTABLE_SCOPES: tuple[Scope, ...] = ("pairs", "routes", "tests")
+"""The kinds a namespace listed in the chart's rbac.pairNamespaces may be granted."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,37 @@ def namespace_scopes(config: Config) -> dict[str, frozenset[Scope]]:
         for route in pair.routes:
             scopes.setdefault(route.namespace, set()).add("routes")
     return {namespace: frozenset(kinds) for namespace, kinds in scopes.items()}
+
+
+def listed_namespaces(entries: Iterable[str | dict[str, Any]]
+                      ) -> dict[str, frozenset[Scope]]:
+    """The chart's `rbac.pairNamespaces` as namespace -> kinds: a name is a pair's namespace
+    ("pairs"); `{namespace, kinds}` grants those kinds (for pairs declared as objects)."""
+    scopes: dict[str, set[Scope]] = {}
+    for entry in entries:
+        if isinstance(entry, str):
+            scopes.setdefault(entry, set()).add("pairs")
+            continue
+        kinds = [kind for kind in LISTABLE_SCOPES if kind in set(entry["kinds"])]
+        scopes.setdefault(str(entry["namespace"]), set()).update(kinds)
+    return {namespace: frozenset(kinds) for namespace, kinds in scopes.items()}
+
+
+_FORBIDDEN = re.compile(
+    r'cannot (?P<verb>[a-z]+) resource "(?P<resource>[^"]+)"(?: in API group "[^"]*")?'
+    r'(?: in the namespace "(?P<namespace>[^"]+)")?')
+
+
+def forbidden_call(message: str, namespace: str | None = None) -> str:
+    """What a 403 refused, for a person: "list pods in namespace shop-green". Read from
+    the API server's RBAC message (`... cannot list resource "pods" in API group "" in
+    the namespace "shop-green"`), else "a call in namespace NAMESPACE"."""
+    found = _FORBIDDEN.search(message)
+    where = (found.group("namespace") if found else None) or namespace
+    place = f" in namespace {where}" if where else " (cluster-wide)"
+    if found is None:
+        return f"a call{place}"
+    return f"{found.group('verb')} {found.group('resource')}{place}"
 
 
 def rbac_rules(scopes: Iterable[Scope] = SCOPES, *,

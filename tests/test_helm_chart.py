@@ -82,6 +82,11 @@ VALUE_SETS: dict[str, tuple[str, dict[str, Any]]] = {
         "auth": {"existingSecret": "ci-gatekeeper-token", "secretKey": "bearer"}}),
     "secret-parity": ("gatekeeper", {"config": {"kubernetes": {"read_secrets": True}}}),
     "cluster-scope": ("gatekeeper", {"rbac": {"scope": "cluster"}}),
+    # Pairs declared as objects only: their namespaces granted by name, no cluster scope.
+    "object-pair-namespaces": ("gatekeeper", {"rbac": {"pairNamespaces": [
+        "shop-blue", "shop-green", {"namespace": "shop-routing", "kinds": ["routes"]},
+        {"namespace": "jobs-green", "kinds": ["pairs", "tests"]}]},
+        "config": {"pairs": []}}),
     "opentelemetry-resources": ("gatekeeper", {"rules": {"httpSet": "opentelemetry",
                                                          "resources": True}}),
     "token-review": ("gatekeeper", {"config": {"auth": {"token_review": True}}}),
@@ -436,8 +441,10 @@ def _granted_to_gatekeeper(chart: Rendered) -> Grants:
     return grants
 
 
-def _expected(config: Config, *, cluster: bool) -> Grants:
-    """permissions.py's calls, placed in the namespaces the configuration makes them in."""
+def _expected(config: Config, *, cluster: bool,
+              listed: list[Any] | None = None) -> Grants:
+    """permissions.py's calls, placed in the namespaces the configuration makes them in
+    (and in those LISTED in rbac.pairNamespaces, for pairs declared as objects)."""
     switches = permissions.switches_on(config)
     cluster_scoped = set(permissions.granted(("cluster",), switches=switches))
     if cluster:  # the routes' and pairs' calls everywhere, gatekeeper's own in its namespace
@@ -446,8 +453,12 @@ def _expected(config: Config, *, cluster: bool) -> Grants:
         return {"*": set(permissions.granted(("routes", "pairs", *tests), switches=switches))
                 | cluster_scoped,
                 config.state.namespace: set(permissions.granted(("own",), switches=switches))}
+    scopes_of = {namespace: set(kinds) for namespace, kinds
+                 in permissions.namespace_scopes(config).items()}
+    for namespace, kinds in permissions.listed_namespaces(listed or []).items():
+        scopes_of.setdefault(namespace, set()).update(kinds)
     expected = {namespace: set(permissions.granted(scopes, switches=switches))
-                for namespace, scopes in permissions.namespace_scopes(config).items()}
+                for namespace, scopes in scopes_of.items()}
     if cluster_scoped:  # cluster-scoped resources (TokenReviews) need a ClusterRole
         expected["*"] = cluster_scoped
     return expected
@@ -460,7 +471,8 @@ def test_rbac_grants_exactly_the_calls_gatekeeper_makes_per_namespace(name, rend
     config = _load_rendered_config(chart, tmp_path).config
     cluster = chart.values["rbac"]["scope"] == "cluster"
     granted = _granted_to_gatekeeper(chart)
-    expected = _expected(config, cluster=cluster)
+    expected = _expected(config, cluster=cluster,
+                         listed=chart.values["rbac"].get("pairNamespaces"))
     streams = watching.targets_for(config.pairs, scope=config.kubernetes.watch.scope,
                                    max_streams=config.kubernetes.watch.max_streams)
     if not cluster:  # cluster-wide list/watch calls would need the ClusterRoleBinding
@@ -493,6 +505,18 @@ def test_rbac_least_privilege_by_kind_of_namespace(rendered, tmp_path):
     monitoring = _granted_to_gatekeeper(rendered["route-in-monitoring"])["monitoring"]
     assert ("coordination.k8s.io", "leases", "update") in monitoring
     assert ("traefik.io", "ingressroutes", "patch") in monitoring
+
+
+def test_listed_pair_namespaces_get_roles_without_cluster_scope(rendered):
+    """rbac.pairNamespaces: object pairs' namespaces get namespaced Roles (a name: a pair's
+    namespace; with kinds: those), and the pairs' and routes' calls no ClusterRole."""
+    grants = _granted_to_gatekeeper(rendered["object-pair-namespaces"])
+    pair_calls = permissions.granted(("pairs",))
+    assert grants["shop-blue"] == grants["shop-green"] == set(pair_calls)
+    assert grants["shop-routing"] == set(permissions.granted(("routes",)))
+    assert ("batch", "jobs", "create") in grants["jobs-green"]
+    assert not pair_calls & grants.get("*", set())
+    assert ("apps", "deployments", "list") not in grants["gatekeeper"]
 
 
 def test_the_rbac_check_fails_on_an_extra_grant(rendered, tmp_path):
@@ -532,6 +556,8 @@ def test_values_validate_against_the_schema():
     (("replicaCount",), 0),
     (("replicaCount",), "2"),
     (("rbac", "scope"), "everything"),
+    (("rbac", "pairNamespaces"), ["Shop_Blue"]),
+    (("rbac", "pairNamespaces"), [{"namespace": "shop", "kinds": ["everything"]}]),
     (("image", "pullPolicy"), "Sometimes"),
     (("config", "objects", "enabled"), "yes"),  # an empty pairs list is fine: objects
     (("config", "policy", "soak"), "two hours"),

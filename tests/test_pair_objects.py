@@ -323,6 +323,58 @@ async def test_the_service_gates_an_object_pair_and_writes_its_status(
     assert cluster.get_object("v1", "ConfigMap", "gatekeeper-state", "gatekeeper") is None
 
 
+async def test_a_pair_object_in_namespaces_rbac_refuses_says_so_and_stays_unknown(
+        tmp_path, cluster, kube_api, aiohttp_server):
+    """A pair object whose green namespace gatekeeper may not read (403, the API server's
+    RBAC message): Permitted=False names the namespace and the verb, the status verdict is
+    unknown and the flip-check refuses (fails closed); once granted, Permitted=True."""
+    import dataclasses
+
+    import aiohttp
+
+    from gatekeeper.service.app import create_service
+    from tests.service_support import NEW, PODS_READY_RULE, TOKEN, seed, wait_until, write_config
+
+    BLUE, GREEN, ROUTING = "rbac-blue", "rbac-green", "rbac-routing"
+    cluster.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
+    obj = pair_object("shop")
+    obj["spec"] = {"namespaces": [BLUE, GREEN], "selector": "app=api",
+                   "routes": [{"name": "api-live", "namespace": ROUTING}]}
+    cluster.load([obj])
+    cluster.faults.add(status=403, path=f"/namespaces/{GREEN}/pods", message=(
+        'pods is forbidden: User "system:serviceaccount:gatekeeper:gatekeeper" cannot list '
+        f'resource "pods" in API group "" in the namespace "{GREEN}"'))
+    loaded = write_config(tmp_path, [], prometheus_url=None, rules=[PODS_READY_RULE],
+                          policy={"auto_flip": False})
+    config, _found = await pairobjects.resolve(kube_api, loaded.config)
+    service = create_service(dataclasses.replace(loaded, config=config), kube_api,
+                             token=TOKEN)
+    server = await aiohttp_server(service.app)
+
+    def condition(kind: str) -> dict[str, Any]:
+        status = cluster.get_object(crd.API_VERSION, crd.KIND, "shop", "team").get(
+            "status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
+
+    try:
+        await wait_until(lambda: condition("Permitted").get("status") == "False", within=20,
+                         what="Permitted=False in the object's status")
+        permitted = condition("Permitted")
+        assert permitted["reason"] == "Forbidden"
+        assert f"list pods in namespace {GREEN}" in permitted["message"]
+        assert "rbac.pairNamespaces" in permitted["message"]
+        status = cluster.get_object(crd.API_VERSION, crd.KIND, "shop", "team")["status"]
+        assert status["verdict"] == "unknown" and condition("Safe")["status"] == "Unknown"
+        async with aiohttp.ClientSession() as http, http.get(
+                server.make_url("/api/v1/pairs/shop/flip-check")) as response:
+            assert response.status == 409
+        cluster.faults.clear()  # granted
+        await wait_until(lambda: condition("Permitted").get("status") == "True", within=20,
+                         what="Permitted=True once the reads are allowed")
+    finally:
+        await service.close()
+
+
 async def test_serve_picks_up_pair_objects_added_and_deleted_while_it_runs(
         tmp_path, cluster, kube_api):
     """`gatekeeper serve` in-process: a new object's pair is served (the watch), a deleted

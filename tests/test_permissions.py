@@ -106,3 +106,22 @@ async def test_every_call_of_a_release_is_listed_for_its_namespace(
     made = {(bucket(ns), t) for ns, triples in called.items() for t in triples}
     assert {(ns, t) for ns, t in listed - made if t not in NOT_EXERCISED} == set(), (
         "in permissions.py but never called")
+
+
+@pytest.mark.parametrize(("message", "namespace", "said"), [
+    ('pods is forbidden: User "system:serviceaccount:gatekeeper:gatekeeper" cannot list '
+     'resource "pods" in API group "" in the namespace "shop-green"', None,
+     "list pods in namespace shop-green"),
+    ('ingressroutes.traefik.io "api" is forbidden: User "x" cannot get resource '
+     '"ingressroutes" in API group "traefik.io" in the namespace "routing"', "other",
+     "get ingressroutes in namespace routing"),
+    ("forbidden", "shop-blue", "a call in namespace shop-blue"),
+])
+def test_a_refused_call_is_named_from_the_api_servers_message(message, namespace, said):
+    assert permissions.forbidden_call(message, namespace) == said
+
+
+def test_listed_pair_namespaces_become_scopes():
+    assert permissions.listed_namespaces(
+        ["a", {"namespace": "r", "kinds": ["routes"]}, {"namespace": "a", "kinds": ["tests"]}]
+    ) == {"a": frozenset({"pairs", "tests"}), "r": frozenset({"routes"})}

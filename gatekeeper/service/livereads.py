@@ -21,6 +21,7 @@ closed on it (no active namespace, a dark that cannot take traffic).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -28,9 +29,10 @@ from typing import Any, NamedTuple, Protocol
 
 from kubernetes_asyncio import client
 
-from gatekeeper import environments, labels, watching
+from gatekeeper import environments, labels, permissions, watching
 from gatekeeper.config import PairConfig, RouteRef
 from gatekeeper.environments import Readiness
+from gatekeeper.kubeclient import ApiException
 from gatekeeper.lifecycle import Observation, ReleaseState
 from gatekeeper.operations import CLUSTER_ERRORS
 from gatekeeper.routers import reading
@@ -160,9 +162,11 @@ async def read_pair(api: client.ApiClient, pair: PairConfig,
         active_state, cached = await read_routes(api, pair, cache, memory, expected)
     except CLUSTER_ERRORS as exc:
         problem = f"cannot read the routes: {type(exc).__name__}: {exc}"
-        return LiveRead(active=None, problem=problem[:300])
+        return LiveRead(active=None, problem=problem[:300],
+                        forbidden=refused(exc, pair.routes[0].namespace))
     readiness: dict[str, Readiness | None] = {}
-    errors: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    forbidden: list[str] = []
 
     async def one(namespace: str) -> None:
         cached = cached_readiness(cache, pair, namespace) if cache is not None else None
@@ -174,14 +178,29 @@ async def read_pair(api: client.ApiClient, pair: PairConfig,
                 api, namespace, pair=pair)
         except CLUSTER_ERRORS as exc:
             readiness[namespace] = None
-            errors[namespace] = f"{type(exc).__name__}: {exc}"[:300]
+            problems[namespace] = f"{type(exc).__name__}: {exc}"[:300]
+            forbidden.extend(refused(exc, namespace))
 
     await asyncio.gather(*(one(namespace) for namespace in pair.namespaces))
     return LiveRead(active=active_state.active if active_state.consistent else None,
-                    problem=active_state.problem or "", readiness=readiness, errors=errors,
+                    problem=active_state.problem or "", readiness=readiness, errors=problems,
+                    forbidden=tuple(sorted(forbidden)),
                     last_switch=active_state.last_switch, exposed=active_state.exposed,
                     exposure_step=active_state.exposure_step,
                     mirrored=bool(active_state.mirrored), routes_cached=cached)
+
+
+def refused(exc: BaseException, namespace: str) -> tuple[str, ...]:
+    """What RBAC refused, when `exc` is a 403 ("list pods in namespace X"); else ()."""
+    if not isinstance(exc, ApiException) or exc.status != 403:
+        return ()
+    message = ""
+    try:
+        body = json.loads(exc.body or b"{}")
+        message = str(body.get("message") or "") if isinstance(body, dict) else ""
+    except ValueError:
+        pass
+    return (permissions.forbidden_call(message, namespace),)
 
 
 async def routed(api: client.ApiClient, pair: PairConfig) -> str | None:

@@ -38,6 +38,8 @@ class LiveRead:
     """Some route is in gatekeeper's mirroring form."""
     routes_cached: bool = False
     """The routes came from the watch cache (they said what the pair's record expected)."""
+    forbidden: tuple[str, ...] = ()
+    """Reads RBAC refused (403), for a person: "list pods in namespace shop-green"."""
 
 
 def active_health(score: NamespaceScore | None) -> tuple[Health, tuple[str, ...]]:

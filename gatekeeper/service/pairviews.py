@@ -37,6 +37,9 @@ class PairView:
     verdict: Verdict | None = None
     readiness: dict[str, Readiness | None] = field(default_factory=dict)
     read_errors: dict[str, str] = field(default_factory=dict)
+    forbidden: tuple[str, ...] = ()
+    """Reads RBAC refused on the last tick ("list pods in namespace X")."""
+    forbidden_logged: tuple[str, ...] = ()
     evaluated_at: float | None = None
     record: PairState | None = None
     would: tuple[str, ...] = ()

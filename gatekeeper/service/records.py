@@ -99,13 +99,23 @@ class Records:
         """Show the dark's last verdict in the pair object's status (object pairs only; no
         write while it is unchanged). A failure is logged: the verdict is in the API and
         the metrics anyway."""
-        verdict = self.views[pair.name].verdict
-        if verdict is None or not pair.object_namespace or self.dry_run_for(pair):
+        view = self.views[pair.name]
+        verdict = view.verdict
+        if not pair.object_namespace or self.dry_run_for(pair):
             return
+        if view.forbidden and view.forbidden != view.forbidden_logged:
+            log.error("RBAC refuses reads of the pair: its verdict stays unknown",
+                      pair=pair.name, forbidden=list(view.forbidden))
+        view.forbidden_logged = view.forbidden
+        shown: str | None = verdict.verdict if verdict else None
+        score = verdict.candidate.score if verdict else None
+        reasons = list(verdict.reasons) if verdict else []
+        if view.forbidden:  # fail closed in the status too: judged on half its data, or none
+            shown, score = "unknown", None
+            reasons = [f"RBAC refuses: {what}" for what in view.forbidden]
         try:
-            await self.store.publish(pair, verdict=verdict.verdict,
-                                     score=verdict.candidate.score,
-                                     reasons=list(verdict.reasons), at=self.wall())
+            await self.store.publish(pair, verdict=shown, score=score, reasons=reasons,
+                                     at=self.wall(), forbidden=list(view.forbidden))
         except CLUSTER_ERRORS as exc:
             log.warning("verdict not shown in the pair object's status", pair=pair.name,
                         error=str(exc))

@@ -118,6 +118,7 @@ class Ticker:
                 continue
             view.readiness = dict(live.readiness or {})
             view.read_errors = dict(live.errors or {})
+            view.forbidden = live.forbidden
             view.verdict, view.observation, view.evaluated_at = verdict, observation, now
             if verdict is not None:
                 self.recorder.record_verdict(verdict)

@@ -92,12 +92,13 @@ class ObjectRecords:
         raise StateError(f"{self._where(pair)}: still conflicting after {self.retries} "
                          "attempts")
 
-    async def publish(self, pair: PairConfig, *, verdict: str, score: float | None,
-                      reasons: list[str], at: float) -> bool:
-        """Show the dark's verdict in the status (summary fields, the Safe condition); no
-        write when the verdict, the score in whole points and the reasons are what the
-        status shows (a score drifting by tenths would write every tick). Returns whether it
-        wrote."""
+    async def publish(self, pair: PairConfig, *, verdict: str | None, score: float | None,
+                      reasons: list[str], at: float, forbidden: list[str] | None = None
+                      ) -> bool:
+        """Show the dark's verdict in the status (summary fields, the Safe condition) and,
+        when RBAC refused reads of the pair (`forbidden`) or did before, the Permitted
+        condition; no write when both are what the status shows (a score drifting by
+        tenths would write every tick). Returns whether it wrote."""
         for _attempt in range(self.retries):
             body = await self.read(pair)
             if body is None:
@@ -105,11 +106,20 @@ class ObjectRecords:
             previous = body.get("status") or {}
             shown = (previous.get("verdict"), previous.get("score"), previous.get("reasons"))
             rounded = None if score is None else float(round(score))
-            if shown == (verdict, rounded, reasons[:10]):
-                return False
+            new_verdict = verdict is not None and shown != (verdict, rounded, reasons[:10])
             generation = (body.get("metadata") or {}).get("generation")
-            status = crd.with_verdict(previous, verdict=verdict, score=score, reasons=reasons,
-                                      generation=generation, at=at)
+            permitted = crd.permitted_condition(forbidden or [], generation=generation,
+                                                previous=previous, now=at)
+            new_permission = permitted is not None
+            if not (new_verdict or new_permission):
+                return False
+            status = dict(previous)
+            if new_verdict and verdict is not None:
+                status = crd.with_verdict(previous, verdict=verdict, score=score,
+                                          reasons=reasons, generation=generation, at=at)
+            if permitted is not None:
+                status["conditions"] = [c for c in status.get("conditions") or []
+                                        if c.get("type") != "Permitted"] + [permitted]
             try:
                 await read_json(self.objects.replace_namespaced_custom_object_status,
                                 crd.GROUP, crd.VERSION, pair.object_namespace, crd.PLURAL,

@@ -104,14 +104,16 @@ class StateStore:
         async with _write_lock(self._where()):
             return await self._update(_name(pair), mutate)
 
-    async def publish(self, pair: PairConfig, *, verdict: str, score: float | None,
-                      reasons: list[str], at: float) -> bool:
-        """An object pair's verdict in its status (`ObjectRecords.publish`); nothing for a
-        pair of the configuration file (its verdict is in the API and the metrics)."""
+    async def publish(self, pair: PairConfig, *, verdict: str | None, score: float | None,
+                      reasons: list[str], at: float, forbidden: list[str] | None = None
+                      ) -> bool:
+        """An object pair's verdict (None: none yet) and the reads RBAC refused in its
+        status (`ObjectRecords.publish`); nothing for a pair of the configuration file
+        (its verdict is in the API and the metrics)."""
         if not pair.object_namespace:
             return False
         return await self.objects.publish(pair, verdict=verdict, score=score,
-                                          reasons=reasons, at=at)
+                                          reasons=reasons, at=at, forbidden=forbidden)
 
     async def _update(self, name: str, mutate: Callable[[PairState], object]) -> PairState:
         for _attempt in range(self.retries):

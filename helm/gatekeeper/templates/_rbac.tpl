@@ -70,10 +70,24 @@ namespace, read while it runs, deleted when validation stops before it finished.
 {{/*
 Namespace -> its kinds ("own", "routes", "pairs", "tests"), as YAML: the release namespace,
 both namespaces of every pair (and "tests" for a pair with test_job), the namespace of every
-route.
+route, and rbac.pairNamespaces (a name: "pairs"; {namespace, kinds}: those kinds), the
+namespaces of pairs declared as objects (gatekeeper/permissions.py's `listed_namespaces`).
 */}}
 {{- define "gatekeeper.rbac.namespaceScopes" -}}
 {{- $scopes := dict .Release.Namespace (dict "own" true) -}}
+{{- range (default list .Values.rbac.pairNamespaces) -}}
+{{- $namespace := . -}}
+{{- $wanted := list "pairs" -}}
+{{- if kindIs "map" . -}}
+{{- $namespace = .namespace -}}
+{{- $wanted = .kinds -}}
+{{- end -}}
+{{- $kinds := get $scopes $namespace | default dict -}}
+{{- range $wanted -}}
+{{- $_ := set $kinds . true -}}
+{{- end -}}
+{{- $_ := set $scopes $namespace $kinds -}}
+{{- end -}}
 {{- range .Values.config.pairs -}}
 {{- $tests := .test_job -}}
 {{- range .namespaces -}}
