@@ -309,3 +309,20 @@ def metric_value(text: str, name: str, **labels: str) -> float:
                                            for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+async def uncache_routes(service: Any, emulator: Any) -> Any:
+    """Make the service read its routes afresh (a GET per route) from now on: refuse the
+    route watches and drop the open ones, then wait until no route stream is current.
+    For tests that slow or fault route GETs, which a tick skips while the watch cache
+    answers. Returns the refusing fault rule (cleared with the emulator's faults)."""
+    rule = emulator.faults.add(status=500, verb="watch", path="ingressroutes", times=10_000)
+    emulator.drop_watches()
+    streams = service.controller.ticker.cache.streams
+
+    def routes_uncached() -> bool:
+        return not any(state.live for target, state in streams.items()
+                       if target.resource.plural == "ingressroutes")
+
+    await wait_until(routes_uncached, within=10, what="no route watch current")
+    return rule

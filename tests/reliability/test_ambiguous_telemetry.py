@@ -35,6 +35,7 @@ from tests.service_support import (
     TOKEN,
     get_json,
     namespace,
+    uncache_routes,
     wait_until,
 )
 
@@ -584,7 +585,9 @@ async def test_flip_check_stops_saying_safe_when_the_evaluation_is_late(
     """`gatekeeper serve`: the dark is ready and flip-check answers 200; then the API
     server answers route reads 8 s late and the dark breaks: within the 3 s bound (plus
     one tick and one poll) flip-check answers 409 `unknown` naming the verdict's age, and
-    the pair API shows the verdict unknown, instead of 200 "safe" until the read returns."""
+    the pair API shows the verdict unknown, instead of 200 "safe" until the read returns.
+    The route watches are refused first, so each tick must GET the routes (the cache
+    would otherwise answer them and the tick would not be late)."""
     import asyncio
     import time
 
@@ -624,8 +627,8 @@ async def test_flip_check_stops_saying_safe_when_the_evaluation_is_late(
         async with aiohttp.ClientSession() as http:
             status, answer = await get_json(http, f"{url}/api/v1/pairs/api/flip-check")
             assert status == 200 and answer["safe"], answer
-            kube_emulator.faults.configure([{"delay": 8.0, "path": "ingressroutes",
-                                             "verb": "get"}])
+            await uncache_routes(service, kube_emulator)
+            kube_emulator.faults.add(delay=8.0, path="ingressroutes", verb="get")
             service_exporters.api.set_profile(green, error_ratio=0.5)
             broke = time.monotonic()
             answers = []
