@@ -326,3 +326,21 @@ async def uncache_routes(service: Any, emulator: Any) -> Any:
 
     await wait_until(routes_uncached, within=10, what="no route watch current")
     return rule
+
+
+async def serve_pair_objects(tmp_path: Path, kube_api: client.ApiClient,
+                             aiohttp_server: Any) -> tuple[Any, Any]:
+    """The service `gatekeeper serve` builds over the BlueGreenPair objects in the emulated
+    cluster (no configured pair; judged on pod readiness, no automatic flip) and its test
+    server: (Service, TestServer)."""
+    import dataclasses
+
+    from gatekeeper import pairobjects
+    from gatekeeper.service.app import create_service
+
+    loaded = write_config(tmp_path, [], prometheus_url=None, rules=[PODS_READY_RULE],
+                          policy={"auto_flip": False})
+    config, _found = await pairobjects.resolve(kube_api, loaded.config)
+    service = create_service(dataclasses.replace(loaded, config=config), kube_api,
+                             token=TOKEN)
+    return service, await aiohttp_server(service.app)

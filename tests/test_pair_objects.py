@@ -328,12 +328,9 @@ async def test_a_pair_object_in_namespaces_rbac_refuses_says_so_and_stays_unknow
     """A pair object whose green namespace gatekeeper may not read (403, the API server's
     RBAC message): Permitted=False names the namespace and the verb, the status verdict is
     unknown and the flip-check refuses (fails closed); once granted, Permitted=True."""
-    import dataclasses
-
     import aiohttp
 
-    from gatekeeper.service.app import create_service
-    from tests.service_support import NEW, PODS_READY_RULE, TOKEN, seed, wait_until, write_config
+    from tests.service_support import NEW, seed, serve_pair_objects, wait_until
 
     BLUE, GREEN, ROUTING = "rbac-blue", "rbac-green", "rbac-routing"
     cluster.load(seed(BLUE, GREEN, ROUTING, green_image=NEW))
@@ -344,12 +341,7 @@ async def test_a_pair_object_in_namespaces_rbac_refuses_says_so_and_stays_unknow
     cluster.faults.add(status=403, path=f"/namespaces/{GREEN}/pods", message=(
         'pods is forbidden: User "system:serviceaccount:gatekeeper:gatekeeper" cannot list '
         f'resource "pods" in API group "" in the namespace "{GREEN}"'))
-    loaded = write_config(tmp_path, [], prometheus_url=None, rules=[PODS_READY_RULE],
-                          policy={"auto_flip": False})
-    config, _found = await pairobjects.resolve(kube_api, loaded.config)
-    service = create_service(dataclasses.replace(loaded, config=config), kube_api,
-                             token=TOKEN)
-    server = await aiohttp_server(service.app)
+    service, server = await serve_pair_objects(tmp_path, kube_api, aiohttp_server)
 
     def condition(kind: str) -> dict[str, Any]:
         status = cluster.get_object(crd.API_VERSION, crd.KIND, "shop", "team").get(

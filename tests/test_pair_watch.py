@@ -14,17 +14,15 @@ import pytest
 from kubernetes_asyncio import client
 from structlog.testing import capture_logs
 
-from gatekeeper import crd, pairobjects
+from gatekeeper import crd
 from gatekeeper.kubeclient import read_json
-from gatekeeper.service.app import Service, create_service
+from gatekeeper.service.app import Service
 from tests.service_support import (
     NEW,
-    PODS_READY_RULE,
-    TOKEN,
     get_json,
     seed,
+    serve_pair_objects,
     wait_until,
-    write_config,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -77,12 +75,7 @@ async def running(tmp_path, cluster, kube_api, aiohttp_server) -> AsyncIterator[
     """`gatekeeper serve`'s service over pairs `a` and `b`, declared as objects."""
     for name in ("a", "b"):
         declare(cluster, name)
-    loaded = write_config(tmp_path, [], prometheus_url=None, rules=[PODS_READY_RULE],
-                          policy={"auto_flip": False})
-    config, _found = await pairobjects.resolve(kube_api, loaded.config)
-    service = create_service(dataclasses.replace(loaded, config=config), kube_api,
-                             token=TOKEN)
-    server = await aiohttp_server(service.app)
+    service, server = await serve_pair_objects(tmp_path, kube_api, aiohttp_server)
     try:
         yield Running(service, str(server.make_url("")).rstrip("/"))
     finally:
