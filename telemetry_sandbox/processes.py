@@ -213,6 +213,7 @@ class ManagedProcess:
                 raise RuntimeError(f"{self.name} is not running")
             assert self._proc is not None
             self._proc.send_signal(signal.SIGSTOP)
+            _wait_stopped(self._proc.pid)
             self._paused = True
 
     def resume(self) -> None:
@@ -385,3 +386,23 @@ class ConfiguredServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _wait_stopped(pid: int, timeout_s: float = 2.0) -> None:
+    """Return once every thread of `pid` is stopped (state T in /proc).
+
+    kill(SIGSTOP) returns before the group stop completes: a Go server's threads can still
+    answer a request or two for a few milliseconds (seen as a "paused" Prometheus answering
+    a query 1 ms after pause()). Bounded: gives up silently after `timeout_s` (the process
+    may have exited; callers see that through is_running)."""
+    deadline = time.monotonic() + timeout_s
+    tasks = Path(f"/proc/{pid}/task")
+    while time.monotonic() < deadline:
+        try:
+            states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                      for task in tasks.iterdir()]
+        except OSError:  # exited, or a thread went away while listed
+            states = []
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.001)
