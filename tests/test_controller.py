@@ -10,6 +10,7 @@ afresh (a GET per route). What it publishes is the cluster's either way.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -18,6 +19,7 @@ from kubernetes_asyncio import client
 from gatekeeper.lifecycle import Action, ReleaseState
 from gatekeeper.operations import ActionResult, Operations
 from gatekeeper.service.app import create_service
+from gatekeeper.service.livereads import ROUTE_RESYNC
 from gatekeeper.watching import DEPLOYMENTS, route_resource
 from tests.fixtures.kube import api_client_for
 from tests.service_support import (
@@ -170,6 +172,16 @@ async def test_a_tick_reads_the_routes_from_the_cache_while_they_say_what_the_re
     assert seen[ROUTE_GET] == 0 and not [k for k in seen if k[0] == "list"], seen
     assert view.observation is not None and view.observation.active == BLUE
     assert view.verdict is not None and view.verdict.verdict == "safe"
+    # Every ROUTE_RESYNC (give or take a quarter) the routes are read afresh once anyway.
+    memory = controller.ticker.routes
+    later = time.monotonic() + 1.3 * ROUTE_RESYNC
+    memory.clock = lambda: later
+    kube_emulator.requests.clear()
+    await controller.tick()
+    assert requests_by_kind(kube_emulator)[ROUTE_GET] == 2
+    kube_emulator.requests.clear()
+    await controller.tick()
+    assert requests_by_kind(kube_emulator)[ROUTE_GET] == 0
 
 
 async def test_a_route_change_seen_in_the_cache_is_confirmed_by_a_fresh_read(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -43,7 +44,8 @@ __all__ = ["ROUTE_RESYNC", "Expected", "ObjectCache", "RouteMemory", "cached_rea
            "cached_routes", "read_pair", "rollback_observation", "routed"]
 
 ROUTE_RESYNC = 300.0
-"""Seconds between fresh reads of a pair's routes while the cache could answer them."""
+"""Seconds (give or take a quarter) between fresh reads of a pair's routes while the cache
+could answer them."""
 
 
 class ObjectCache(Protocol):
@@ -74,24 +76,26 @@ class RouteMemory:
 
     twins: dict[tuple[str, str, str, str], str | None] = field(default_factory=dict)
     """(kind, group, namespace, name) -> the other Traefik API group holding the same name."""
-    read_at: dict[str, float] = field(default_factory=dict)
-    """Pair -> when its routes were last read afresh (`clock`)."""
+    due_at: dict[str, float] = field(default_factory=dict)
+    """Pair -> when its routes are to be read afresh again (`clock`): ROUTE_RESYNC after
+    the last fresh read, give or take a quarter, so the pairs read at start do not all come
+    due in the same tick."""
     clock: Callable[[], float] = time.monotonic
 
     def due(self, pair: PairConfig) -> bool:
-        """The pair's routes must be read afresh: never read, or not for ROUTE_RESYNC."""
-        last = self.read_at.get(pair.name)
-        return last is None or self.clock() - last >= ROUTE_RESYNC
+        """The pair's routes must be read afresh: never read, or their resync is due."""
+        due_at = self.due_at.get(pair.name)
+        return due_at is None or self.clock() >= due_at
 
     def forget(self, pair: PairConfig) -> None:
         """Read the pair's routes afresh next time."""
-        self.read_at.pop(pair.name, None)
+        self.due_at.pop(pair.name, None)
 
     def learn(self, pair: PairConfig, state: ActiveState) -> None:
         """Note a fresh read's twins and time."""
         for snapshot in state.snapshots:
             self.twins[_route_key(snapshot.ref)] = snapshot.view.also_in_group
-        self.read_at[pair.name] = self.clock()
+        self.due_at[pair.name] = self.clock() + ROUTE_RESYNC * random.uniform(0.75, 1.25)
 
 
 def _route_key(ref: RouteRef) -> tuple[str, str, str, str]:
