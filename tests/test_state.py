@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
@@ -130,6 +131,32 @@ async def test_update_skips_the_write_when_nothing_changed(
     before = configmap(seeded)["metadata"]["resourceVersion"]
     await store.update("api", lambda s: None)
     assert configmap(seeded)["metadata"]["resourceVersion"] == before
+
+
+async def test_loads_at_once_share_one_read_but_never_one_from_before_a_write(
+        seeded: Any, kube_api: client.ApiClient) -> None:
+    """100 pairs loading at once (a tick's steps) cost one GET of the ConfigMap, not 100;
+    a load that starts after this process wrote does not join a GET begun before the
+    write (it would miss it), even while that GET is still in flight."""
+    store = StateStore(kube_api, SETTINGS)
+    names = [f"p{i}" for i in range(100)]
+    for name in names[:3]:
+        await store.update(name, lambda s: s.count("flip"))
+    seeded.requests.clear()
+    states = await asyncio.gather(*(store.load(name) for name in names))
+    assert [s.counters for s in states[:4]] == [{"flip": 1}] * 3 + [{}]
+    gets = seeded.requests.records(method="GET", path_contains="gatekeeper-state")
+    assert len(gets) == 1
+
+    # A GET answered late: read before the write, its answer arrives after it.
+    seeded.faults.add(delay=1.0, verb="get", path="gatekeeper-state", times=1, after=True)
+    slow = asyncio.create_task(store.load("p0"))
+    await asyncio.sleep(0.2)
+    writer = StateStore(kube_api, SETTINGS)  # another instance in this process
+    await writer.update("p0", lambda s: s.count("rollback"))
+    after = await store.load("p0")
+    assert after.counters == {"flip": 1, "rollback": 1}
+    assert (await slow).counters == {"flip": 1}
 
 
 async def test_restart_after_patch_before_state_write_reconciles_to_the_routes(

@@ -9,6 +9,7 @@ import json
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -44,6 +45,37 @@ def _write_lock(where: str) -> asyncio.Lock:
     return locks.setdefault(where, asyncio.Lock())
 
 
+@dataclass
+class _SharedReads:
+    """The ConfigMap GET in flight, which loads that start meanwhile share (one GET and
+    one parse of every pair's record instead of one per pair: 1,000 pairs stepping at once
+    made 1,000 GETs of a 1,000-record ConfigMap). `epoch` counts this process's writes; a
+    GET is only shared while no write ended since it started, so a load never misses a
+    write this process made before it."""
+
+    epoch: int = 0
+    inflight: tuple[int, asyncio.Task[dict[str, Any] | None]] | None = None
+
+
+_shared_reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str],
+                                                                        _SharedReads]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _clear(shared: _SharedReads, done: asyncio.Task[Any]) -> None:
+    """Forget a finished GET (its exception, if any, was passed to its callers)."""
+    if shared.inflight is not None and shared.inflight[1] is done:
+        shared.inflight = None
+    if not done.cancelled():
+        done.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+def _reads_of(host: str, where: str) -> _SharedReads:
+    """The shared reads of one ConfigMap on one API server, per event loop."""
+    reads = _shared_reads.setdefault(asyncio.get_running_loop(), {})
+    return reads.setdefault((host, where), _SharedReads())
+
+
 
 class StateStore:
     """Reads and writes each pair's record: an object pair's in its own object's status,
@@ -72,11 +104,25 @@ class StateStore:
     def _where(self) -> str:
         return f"{self.settings.namespace}/{self.settings.configmap}"
 
+    def _shared(self) -> _SharedReads:
+        return _reads_of(str(getattr(self.api.configuration, "host", "")), self._where())
+
+    async def _read_shared(self) -> dict[str, Any] | None:
+        """`_read`, joining a GET already in flight unless this process wrote since it
+        began (`_SharedReads`). The body is shared: read it, never change it."""
+        shared = self._shared()
+        inflight = shared.inflight
+        if inflight is None or inflight[0] != shared.epoch or inflight[1].done():
+            task = asyncio.create_task(self._read(), name=f"read {self._where()}")
+            shared.inflight = inflight = (shared.epoch, task)
+            task.add_done_callback(lambda done: _clear(shared, done))
+        return await asyncio.shield(inflight[1])
+
     async def load(self, pair: PairConfig | str) -> PairState:
         """The pair's state; a fresh one when nothing was stored yet."""
         if isinstance(pair, PairConfig) and pair.object_namespace:
             return await self.objects.load(pair)
-        body = await self._read()
+        body = await self._read_shared()
         return self._parse(body, _name(pair))
 
     async def load_configmap(self) -> dict[str, PairState]:
@@ -140,6 +186,8 @@ class StateStore:
             except ApiException as exc:
                 raise StateError(f"writing ConfigMap {self._where()}: HTTP {exc.status} "
                                  f"{exc.reason or ''}".strip()) from exc
+            finally:
+                self._shared().epoch += 1  # a GET started before now may miss this write
             return state
         raise StateError(f"ConfigMap {self._where()}: still conflicting after "
                          f"{self.retries} attempts")
