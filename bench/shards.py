@@ -165,7 +165,7 @@ def _metric(text: str, name: str) -> float:
 
 def _get_text(url: str) -> str:
     # Generous: a replica busy with a tick over thousands of pairs answers late.
-    return httpjson.request("GET", url, timeout_s=120)[1].decode()
+    return httpjson.request("GET", url, timeout_s=300)[1].decode()
 
 
 def _prometheus_queries(prometheus: str) -> float:

@@ -54,6 +54,10 @@ class Recorder:
         self.verdict = Gauge(
             "gatekeeper_verdict", "1 for the pair's current verdict on its dark namespace.",
             ["pair", "verdict"], registry=r)
+        self._judged: dict[str, set[tuple[Gauge, tuple[str, ...]]]] = {}
+        """pair -> the per-namespace series (rule_status, rule_value, score) written for it:
+        dropping a pair's stale series looks at its own, not every pair's (at 5,000 pairs a
+        scan of all of them per pair made one tick take minutes)."""
         self.phase = Gauge(
             "gatekeeper_phase", "1 for the pair's current release phase, 0 for the others.",
             ["pair", "phase"], registry=r)
@@ -155,18 +159,26 @@ class Recorder:
         """Rule statuses and values, namespace scores and the verdict of one pair."""
         pair = verdict.pair
         self._drop_stale(verdict)
+        judged = self._judged.setdefault(pair, set())
+
+        def write(gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+            gauge.labels(*labels).set(value)
+            judged.add((gauge, labels))
+
         for ns_score in (verdict.candidate, verdict.baseline):
             role = "dark" if ns_score.role == "candidate" else "active"
             score = ns_score.score
-            self.score.labels(pair, ns_score.namespace, role).set(
-                math.nan if score is None else score / 100.0)
+            namespace = str(ns_score.namespace)
+            write(self.score, (pair, namespace, role),
+                  math.nan if score is None else score / 100.0)
             for result in ns_score.results:
+                rule = str(result.rule)
                 for status in RULE_STATUSES:
-                    self.rule_status.labels(pair, ns_score.namespace, role, result.rule,
-                                            status).set(1 if result.status == status else 0)
+                    write(self.rule_status, (pair, namespace, role, rule, status),
+                          1 if result.status == status else 0)
                 value = result.value
-                self.rule_value.labels(pair, ns_score.namespace, role, result.rule).set(
-                    math.nan if value is None else value)
+                write(self.rule_value, (pair, namespace, role, rule),
+                      math.nan if value is None else value)
         for name in VERDICTS:
             self.verdict.labels(pair, name).set(1 if verdict.verdict == name else 0)
         self.last_evaluation.labels(pair).set(verdict.evaluated_at)
@@ -178,15 +190,14 @@ class Recorder:
         roles = {verdict.candidate.namespace: "dark", verdict.baseline.namespace: "active"}
         rules = {ns.namespace: {r.rule for r in ns.results}
                  for ns in (verdict.candidate, verdict.baseline)}
-        for collector in (self.rule_status, self.rule_value, self.score):
-            for labels in list(collector._metrics):  # prometheus_client has no public lister
-                if labels[0] != verdict.pair:
-                    continue
-                namespace, role = labels[1], labels[2]
-                stale = roles.get(namespace) != role or (
-                    collector is not self.score and labels[3] not in rules.get(namespace, ()))
-                if stale:
-                    collector.remove(*labels)
+        judged = self._judged.get(verdict.pair, set())
+        for collector, labels in list(judged):
+            namespace, role = labels[1], labels[2]
+            stale = roles.get(namespace) != role or (
+                collector is not self.score and labels[3] not in rules.get(namespace, ()))
+            if stale:
+                collector.remove(*labels)
+                judged.discard((collector, labels))
 
     def record_rules(self, pair: str, rules: Iterable[Rule]) -> None:
         """The rules a pair is judged by, with their targets (for the dashboards' rule table)."""
@@ -209,13 +220,16 @@ class Recorder:
             for labels in list(collector._metrics):  # prometheus_client has no public lister
                 if labels[0] == pair:
                     collector.remove(*labels)
+        self._judged.pop(pair, None)
 
     def forget_namespace_roles(self, pair: str, namespaces: Iterable[str]) -> None:
         """Drop per-namespace series after a flip so a namespace never shows both roles."""
-        for collector in (self.rule_status, self.rule_value, self.score):
-            for labels in list(collector._metrics):  # prometheus_client has no public lister
-                if labels[0] == pair and labels[1] in set(namespaces):
-                    collector.remove(*labels)
+        dropped = set(namespaces)
+        judged = self._judged.get(pair, set())
+        for collector, labels in list(judged):
+            if labels[1] in dropped:
+                collector.remove(*labels)
+                judged.discard((collector, labels))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
