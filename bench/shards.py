@@ -273,14 +273,24 @@ def _wait(predicate: Any, what: str, timeout_s: float, *, every_s: float = 0.1) 
     raise TimeoutError(f"{what} not within {timeout_s:g}s")
 
 
+def _metrics_text(replica: ManagedProcess) -> str | None:
+    """A replica's /metrics; None when it does not answer in time (too busy: reported)."""
+    try:
+        return _get_text(f"{replica.url}/metrics")
+    except (OSError, httpjson.HTTPStatusError):
+        return None
+
+
 def _snapshot(replicas: list[ManagedProcess], emulator: ManagedProcess,
               prometheus: str) -> dict[str, Any]:
-    texts = [_get_text(f"{r.url}/metrics") for r in replicas]
+    texts = [_metrics_text(r) for r in replicas]
     counts = httpjson.get_json(f"{emulator.url}/_emulator/requests?limit=0", timeout_s=120)
     return {"at": time.monotonic(),
-            "cycles": [_metric(t, "gatekeeper_evaluation_duration_seconds_count")
+            "cycles": [None if t is None else
+                       _metric(t, "gatekeeper_evaluation_duration_seconds_count")
                        for t in texts],
-            "cycle_s": [_metric(t, "gatekeeper_evaluation_duration_seconds_sum")
+            "cycle_s": [None if t is None else
+                        _metric(t, "gatekeeper_evaluation_duration_seconds_sum")
                         for t in texts],
             "api_requests": counts["total"], "by_verb": counts["by_verb"],
             "promql": _prometheus_queries(prometheus)}
@@ -420,8 +430,10 @@ def _group(count: int, all_pairs: list[Pair], *, work: Path, emulator: ManagedPr
         time.sleep(window)
         after = _snapshot(replicas, emulator, prometheus)
         elapsed = after["at"] - before["at"]
-        cycles = [a - b for a, b in zip(after["cycles"], before["cycles"], strict=True)]
-        seconds = [a - b for a, b in zip(after["cycle_s"], before["cycle_s"], strict=True)]
+        cycles = [None if a is None or b is None else a - b
+                  for a, b in zip(after["cycles"], before["cycles"], strict=True)]
+        seconds = [None if a is None or b is None else a - b
+                   for a, b in zip(after["cycle_s"], before["cycle_s"], strict=True)]
         every_window = _matching_puts(emulator, state.every_put)
         size = state.write_bytes(flipped[0])
         rss = [reporting.rss_mib(p.pid or 0).get("rss_mib") for p in replicas]
@@ -440,11 +452,11 @@ def _group(count: int, all_pairs: list[Pair], *, work: Path, emulator: ManagedPr
     row = {
         "replicas": count, "pairs": len(all_pairs), "ready_s": round(ready_s, 1),
         "window_s": round(elapsed, 1),
-        "cycle_s_per_replica": [round(s / c, 2) if c else None
+        "cycle_s_per_replica": [round(s / c, 2) if c and s is not None else None
                                 for s, c in zip(seconds, cycles, strict=True)],
         "cycles": cycles,
-        "promql_per_cycle": round((after["promql"] - before["promql"]) / max(sum(cycles), 1),
-                                  2),
+        "promql_per_cycle": round((after["promql"] - before["promql"])
+                                  / max(sum(c for c in cycles if c), 1), 2),
         "api_requests_per_min_by_verb": {
             verb: round((n - before["by_verb"].get(verb, 0)) / elapsed * 60)
             for verb, n in sorted(after["by_verb"].items())},
@@ -494,6 +506,8 @@ def _shard(name: str) -> int:
 def run(options: Options) -> Outcome:
     """Fleet, Prometheus, emulator; then each replica count in turn."""
     count = QUICK_PAIRS if options.quick else int(os.environ.get("BENCH_SHARD_PAIRS", PAIRS))
+    groups = tuple(int(n) for n in os.environ.get("BENCH_SHARD_REPLICAS", "").split(",")
+                   if n.strip()) or REPLICAS
     mode = os.environ.get("BENCH_SHARD_STATE", STATE_MODES[0])
     if mode not in STATE_MODES:
         raise ValueError(f"BENCH_SHARD_STATE={mode!r}: expected one of {', '.join(STATE_MODES)}")
@@ -520,7 +534,7 @@ def run(options: Options) -> Outcome:
                                   evaluation_interval_s=SCRAPE_S) as prometheus:
                 prometheus.wait_for_scrapes("fleet", timeout_s=120)
                 time.sleep(WINDOW_S)  # a full rate() window before the first tick
-                for replicas in REPLICAS:
+                for replicas in groups:
                     rows.append(_group(replicas, all_pairs, work=work, emulator=emulator,
                                        prometheus=prometheus.url, rules=rules, token=token,
                                        options=options, objects=objects))
