@@ -128,11 +128,15 @@ async def test_restarts_within_the_window(kube_bluegreen, kube_api):
     assert result[GREEN].value == 3
 
 
+@pytest.mark.parametrize("cached", [False, True], ids=["listed", "watch-cache"])
 @pytest.mark.parametrize("skew", [600, -3600])
-async def test_restarts_are_reckoned_on_the_api_servers_clock(kube_emulator, kube_api, skew):
+async def test_restarts_are_reckoned_on_the_api_servers_clock(kube_emulator, kube_api, skew,
+                                                              cached, blue_green_watcher):
     """gatekeeper's clock 10 min ahead of the cluster's, or an hour behind: the restart of
     the last minute still counts in a 5 min window (ahead, it used to read as 0), and the
-    restarts of an hour ago still do not (behind, they used to count)."""
+    restarts of an hour ago still do not (behind, they used to count). With the pods from
+    the watch cache (no list), the window ends at the API server's clock as the watch last
+    saw it (its Date plus our monotonic time since)."""
     emulator = kube_emulator
     emulator.clock_offset = -3600  # the pods started, and pods[0] restarted, an hour ago
     load_bluegreen_seed(emulator)
@@ -142,11 +146,23 @@ async def test_restarts_are_reckoned_on_the_api_servers_clock(kube_emulator, kub
     emulator.restart_container(GREEN, pods[1], count=10)
     emulator.clock_offset = 0.0
     skewed = KubernetesSource(kube_api, clock=lambda: time.time() + skew)
+    if cached:
+        watcher = blue_green_watcher
+        await wait_until(lambda: sum(
+            s["restartCount"] for p in watcher.listed(PODS, GREEN) or []
+            for s in p["status"]["containerStatuses"]) == 14, within=10,
+            what="the cache to see the restarts")
+        skewed = KubernetesSource(kube_api, clock=lambda: time.time() + skew,
+                                  pods=partial(watcher.listed, PODS),
+                                  server_now=watcher.server_now)
+    emulator.requests.clear()
     result = await skewed.measure(_rule("restarts"), _targets(), window=300, variables={})
+    assert (emulator.requests.records(verb="list") == []) == cached
     # pods[1] started long before the window: its last termination (1 min ago) counts once
     # (the earlier ones have no time); pods[0]'s restarts an hour ago not at all.
     assert result[GREEN].value == 1, result[GREEN].message
     assert pods[0] not in result[GREEN].message and pods[1] in result[GREEN].message
+    assert result[BLUE].value == 0
 
 
 def _configmap(namespace: str, name: str, data: dict) -> dict:
@@ -255,35 +271,3 @@ async def test_api_errors_are_errors(kube_bluegreen, source):
     kube_bluegreen.faults.add(status=500, verb="list", path="/pods")
     result = await source.measure(_rule("pods_ready"), _targets(), window=300, variables={})
     assert result[GREEN].status == "error" and "HTTP 500" in result[GREEN].message
-
-
-@pytest.mark.parametrize("skew", [600, -3600])
-async def test_restarts_from_the_watch_cache_are_reckoned_on_the_api_servers_clock(
-        kube_emulator, kube_api, blue_green_watcher, skew):
-    """With the pods from the watch cache (no list), the window still ends at the API
-    server's clock, as the watch last saw it (its Date plus our monotonic time since), not
-    at gatekeeper's skewed one: the restart of a minute ago counts, the older ones not."""
-    emulator = kube_emulator
-    emulator.clock_offset = -3600  # the pods started, and pods[0] restarted, an hour ago
-    load_bluegreen_seed(emulator)
-    pods = sorted(p["metadata"]["name"] for p in emulator.pods(GREEN, "app=api"))
-    emulator.restart_container(GREEN, pods[0], count=4)
-    emulator.clock_offset = -60  # pods[1] restarted a minute ago
-    emulator.restart_container(GREEN, pods[1], count=2)
-    emulator.clock_offset = 0.0
-    watcher = blue_green_watcher
-    await wait_until(lambda: sum(
-        s["restartCount"] for p in watcher.listed(PODS, GREEN) or []
-        for s in p["status"]["containerStatuses"]) == 6, within=10,
-        what="the cache to see the restarts")
-    skewed = KubernetesSource(kube_api, clock=lambda: time.time() + skew,
-                              pods=partial(watcher.listed, PODS),
-                              server_now=watcher.server_now)
-    emulator.requests.clear()
-    result = await skewed.measure(_rule("restarts"), _targets(), window=300, variables={})
-    assert emulator.requests.records(verb="list") == []
-    # pods[0]'s restart an hour ago is outside the window; pods[1] (started before the
-    # window) restarted within it: its last termination counts once.
-    assert result[GREEN].value == 1, result[GREEN].message
-    assert pods[0] not in result[GREEN].message and pods[1] in result[GREEN].message
-    assert result[BLUE].value == 0
