@@ -98,6 +98,14 @@ class Story:
                  if entry.get("kind") == "phase" and entry.get("to") == target]
         return max(times) if times else None
 
+    @staticmethod
+    def last_phase(snapshot: Snapshot) -> str | None:
+        """The phase the audit trail's latest phase transition entered. The pair API shows a
+        new phase as soon as it is decided and its history once the record is written, so a
+        wait on a phase also waits for this."""
+        entries = [e for e in snapshot.pair.get("history") or [] if e.get("kind") == "phase"]
+        return str(entries[-1].get("to")) if entries else None
+
     # -- prologue --------------------------------------------------------------------------------
 
     def prologue(self) -> None:
@@ -128,8 +136,8 @@ class Story:
         pending = self.pending_during_soak()
         soak = parse_duration(self.timing.soak)
         snapshot = self.wait("an automatic flip to production-green",
-                             lambda s: s.pair.get("phase") == "flipped" and s.active == GREEN,
-                             60 + soak)
+                             lambda s: s.pair.get("phase") == "flipped" and s.active == GREEN
+                             and self.last_phase(s) == "flipped", 60 + soak)
         started = self.transition_at(snapshot, "validating")
         flipped = self.transition_at(snapshot, "flipped")
         if started is None or flipped is None:
@@ -280,7 +288,8 @@ class Story:
                   60 + soak + window)
         snapshot = self.wait(
             "an Alertmanager-triggered rollback to production-green",
-            lambda s: s.pair.get("phase") == "rolled_back" and s.active == GREEN, 45)
+            lambda s: s.pair.get("phase") == "rolled_back" and s.active == GREEN
+            and self.last_phase(s) == "rolled_back", 45)
         history = snapshot.pair.get("history") or []
         trigger = next((e.get("trigger") for e in reversed(history)
                         if e.get("kind") == "phase" and e.get("to") == "rolled_back"), None)
