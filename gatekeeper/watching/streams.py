@@ -24,8 +24,9 @@ cache was updated; a failing callback is logged and the stream carries on. Keep 
 short: a slow callback delays that stream's later events (and the one-second promise that
 a `kubectl patch` of a route is seen at once).
 
-About 480 lines on purpose: one reflector loop (list, watch, resume, re-list) and the cache it
-keeps current are one state machine (`watching.targets` plans the streams).
+About 500 lines on purpose: one reflector loop (list, watch, resume, re-list), the cache it
+keeps current and the retargeting that follows the served pairs (`watch`) are one state
+machine (`watching.targets` plans the streams, `watching.types` holds the shared data).
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypedDict
+from typing import Any
 
 import aiohttp
 import structlog
@@ -46,89 +46,22 @@ from kubernetes_asyncio import client
 from gatekeeper import errors, kubeclient, tasks
 from gatekeeper.config import PairConfig
 from gatekeeper.kubeclient import ApiException
-from gatekeeper.watching.targets import DEPLOYMENTS, PODS, Resource, Scope, Target, targets_for
+from gatekeeper.watching.targets import DEPLOYMENTS, PODS, Resource, Target, targets_for
+from gatekeeper.watching.types import (
+    EventHandler,
+    Obj,
+    ObjectKey,
+    RawEvent,
+    StreamState,
+    WatchSettings,
+)
 
 __all__ = ["EventHandler", "ObjectKey", "StreamState", "WatchSettings", "Watcher"]
 
 log = structlog.get_logger()
 
-Obj = dict[str, Any]
 _MAX_LINE = 16 * 1024 * 1024  # no single event is larger (etcd refuses objects over ~1.5 MiB)
 _FAILURES = (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError)
-class RawEvent(TypedDict):
-    """One line of a watch stream, as the API server sends it."""
-
-    type: str
-    object: Obj
-
-
-class EventHandler(Protocol):
-    """Told about every change: `kind` is e.g. "IngressRoute", `event_type` ADDED,
-    MODIFIED or DELETED, `obj` the raw object (its apiVersion tells the API group)."""
-
-    def __call__(self, kind: str, event_type: str, obj: Obj) -> Awaitable[None]: ...
-
-
-class ObjectKey(NamedTuple):
-    """Where an object lives in the cache."""
-
-    group: str
-    kind: str
-    namespace: str
-    name: str
-
-
-@dataclass
-class StreamState:
-    """What one stream has done; read by tests, status pages and metrics."""
-
-    resource_version: str | None = None
-    """The last resourceVersion seen (list, event or bookmark): where a reconnect resumes."""
-    synced: bool = False
-    """True once the first list is in the cache."""
-    lists: int = 0
-    """Successful lists: 1, plus one per re-list after 410 Gone."""
-    connections: int = 0
-    """Watch requests opened."""
-    failures: int = 0
-    """Errors (HTTP, network, timeouts) that led to a reconnect after backoff."""
-    gone: int = 0
-    """410 Gone answers: the resourceVersion had been compacted, so we re-listed."""
-    bookmarks: int = 0
-    """BOOKMARK events: the resourceVersion advanced without a change."""
-    changes: int = 0
-    """ADDED, MODIFIED and DELETED events applied to the cache (re-list diffs included)."""
-    live: bool = False
-    """Listed and connected now: its part of the cache is current (`Watcher.listed`)."""
-
-
-@dataclass(frozen=True)
-class WatchSettings:
-    """Timeouts and retry pacing of the watch streams."""
-
-    server_timeout: float = 300.0
-    """Seconds asked of the server (`timeoutSeconds`) per watch request, stretched by up to
-    2x at random like client-go does, so replicas do not reconnect in step."""
-    idle_timeout: float = 90.0
-    """Seconds without a byte (event or bookmark) before the connection is presumed dead
-    and reopened from the last resourceVersion (the real server bookmarks about every
-    minute)."""
-    connect_timeout: float = 10.0
-    """Seconds to open a connection."""
-    list_timeout: float = 60.0
-    """Seconds for each list request (one page)."""
-    page_size: int = 500
-    """Objects per list page."""
-    backoff: tasks.Backoff = field(
-        default_factory=lambda: tasks.Backoff(initial=0.2, maximum=10.0, jitter=0.5))
-    """Wait between failed attempts: exponential, jittered, at most `maximum` seconds."""
-    scope: Scope = "auto"
-    """`namespaces`, `cluster` or `auto` (see `targets_for`; `kubernetes.watch.scope`)."""
-    max_streams: int = 64
-    """Streams (each one connection of the watcher's own pool) before `auto` goes
-    cluster-wide; with scope `namespaces`, more is refused (`kubernetes.watch.max_streams`)."""
-
-
 class _Gone(Exception):
     """The server no longer has the resourceVersion we asked for: re-list."""
 
