@@ -289,3 +289,23 @@ async def test_results_are_folded_once_the_same_way_for_the_loop_and_requests(se
     assert blocked.state.phase == "blocked" and "cannot take traffic" in blocked.state.reason
     assert folder.fold(pair, state, flip, refused, 0.0, automatic=False,
                        requested=True).state == state
+
+
+async def test_a_record_whose_first_write_failed_is_written_by_a_later_tick(service,
+                                                                            kube_emulator):
+    """The first state write of a pair is refused (the API server answers 500): a later tick
+    writes the record although the lifecycle changed nothing since (before, "nothing
+    stored" carried the state in memory and no later step wrote it)."""
+    controller = service.controller
+    await current(service)
+    refused = kube_emulator.faults.add(status=500, path="configmaps", verb="create",
+                                       times=1000)
+    await controller.tick()
+    view = controller.views["ctl"]
+    assert refused.injected > 0 and view.state.active == BLUE
+    assert view.state_error and "state not written" in view.state_error
+    kube_emulator.faults.clear()
+    await controller.tick()
+    stored = await controller.store.load(controller.config.pairs[0])
+    assert stored.release is not None and stored.release.active == BLUE, stored
+    assert view.state_error is None

@@ -137,9 +137,10 @@ class Records:
         await self.drive(pair, state)
         if self.dry_run_for(pair):
             return
+        stored = view.record is not None and view.record.release is not None
         if not transitions and replace(before, reason="") == replace(state, reason="") \
-                and not view.rebuilt and audit is None:
-            return
+                and not view.rebuilt and audit is None and stored:
+            return  # unchanged and already stored (a first write that failed is retried)
         history = self.config.state.history
 
         def mutate(record: PairState) -> None:
