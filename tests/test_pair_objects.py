@@ -123,6 +123,39 @@ async def test_status_writes_retry_on_conflict_and_spec_edits_bump_the_generatio
     assert stored["spec"]["selector"] == "app=api-0"
 
 
+async def test_a_step_reads_its_pair_object_once_and_a_stale_copy_is_read_again(cluster,
+                                                                               kube_api):
+    """Load, commit and publish of one step GET the object once (the writes start from the
+    object as last read or written); a copy another writer made stale is a 409, read again,
+    and neither write is lost."""
+    cluster.load(pair_object("api"))
+    resolved, _ = await pairobjects.resolve(kube_api, config())
+    pair = resolved.pair("api")
+    store = StateStore(kube_api, SETTINGS)
+    path = f"/bluegreenpairs/{pair.name}"
+
+    def calls(method: str) -> int:
+        return len(cluster.requests.records(method=method, path_contains=path))
+
+    cluster.requests.clear()
+    await store.load(pair)
+    await store.update(pair, lambda s: s.count("flip"))
+    assert await store.publish(pair, verdict="safe", score=97.0, reasons=[], at=1.0)
+    assert (calls("GET"), calls("PUT")) == (1, 2)
+
+    objects = client.CustomObjectsApi(kube_api)  # someone else writes: our copy is stale
+    await objects.patch_namespaced_custom_object(
+        crd.GROUP, crd.VERSION, "team", crd.PLURAL, "api", {"spec": {"selector": "app=x"}},
+        _content_type="application/merge-patch+json")
+    cluster.requests.clear()
+    assert await store.publish(pair, verdict="unsafe", score=10.0, reasons=["5xx"], at=2.0)
+    assert [r.status for r in cluster.requests.records(method="PUT")] == [409, 200]
+    assert calls("GET") == 1
+    stored = cluster.get_object(crd.API_VERSION, crd.KIND, "api", "team")
+    assert stored["status"]["verdict"] == "unsafe" and stored["spec"]["selector"] == "app=x"
+    assert (await store.load(pair)).counters == {"flip": 1}
+
+
 async def test_invalid_objects_get_a_condition_naming_the_field_and_the_others_proceed(
         cluster, kube_api):
     same = pair_object("same", green="blue")  # the schema allows it, the models do not
